@@ -1,0 +1,299 @@
+//! A dump opened for reading: the container, physical memory, and the kernel address space.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::addr::{Pa, Va, PAGE_SIZE};
+use crate::container::{parse_body, raw_body, Layout};
+use crate::error::{Error, Result};
+use crate::header::{parse_header, DumpHeader, Machine};
+use crate::mmu::{walk, Mode, Walk};
+use crate::phys::PhysMap;
+use crate::raw;
+use crate::triage::Triage;
+
+/// The bytes of a dump file: a read-only memory map, or an owned buffer (tests, fuzzing).
+pub enum Backing {
+    /// A read-only map of the file.
+    Mmap(memmap2::Mmap),
+    /// Bytes held in memory.
+    Owned(Vec<u8>),
+}
+
+impl Backing {
+    /// The whole file.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mmap(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// Options for raw physical images (no header).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawOptions {
+    /// Architecture; `None` to detect from the page tables found.
+    pub machine: Option<Machine>,
+    /// PAE paging for x86 images; `None` to detect.
+    pub pae: Option<bool>,
+    /// Directory table base (PA); `None` to search for a self-referencing top-level table.
+    pub dtb: Option<u64>,
+}
+
+/// An open dump. Cheap to share between threads (`Sync`); every read is a copy out of the map.
+pub struct Dump {
+    backing: Arc<Backing>,
+    /// The header (synthesised for raw images).
+    pub header: DumpHeader,
+    /// How the file stores memory.
+    pub layout: Layout,
+    phys: PhysMap,
+    triage: Option<Triage>,
+    mode: Option<Mode>,
+    dtb: u64,
+    /// Oddities found while opening (truncation, count mismatches); never fatal.
+    pub warnings: Vec<String>,
+}
+
+fn map_file(path: &Path) -> Result<Backing> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let f = File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Err(Error::format("file is empty", 0));
+    }
+    // SAFETY: the map is read-only and private to this process. If another process truncates the file
+    // while it is mapped, reads past the new end would fault; dumps are treated as immutable inputs and
+    // this is documented in docs/robustness.md.
+    let m = unsafe { memmap2::MmapOptions::new().map(&f) }.map_err(io)?;
+    Ok(Backing::Mmap(m))
+}
+
+impl Dump {
+    /// Open a crash dump (`PAGEDUMP` / `PAGEDU64`) at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Dump> {
+        Self::from_backing(map_file(path.as_ref())?)
+    }
+
+    /// Open a crash dump held in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Dump> {
+        Self::from_backing(Backing::Owned(bytes))
+    }
+
+    /// Open a crash dump from a backing store.
+    pub fn from_backing(backing: Backing) -> Result<Dump> {
+        let data = backing.bytes();
+        let header = parse_header(data)?;
+        let body = parse_body(data, &header)?;
+        let mode = match header.machine {
+            Machine::X64 => Some(Mode::X64),
+            Machine::X86 if header.pae => Some(Mode::Pae),
+            Machine::X86 => Some(Mode::X86),
+            Machine::Arm64 => None,
+        };
+        let dtb = header.dtb;
+        Ok(Dump {
+            backing: Arc::new(backing),
+            header,
+            layout: body.layout,
+            phys: body.phys,
+            triage: body.triage,
+            mode,
+            dtb,
+            warnings: body.warnings,
+        })
+    }
+
+    /// Open a raw physical memory image (file offset == PA).
+    pub fn open_raw(path: impl AsRef<Path>, opts: RawOptions) -> Result<Dump> {
+        Self::raw_from_backing(map_file(path.as_ref())?, opts)
+    }
+
+    /// Open a raw physical image held in memory.
+    pub fn raw_from_bytes(bytes: Vec<u8>, opts: RawOptions) -> Result<Dump> {
+        Self::raw_from_backing(Backing::Owned(bytes), opts)
+    }
+
+    fn raw_from_backing(backing: Backing, opts: RawOptions) -> Result<Dump> {
+        let data = backing.bytes();
+        let body = raw_body(data.len() as u64);
+        let mut warnings = Vec::new();
+        let (mode, dtb) = match (opts.dtb, opts.machine) {
+            (Some(dtb), Some(m)) => (raw::mode_for(m, opts.pae.unwrap_or(false)), dtb),
+            _ => {
+                let found = raw::find_dtb(data, &body.phys, opts)?;
+                warnings.push(format!("raw image: {} paging, DTB {:#x} found by {}", found.0.as_str(), found.1, found.2));
+                (found.0, found.1)
+            }
+        };
+        let header = raw::synthetic_header(mode, dtb, data.len() as u64);
+        Ok(Dump {
+            backing: Arc::new(backing),
+            header,
+            layout: Layout::Raw,
+            phys: body.phys,
+            triage: None,
+            mode: Some(mode),
+            dtb,
+            warnings,
+        })
+    }
+
+    /// The whole file.
+    #[inline]
+    pub fn file(&self) -> &[u8] {
+        self.backing.bytes()
+    }
+
+    /// File length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.backing.bytes().len() as u64
+    }
+
+    /// The physical map (runs of stored pages).
+    pub fn phys(&self) -> &PhysMap {
+        &self.phys
+    }
+
+    /// Triage-dump contents, for DumpType 4.
+    pub fn triage(&self) -> Option<&Triage> {
+        self.triage.as_ref()
+    }
+
+    /// Paging mode (`None` for ARM64, whose translation is not implemented yet).
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
+    }
+
+    /// Directory table base used for kernel translation (PA).
+    pub fn dtb(&self) -> u64 {
+        self.dtb
+    }
+
+    /// Pointer size in bytes.
+    pub fn pointer_size(&self) -> u64 {
+        self.header.machine.pointer_size()
+    }
+
+    /// Copy `buf.len()` bytes of physical memory at `pa`; fails with [`Error::NotInDump`] naming the first
+    /// missing page.
+    pub fn read_phys(&self, pa: Pa, buf: &mut [u8]) -> Result<()> {
+        self.phys.read(self.file(), pa, buf)
+    }
+
+    /// Like [`Dump::read_phys`] but zero-fills missing pages; returns the number of bytes that were present.
+    pub fn read_phys_padded(&self, pa: Pa, buf: &mut [u8]) -> usize {
+        let mut got = 0;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur = pa.0.wrapping_add(done as u64);
+            let off = (cur & (PAGE_SIZE - 1)) as usize;
+            let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
+            match self.phys.page(self.file(), cur >> 12) {
+                Some(p) => {
+                    buf[done..done + n].copy_from_slice(&p[off..off + n]);
+                    got += n;
+                }
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        got
+    }
+
+    /// The stored 4 KiB page of frame `pfn`, borrowed from the map (zero copy).
+    #[inline]
+    pub fn phys_page(&self, pfn: u64) -> Option<&[u8]> {
+        self.phys.page(self.file(), pfn)
+    }
+
+    fn read_entry(&self, mode: Mode, pa: Pa) -> Result<u64> {
+        let mut b = [0u8; 8];
+        let n = mode.spec().entry_size as usize;
+        self.read_phys(pa, &mut b[..n])?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Walk the kernel page tables for `va`, level by level (what `!pte` shows).
+    pub fn walk(&self, va: Va) -> Result<Walk> {
+        self.walk_with(va, self.dtb)
+    }
+
+    /// Walk the page tables rooted at `dtb` (a PA) for `va`.
+    pub fn walk_with(&self, va: Va, dtb: u64) -> Result<Walk> {
+        let mode = self.mode.ok_or_else(|| Error::Argument("ARM64 address translation is not implemented yet".into()))?;
+        Ok(walk(mode, dtb, va, |pa| self.read_entry(mode, pa)))
+    }
+
+    /// Translate a kernel VA to a PA. Triage dumps have no physical memory: this fails there.
+    pub fn translate(&self, va: Va) -> Result<Pa> {
+        Ok(self.walk(va)?.result?.0)
+    }
+
+    /// Copy `buf.len()` bytes of kernel virtual memory at `va`. Pages may have different backing; the
+    /// first unreadable page gives its error. Triage dumps read their captured ranges.
+    pub fn read_virt(&self, va: Va, buf: &mut [u8]) -> Result<()> {
+        if let Some(t) = &self.triage {
+            return t.read(self.file(), va, buf);
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur = Va(va.0.wrapping_add(done as u64));
+            let off = cur.page_offset() as usize;
+            let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
+            let page = self.virt_page(cur)?;
+            buf[done..done + n].copy_from_slice(&page[off..off + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Like [`Dump::read_virt`] but zero-fills unreadable pages; returns the number of bytes that were read.
+    pub fn read_virt_padded(&self, va: Va, buf: &mut [u8]) -> usize {
+        let mut got = 0;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur = Va(va.0.wrapping_add(done as u64));
+            let n = (PAGE_SIZE - cur.page_offset()) as usize;
+            let n = n.min(buf.len() - done);
+            match self.read_virt(cur, &mut buf[done..done + n]) {
+                Ok(()) => got += n,
+                Err(_) => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        got
+    }
+
+    /// The stored page holding kernel VA `va`, borrowed from the map (not available for triage dumps).
+    pub fn virt_page(&self, va: Va) -> Result<&[u8]> {
+        let w = self.walk(va)?;
+        let (pa, _) = w.result?;
+        self.phys_page(pa.pfn()).ok_or(Error::NotInDump { va: Some(va), pa: pa.page_align() })
+    }
+
+    /// A pointer-sized value at `va` (4 bytes on x86, 8 elsewhere).
+    pub fn read_ptr(&self, va: Va) -> Result<u64> {
+        let mut b = [0u8; 8];
+        let n = self.pointer_size() as usize;
+        self.read_virt(va, &mut b[..n])?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// A u32 at `va`.
+    pub fn read_u32(&self, va: Va) -> Result<u32> {
+        let mut b = [0u8; 4];
+        self.read_virt(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// A u64 at `va`.
+    pub fn read_u64(&self, va: Va) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read_virt(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}

@@ -1,0 +1,36 @@
+"""ntdump: read Windows kernel crash dumps (MEMORY.DMP) from Python.
+
+>>> import ntdump
+>>> with ntdump.open("MEMORY.DMP") as d:          # doctest: +SKIP
+...     print(d.info.bugcheck_code, hex(d.translate(d.info.ps_loaded_module_list)))
+"""
+
+from __future__ import annotations
+
+from ._native import __version__
+from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
+from .errors import (
+    DumpFormatError,
+    NtdumpError,
+    PageNotInDumpError,
+    PageNotPresentError,
+    PeFormatError,
+    SymbolError,
+    TranslationError,
+)
+
+__all__ = [
+    "Dump",
+    "DumpFormatError",
+    "DumpInfo",
+    "NtdumpError",
+    "PageNotInDumpError",
+    "PageNotPresentError",
+    "PageWalk",
+    "PeFormatError",
+    "SymbolError",
+    "TranslationError",
+    "WalkStep",
+    "__version__",
+    "open",
+]

@@ -1,0 +1,99 @@
+"""The ntdump exception hierarchy.
+
+Every error raised for a bad dump is an :class:`NtdumpError`; I/O problems stay the builtin
+``OSError`` family (``FileNotFoundError``, ``PermissionError``).
+
+::
+
+    NtdumpError
+    ├── DumpFormatError (also ValueError)   the file is not a dump we can read, or is inconsistent
+    ├── TranslationError(va)                 a virtual address cannot be read
+    │   ├── PageNotPresentError(level, pte)  a page-table entry is not present (paged out, demand zero …)
+    │   └── PageNotInDumpError(pa)           the physical page is not stored in the dump
+    ├── PeFormatError                        a PE image in memory is malformed
+    └── SymbolError (also LookupError)       a symbol cannot be resolved
+"""
+
+from __future__ import annotations
+
+
+class NtdumpError(Exception):
+    """Base class of every ntdump error."""
+
+
+class DumpFormatError(NtdumpError, ValueError):
+    """The file is not a readable dump, or one of its structures is inconsistent.
+
+    Attributes:
+        offset: file offset (bytes) of the offending field, when known.
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class TranslationError(NtdumpError):
+    """A virtual address cannot be read.
+
+    Attributes:
+        va: the virtual address (VA) whose translation failed.
+    """
+
+    def __init__(self, message: str, va: int | None = None) -> None:
+        super().__init__(message)
+        self.va = va
+
+
+class PageNotPresentError(TranslationError):
+    """A page-table entry on the way is not present.
+
+    Attributes:
+        level: ``"pml4e"``, ``"pdpte"``, ``"pde"`` or ``"pte"``.
+        pte: the raw entry value.
+        kind: ``"unmapped"``, ``"paged out"``, ``"demand zero"``, ``"prototype"`` or ``"invalid"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        va: int | None = None,
+        level: str | None = None,
+        pte: int | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message, va)
+        self.level = level
+        self.pte = pte
+        self.kind = kind
+
+
+class PageNotInDumpError(TranslationError):
+    """The physical page backing an address is not stored in the dump.
+
+    Attributes:
+        pa: the physical address (PA) of the missing page.
+    """
+
+    def __init__(self, message: str, va: int | None = None, pa: int | None = None) -> None:
+        super().__init__(message, va)
+        self.pa = pa
+
+
+class PeFormatError(NtdumpError):
+    """A PE image in memory is malformed."""
+
+
+class SymbolError(NtdumpError, LookupError):
+    """A symbol cannot be resolved."""
+
+
+__all__ = [
+    "DumpFormatError",
+    "NtdumpError",
+    "PageNotInDumpError",
+    "PageNotPresentError",
+    "PeFormatError",
+    "SymbolError",
+    "TranslationError",
+]

@@ -1,0 +1,206 @@
+//! `ntdump._native.Dump`: a frozen handle on an open core dump.
+
+use std::sync::Arc;
+
+use ntdump_core::dump::RawOptions;
+use ntdump_core::mmu::EntryKind;
+use ntdump_core::{Dump, Machine, Pa, Va};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::errors::{CoreResult, PyCoreError};
+
+/// Bytes above which a read runs with the GIL released.
+const DETACH_BYTES: usize = 64 * 1024;
+
+/// An open dump (private: use `ntdump.open`).
+#[pyclass(frozen, name = "Dump", module = "ntdump._native")]
+pub struct PyDump {
+    inner: Arc<Dump>,
+}
+
+fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
+    Ok(match m {
+        None => None,
+        Some("x86") => Some(Machine::X86),
+        Some("x64") | Some("amd64") => Some(Machine::X64),
+        Some(o) => return Err(PyValueError::new_err(format!("machine must be 'x86' or 'x64', not {o:?}"))),
+    })
+}
+
+fn kind_str(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::Table => "table",
+        EntryKind::Page => "page",
+        EntryKind::Transition => "transition",
+        EntryKind::NotPresent(n) => n.as_str(),
+    }
+}
+
+impl PyDump {
+    fn read_with(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        pad: bool,
+        f: impl Fn(&Dump, &mut [u8], bool) -> Result<(), ntdump_core::Error> + Send + Sync,
+    ) -> PyResult<Py<PyBytes>> {
+        let d = self.inner.clone();
+        let mut buf = vec![0u8; n];
+        let r = if n > DETACH_BYTES { py.detach(|| f(&d, &mut buf, pad)) } else { f(&d, &mut buf, pad) };
+        r.map_err(PyCoreError)?;
+        Ok(PyBytes::new(py, &buf).unbind())
+    }
+}
+
+#[pymethods]
+impl PyDump {
+    /// Open `path`. With `raw=True` the file is a raw physical image; `machine`, `pae` and `dtb` then
+    /// describe it (found by searching when omitted).
+    #[new]
+    #[pyo3(signature = (path, *, raw=false, machine=None, pae=None, dtb=None))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        raw: bool,
+        machine: Option<&str>,
+        pae: Option<bool>,
+        dtb: Option<u64>,
+    ) -> PyResult<Self> {
+        let machine = machine_arg(machine)?;
+        let d = py.detach(|| -> CoreResult<Dump> {
+            Ok(if raw {
+                Dump::open_raw(&path, RawOptions { machine, pae, dtb })?
+            } else {
+                Dump::open(&path)?
+            })
+        })?;
+        Ok(PyDump { inner: Arc::new(d) })
+    }
+
+    /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = &self.inner;
+        let h = &d.header;
+        let o = PyDict::new(py);
+        o.set_item("machine", h.machine.as_str())?;
+        o.set_item("pae", h.pae)?;
+        o.set_item("is64", h.is64)?;
+        o.set_item("build", h.build)?;
+        o.set_item("major_version", h.major_version)?;
+        o.set_item("dump_type", h.dump_type)?;
+        o.set_item("layout", d.layout.as_str())?;
+        o.set_item("dtb", h.dtb)?;
+        o.set_item("pfn_database", h.pfn_database)?;
+        o.set_item("ps_loaded_module_list", h.ps_loaded_module_list)?;
+        o.set_item("ps_active_process_head", h.ps_active_process_head)?;
+        o.set_item("kd_debugger_data_block", h.kd_debugger_data_block)?;
+        o.set_item("processors", h.processors)?;
+        o.set_item("bugcheck_code", h.bugcheck_code)?;
+        o.set_item("bugcheck_params", h.bugcheck_params.to_vec())?;
+        o.set_item("system_time", h.system_time)?;
+        o.set_item("system_up_time", h.system_up_time)?;
+        o.set_item("required_dump_space", h.required_dump_space)?;
+        o.set_item("mini_dump_fields", h.mini_dump_fields)?;
+        o.set_item("product_type", h.product_type)?;
+        o.set_item("suite_mask", h.suite_mask)?;
+        o.set_item("attributes", h.attributes)?;
+        o.set_item("comment", &h.comment)?;
+        o.set_item("exception_code", h.exception_code)?;
+        o.set_item("exception_address", h.exception_address)?;
+        o.set_item("header_runs", h.runs.clone())?;
+        let runs: Vec<(u64, u64)> = d.phys().runs().iter().map(|r| (r.base_pfn, r.pages)).collect();
+        o.set_item("runs", runs)?;
+        let file_runs: Vec<(u64, u64, u64)> =
+            d.phys().runs().iter().map(|r| (r.base_pfn, r.pages, r.file_offset)).collect();
+        o.set_item("file_runs", file_runs)?;
+        o.set_item("present_pages", d.phys().present_pages())?;
+        o.set_item("missing_pages", d.phys().missing_pages)?;
+        o.set_item("file_size", d.file_len())?;
+        let ctx = PyDict::new(py);
+        for (k, v) in &h.context.registers {
+            ctx.set_item(*k, *v)?;
+        }
+        o.set_item("context", ctx)?;
+        o.set_item("warnings", d.warnings.clone())?;
+        if let Some(t) = d.triage() {
+            let ranges: Vec<(u64, u64, u64)> = t.ranges.iter().map(|r| (r.va, r.len, r.file_offset)).collect();
+            o.set_item("triage_ranges", ranges)?;
+            o.set_item("triage_data_blocks", t.data_blocks)?;
+        }
+        Ok(o)
+    }
+
+    /// `n` bytes of kernel virtual memory at `va`. With `pad=True` unreadable pages read as zeros.
+    #[pyo3(signature = (va, n, pad=false))]
+    fn read(&self, py: Python<'_>, va: u64, n: usize, pad: bool) -> PyResult<Py<PyBytes>> {
+        self.read_with(py, n, pad, move |d, buf, pad| {
+            if pad {
+                d.read_virt_padded(Va(va), buf);
+                Ok(())
+            } else {
+                d.read_virt(Va(va), buf)
+            }
+        })
+    }
+
+    /// `n` bytes of physical memory at `pa`. With `pad=True` missing pages read as zeros.
+    #[pyo3(signature = (pa, n, pad=false))]
+    fn read_phys(&self, py: Python<'_>, pa: u64, n: usize, pad: bool) -> PyResult<Py<PyBytes>> {
+        self.read_with(py, n, pad, move |d, buf, pad| {
+            if pad {
+                d.read_phys_padded(Pa(pa), buf);
+                Ok(())
+            } else {
+                d.read_phys(Pa(pa), buf)
+            }
+        })
+    }
+
+    /// The PA that kernel VA `va` maps to.
+    fn translate(&self, va: u64) -> PyResult<u64> {
+        Ok(self.inner.translate(Va(va)).map_err(PyCoreError)?.0)
+    }
+
+    /// Translate many VAs at once (GIL released); unmapped addresses give `None`.
+    fn translate_many(&self, py: Python<'_>, vas: Vec<u64>) -> Vec<Option<u64>> {
+        let d = self.inner.clone();
+        py.detach(move || vas.iter().map(|&v| d.translate(Va(v)).ok().map(|p| p.0)).collect())
+    }
+
+    /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),
+    /// `pa` and `page_size` (bytes) when it translates, else `error` (the exception it would raise).
+    #[pyo3(signature = (va, dtb=None))]
+    fn walk<'py>(&self, py: Python<'py>, va: u64, dtb: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
+        let d = &self.inner;
+        let w = d.walk_with(Va(va), dtb.unwrap_or(d.dtb())).map_err(PyCoreError)?;
+        let o = PyDict::new(py);
+        let steps = PyList::empty(py);
+        for s in &w.steps {
+            steps.append((s.level.as_str(), s.index, s.entry_pa.0, s.value, kind_str(s.kind)))?;
+        }
+        o.set_item("va", va)?;
+        o.set_item("steps", steps)?;
+        match w.result {
+            Ok((pa, size)) => {
+                o.set_item("pa", pa.0)?;
+                o.set_item("page_size", size)?;
+                o.set_item("error", py.None())?;
+            }
+            Err(e) => {
+                o.set_item("pa", py.None())?;
+                o.set_item("page_size", py.None())?;
+                let err: PyErr = PyCoreError(e).into();
+                o.set_item("error", err.value(py))?;
+            }
+        }
+        Ok(o)
+    }
+
+    /// Paging mode: "x86", "pae", "x64", or None (ARM64).
+    #[getter]
+    fn mode(&self) -> Option<&'static str> {
+        self.inner.mode().map(|m| m.as_str())
+    }
+}

@@ -1,0 +1,46 @@
+//! The one place where core errors become Python exceptions (classes defined in `ntdump/errors.py`).
+
+use ntdump_core::Error;
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError};
+use pyo3::PyErr;
+
+pyo3::import_exception!(ntdump.errors, DumpFormatError);
+pyo3::import_exception!(ntdump.errors, TranslationError);
+pyo3::import_exception!(ntdump.errors, PageNotPresentError);
+pyo3::import_exception!(ntdump.errors, PageNotInDumpError);
+pyo3::import_exception!(ntdump.errors, PeFormatError);
+pyo3::import_exception!(ntdump.errors, SymbolError);
+
+/// Newtype so that `From<core::Error> for PyErr` can live here (orphan rule).
+pub struct PyCoreError(pub Error);
+
+impl From<Error> for PyCoreError {
+    fn from(e: Error) -> Self {
+        PyCoreError(e)
+    }
+}
+
+impl From<PyCoreError> for PyErr {
+    fn from(e: PyCoreError) -> PyErr {
+        let msg = e.0.to_string();
+        match e.0 {
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
+                std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
+                _ => PyOSError::new_err(msg),
+            },
+            Error::Format { offset, .. } => DumpFormatError::new_err((msg, offset)),
+            Error::NotPresent { va, level, pte, kind } => {
+                PageNotPresentError::new_err((msg, va.0, level.as_str(), pte, kind.as_str()))
+            }
+            Error::NotInDump { va, pa } => PageNotInDumpError::new_err((msg, va.map(|v| v.0), pa.0)),
+            Error::NotCaptured { va, .. } => TranslationError::new_err((msg, va.0)),
+            Error::Pe { .. } => PeFormatError::new_err(msg),
+            Error::Symbol(_) => SymbolError::new_err(msg),
+            _ => PyValueError::new_err(msg),
+        }
+    }
+}
+
+/// Result alias for binding code.
+pub type CoreResult<T> = Result<T, PyCoreError>;

@@ -1,0 +1,15 @@
+//! Python bindings of ntdump (`ntdump._native`): argument conversion, GIL release and error mapping only.
+//! All logic lives in `ntdump-core`.
+
+mod dump;
+mod errors;
+
+use pyo3::prelude::*;
+
+/// The private native module behind the `ntdump` package.
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<dump::PyDump>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
