@@ -1,0 +1,29 @@
+"""ntdump.forge: a writer of synthetic Windows kernel crash dumps (pure Python, stdlib only).
+
+Build a physical memory (:class:`PhysicalMemory`), page tables inside it (:class:`PageTables`),
+a :class:`Header`, then write the file in the wanted format:
+
+* :func:`write_full`: DumpType 1, 64-bit ``PAGEDU64`` or 32-bit ``PAGEDUMP``
+* :func:`write_bitmap`: DumpType 5 ("FDMP") / 6 ("SDMP")
+* :func:`write_range`: DumpType 8 / 9 / 0xA ("RDMP", 64-bit)
+* :func:`write_triage`: DumpType 4 (triage / small memory dump)
+* :func:`write_raw`: a raw physical image (file offset == PA)
+
+:func:`minimal_x64` / :func:`minimal_x86` do all of that with a ready-made layout and return a
+:class:`ForgeResult` holding the ground truth. This package imports nothing from ``ntdump``
+and can be used on its own. See docs/forge.md.
+"""
+
+from .header import DEFAULT_SYSTEM_TIME, Header, build_header
+from .memory import PAGE_SIZE, PhysicalMemory
+from .minimal import FORMATS, ForgeResult, Mapping, minimal_x64, minimal_x86, stamp
+from .paging import PageTables
+from .triage import TriageDriver, TriageLayout, write_triage
+from .writers import write_bitmap, write_full, write_range, write_raw
+
+__all__ = [
+    "DEFAULT_SYSTEM_TIME", "FORMATS", "PAGE_SIZE", "ForgeResult", "Header", "Mapping",
+    "PageTables", "PhysicalMemory", "TriageDriver", "TriageLayout", "build_header",
+    "minimal_x64", "minimal_x86", "stamp", "write_bitmap", "write_full", "write_range",
+    "write_raw", "write_triage",
+]
