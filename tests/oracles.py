@@ -13,7 +13,7 @@ when the package is missing, and tests use :func:`require` to skip with a clear 
 
 from __future__ import annotations
 
-import functools
+import atexit
 import importlib.util
 import os
 import sys
@@ -73,8 +73,28 @@ def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
     return (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
-@functools.lru_cache(maxsize=16)
+_VOL3_OPEN: dict[tuple[str, int, int], Any] = {}
+_VOL3_MAX_OPEN = 8
+
+
+def _vol3_close(ctx: Any) -> None:
+    ctx.layers["file"].destroy()
+
+
+@atexit.register
+def _vol3_close_all() -> None:
+    while _VOL3_OPEN:
+        _vol3_close(_VOL3_OPEN.popitem()[1])
+
+
 def _vol3_crash(key: tuple[str, int, int]) -> tuple[Any, str]:
+    """A Volatility context holding the file layer "file" and the crash layer "crash".
+
+    Contexts are kept per file version; file handles are closed explicitly (when more than
+    8 are open, and at exit) so that no ResourceWarning escapes into the tests.
+    """
+    if key in _VOL3_OPEN:
+        return _VOL3_OPEN[key], "crash"
     from volatility3.framework import contexts
     from volatility3.framework.layers import crash, physical
 
@@ -88,9 +108,14 @@ def _vol3_crash(key: tuple[str, int, int]) -> tuple[Any, str]:
         try:
             cls.check_header(base)
             ctx.add_layer(cls(ctx, "crash", "crash"))
-            return ctx, "crash"
         except crash.WindowsCrashDumpFormatException as exc:
             errors.append(str(exc))
+            continue
+        if len(_VOL3_OPEN) >= _VOL3_MAX_OPEN:
+            _vol3_close(_VOL3_OPEN.pop(next(iter(_VOL3_OPEN))))
+        _VOL3_OPEN[key] = ctx
+        return ctx, "crash"
+    base.destroy()
     raise ValueError(f"Volatility 3 does not read {key[0]}: {'; '.join(errors)}")
 
 
@@ -117,7 +142,6 @@ def vol3_segments(path: str | os.PathLike[str]) -> list[tuple[int, int, int]]:
 _VOL3_MODES = {"x64": "WindowsIntel32e", "pae": "WindowsIntelPAE", "x86": "WindowsIntel"}
 
 
-@functools.lru_cache(maxsize=16)
 def _vol3_intel(key: tuple[str, int, int], mode: str, dtb: int) -> tuple[Any, str]:
     from volatility3.framework.layers import intel
 
