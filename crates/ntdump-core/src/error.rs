@@ -96,7 +96,7 @@ pub enum Error {
         kind: NotPresentKind,
     },
     /// The physical page is not stored in the dump (a hole between runs, or past the end of a truncated file).
-    #[error("physical address {pa} is not in the dump{}", va.map(|v| format!(" (backing {v})")).unwrap_or_default())]
+    #[error("{pa} is not in the dump{}", va.map(|v| format!(" (backing {v})")).unwrap_or_default())]
     NotInDump {
         /// The virtual address being read, if the read was virtual.
         va: Option<Va>,
