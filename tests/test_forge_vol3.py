@@ -75,3 +75,19 @@ def test_type6_is_not_read_by_volatility(tmp_path):
     res = forge.minimal_x64(tmp_path / "kernel.dmp", fmt="kernel", size=16 << 20)
     with pytest.raises(ValueError, match="unsupported dump format 0x6"):
         vol3_read_phys(res.path, 0x1000, 8)
+
+
+@pytest.mark.parametrize("machine", ["x64", "x86"])
+def test_bitmap_with_partial_last_byte(tmp_path, machine):
+    """BitmapSize = highest PFN + 1 need not be a multiple of 8: Volatility must still see
+    the last pages (kdmp-parser drops them, see docs/forge.md)."""
+    mem = forge.PhysicalMemory([(0x1, 0x9F), (0x100, 0x1003)])  # BitmapSize 0x1103
+    pt = forge.PageTables(mem, "x64" if machine == "x64" else "pae")
+    for pfn in (0x10F8, 0x1100, 0x1102):
+        mem.write(pfn << 12, forge.stamp(0, pfn << 12))
+    path = tmp_path / "bmp.dmp"
+    forge.write_bitmap(path, mem, forge.Header(machine=machine, pae=machine == "x86",
+                                               dtb=pt.dtb))
+    assert vol3_segments(path)[-1][0:3:2] == (0x100 * PAGE, 0x1003 * PAGE)
+    for pfn in (0x10F8, 0x1100, 0x1102):
+        assert vol3_read_phys(path, pfn << 12, PAGE) == mem.pages[pfn]
