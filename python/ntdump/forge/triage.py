@@ -120,7 +120,7 @@ def write_triage(path: str | os.PathLike[str], hdr: Header,
     is64 = hdr.is64
     ptr = 8 if is64 else 4
     blocks = [(int(va), bytes(data)) for va, data in blocks]
-    drivers = [d if isinstance(d, TriageDriver) else TriageDriver(*d) for d in drivers or ()]
+    entries = [d if isinstance(d, TriageDriver) else TriageDriver(*d) for d in drivers or ()]
     tri_at = hdr.header_size
     tri = bytearray(0x80 if is64 else 0x68)
     fields = CONTEXT | EXCEPTION | MMINFO
@@ -149,16 +149,16 @@ def write_triage(path: str | os.PathLike[str], hdr: Header,
         fields |= DEBUGGER_DATA
     rec_size = DRIVER_ENTRY64_SIZE if is64 else DRIVER_ENTRY32_SIZE
     drivers_at = pos
-    pos = _align8(drivers_at + rec_size * len(drivers))
+    pos = _align8(drivers_at + rec_size * len(entries))
     pool_at = pos
-    strings = [_dump_string(d.name) for d in drivers]
+    strings = [_dump_string(d.name) for d in entries]
     string_offsets = []
     for s in strings:
         string_offsets.append(place(s))
     pool_size = pos - pool_at
     parts.append((drivers_at, b"".join(
-        _driver_record(d, off, is64) for d, off in zip(drivers, string_offsets, strict=True))))
-    if drivers:
+        _driver_record(d, off, is64) for d, off in zip(entries, string_offsets, strict=True))))
+    if entries:
         fields |= DRIVER_LIST
     table_at = pos
     pos = _align8(table_at + 16 * len(blocks))
@@ -175,7 +175,7 @@ def write_triage(path: str | os.PathLike[str], hdr: Header,
     ctx_at, exc_at = ((CONTEXT64_OFFSET, EXCEPTION64_OFFSET) if is64
                       else (CONTEXT32_OFFSET, EXCEPTION32_OFFSET))
     struct.pack_into("<15I", tri, 0, 0, size, valid_at, ctx_at, exc_at, mm_at,
-                     unloaded_at, 0, 0, 0, stack_at, stack_size, drivers_at, len(drivers),
+                     unloaded_at, 0, 0, 0, stack_at, stack_size, drivers_at, len(entries),
                      pool_at)
     struct.pack_into("<III", tri, 0x3C, pool_size, 0, 0)  # StringPoolSize, Broken, Options
     if is64:
