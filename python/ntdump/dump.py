@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import os
 from collections.abc import Iterator
@@ -170,7 +171,7 @@ class PageWalk:
 
 def _looks_like_dump(path: str) -> bool:
     try:
-        with open(path, "rb") as f:
+        with builtins.open(path, "rb") as f:
             return f.read(4) == b"PAGE"
     except OSError:
         return True  # let the native open raise the proper OSError
@@ -193,12 +194,11 @@ class Dump:
         dtb: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self._raw: _native.Dump | None = None
+        self._info: DumpInfo | None = None
         if raw is None:
             raw = self.path.lower().endswith(RAW_SUFFIXES) and not _looks_like_dump(self.path)
-        self._raw: _native.Dump | None = _native.Dump(
-            self.path, raw=raw, machine=machine, pae=pae, dtb=dtb
-        )
-        self._info: DumpInfo | None = None
+        self._raw = _native.Dump(self.path, raw=raw, machine=machine, pae=pae, dtb=dtb)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property

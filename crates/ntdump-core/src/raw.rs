@@ -54,7 +54,8 @@ fn x86_candidate(page: &[u8], pa: u64, file_len: u64) -> bool {
         .map(|i| le_u32(&page[i * 4..]) as u64)
         .filter(|e| e & 1 == 1 && (e & 0x80 != 0 || e & 0xFFFF_F000 < file_len))
         .count();
-    present >= 8
+    // The self-map itself plus at least two other kernel tables.
+    present >= 3
 }
 
 fn pae_candidate(data: &[u8], phys: &PhysMap, page: &[u8], pa: u64) -> Option<u64> {
