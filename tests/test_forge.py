@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from oracles import import_forge, kdmp_open, require, vol3_read_phys
 
 forge = import_forge()
 PAGE = 0x1000
+DATA = Path(os.environ.get("NTDUMP_TEST_DATA",
+                           Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def u32(b: bytes, off: int) -> int:
@@ -364,3 +367,24 @@ def test_four_gib_full_dump_is_fast_and_sparse(tmp_path):
         require("volatility3")
         assert vol3_read_phys(res.path, last, PAGE) == res.mem.read(last, PAGE)
         os.unlink(res.path)
+
+
+def test_header_fill_map_matches_a_real_full_dump():
+    """Which 4-byte words of a 64-bit full-dump header keep the "PAGE" fill: the forge's
+    header against the head of a real Windows 10 full dump (shared/data). They differ only
+    where that writer set MiniDumpFields and Attributes/BootId, and where it left the tail of
+    the EXCEPTION_RECORD unfilled (the forge zeroes the whole record, as dbgeng does)."""
+    real_path = DATA / "dumps" / "win10-19045-x64-full-first16k.bin"
+    if not real_path.exists():
+        pytest.skip(f"real full-dump head not found at {real_path} (set NTDUMP_TEST_DATA)")
+    real = real_path.read_bytes()[:0x2000]
+    assert real[:8] == b"PAGEDU64" and u32(real, 0xF98) == 1
+    runs = [struct.unpack_from("<QQ", real, 0x98 + 16 * i) for i in range(u32(real, 0x88))]
+    ours = forge.build_header(forge.Header(dtb=u64(real, 0x10)), 1, 0x1000, runs=runs)
+
+    def filled(buf):
+        return {off for off in range(0, 0x2000, 4) if buf[off:off + 4] == b"PAGE"}
+
+    assert filled(real) - filled(ours) == set(range(0xF1C, 0xF98, 4))
+    assert filled(ours) - filled(real) == {0x1038, 0x1050, 0x1054}
+    assert u32(real, 0x348 + 0x34) == u32(real, 0x348 + 0x118) == 0x1F80  # MxCsr twice
