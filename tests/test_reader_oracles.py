@@ -120,7 +120,7 @@ def test_volatility3_reads_same_physical_bytes_64(tmp_path, fmt):
 
 
 def _selfmapped_raw(path, mode):
-    """A raw image whose top-level table maps itself the way Windows does (WINDOWS_INTERNALS §2.5)."""
+    """A raw image whose top-level table maps itself as Windows does (WINDOWS_INTERNALS §2.5)."""
     mem = forge.PhysicalMemory(runs=[(0, 0x1000)])
     pt = forge.PageTables(mem, mode=mode)
     if mode == "x64":

@@ -1,10 +1,11 @@
-"""Type stubs for the private native module ``ntdump._native`` (hand-written; checked by stubtest)."""
+"""Stubs of the private native module ``ntdump._native`` (hand-written; checked by stubtest)."""
 
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 __version__: str
 
+@final
 class Dump:
     def __new__(
         cls,

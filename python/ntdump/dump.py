@@ -292,7 +292,7 @@ class Dump:
         return self._d.mode
 
 
-def open(  # noqa: A001 - mirrors builtins.open on purpose
+def open(
     path: str | os.PathLike[str],
     *,
     raw: bool | None = None,
@@ -300,6 +300,8 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose
     pae: bool | None = None,
     dtb: int | None = None,
 ) -> Dump:
-    """Open a Windows kernel crash dump (or, with ``raw=True`` or a ``.raw/.mem/.bin`` file without a
-    dump header, a raw physical image whose ``dtb`` and ``machine`` are found if not given)."""
+    """Open a Windows kernel crash dump.
+
+    With ``raw=True`` (or a ``.raw/.mem/.bin`` file without a dump header) the file is a raw
+    physical image; its ``dtb`` and ``machine`` are found when not given."""
     return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb)

@@ -8,7 +8,7 @@ Every error raised for a bad dump is an :class:`NtdumpError`; I/O problems stay 
     NtdumpError
     ├── DumpFormatError (also ValueError)   the file is not a dump we can read, or is inconsistent
     ├── TranslationError(va)                 a virtual address cannot be read
-    │   ├── PageNotPresentError(level, pte)  a page-table entry is not present (paged out, demand zero …)
+    │   ├── PageNotPresentError(level, pte)  a page-table entry is not present (paged out …)
     │   └── PageNotInDumpError(pa)           the physical page is not stored in the dump
     ├── PeFormatError                        a PE image in memory is malformed
     └── SymbolError (also LookupError)       a symbol cannot be resolved

@@ -36,7 +36,10 @@ impl LeBytes for [u8] {
         match (start, end) {
             (Some(s), Some(e)) if e <= self.len() => Ok(&self[s..e]),
             _ => Err(Error::format(
-                format!("{what}: {n} bytes past the end of the data ({} bytes)", self.len()),
+                format!(
+                    "{what}: {n} bytes past the end of the data ({} bytes)",
+                    self.len()
+                ),
                 off,
             )),
         }

@@ -63,23 +63,39 @@ pub fn parse_body(data: &[u8], hdr: &DumpHeader) -> Result<Body> {
     let len = data.len() as u64;
     if hdr.attributes & ATTR_ENCRYPTED != 0 {
         let at = if hdr.is64 { 0x1050 } else { 0x8A0 };
-        return Err(Error::format("dump page data is encrypted (DUMP_FILE_ATTRIBUTES.EncryptedDumpData)", at));
+        return Err(Error::format(
+            "dump page data is encrypted (DUMP_FILE_ATTRIBUTES.EncryptedDumpData)",
+            at,
+        ));
     }
     let mut warnings = Vec::new();
     let (layout, phys, triage) = match hdr.dump_type {
         1 => {
             let at = if hdr.is64 { 0x88 } else { 0x64 };
-            let runs = hdr
-                .runs
-                .as_ref()
-                .ok_or_else(|| Error::format("full dump without a physical memory descriptor", at))?;
-            let phys = PhysMap::from_contiguous_runs(runs, hdr.header_size, len, at, "PhysicalMemoryBlock")?;
+            let runs = hdr.runs.as_ref().ok_or_else(|| {
+                Error::format("full dump without a physical memory descriptor", at)
+            })?;
+            let phys = PhysMap::from_contiguous_runs(
+                runs,
+                hdr.header_size,
+                len,
+                at,
+                "PhysicalMemoryBlock",
+            )?;
             (Layout::Full, phys, None)
         }
-        2 => (Layout::Bitmap, parse_summary_legacy(data, hdr, &mut warnings)?, None),
+        2 => (
+            Layout::Bitmap,
+            parse_summary_legacy(data, hdr, &mut warnings)?,
+            None,
+        ),
         5 | 6 => (Layout::Bitmap, parse_bitmap(data, hdr)?, None),
         8..=0xA => (Layout::Range, parse_range(data, hdr)?, None),
-        4 => (Layout::Triage, PhysMap::empty(), Some(Triage::parse(data, hdr, &mut warnings)?)),
+        4 => (
+            Layout::Triage,
+            PhysMap::empty(),
+            Some(Triage::parse(data, hdr, &mut warnings)?),
+        ),
         3 => (Layout::HeaderOnly, PhysMap::empty(), None),
         t => {
             let at = if hdr.is64 { 0xF98 } else { 0xF88 };
@@ -99,12 +115,22 @@ pub fn parse_body(data: &[u8], hdr: &DumpHeader) -> Result<Body> {
             hdr.required_dump_space
         ));
     }
-    Ok(Body { layout, phys, triage, warnings })
+    Ok(Body {
+        layout,
+        phys,
+        triage,
+        warnings,
+    })
 }
 
 /// Turn a bitmap (bit i set ⇔ PFN i stored) into placed runs. Pages are stored in PFN order from
 /// `first_page`. Runs are clipped at the end of the file, so their number is bounded by the file size.
-fn runs_from_bitmap(bitmap: &[u8], bits: u64, first_page: u64, file_len: u64) -> (Vec<PhysRun>, u64, u64) {
+fn runs_from_bitmap(
+    bitmap: &[u8],
+    bits: u64,
+    first_page: u64,
+    file_len: u64,
+) -> (Vec<PhysRun>, u64, u64) {
     let mut runs: Vec<PhysRun> = Vec::new();
     let mut off = first_page;
     let mut stored = 0u64; // set bits seen
@@ -114,8 +140,17 @@ fn runs_from_bitmap(bitmap: &[u8], bits: u64, first_page: u64, file_len: u64) ->
             return false;
         }
         match runs.last_mut() {
-            Some(r) if r.base_pfn + r.pages == pfn && r.file_offset + (r.pages << PAGE_SHIFT) == off => r.pages += 1,
-            _ => runs.push(PhysRun { base_pfn: pfn, pages: 1, file_offset: off }),
+            Some(r)
+                if r.base_pfn + r.pages == pfn
+                    && r.file_offset + (r.pages << PAGE_SHIFT) == off =>
+            {
+                r.pages += 1
+            }
+            _ => runs.push(PhysRun {
+                base_pfn: pfn,
+                pages: 1,
+                file_offset: off,
+            }),
         }
         true
     };
@@ -137,8 +172,17 @@ fn runs_from_bitmap(bitmap: &[u8], bits: u64, first_page: u64, file_len: u64) ->
         // Fast path: a full word of pages, contiguous in the file.
         if word == u64::MAX && off.saturating_add(64 * PAGE_SIZE) <= file_len {
             match runs.last_mut() {
-                Some(r) if r.base_pfn + r.pages == base && r.file_offset + (r.pages << PAGE_SHIFT) == off => r.pages += 64,
-                _ => runs.push(PhysRun { base_pfn: base, pages: 64, file_offset: off }),
+                Some(r)
+                    if r.base_pfn + r.pages == base
+                        && r.file_offset + (r.pages << PAGE_SHIFT) == off =>
+                {
+                    r.pages += 64
+                }
+                _ => runs.push(PhysRun {
+                    base_pfn: base,
+                    pages: 64,
+                    file_offset: off,
+                }),
             }
             off += 64 * PAGE_SIZE;
             stored += 64;
@@ -162,22 +206,33 @@ fn parse_bitmap(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
     let at = hdr.header_size;
     let sig = data.field(at, 4, "bitmap sub-header signature")?;
     if sig != b"SDMP" && sig != b"FDMP" {
-        return Err(Error::format(format!("bitmap dump sub-header signature {sig:02x?} is not SDMP/FDMP"), at));
+        return Err(Error::format(
+            format!("bitmap dump sub-header signature {sig:02x?} is not SDMP/FDMP"),
+            at,
+        ));
     }
     if data.u32_at(at + 4, "bitmap sub-header ValidDump")? != SIG_DUMP {
-        return Err(Error::format("bitmap dump sub-header ValidDump is not \"DUMP\"", at + 4));
+        return Err(Error::format(
+            "bitmap dump sub-header ValidDump is not \"DUMP\"",
+            at + 4,
+        ));
     }
     let first_page = data.u64_at(at + 0x20, "bitmap HeaderSize (first page offset)")?;
     let pages = data.u64_at(at + 0x28, "bitmap Pages")?;
     let bits = data.u64_at(at + 0x30, "bitmap BitmapSize")?;
     let bm_at = at + 0x38;
     if bits > MAX_PFN {
-        return Err(Error::format(format!("BitmapSize {bits:#x} bits is beyond any physical memory"), at + 0x30));
+        return Err(Error::format(
+            format!("BitmapSize {bits:#x} bits is beyond any physical memory"),
+            at + 0x30,
+        ));
     }
     let bm_bytes = bits.div_ceil(8);
     if bm_at.checked_add(bm_bytes).is_none_or(|e| e > len) {
         return Err(Error::format(
-            format!("bitmap of {bits:#x} bits ({bm_bytes} bytes) is larger than the file ({len} bytes)"),
+            format!(
+                "bitmap of {bits:#x} bits ({bm_bytes} bytes) is larger than the file ({len} bytes)"
+            ),
             at + 0x30,
         ));
     }
@@ -193,27 +248,42 @@ fn parse_bitmap(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
     Ok(PhysMap::from_placed(runs, missing))
 }
 
-fn parse_summary_legacy(data: &[u8], hdr: &DumpHeader, warnings: &mut Vec<String>) -> Result<PhysMap> {
+fn parse_summary_legacy(
+    data: &[u8],
+    hdr: &DumpHeader,
+    warnings: &mut Vec<String>,
+) -> Result<PhysMap> {
     // SUMMARY_DUMP32 at 0x1000 (u32 fields; bitmap at +0x20). The 64-bit variant is declared with its bitmap
     // at +0x28; WINDOWS_INTERNALS §1.8 marks it unverified.
     let len = data.len() as u64;
     let at = hdr.header_size;
     let sig = data.field(at, 4, "summary sub-header signature")?;
     if sig != b"SDMP" {
-        return Err(Error::format(format!("summary dump sub-header signature {sig:02x?} is not SDMP"), at));
+        return Err(Error::format(
+            format!("summary dump sub-header signature {sig:02x?} is not SDMP"),
+            at,
+        ));
     }
     let first_page = data.u32_at(at + 0xC, "summary HeaderSize")? as u64;
     let bits = data.u32_at(at + 0x10, "summary BitmapSize")? as u64;
     let bm_at = at + if hdr.is64 { 0x28 } else { 0x20 };
     let bm_bytes = bits.div_ceil(8);
     if bm_at + bm_bytes > len {
-        return Err(Error::format(format!("summary bitmap of {bits:#x} bits is larger than the file"), at + 0x10));
+        return Err(Error::format(
+            format!("summary bitmap of {bits:#x} bits is larger than the file"),
+            at + 0x10,
+        ));
     }
     if first_page < bm_at + bm_bytes {
-        return Err(Error::format("summary first page offset lies inside the bitmap", at + 0xC));
+        return Err(Error::format(
+            "summary first page offset lies inside the bitmap",
+            at + 0xC,
+        ));
     }
     if hdr.is64 {
-        warnings.push("64-bit legacy summary dump (DumpType 2): layout taken from public headers only".into());
+        warnings.push(
+            "64-bit legacy summary dump (DumpType 2): layout taken from public headers only".into(),
+        );
     }
     let bitmap = &data[bm_at as usize..(bm_at + bm_bytes) as usize];
     let (runs, _, missing) = runs_from_bitmap(bitmap, bits, first_page, len);
@@ -224,17 +294,30 @@ fn parse_range(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
     let len = data.len() as u64;
     let at = hdr.header_size;
     if !hdr.is64 {
-        return Err(Error::format("range (RDMP) dumps exist only in 64-bit form", at));
+        return Err(Error::format(
+            "range (RDMP) dumps exist only in 64-bit form",
+            at,
+        ));
     }
     if data.field(at + 4, 4, "RDMP signature")? != b"RDMP" {
-        return Err(Error::format("range dump without the \"RDMP\" sub-header", at + 4));
+        return Err(Error::format(
+            "range dump without the \"RDMP\" sub-header",
+            at + 4,
+        ));
     }
     let meta = data.u64_at(at + 0x10, "RDMP MetadataSize")?;
     let first = data.u64_at(at + 0x18, "RDMP FirstPageOffset")?;
-    let total = if hdr.dump_type == 0xA { Some(data.u64_at(at + 0x28, "RDMP TotalNumberOfPages")?) } else { None };
+    let total = if hdr.dump_type == 0xA {
+        Some(data.u64_at(at + 0x28, "RDMP TotalNumberOfPages")?)
+    } else {
+        None
+    };
     let table = at + 0x30;
     if table.checked_add(meta).is_none_or(|e| e > len) {
-        return Err(Error::format(format!("RDMP range table of {meta} bytes is larger than the file"), at + 0x10));
+        return Err(Error::format(
+            format!("RDMP range table of {meta} bytes is larger than the file"),
+            at + 0x10,
+        ));
     }
     let mut runs = Vec::new();
     let mut seen = 0u64;
@@ -262,6 +345,19 @@ fn parse_range(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
 /// Build a physical map for a raw image: file offset == PA, one run covering the whole file.
 pub fn raw_body(len: u64) -> Body {
     let pages = len >> PAGE_SHIFT;
-    let runs = if pages > 0 { vec![PhysRun { base_pfn: 0, pages, file_offset: 0 }] } else { vec![] };
-    Body { layout: Layout::Raw, phys: PhysMap::from_placed(runs, 0), triage: None, warnings: vec![] }
+    let runs = if pages > 0 {
+        vec![PhysRun {
+            base_pfn: 0,
+            pages,
+            file_offset: 0,
+        }]
+    } else {
+        vec![]
+    };
+    Body {
+        layout: Layout::Raw,
+        phys: PhysMap::from_placed(runs, 0),
+        triage: None,
+        warnings: vec![],
+    }
 }

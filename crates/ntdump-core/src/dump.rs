@@ -59,7 +59,10 @@ pub struct Dump {
 }
 
 fn map_file(path: &Path) -> Result<Backing> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let f = File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     if len == 0 {
@@ -125,7 +128,12 @@ impl Dump {
             (Some(dtb), Some(m)) => (raw::mode_for(m, opts.pae.unwrap_or(false)), dtb),
             _ => {
                 let found = raw::find_dtb(data, &body.phys, opts)?;
-                warnings.push(format!("raw image: {} paging, DTB {:#x} found by {}", found.0.as_str(), found.1, found.2));
+                warnings.push(format!(
+                    "raw image: {} paging, DTB {:#x} found by {}",
+                    found.0.as_str(),
+                    found.1,
+                    found.2
+                ));
                 (found.0, found.1)
             }
         };
@@ -224,7 +232,9 @@ impl Dump {
 
     /// Walk the page tables rooted at `dtb` (a PA) for `va`.
     pub fn walk_with(&self, va: Va, dtb: u64) -> Result<Walk> {
-        let mode = self.mode.ok_or_else(|| Error::Argument("ARM64 address translation is not implemented yet".into()))?;
+        let mode = self.mode.ok_or_else(|| {
+            Error::Argument("ARM64 address translation is not implemented yet".into())
+        })?;
         Ok(walk(mode, dtb, va, |pa| self.read_entry(mode, pa)))
     }
 
@@ -272,7 +282,10 @@ impl Dump {
     pub fn virt_page(&self, va: Va) -> Result<&[u8]> {
         let w = self.walk(va)?;
         let (pa, _) = w.result?;
-        self.phys_page(pa.pfn()).ok_or(Error::NotInDump { va: Some(va), pa: pa.page_align() })
+        self.phys_page(pa.pfn()).ok_or(Error::NotInDump {
+            va: Some(va),
+            pa: pa.page_align(),
+        })
     }
 
     /// A pointer-sized value at `va` (4 bytes on x86, 8 elsewhere).

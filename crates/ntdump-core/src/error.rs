@@ -130,12 +130,18 @@ pub enum Error {
 impl Error {
     /// Shorthand for a [`Error::Format`].
     pub fn format(what: impl Into<String>, offset: u64) -> Self {
-        Error::Format { what: what.into(), offset }
+        Error::Format {
+            what: what.into(),
+            offset,
+        }
     }
 
     /// True for errors that mean "this address cannot be read" (as opposed to a broken file).
     pub fn is_translation(&self) -> bool {
-        matches!(self, Error::NotPresent { .. } | Error::NotInDump { .. } | Error::NotCaptured { .. })
+        matches!(
+            self,
+            Error::NotPresent { .. } | Error::NotInDump { .. } | Error::NotCaptured { .. }
+        )
     }
 }
 

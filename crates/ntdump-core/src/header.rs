@@ -52,7 +52,10 @@ pub struct Context {
 impl Context {
     /// The value of a register by name (`"rip"`, `"eip"`, `"rsp"` …).
     pub fn get(&self, name: &str) -> Option<u64> {
-        self.registers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.registers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
     /// Instruction pointer (`rip` or `eip`).
     pub fn ip(&self) -> Option<u64> {
@@ -173,7 +176,16 @@ fn fill_or64(v: u64) -> u64 {
 
 fn ascii(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    let s: String = b[..end].iter().map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' }).collect();
+    let s: String = b[..end]
+        .iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                c as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
     if s.starts_with("PAGE") && s.chars().all(|c| "PAGEDU".contains(c)) {
         String::new()
     } else {
@@ -185,7 +197,10 @@ fn ascii(b: &[u8]) -> String {
 /// header is cut short; never panics.
 pub fn parse_header(data: &[u8]) -> Result<DumpHeader> {
     if data.len() < 8 {
-        return Err(Error::format(format!("file too small to be a dump ({} bytes)", data.len()), 0));
+        return Err(Error::format(
+            format!("file too small to be a dump ({} bytes)", data.len()),
+            0,
+        ));
     }
     let sig = data.u32_at(0, "Signature")?;
     let valid = data.u32_at(4, "ValidDump")?;
@@ -193,14 +208,25 @@ pub fn parse_header(data: &[u8]) -> Result<DumpHeader> {
         let what = match &data[0..4] {
             b"MDMP" => "a user-mode minidump (MDMP), not a kernel dump".to_string(),
             b"USER" => "a legacy user-mode crash dump, not a kernel dump".to_string(),
-            _ => format!("not a kernel dump: signature {:02x?} is not \"PAGE\"", &data[0..4]),
+            _ => format!(
+                "not a kernel dump: signature {:02x?} is not \"PAGE\"",
+                &data[0..4]
+            ),
         };
         return Err(Error::format(what, 0));
     }
     let is64 = match valid {
         SIG_DU64 => true,
         SIG_DUMP => false,
-        _ => return Err(Error::format(format!("unknown ValidDump {:02x?} (want \"DUMP\" or \"DU64\")", &data[4..8]), 4)),
+        _ => {
+            return Err(Error::format(
+                format!(
+                    "unknown ValidDump {:02x?} (want \"DUMP\" or \"DU64\")",
+                    &data[4..8]
+                ),
+                4,
+            ))
+        }
     };
     let header_size: u64 = if is64 { 0x2000 } else { 0x1000 };
     if (data.len() as u64) < header_size {
@@ -221,7 +247,10 @@ fn machine_of(t: u32, off: u64) -> Result<Machine> {
         0x14C => Ok(Machine::X86),
         0x8664 => Ok(Machine::X64),
         0xAA64 => Ok(Machine::Arm64),
-        _ => Err(Error::format(format!("unsupported MachineImageType {t:#x}"), off)),
+        _ => Err(Error::format(
+            format!("unsupported MachineImageType {t:#x}"),
+            off,
+        )),
     }
 }
 
@@ -231,16 +260,25 @@ fn parse_runs(data: &[u8], at: u64, is64: bool, capacity: u32) -> Result<Option<
         return Ok(None);
     }
     if n > capacity {
-        return Err(Error::format(format!("NumberOfRuns {n} exceeds the header's room for {capacity} runs"), at));
+        return Err(Error::format(
+            format!("NumberOfRuns {n} exceeds the header's room for {capacity} runs"),
+            at,
+        ));
     }
     let mut runs = Vec::with_capacity(n as usize);
     for i in 0..n as u64 {
         let (b, c) = if is64 {
             let o = at + 0x10 + 16 * i;
-            (data.u64_at(o, "run BasePage")?, data.u64_at(o + 8, "run PageCount")?)
+            (
+                data.u64_at(o, "run BasePage")?,
+                data.u64_at(o + 8, "run PageCount")?,
+            )
         } else {
             let o = at + 8 + 8 * i;
-            (data.u32_at(o, "run BasePage")? as u64, data.u32_at(o + 4, "run PageCount")? as u64)
+            (
+                data.u32_at(o, "run BasePage")? as u64,
+                data.u32_at(o + 4, "run PageCount")? as u64,
+            )
         };
         runs.push((b, c));
     }
@@ -263,7 +301,11 @@ fn context(data: &[u8], at: u64, regs: &[(&'static str, u64)], wide: bool) -> Re
 fn parse64(d: &[u8]) -> Result<DumpHeader> {
     let mt = d.u32_at(0x30, "MachineImageType")?;
     let machine = machine_of(mt, 0x30)?;
-    let regs: &[(&str, u64)] = if machine == Machine::X64 { &X64_REGS } else { &[] };
+    let regs: &[(&str, u64)] = if machine == Machine::X64 {
+        &X64_REGS
+    } else {
+        &[]
+    };
     Ok(DumpHeader {
         is64: true,
         header_size: 0x2000,
@@ -305,7 +347,10 @@ fn parse32(d: &[u8]) -> Result<DumpHeader> {
     let mt = d.u32_at(0x20, "MachineImageType")?;
     let machine = machine_of(mt, 0x20)?;
     if machine != Machine::X86 {
-        return Err(Error::format(format!("32-bit dump header with MachineImageType {mt:#x}"), 0x20));
+        return Err(Error::format(
+            format!("32-bit dump header with MachineImageType {mt:#x}"),
+            0x20,
+        ));
     }
     let p = |o: u64, w: &str| -> Result<u64> { Ok(fill_or(d.u32_at(o, w)?) as u64) };
     Ok(DumpHeader {

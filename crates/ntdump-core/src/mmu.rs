@@ -47,12 +47,23 @@ pub struct ModeSpec {
 }
 
 const fn lv(level: PtLevel, shift: u32, bits: u32, large: u64) -> LevelSpec {
-    LevelSpec { level, shift, bits, large }
+    LevelSpec {
+        level,
+        shift,
+        bits,
+        large,
+    }
 }
 
-static X86_LEVELS: [LevelSpec; 2] = [lv(PtLevel::Pde, 22, 10, 0x40_0000), lv(PtLevel::Pte, 12, 10, 0)];
-static PAE_LEVELS: [LevelSpec; 3] =
-    [lv(PtLevel::Pdpte, 30, 2, 0), lv(PtLevel::Pde, 21, 9, 0x20_0000), lv(PtLevel::Pte, 12, 9, 0)];
+static X86_LEVELS: [LevelSpec; 2] = [
+    lv(PtLevel::Pde, 22, 10, 0x40_0000),
+    lv(PtLevel::Pte, 12, 10, 0),
+];
+static PAE_LEVELS: [LevelSpec; 3] = [
+    lv(PtLevel::Pdpte, 30, 2, 0),
+    lv(PtLevel::Pde, 21, 9, 0x20_0000),
+    lv(PtLevel::Pte, 12, 9, 0),
+];
 static X64_LEVELS: [LevelSpec; 4] = [
     lv(PtLevel::Pml4e, 39, 9, 0),
     lv(PtLevel::Pdpte, 30, 9, 0x4000_0000),
@@ -175,13 +186,19 @@ where
     let spec = mode.spec();
     let mut steps = Vec::with_capacity(spec.levels.len());
     if spec.va_bits == 32 && va.0 > 0xFFFF_FFFF {
-        let result = Err(Error::NotCaptured { va, why: "above 4 GiB on a 32-bit machine" });
+        let result = Err(Error::NotCaptured {
+            va,
+            why: "above 4 GiB on a 32-bit machine",
+        });
         return Walk { steps, result };
     }
     if spec.va_bits == 48 {
         let top = va.0 >> 47;
         if top != 0 && top != 0x1_FFFF {
-            let result = Err(Error::NotCaptured { va, why: "non-canonical x64 address" });
+            let result = Err(Error::NotCaptured {
+                va,
+                why: "non-canonical x64 address",
+            });
             return Walk { steps, result };
         }
     }
@@ -211,37 +228,67 @@ where
             classify_invalid(mode, value)
         };
         // PAE PDPTEs have no PS bit; x64 PML4Es with PS set are reserved: report both as invalid.
-        let kind = if present && l.large == 0 && !last && value & 0x80 != 0 && l.level == PtLevel::Pml4e {
-            EntryKind::NotPresent(NotPresentKind::Invalid)
-        } else {
-            kind
-        };
-        steps.push(WalkStep { level: l.level, index, entry_pa, value, kind });
+        let kind =
+            if present && l.large == 0 && !last && value & 0x80 != 0 && l.level == PtLevel::Pml4e {
+                EntryKind::NotPresent(NotPresentKind::Invalid)
+            } else {
+                kind
+            };
+        steps.push(WalkStep {
+            level: l.level,
+            index,
+            entry_pa,
+            value,
+            kind,
+        });
         match kind {
             EntryKind::Table => table = value & spec.frame_mask,
             EntryKind::Transition if !last => table = value & spec.frame_mask,
             EntryKind::Transition => {
                 let pa = Pa((value & spec.frame_mask) | (va.0 & (PAGE_SIZE - 1)));
-                return Walk { steps, result: Ok((pa, PAGE_SIZE)) };
+                return Walk {
+                    steps,
+                    result: Ok((pa, PAGE_SIZE)),
+                };
             }
             EntryKind::Page => {
                 let (frame, size) = if last {
                     (value & spec.frame_mask, PAGE_SIZE)
                 } else if mode == Mode::X86 {
                     // 4 MiB page: PA[31:22] from the entry, PA[35:32] from PDE bits 16:13 (PSE-36).
-                    ((value & 0xFFC0_0000) | (((value >> 13) & 0xF) << 32), l.large)
+                    (
+                        (value & 0xFFC0_0000) | (((value >> 13) & 0xF) << 32),
+                        l.large,
+                    )
                 } else {
                     // 2 MiB / 1 GiB page: clear bit 12 (PAT) and the low bits.
                     (value & spec.frame_mask & !(l.large - 1), l.large)
                 };
                 let pa = Pa(frame | (va.0 & (size - 1)));
-                return Walk { steps, result: Ok((pa, size)) };
+                return Walk {
+                    steps,
+                    result: Ok((pa, size)),
+                };
             }
             EntryKind::NotPresent(kind) => {
-                return Walk { steps, result: Err(Error::NotPresent { va, level: l.level, pte: value, kind }) };
+                return Walk {
+                    steps,
+                    result: Err(Error::NotPresent {
+                        va,
+                        level: l.level,
+                        pte: value,
+                        kind,
+                    }),
+                };
             }
         }
     }
     // Unreachable in practice: the last level always returns. Keep a typed error rather than a panic.
-    Walk { steps, result: Err(Error::NotCaptured { va, why: "page walk ended without a page" }) }
+    Walk {
+        steps,
+        result: Err(Error::NotCaptured {
+            va,
+            why: "page walk ended without a page",
+        }),
+    }
 }

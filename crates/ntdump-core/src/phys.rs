@@ -50,7 +50,12 @@ impl PhysMap {
             let end = base
                 .checked_add(count)
                 .filter(|&e| e <= MAX_PFN)
-                .ok_or_else(|| Error::format(format!("{what} run {i}: {count:#x} pages at PFN {base:#x} overflow"), at))?;
+                .ok_or_else(|| {
+                    Error::format(
+                        format!("{what} run {i}: {count:#x} pages at PFN {base:#x} overflow"),
+                        at,
+                    )
+                })?;
             if count == 0 {
                 continue;
             }
@@ -58,30 +63,45 @@ impl PhysMap {
             let avail = file_len.saturating_sub(off) >> PAGE_SHIFT;
             let present = count.min(avail);
             if present > 0 {
-                out.push(PhysRun { base_pfn: base, pages: present, file_offset: off });
+                out.push(PhysRun {
+                    base_pfn: base,
+                    pages: present,
+                    file_offset: off,
+                });
             }
             missing += count - present;
             off = count
                 .checked_mul(PAGE_SIZE)
                 .and_then(|b| off.checked_add(b))
-                .ok_or_else(|| Error::format(format!("{what} run {i}: file offset overflows"), at))?;
+                .ok_or_else(|| {
+                    Error::format(format!("{what} run {i}: file offset overflows"), at)
+                })?;
         }
         spans.sort_unstable();
         for w in spans.windows(2) {
             if w[1].0 < w[0].1 {
                 return Err(Error::format(
-                    format!("{what} run {} at PFN {:#x} overlaps run {} (PFN {:#x}..{:#x})", w[1].2, w[1].0, w[0].2, w[0].0, w[0].1),
+                    format!(
+                        "{what} run {} at PFN {:#x} overlaps run {} (PFN {:#x}..{:#x})",
+                        w[1].2, w[1].0, w[0].2, w[0].0, w[0].1
+                    ),
                     at,
                 ));
             }
         }
         out.sort_unstable_by_key(|r| r.base_pfn);
-        Ok(PhysMap { runs: out, missing_pages: missing })
+        Ok(PhysMap {
+            runs: out,
+            missing_pages: missing,
+        })
     }
 
     /// Build from runs already placed in the file (bitmap dumps). Runs must be sorted and disjoint.
     pub fn from_placed(runs: Vec<PhysRun>, missing_pages: u64) -> Self {
-        PhysMap { runs, missing_pages }
+        PhysMap {
+            runs,
+            missing_pages,
+        }
     }
 
     /// The runs, sorted by PFN.
@@ -110,10 +130,15 @@ impl PhysMap {
     pub fn read(&self, file: &[u8], pa: Pa, buf: &mut [u8]) -> Result<()> {
         let mut done = 0usize;
         while done < buf.len() {
-            let cur = pa.0.checked_add(done as u64).ok_or(Error::NotInDump { va: None, pa })?;
+            let cur =
+                pa.0.checked_add(done as u64)
+                    .ok_or(Error::NotInDump { va: None, pa })?;
             let off_in = cur & (PAGE_SIZE - 1);
             let n = ((PAGE_SIZE - off_in) as usize).min(buf.len() - done);
-            let src = self.page(file, cur >> PAGE_SHIFT).ok_or(Error::NotInDump { va: None, pa: Pa(cur) })?;
+            let src = self.page(file, cur >> PAGE_SHIFT).ok_or(Error::NotInDump {
+                va: None,
+                pa: Pa(cur),
+            })?;
             buf[done..done + n].copy_from_slice(&src[off_in as usize..off_in as usize + n]);
             done += n;
         }

@@ -7,11 +7,11 @@
 
 use crate::addr::PAGE_SIZE;
 use crate::bytes::{le_u32, le_u64};
+use crate::dump::RawOptions;
 use crate::error::{Error, Result};
 use crate::header::{Context, DumpHeader, Machine};
 use crate::mmu::Mode;
 use crate::phys::PhysMap;
-use crate::dump::RawOptions;
 
 /// Paging mode for a machine.
 pub fn mode_for(m: Machine, pae: bool) -> Mode {
@@ -62,11 +62,16 @@ fn pae_candidate(data: &[u8], phys: &PhysMap, page: &[u8], pa: u64) -> Option<u6
     for slot in 0..(PAGE_SIZE as usize / 32) {
         let ents: Vec<u64> = (0..4).map(|i| le_u64(&page[slot * 32 + i * 8..])).collect();
         // PDPTEs: present, reserved bits 1,2,5..8 clear, frames distinct and non-zero.
-        if ents.iter().any(|e| e & 1 == 0 || e & 0x1E6 != 0 || e >> 52 != 0 || e & 0x000F_FFFF_FFFF_F000 == 0) {
+        if ents
+            .iter()
+            .any(|e| e & 1 == 0 || e & 0x1E6 != 0 || e >> 52 != 0 || e & 0x000F_FFFF_FFFF_F000 == 0)
+        {
             continue;
         }
         let pd3 = ents[3] & 0x000F_FFFF_FFFF_F000;
-        let Some(pd3_page) = phys.page(data, pd3 >> 12) else { continue };
+        let Some(pd3_page) = phys.page(data, pd3 >> 12) else {
+            continue;
+        };
         let selfmap = (0..4).all(|i| {
             let e = le_u64(&pd3_page[i * 8..]);
             e & 1 == 1 && e & 0x000F_FFFF_FFFF_F000 == ents[i] & 0x000F_FFFF_FFFF_F000
@@ -80,7 +85,11 @@ fn pae_candidate(data: &[u8], phys: &PhysMap, page: &[u8], pa: u64) -> Option<u6
 
 /// Search physical memory for the kernel's top-level table. Returns the mode, the DTB (PA) and how it
 /// was found.
-pub fn find_dtb(data: &[u8], phys: &PhysMap, opts: RawOptions) -> Result<(Mode, u64, &'static str)> {
+pub fn find_dtb(
+    data: &[u8],
+    phys: &PhysMap,
+    opts: RawOptions,
+) -> Result<(Mode, u64, &'static str)> {
     let file_len = data.len() as u64;
     let modes: Vec<Mode> = match (opts.machine, opts.pae) {
         (Some(Machine::X86), Some(true)) => vec![Mode::Pae],
@@ -96,7 +105,9 @@ pub fn find_dtb(data: &[u8], phys: &PhysMap, opts: RawOptions) -> Result<(Mode, 
         for r in phys.runs() {
             for k in 0..r.pages.min(MAX_SCAN_PAGES) {
                 let pfn = r.base_pfn + k;
-                let Some(page) = phys.page(data, pfn) else { continue };
+                let Some(page) = phys.page(data, pfn) else {
+                    continue;
+                };
                 let pa = pfn * PAGE_SIZE;
                 let hit = match mode {
                     Mode::X64 => x64_candidate(page, pa, file_len).then_some(pa),
@@ -109,12 +120,19 @@ pub fn find_dtb(data: &[u8], phys: &PhysMap, opts: RawOptions) -> Result<(Mode, 
             }
         }
     }
-    Err(Error::format("raw image: no self-referencing page table found; pass dtb= and machine=", 0))
+    Err(Error::format(
+        "raw image: no self-referencing page table found; pass dtb= and machine=",
+        0,
+    ))
 }
 
 /// A header describing a raw image (machine, DTB, one run covering the file).
 pub fn synthetic_header(mode: Mode, dtb: u64, len: u64) -> DumpHeader {
-    let machine = if mode == Mode::X64 { Machine::X64 } else { Machine::X86 };
+    let machine = if mode == Mode::X64 {
+        Machine::X64
+    } else {
+        Machine::X86
+    };
     DumpHeader {
         is64: mode == Mode::X64,
         header_size: 0,

@@ -92,10 +92,16 @@ impl Triage {
         };
         let valid_off = u32f(0x08, 0x08, "TRIAGE_DUMP.ValidOffset")?;
         if data.field(valid_off, 4, "TRIAGE_DUMP valid marker").ok() != Some(b"TRGD") {
-            warnings.push(format!("triage dump has no \"TRGD\" marker at ValidOffset {valid_off:#x}"));
+            warnings.push(format!(
+                "triage dump has no \"TRGD\" marker at ValidOffset {valid_off:#x}"
+            ));
         }
         let mut ranges = Vec::new();
-        let mut add = |va: u64, n: u64, off: u64, source: RangeSource, warnings: &mut Vec<String>| {
+        let mut add = |va: u64,
+                       n: u64,
+                       off: u64,
+                       source: RangeSource,
+                       warnings: &mut Vec<String>| {
             if n == 0 || va == 0 {
                 return;
             }
@@ -104,10 +110,17 @@ impl Triage {
                 return;
             }
             if va.checked_add(n).is_none() {
-                warnings.push(format!("triage {source:?} at {va:#x}: length {n} overflows the address space"));
+                warnings.push(format!(
+                    "triage {source:?} at {va:#x}: length {n} overflows the address space"
+                ));
                 return;
             }
-            ranges.push(VaRange { va, len: n, file_offset: off, source });
+            ranges.push(VaRange {
+                va,
+                len: n,
+                file_offset: off,
+                source,
+            });
         };
         // The call stack copy starts at TopOfStack (lowest VA) and is SizeOfCallStack bytes.
         let stack_off = u32f(0x28, 0x28, "CallStackOffset")?;
@@ -124,9 +137,16 @@ impl Triage {
         }
         let dd_off = u32f(0x58, 0x70, "DebuggerDataOffset")?;
         let dd_size = u32f(0x5C, 0x74, "DebuggerDataSize")?;
-        let debugger_data = (dd_off != 0 && in_file(len, dd_off, dd_size)).then_some((dd_off, dd_size));
+        let debugger_data =
+            (dd_off != 0 && in_file(len, dd_off, dd_size)).then_some((dd_off, dd_size));
         if let Some((o, s)) = debugger_data {
-            add(hdr.kd_debugger_data_block, s, o, RangeSource::DebuggerData, warnings);
+            add(
+                hdr.kd_debugger_data_block,
+                s,
+                o,
+                RangeSource::DebuggerData,
+                warnings,
+            );
         }
         let db_off = u32f(0x60, 0x78, "DataBlocksOffset")?;
         let db_count = u32f(0x64, 0x7C, "DataBlocksCount")?;
@@ -134,7 +154,9 @@ impl Triage {
             let fit = len.saturating_sub(db_off) / 16;
             let n = db_count.min(fit).min(MAX_RECORDS);
             if n < db_count {
-                warnings.push(format!("triage data-block table declares {db_count} entries; {n} fit in the file"));
+                warnings.push(format!(
+                    "triage data-block table declares {db_count} entries; {n} fit in the file"
+                ));
             }
             for i in 0..n {
                 let e = db_off + 16 * i;
@@ -148,7 +170,8 @@ impl Triage {
         let ranges = disjoint(ranges);
         let mm_off = u32f(0x14, 0x14, "MmOffset")?;
         let mm_size = if w64 { 0x50 } else { 0x34 };
-        let mm_storage = (mm_off != 0 && in_file(len, mm_off, mm_size)).then_some((mm_off, mm_size));
+        let mm_storage =
+            (mm_off != 0 && in_file(len, mm_off, mm_size)).then_some((mm_off, mm_size));
         let ud = u32f(0x18, 0x18, "UnloadedDriversOffset")?;
         let drivers = parse_drivers(data, hdr, t, warnings).unwrap_or_else(|e| {
             warnings.push(format!("triage driver list unreadable: {e}"));
@@ -176,9 +199,10 @@ impl Triage {
         let mut done = 0usize;
         while done < buf.len() {
             let cur = Va(va.0.wrapping_add(done as u64));
-            let r = self
-                .find(cur)
-                .ok_or(Error::NotCaptured { va: cur, why: "not in any range a triage dump captured" })?;
+            let r = self.find(cur).ok_or(Error::NotCaptured {
+                va: cur,
+                why: "not in any range a triage dump captured",
+            })?;
             let k = cur.0 - r.va;
             let n = ((r.len - k) as usize).min(buf.len() - done);
             let s = (r.file_offset + k) as usize;
@@ -227,7 +251,12 @@ fn read_dump_string(data: &[u8], off: u64) -> Option<String> {
     Some(String::from_utf16_lossy(&units))
 }
 
-fn parse_drivers(data: &[u8], hdr: &DumpHeader, t: u64, warnings: &mut Vec<String>) -> Result<Vec<TriageDriver>> {
+fn parse_drivers(
+    data: &[u8],
+    hdr: &DumpHeader,
+    t: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<TriageDriver>> {
     let len = data.len() as u64;
     let off = data.u32_at(t + 0x30, "DriverListOffset")? as u64;
     let count = data.u32_at(t + 0x34, "DriverCount")? as u64;
@@ -235,21 +264,27 @@ fn parse_drivers(data: &[u8], hdr: &DumpHeader, t: u64, warnings: &mut Vec<Strin
     if off == 0 || count == 0 {
         return Ok(Vec::new());
     }
-    // Record stride: x64 0xA0 per the layout DUMP_DRIVER_ENTRY64 (u32 name offset, pad, KLDR entry of 0x98
-    // bytes incl. TimeDateStamp). When the string pool follows the list directly, derive the stride from it.
+    // DUMP_DRIVER_ENTRY: u32 name offset, then a fixed (Windows 7-era) KLDR_DATA_TABLE_ENTRY. x64: stride
+    // 0x90, DllBase +0x38, EntryPoint +0x40, SizeOfImage +0x48, CheckSum +0x80, TimeDateStamp +0x88 -- read
+    // off the real Windows 10 19041 triage dump (amdppm.sys: 0x3b000 bytes, timestamp 0xc9c03000). x86: the
+    // same entry at +4 (stride 0x4C) by analogy; when the string pool follows the list, the stride is
+    // derived from it instead.
     let (stride, base_at, entry_at, size_at, ts_at, ck_at) = if hdr.is64 {
-        (0xA0u64, 0x38u64, 0x40u64, 0x48u64, 0xA4u64, 0x80u64)
+        (0x90u64, 0x38u64, 0x40u64, 0x48u64, 0x88u64, 0x80u64)
     } else {
-        (0x60, 0x1C, 0x20, 0x24, 0x5C, 0x44)
+        (0x4C, 0x1C, 0x20, 0x24, 0x48, 0x44)
     };
-    let stride = if sp_off > off && (sp_off - off) % count == 0 && (sp_off - off) / count >= 0x40 {
-        (sp_off - off) / count
-    } else {
-        stride
-    };
+    let stride =
+        if sp_off > off && (sp_off - off).is_multiple_of(count) && (sp_off - off) / count >= 0x40 {
+            (sp_off - off) / count
+        } else {
+            stride
+        };
     let n = count.min(len.saturating_sub(off) / stride).min(MAX_RECORDS);
     if n < count {
-        warnings.push(format!("triage driver list declares {count} drivers; {n} fit in the file"));
+        warnings.push(format!(
+            "triage driver list declares {count} drivers; {n} fit in the file"
+        ));
     }
     let ptr = |o: u64, what: &str| -> Result<u64> {
         if hdr.is64 {
@@ -262,7 +297,11 @@ fn parse_drivers(data: &[u8], hdr: &DumpHeader, t: u64, warnings: &mut Vec<Strin
     for i in 0..n {
         let r = off + i * stride;
         let name_off = data.u32_at(r, "DUMP_DRIVER_ENTRY.DriverNameOffset")? as u64;
-        let name = if name_off != 0 { read_dump_string(data, name_off).unwrap_or_default() } else { String::new() };
+        let name = if name_off != 0 {
+            read_dump_string(data, name_off).unwrap_or_default()
+        } else {
+            String::new()
+        };
         out.push(TriageDriver {
             name,
             base: ptr(r + base_at, "DllBase")?,

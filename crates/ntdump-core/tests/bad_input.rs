@@ -89,13 +89,18 @@ fn header_only_with_runs_claiming_pages() {
     let d = Dump::from_bytes(f).unwrap();
     assert_eq!(d.phys().present_pages(), 0);
     assert_eq!(d.phys().missing_pages, 0x5000);
-    assert!(matches!(d.read_phys(Pa(0x10), &mut [0u8; 4]), Err(Error::NotInDump { pa: Pa(0x10), .. })));
+    assert!(matches!(
+        d.read_phys(Pa(0x10), &mut [0u8; 4]),
+        Err(Error::NotInDump { pa: Pa(0x10), .. })
+    ));
 }
 
 #[test]
 fn huge_run_table() {
     let _g = serial();
-    let runs: Vec<(u64, u64)> = (0..32u64).map(|i| (i * 0x4141414141, 0x4141414141)).collect();
+    let runs: Vec<(u64, u64)> = (0..32u64)
+        .map(|i| (i * 0x4141414141, 0x4141414141))
+        .collect();
     // 32 x 0x4141414141 pages run past 52-bit physical addresses: a format error, not an allocation.
     assert!(check("32 huge runs", header64(1, Some(&runs))).is_some());
     let runs: Vec<(u64, u64)> = (0..8u64).map(|i| (i * 0x41414141, 0x41414141)).collect();
@@ -109,7 +114,14 @@ fn huge_run_table() {
     assert!(check("1000 runs", f).is_some());
     // Overflowing PFNs and offsets.
     assert!(check("overflow", header64(1, Some(&[(u64::MAX - 1, 4)]))).is_some());
-    assert!(check("overflow2", header64(1, Some(&[(0, 1 << 39), (1 << 39, 1 << 39), (2 << 39, u64::MAX / 2)]))).is_some());
+    assert!(check(
+        "overflow2",
+        header64(
+            1,
+            Some(&[(0, 1 << 39), (1 << 39, 1 << 39), (2 << 39, u64::MAX / 2)])
+        )
+    )
+    .is_some());
 }
 
 #[test]

@@ -6,7 +6,15 @@ use ntdump_core::mmu::EntryKind;
 use ntdump_core::{Dump, Error, Machine, NotPresentKind, Pa, PtLevel, RawOptions, Va};
 
 fn raw(p: Phys, machine: Machine, pae: bool, dtb: u64) -> Dump {
-    Dump::raw_from_bytes(p.mem, RawOptions { machine: Some(machine), pae: Some(pae), dtb: Some(dtb) }).unwrap()
+    Dump::raw_from_bytes(
+        p.mem,
+        RawOptions {
+            machine: Some(machine),
+            pae: Some(pae),
+            dtb: Some(dtb),
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -27,20 +35,35 @@ fn x64_page_sizes_and_software_ptes() {
     let d = raw(p, Machine::X64, false, dtb);
     assert_eq!(d.translate(Va(k + 0x1008)).unwrap(), Pa(0x40_0008));
     assert_eq!(d.read_u64(Va(k + 0x1008)).unwrap(), 0x1122_3344_5566_7788);
-    assert_eq!(d.translate(Va(k + 0x20_0000 + 0x12_3456)).unwrap(), Pa(0x20_0000 + 0x12_3456));
+    assert_eq!(
+        d.translate(Va(k + 0x20_0000 + 0x12_3456)).unwrap(),
+        Pa(0x20_0000 + 0x12_3456)
+    );
     let w = d.walk(Va(k + 0x20_0000)).unwrap();
     assert_eq!(w.steps.len(), 3);
     assert_eq!(w.result.unwrap().1, 0x20_0000);
-    assert_eq!(d.translate(Va(k + 0x4000_0000 + 0x3FF_FFFF)).unwrap(), Pa(0x4000_0000 + 0x3FF_FFFF));
+    assert_eq!(
+        d.translate(Va(k + 0x4000_0000 + 0x3FF_FFFF)).unwrap(),
+        Pa(0x4000_0000 + 0x3FF_FFFF)
+    );
     assert_eq!(d.walk(Va(k + 0x4000_0000)).unwrap().steps.len(), 2);
     // Transition: read through.
     assert_eq!(d.translate(Va(k + 0x2010)).unwrap(), Pa(0x50_1010));
-    assert_eq!(d.walk(Va(k + 0x2010)).unwrap().steps[3].kind, EntryKind::Transition);
+    assert_eq!(
+        d.walk(Va(k + 0x2010)).unwrap().steps[3].kind,
+        EntryKind::Transition
+    );
     assert_eq!(d.read_u64(Va(k + 0x2010)).unwrap(), 0xAABB);
-    let kinds = [(0x3000, NotPresentKind::PagedOut), (0x4000, NotPresentKind::DemandZero), (0x5000, NotPresentKind::Prototype)];
+    let kinds = [
+        (0x3000, NotPresentKind::PagedOut),
+        (0x4000, NotPresentKind::DemandZero),
+        (0x5000, NotPresentKind::Prototype),
+    ];
     for (off, want) in kinds {
         match d.translate(Va(k + off)) {
-            Err(Error::NotPresent { level, kind, va, .. }) => {
+            Err(Error::NotPresent {
+                level, kind, va, ..
+            }) => {
                 assert_eq!(level, PtLevel::Pte);
                 assert_eq!(kind, want);
                 assert_eq!(va, Va(k + off));
@@ -50,11 +73,18 @@ fn x64_page_sizes_and_software_ptes() {
     }
     // Unmapped at the top level.
     match d.translate(Va(0xFFFF_8000_0000_0000)) {
-        Err(Error::NotPresent { level: PtLevel::Pml4e, kind: NotPresentKind::Unmapped, .. }) => {}
+        Err(Error::NotPresent {
+            level: PtLevel::Pml4e,
+            kind: NotPresentKind::Unmapped,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     // Non-canonical.
-    assert!(matches!(d.translate(Va(0x0000_8000_0000_0000)), Err(Error::NotCaptured { .. })));
+    assert!(matches!(
+        d.translate(Va(0x0000_8000_0000_0000)),
+        Err(Error::NotCaptured { .. })
+    ));
     // A 1 GiB page whose frame is beyond the image: not in dump, naming the PA.
     match d.read_u64(Va(k + 0x4000_0000 + 0x10)) {
         Err(Error::NotInDump { pa, va }) => {
@@ -99,16 +129,22 @@ fn pae_and_x86_walks() {
     // VA 0x80001000 -> PDPT[2]; use PDPT[2] for a 4K mapping and PDPT[3] for a 2M page.
     let pd2 = p.alloc();
     p.w64(pdpt + 2 * 8, pd2 | 1);
-    p.w64(pd2 + 0 * 8, pt | 0x63);
-    p.w64(pt + 1 * 8, 0x70_0000 | 0x63);
+    p.w64(pd2, pt | 0x63);
+    p.w64(pt + 8, 0x70_0000 | 0x63);
     p.w64(pd3 + 5 * 8, 0x60_0000 | 0xE3); // VA 0xC0A00000 (index 5) 2 MiB page
     let d = raw(p, Machine::X86, true, pdpt);
     assert_eq!(d.translate(Va(0x8000_1234)).unwrap(), Pa(0x70_0234));
-    assert_eq!(d.translate(Va(0xC0A1_2345)).unwrap(), Pa(0x60_0000 + 0x1_2345));
+    assert_eq!(
+        d.translate(Va(0xC0A1_2345)).unwrap(),
+        Pa(0x60_0000 + 0x1_2345)
+    );
     let w = d.walk(Va(0x8000_1234)).unwrap();
     let levels: Vec<_> = w.steps.iter().map(|s| s.level).collect();
     assert_eq!(levels, vec![PtLevel::Pdpte, PtLevel::Pde, PtLevel::Pte]);
-    assert!(matches!(d.translate(Va(0x1_0000_0000)), Err(Error::NotCaptured { .. })));
+    assert!(matches!(
+        d.translate(Va(0x1_0000_0000)),
+        Err(Error::NotCaptured { .. })
+    ));
 
     // x86 non-PAE: PD -> PT, 4 MiB pages with PSE-36 bits.
     let mut p = Phys::new(0x400);
@@ -127,7 +163,12 @@ fn pae_and_x86_walks() {
     assert_eq!(d.translate(Va(0x8000_4010)).unwrap(), Pa(0x31_0010));
     assert!(matches!(
         d.translate(Va(0x8000_5000)),
-        Err(Error::NotPresent { level: PtLevel::Pte, kind: NotPresentKind::PagedOut, pte: 0x2080, .. })
+        Err(Error::NotPresent {
+            level: PtLevel::Pte,
+            kind: NotPresentKind::PagedOut,
+            pte: 0x2080,
+            ..
+        })
     ));
 }
 
@@ -141,6 +182,9 @@ fn raw_dtb_discovery_x64() {
     let dtb = t.dtb;
     let d = Dump::raw_from_bytes(p.mem, RawOptions::default()).unwrap();
     assert_eq!(d.dtb(), dtb);
-    assert_eq!(d.translate(Va(0xFFFF_F800_0000_0010)).unwrap(), Pa(0x5_0010));
+    assert_eq!(
+        d.translate(Va(0xFFFF_F800_0000_0010)).unwrap(),
+        Pa(0x5_0010)
+    );
     assert!(Dump::raw_from_bytes(vec![0u8; 0x10000], RawOptions::default()).is_err());
 }

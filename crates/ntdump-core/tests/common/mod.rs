@@ -11,7 +11,10 @@ pub struct Phys {
 
 impl Phys {
     pub fn new(pages: usize) -> Self {
-        Phys { mem: vec![0; pages * PAGE], next: 0x10 }
+        Phys {
+            mem: vec![0; pages * PAGE],
+            next: 0x10,
+        }
     }
     pub fn alloc(&mut self) -> u64 {
         let p = self.next;

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every check CI runs, in order: formatting and lints first (fast failures), then Rust tests, then the
+# Python tests (pytest's summary is the last line). Run from anywhere after `pip install -e '.[test]'`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NTDUMP_TEST_DATA="${NTDUMP_TEST_DATA:-$(cd .. && pwd)/shared/data}"
+echo "== cargo fmt";    cargo fmt --all --check
+echo "== cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
+echo "== ruff";         python -m ruff check python tests benchmarks
+echo "== stubtest";     python -m mypy.stubtest ntdump._native --ignore-missing-stub
+echo "== cargo test";   cargo test --workspace
+echo "== pytest";       python -m pytest -q
