@@ -17,7 +17,7 @@ const DETACH_BYTES: usize = 64 * 1024;
 /// An open dump (private: use `ntdump.open`).
 #[pyclass(frozen, name = "Dump", module = "ntdump._native")]
 pub struct PyDump {
-    inner: Arc<Dump>,
+    pub(crate) inner: Arc<Dump>,
 }
 
 fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
@@ -25,7 +25,11 @@ fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
         None => None,
         Some("x86") => Some(Machine::X86),
         Some("x64") | Some("amd64") => Some(Machine::X64),
-        Some(o) => return Err(PyValueError::new_err(format!("machine must be 'x86' or 'x64', not {o:?}"))),
+        Some(o) => {
+            return Err(PyValueError::new_err(format!(
+                "machine must be 'x86' or 'x64', not {o:?}"
+            )))
+        }
     })
 }
 
@@ -48,7 +52,11 @@ impl PyDump {
     ) -> PyResult<Py<PyBytes>> {
         let d = self.inner.clone();
         let mut buf = vec![0u8; n];
-        let r = if n > DETACH_BYTES { py.detach(|| f(&d, &mut buf, pad)) } else { f(&d, &mut buf, pad) };
+        let r = if n > DETACH_BYTES {
+            py.detach(|| f(&d, &mut buf, pad))
+        } else {
+            f(&d, &mut buf, pad)
+        };
         r.map_err(PyCoreError)?;
         Ok(PyBytes::new(py, &buf).unbind())
     }
@@ -110,10 +118,19 @@ impl PyDump {
         o.set_item("exception_code", h.exception_code)?;
         o.set_item("exception_address", h.exception_address)?;
         o.set_item("header_runs", h.runs.clone())?;
-        let runs: Vec<(u64, u64)> = d.phys().runs().iter().map(|r| (r.base_pfn, r.pages)).collect();
+        let runs: Vec<(u64, u64)> = d
+            .phys()
+            .runs()
+            .iter()
+            .map(|r| (r.base_pfn, r.pages))
+            .collect();
         o.set_item("runs", runs)?;
-        let file_runs: Vec<(u64, u64, u64)> =
-            d.phys().runs().iter().map(|r| (r.base_pfn, r.pages, r.file_offset)).collect();
+        let file_runs: Vec<(u64, u64, u64)> = d
+            .phys()
+            .runs()
+            .iter()
+            .map(|r| (r.base_pfn, r.pages, r.file_offset))
+            .collect();
         o.set_item("file_runs", file_runs)?;
         o.set_item("present_pages", d.phys().present_pages())?;
         o.set_item("missing_pages", d.phys().missing_pages)?;
@@ -125,7 +142,11 @@ impl PyDump {
         o.set_item("context", ctx)?;
         o.set_item("warnings", d.warnings.clone())?;
         if let Some(t) = d.triage() {
-            let ranges: Vec<(u64, u64, u64)> = t.ranges.iter().map(|r| (r.va, r.len, r.file_offset)).collect();
+            let ranges: Vec<(u64, u64, u64)> = t
+                .ranges
+                .iter()
+                .map(|r| (r.va, r.len, r.file_offset))
+                .collect();
             o.set_item("triage_ranges", ranges)?;
             o.set_item("triage_data_blocks", t.data_blocks)?;
         }
@@ -166,19 +187,36 @@ impl PyDump {
     /// Translate many VAs at once (GIL released); unmapped addresses give `None`.
     fn translate_many(&self, py: Python<'_>, vas: Vec<u64>) -> Vec<Option<u64>> {
         let d = self.inner.clone();
-        py.detach(move || vas.iter().map(|&v| d.translate(Va(v)).ok().map(|p| p.0)).collect())
+        py.detach(move || {
+            vas.iter()
+                .map(|&v| d.translate(Va(v)).ok().map(|p| p.0))
+                .collect()
+        })
     }
 
     /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),
     /// `pa` and `page_size` (bytes) when it translates, else `error` (the exception it would raise).
     #[pyo3(signature = (va, dtb=None))]
-    fn walk<'py>(&self, py: Python<'py>, va: u64, dtb: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
+    fn walk<'py>(
+        &self,
+        py: Python<'py>,
+        va: u64,
+        dtb: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner;
-        let w = d.walk_with(Va(va), dtb.unwrap_or(d.dtb())).map_err(PyCoreError)?;
+        let w = d
+            .walk_with(Va(va), dtb.unwrap_or(d.dtb()))
+            .map_err(PyCoreError)?;
         let o = PyDict::new(py);
         let steps = PyList::empty(py);
         for s in &w.steps {
-            steps.append((s.level.as_str(), s.index, s.entry_pa.0, s.value, kind_str(s.kind)))?;
+            steps.append((
+                s.level.as_str(),
+                s.index,
+                s.entry_pa.0,
+                s.value,
+                kind_str(s.kind),
+            ))?;
         }
         o.set_item("va", va)?;
         o.set_item("steps", steps)?;

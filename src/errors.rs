@@ -30,10 +30,15 @@ impl From<PyCoreError> for PyErr {
                 _ => PyOSError::new_err(msg),
             },
             Error::Format { offset, .. } => DumpFormatError::new_err((msg, offset)),
-            Error::NotPresent { va, level, pte, kind } => {
-                PageNotPresentError::new_err((msg, va.0, level.as_str(), pte, kind.as_str()))
+            Error::NotPresent {
+                va,
+                level,
+                pte,
+                kind,
+            } => PageNotPresentError::new_err((msg, va.0, level.as_str(), pte, kind.as_str())),
+            Error::NotInDump { va, pa } => {
+                PageNotInDumpError::new_err((msg, va.map(|v| v.0), pa.0))
             }
-            Error::NotInDump { va, pa } => PageNotInDumpError::new_err((msg, va.map(|v| v.0), pa.0)),
             Error::NotCaptured { va, .. } => TranslationError::new_err((msg, va.0)),
             Error::Pe { .. } => PeFormatError::new_err(msg),
             Error::Symbol(_) => SymbolError::new_err(msg),

@@ -3,6 +3,9 @@
 
 mod dump;
 mod errors;
+mod kernel;
+mod pe;
+mod search;
 
 use pyo3::prelude::*;
 
@@ -10,6 +13,9 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dump::PyDump>()?;
+    kernel::register(m)?;
+    pe::register(m)?;
+    search::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,8 @@
+//! Bindings for in-memory PE images, export symbols, importers.
+
+use pyo3::prelude::*;
+
+/// Add this file's functions and classes to the native module.
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
