@@ -198,6 +198,9 @@ class Dump(SymbolsMixin, SearchMixin):
         self.path = os.fspath(path)
         self._raw: _native.Dump | None = None
         self._info: DumpInfo | None = None
+        # Results that are costly and never change for an open dump (module list, symbol table …),
+        # keyed by the name of the mixin that owns them.
+        self._cache: dict[str, Any] = {}
         if raw is None:
             raw = self.path.lower().endswith(RAW_SUFFIXES) and not _looks_like_dump(self.path)
         self._raw = _native.Dump(self.path, raw=raw, machine=machine, pae=pae, dtb=dtb)
@@ -212,6 +215,7 @@ class Dump(SymbolsMixin, SearchMixin):
     def close(self) -> None:
         """Release the file map (further reads raise ValueError)."""
         self._raw = None
+        self._cache.clear()
 
     def __enter__(self) -> Dump:
         return self
