@@ -14,9 +14,14 @@ times (``time.perf_counter``) only the open:
   (as ``tests/oracles.py: vol3_crash_layer`` does, no plugin run, no symbol tables).
 
 Peak RSS = ``ru_maxrss`` at the end of the child minus the median ``ru_maxrss`` of a baseline
-child that imported the same modules and opened nothing. After that, and outside both
-measurements, the child reads 8 bytes of the last stored page to check that the reader really
-holds the whole memory map (all readers must agree).
+child that imported the same modules and opened nothing. Children are started through
+``/bin/sh`` (which forks them): Linux carries ``ru_maxrss`` across fork + exec, so a child
+started directly from this script would report at least this script's own peak RSS. The
+child's ``VmHWM`` (/proc/self/status, peak RSS of its own address space) is recorded as a
+cross-check; a warning is printed if the two deltas differ by more than 1 MiB.
+
+After that, outside both measurements, the child reads 8 bytes of the last stored page to
+check that the reader really holds the whole memory map (all readers must agree).
 
 One unrecorded warm-up child per (dump, reader) first, so the header/bitmap pages and the
 shared libraries are in the page cache: the numbers are warm-cache numbers.
@@ -67,6 +72,8 @@ if mode == "open":
         ctx.add_layer(layer)
     out["open_s"] = time.perf_counter() - t0
 out["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/status") as f:
+    out["vmhwm_kib"] = int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
 if mode == "open":  # not measured: proof that the whole map was built
     if tool == "ntdump":
         out["check"] = d.read_phys(last_pa, 8).hex()
@@ -83,8 +90,23 @@ MODULES = {"ntdump": "ntdump", "kdmp-parser": "kdmp_parser", "volatility3": "vol
 
 
 def run_child(tool: str, path: Path, mode: str, last_pa: int) -> dict:
+    # Through `sh -c '"$@"; exit $?'`: sh forks the child. Started directly from this process,
+    # the child's ru_maxrss would start at this (parent) process's peak RSS, since Linux carries
+    # ru_maxrss across fork/vfork + exec.
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, tool, str(path), mode, str(last_pa)],
+        [
+            "/bin/sh",
+            "-c",
+            '"$@"; exit $?',
+            "sh",
+            sys.executable,
+            "-c",
+            CHILD,
+            tool,
+            str(path),
+            mode,
+            str(last_pa),
+        ],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -145,17 +167,26 @@ def main(argv: list[str] | None = None) -> int:
             checks: set[str] = set()
             for tool in tools:
                 run_child(tool, path, "open", last_pa)  # warm-up, not recorded
-                base = [run_child(tool, path, "base", last_pa)["maxrss_kib"] for _ in range(reps)]
+                base_runs = [run_child(tool, path, "base", last_pa) for _ in range(reps)]
+                base = [r["maxrss_kib"] for r in base_runs]
                 runs = [run_child(tool, path, "open", last_pa) for _ in range(reps)]
                 checks.update(r["check"] for r in runs)
                 opens = [r["open_s"] * 1e3 for r in runs]
                 rss = [(r["maxrss_kib"] - C.median(base)) / 1024 for r in runs]
+                hwm_base = C.median([r["vmhwm_kib"] for r in base_runs])
+                hwm = [(r["vmhwm_kib"] - hwm_base) / 1024 for r in runs]
+                if abs(C.median(hwm) - C.median(rss)) > 1:
+                    print(
+                        f"warning: {tool}: ru_maxrss delta {C.median(rss):.1f} MiB but VmHWM "
+                        f"delta {C.median(hwm):.1f} MiB"
+                    )
                 imp = C.median([r["import_s"] * 1e3 for r in runs])
                 res = {
                     "dump": label,
                     "tool": tool,
                     "open_ms": opens,
                     "rss_delta_mib": rss,
+                    "vmhwm_delta_mib": hwm,
                     "baseline_rss_mib": [b / 1024 for b in base],
                     "import_ms": imp,
                 }
