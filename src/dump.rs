@@ -18,6 +18,8 @@ const DETACH_BYTES: usize = 64 * 1024;
 #[pyclass(frozen, name = "Dump", module = "ntdump._native")]
 pub struct PyDump {
     pub(crate) inner: Arc<Dump>,
+    /// The kernel view (KDBG, modules), loaded on first use; see `crate::kernel::kernel_of`.
+    pub(crate) kernel: std::sync::OnceLock<Arc<ntdump_core::kernel::Kernel>>,
 }
 
 fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
@@ -84,7 +86,10 @@ impl PyDump {
                 Dump::open(&path)?
             })
         })?;
-        Ok(PyDump { inner: Arc::new(d) })
+        Ok(PyDump {
+            inner: Arc::new(d),
+            kernel: std::sync::OnceLock::new(),
+        })
     }
 
     /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).

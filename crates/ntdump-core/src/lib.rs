@@ -11,6 +11,7 @@ pub mod container;
 pub mod dump;
 pub mod error;
 pub mod header;
+pub mod kernel;
 pub mod mmu;
 pub mod phys;
 pub mod raw;

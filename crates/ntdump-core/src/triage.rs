@@ -43,7 +43,7 @@ pub struct TriageDriver {
     pub size: u64,
     /// Entry point (VA).
     pub entry_point: u64,
-    /// Checksum from the embedded loader entry.
+    /// Checksum (0: the triage record's field is not verified to be the image CheckSum).
     pub checksum: u32,
     /// TimeDateStamp from the embedded loader entry.
     pub timestamp: u32,
@@ -265,10 +265,11 @@ fn parse_drivers(
         return Ok(Vec::new());
     }
     // DUMP_DRIVER_ENTRY: u32 name offset, then a fixed (Windows 7-era) KLDR_DATA_TABLE_ENTRY. x64: stride
-    // 0x90, DllBase +0x38, EntryPoint +0x40, SizeOfImage +0x48, CheckSum +0x80, TimeDateStamp +0x88 -- read
-    // off the real Windows 10 19041 triage dump (amdppm.sys: 0x3b000 bytes, timestamp 0xc9c03000). x86: the
-    // same entry at +4 (stride 0x4C) by analogy; when the string pool follows the list, the stride is
-    // derived from it instead.
+    // 0x90, DllBase +0x38, EntryPoint +0x40, SizeOfImage +0x48, TimeDateStamp +0x88 -- read off the real
+    // Windows 10 19041 triage dump (amdppm.sys: 0x3b000 bytes, timestamp 0xc9c03000). The u32 at +0x80
+    // (where the Win7 entry has CheckSum) does NOT equal the files' PE CheckSum, so it is not reported.
+    // x86: the same entry at +4 (stride 0x4C) by analogy; when the string pool follows the list, the
+    // stride is derived from it instead.
     let (stride, base_at, entry_at, size_at, ts_at, ck_at) = if hdr.is64 {
         (0x90u64, 0x38u64, 0x40u64, 0x48u64, 0x88u64, 0x80u64)
     } else {
@@ -307,7 +308,10 @@ fn parse_drivers(
             base: ptr(r + base_at, "DllBase")?,
             entry_point: ptr(r + entry_at, "EntryPoint")?,
             size: data.u32_at(r + size_at, "SizeOfImage")? as u64,
-            checksum: data.u32_at(r + ck_at, "CheckSum").unwrap_or(0),
+            checksum: {
+                let _ = ck_at; // unverified field: see above
+                0
+            },
             timestamp: data.u32_at(r + ts_at, "TimeDateStamp").unwrap_or(0),
         });
     }
