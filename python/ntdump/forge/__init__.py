@@ -12,12 +12,23 @@ a :class:`Header`, then write the file in the wanted format:
 :func:`minimal_x64` / :func:`minimal_x86` do all of that with a ready-made layout and return a
 :class:`ForgeResult` holding the ground truth. This package imports nothing from ``ntdump``
 and can be used on its own. See docs/forge.md.
+
+Kernel structures and PE images: :mod:`.pe` writes synthetic drivers and kernels,
+:func:`map_image` / :func:`bind_imports` load PE files into a forged address space,
+:func:`build_kernel_space` writes KDBG, PsLoadedModuleList and MmUnloadedDrivers, and
+:mod:`.scenario` (:func:`win10_x64`, :func:`server2003_x86_pae`, :func:`wine_drivers`) writes
+whole dumps with their ground truth.
 """
 
+from . import image, kernel, pe, scenario
 from .header import DEFAULT_SYSTEM_TIME, Header, build_header
+from .image import BindResult, MappedImage, bind_imports, map_image
+from .kernel import KernelLayout, ModuleInfo, UnloadedInfo, build_kernel_space
 from .memory import PAGE_SIZE, PhysicalMemory
 from .minimal import FORMATS, ForgeResult, Mapping, minimal_x64, minimal_x86, stamp
 from .paging import PageTables
+from .pe import build_driver, build_hal, build_kernel
+from .scenario import Scenario, server2003_x86_pae, win10_x64, wine_drivers
 from .triage import TriageDriver, TriageLayout, write_triage
 from .writers import write_bitmap, write_full, write_range, write_raw
 
@@ -26,4 +37,7 @@ __all__ = [
     "PageTables", "PhysicalMemory", "TriageDriver", "TriageLayout", "build_header",
     "minimal_x64", "minimal_x86", "stamp", "write_bitmap", "write_full", "write_range",
     "write_raw", "write_triage",
+    "BindResult", "KernelLayout", "MappedImage", "ModuleInfo", "Scenario", "UnloadedInfo",
+    "bind_imports", "build_driver", "build_hal", "build_kernel", "build_kernel_space", "image",
+    "kernel", "map_image", "pe", "scenario", "server2003_x86_pae", "win10_x64", "wine_drivers",
 ]

@@ -1,0 +1,406 @@
+"""A small PE32 / PE32+ writer for synthetic native drivers, kernels and HALs.
+
+Everything is generated here (no Microsoft or Wine bytes). :func:`build_driver` writes a file
+a Windows loader would accept: DOS header and stub, NT headers, ``.text`` (a DriverEntry that
+calls every import through its IAT slot and loads each pool tag as a 32-bit immediate), ``.rdata``
+(IAT first, import descriptors, ILT, hint/name table, export directory, debug directory with a
+CodeView "RSDS" record), ``.data`` (data exports and two absolute code pointers, so that every
+image has base relocations; x86 IAT calls are absolute too), extra sections, ``.reloc``.
+:func:`build_kernel` and :func:`build_hal` are drivers with the export tables of a kernel and
+a HAL.
+
+Units: an *RVA* is a byte offset from the image base; a *VA* is ``image_base + RVA``; file
+offsets are bytes. Layout: FileAlignment 0x200, SectionAlignment 0x1000, headers 0x400 bytes.
+WINDOWS_INTERNALS.md section 6 is the reference for every offset; the matching reader (files
+and mapped images) is :mod:`.image`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+MACHINES = {"x64": 0x8664, "x86": 0x14C}
+FILE_ALIGN, SECTION_ALIGN, HEADERS_SIZE = 0x200, 0x1000, 0x400
+E_LFANEW = 0x80
+# Section characteristics (WINDOWS_INTERNALS.md 6.1).
+SCN_CODE, SCN_IDATA, DISCARDABLE, NOT_PAGED = 0x20, 0x40, 0x02000000, 0x08000000
+SCN_EXECUTE, SCN_READ, SCN_WRITE = 0x20000000, 0x40000000, 0x80000000
+CODE = SCN_CODE | SCN_EXECUTE | SCN_READ | NOT_PAGED
+RDATA = SCN_IDATA | SCN_READ | NOT_PAGED
+DATA = SCN_IDATA | SCN_READ | SCN_WRITE | NOT_PAGED
+_DOS_STUB = (bytes.fromhex("0e1fba0e00b409cd21b8014ccd21")
+             + b"This program cannot be run in DOS mode.\r\r\n$")
+
+#: Functions :func:`build_kernel` exports by default (names as ntoskrnl.exe exports them).
+KERNEL_EXPORTS = (
+    "DbgBreakPointWithStatus", "DbgPrint", "ExAllocatePool", "ExAllocatePoolWithQuota",
+    "ExAllocatePoolWithQuotaTag", "ExAllocatePoolWithTag", "ExAllocatePool2", "ExFreePool",
+    "ExFreePoolWithTag", "IoAllocateIrp", "IoCreateDevice", "IoCreateSymbolicLink",
+    "IoDeleteDevice", "IoDeleteSymbolicLink", "IoFreeIrp", "IofCallDriver",
+    "IofCompleteRequest", "KeBugCheckEx", "KeInitializeEvent", "KeInitializeSpinLock",
+    "KeSetEvent", "KeWaitForSingleObject", "MmGetSystemRoutineAddress", "MmMapIoSpace",
+    "MmUnmapIoSpace", "ObReferenceObjectByHandle", "ObfDereferenceObject",
+    "PsCreateSystemThread", "PsTerminateSystemThread", "RtlCompareUnicodeString",
+    "RtlCopyUnicodeString", "RtlInitUnicodeString", "ZwClose", "ZwCreateFile", "ZwOpenKey",
+    "ZwQueryValueKey", "ZwReadFile", "_stricmp", "_wcsnicmp", "memcpy", "memset", "wcslen",
+)
+#: Data exports of :func:`build_kernel`: name -> size in bytes on x64 (pointers shrink on x86).
+KERNEL_DATA_EXPORTS = {"PsLoadedModuleList": 16, "NtBuildNumber": 4,
+                       "MmHighestUserAddress": 8, "MmSystemRangeStart": 8,
+                       "MmUserProbeAddress": 8, "PsInitialSystemProcess": 8,
+                       "KdDebuggerEnabled": 1}
+HAL_EXPORTS = ("HalGetBusDataByOffset", "HalGetInterruptVector", "HalMakeBeep",
+               "HalQueryRealTimeClock", "HalReturnToFirmware", "HalSetBusDataByOffset",
+               "KeGetCurrentIrql", "KeQueryPerformanceCounter", "KeStallExecutionProcessor",
+               "KfLowerIrql", "KfRaiseIrql", "READ_PORT_UCHAR", "WRITE_PORT_UCHAR")
+
+
+def _align(value: int, to: int) -> int:
+    return -(-value // to) * to
+
+
+def default_rsds(name: str) -> tuple[bytes, int, str]:
+    """Deterministic CodeView data for ``name``: (GUID bytes as stored, age 1, "<stem>.pdb")."""
+    stem = name.rsplit(".", 1)[0]
+    return hashlib.md5(name.lower().encode()).digest(), 1, stem + ".pdb"
+
+
+def default_timestamp(name: str) -> int:
+    """A deterministic TimeDateStamp (2016-2023) derived from ``name``."""
+    h = int.from_bytes(hashlib.md5(b"ts" + name.lower().encode()).digest()[:4], "little")
+    return 0x56000000 + h % 0x0C000000
+
+
+@dataclass(frozen=True)
+class Section:
+    """An extra section for :func:`build_driver`: ``name`` (<= 8 bytes), raw ``data``,
+    ``characteristics`` (e.g. :data:`CODE`, ``CODE | DISCARDABLE`` for INIT), and an optional
+    ``virtual_size`` (bytes) larger than the data (the rest is zero-filled in memory)."""
+
+    name: str
+    data: bytes
+    characteristics: int = DATA
+    virtual_size: int | None = None
+
+
+def pe_checksum(data: bytes | bytearray, checksum_offset: int) -> int:
+    """The PE CheckSum of ``data``: 16-bit one's-complement style sum of the file with the
+    CheckSum field (at ``checksum_offset``) taken as zero, plus the file length in bytes."""
+    buf = bytes(data) + b"\0" * (len(data) & 1)
+    buf = buf[:checksum_offset] + bytes(4) + buf[checksum_offset + 4:]
+    total = sum(struct.unpack(f"<{len(buf) // 2}H", buf))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total + len(data)
+
+
+class _Text:
+    """Machine code of ``.text`` with fix-ups resolved once the section RVAs are known."""
+
+    def __init__(self, is64: bool) -> None:
+        self.is64 = is64
+        self.code = bytearray()
+        # Offsets of the 4-byte operands of ``call [IAT slot]`` (rel32 on x64, abs32 + reloc
+        # on x86) with the import they name, and of ``call rel32`` to the local stub.
+        self.iat_calls: list[tuple[int, tuple[str, str | int]]] = []
+        self.local_calls: list[int] = []
+
+    def call_iat(self, key: tuple[str, str | int]) -> None:
+        self.code += b"\xff\x15"
+        self.iat_calls.append((len(self.code), key))
+        self.code += bytes(4)
+
+    def call_local(self) -> None:
+        self.code += b"\xe8"
+        self.local_calls.append(len(self.code))
+        self.code += bytes(4)
+
+
+def _hint_name(name: str) -> bytes:
+    blob = struct.pack("<H", 0) + name.encode() + b"\0"
+    return blob + b"\0" * (len(blob) & 1)
+
+
+def build_driver(name: str, *, machine: str = "x64", image_base: int | None = None,
+                 imports: Mapping[str, Sequence[str | int]] | None = None,
+                 exports: Sequence[str] = (), data_exports: Mapping[str, int] | None = None,
+                 forwarders: Mapping[str, str] | None = None,
+                 fixed_rvas: Mapping[str, int] | None = None,
+                 code: bytes = b"", data: bytes = b"", pool_tags: Sequence[bytes] = (),
+                 rsds: tuple[bytes, int, str] | None = None, timestamp: int | None = None,
+                 sections: Sequence[Section] = (), relocs: bool = True,
+                 dll: bool = False, os_version: tuple[int, int] = (10, 0)) -> bytes:
+    """Bytes of a native-subsystem PE file (``machine`` "x64" → PE32+, "x86" → PE32).
+
+    ``imports``: DLL name → functions (a str imports by name, an int by ordinal), in IAT order.
+    ``exports``: function names (16-byte ``xor eax, eax; ret`` stubs in .text, ordinals from 1
+    in the given order); ``fixed_rvas`` places chosen exports at chosen .text RVAs (bytes);
+    ``data_exports``: name → size (bytes) of a zeroed variable in .data; ``forwarders``: name →
+    "dll.Function". ``pool_tags``: each 4-byte tag is loaded as an immediate before a call,
+    as compilers emit ``mov r8d, 'Tag'`` (x64 ``41 B8 <tag>``) / ``push 'Tag'`` (x86
+    ``68 <tag>``). ``rsds``: (GUID as its 16 stored bytes, age, PDB name), default
+    :func:`default_rsds`. ``sections``: extra :class:`Section` s after .data. ``relocs``: write
+    a .reloc section (x86 IAT calls and the .data pointer table are absolute). ``dll`` sets
+    IMAGE_FILE_DLL (hal.dll, export drivers). The PE CheckSum is computed.
+    """
+    if machine not in MACHINES:
+        raise ValueError(f"machine must be one of {sorted(MACHINES)}")
+    is64 = machine == "x64"
+    ptr = 8 if is64 else 4
+    image_base = image_base if image_base is not None else (0x140000000 if is64 else 0x10000)
+    imports = {dll_name: list(funcs) for dll_name, funcs in (imports or {}).items()}
+    fixed = dict(fixed_rvas or {})
+    data_exports = dict(data_exports or {})
+    forwarders = dict(forwarders or {})
+    rsds = rsds or default_rsds(name)
+    timestamp = default_timestamp(name) if timestamp is None else timestamp
+    for tag in pool_tags:
+        if len(tag) != 4:
+            raise ValueError(f"pool tag {tag!r} is not 4 bytes")
+
+    # .text: DriverEntry, a local stub, user code, export stubs.
+    t = _Text(is64)
+    t.code += b"\x48\x83\xec\x28" if is64 else b"\x55\x8b\xec"
+    alloc_key = ("ntoskrnl.exe", "ExAllocatePoolWithTag")
+    has_alloc = "ExAllocatePoolWithTag" in imports.get("ntoskrnl.exe", [])
+    for tag in pool_tags:
+        if is64:
+            t.code += b"\xb9\x00\x02\x00\x00\xba\x00\x01\x00\x00\x41\xb8" + tag
+        else:
+            t.code += b"\x68" + tag + b"\x68\x00\x01\x00\x00\x6a\x00"
+        if has_alloc:
+            t.call_iat(alloc_key)
+        else:
+            t.call_local()
+    for dll_name, funcs in imports.items():
+        for f in funcs:
+            t.call_iat((dll_name, f))
+    t.code += b"\x33\xc0\x48\x83\xc4\x28\xc3" if is64 else b"\x33\xc0\x5d\xc2\x08\x00"
+    t.code += b"\xcc" * (-len(t.code) % 16)
+    local = len(t.code)
+    t.code += b"\x33\xc0\xc3" + b"\xcc" * 13 + bytes(code)
+    t.code += b"\xcc" * (-len(t.code) % 16)
+    func_off: dict[str, int] = {}
+    for e in exports:
+        if e not in fixed:
+            func_off[e] = len(t.code)
+            t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
+    for e, rva in sorted(fixed.items(), key=lambda kv: kv[1]):
+        off = rva - SECTION_ALIGN
+        if off < len(t.code):
+            raise ValueError(f"fixed RVA {rva:#x} of {e} collides with earlier .text code")
+        t.code += b"\xcc" * (off - len(t.code))
+        func_off[e] = off
+        t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
+        if e not in exports:
+            exports = [*exports, e]
+
+    text_rva = SECTION_ALIGN
+    rdata_rva = _align(text_rva + len(t.code), SECTION_ALIGN)
+
+    # .rdata: IAT, import descriptors, ILT, hint/name, DLL names, exports, debug.
+    rd = bytearray()
+    n_thunks = sum(len(f) + 1 for f in imports.values())
+    iat_off, iat_size = 0, n_thunks * ptr
+    rd += bytes(iat_size)
+    desc_off = len(rd)
+    rd += bytes(20 * (len(imports) + 1))
+    ilt_off = len(rd)
+    rd += bytes(iat_size)
+    slot_rva: dict[tuple[str, str | int], int] = {}
+    thunk = 0
+    descs = []
+    for dll_name, funcs in imports.items():
+        first = thunk
+        for f in funcs:
+            if isinstance(f, int):
+                value = (1 << (8 * ptr - 1)) | (f & 0xFFFF)
+            else:
+                value = rdata_rva + len(rd)
+                rd += _hint_name(f)
+            for base in (iat_off, ilt_off):
+                struct.pack_into("<Q" if is64 else "<I", rd, base + thunk * ptr, value)
+            slot_rva[(dll_name, f)] = rdata_rva + iat_off + thunk * ptr
+            thunk += 1
+        thunk += 1
+        descs.append((first, dll_name))
+    for i, (first, dll_name) in enumerate(descs):
+        name_rva = rdata_rva + len(rd)
+        rd += dll_name.encode() + b"\0"
+        struct.pack_into("<IIIII", rd, desc_off + 20 * i, rdata_rva + ilt_off + first * ptr,
+                         0, 0, name_rva, rdata_rva + iat_off + first * ptr)
+    rd += bytes(-len(rd) % 4)
+
+    export_dir = (0, 0)
+    all_exports = [*exports, *data_exports, *forwarders]
+    data_rva_pending: dict[str, int] = {}
+    if all_exports:
+        ed_off = len(rd)
+        n = len(all_exports)
+        rd += bytes(0x28 + 4 * n + 4 * n + 2 * n)
+        funcs_off, names_off, ords_off = ed_off + 0x28, ed_off + 0x28 + 4 * n, ed_off + 0x28 + 8 * n
+        mod_name_rva = rdata_rva + len(rd)
+        rd += name.encode() + b"\0"
+        sorted_names = sorted(range(n), key=lambda i: all_exports[i].encode())
+        for j, i in enumerate(sorted_names):
+            struct.pack_into("<I", rd, names_off + 4 * j, rdata_rva + len(rd))
+            struct.pack_into("<H", rd, ords_off + 2 * j, i)
+            rd += all_exports[i].encode() + b"\0"
+        for i, e in enumerate(all_exports):
+            if e in forwarders:
+                struct.pack_into("<I", rd, funcs_off + 4 * i, rdata_rva + len(rd))
+                rd += forwarders[e].encode() + b"\0"
+            elif e in data_exports:
+                data_rva_pending[e] = funcs_off + 4 * i
+            else:
+                struct.pack_into("<I", rd, funcs_off + 4 * i, text_rva + func_off[e])
+        struct.pack_into("<IIHHIIIIII", rd, ed_off, 0, timestamp, 0, 0, mod_name_rva, 1, n, n,
+                         rdata_rva + funcs_off, rdata_rva + names_off)
+        struct.pack_into("<I", rd, ed_off + 0x24, rdata_rva + ords_off)
+        export_dir = (rdata_rva + ed_off, len(rd) - ed_off)
+        rd += bytes(-len(rd) % 4)
+    dbg_off = len(rd)
+    guid, age, pdb = rsds
+    cv = b"RSDS" + bytes(guid) + struct.pack("<I", age) + pdb.encode() + b"\0"
+    rd += bytes(0x1C)
+    cv_off = len(rd)
+    rd += cv + bytes(-len(cv) % 4)
+
+    # .data: data exports, user data, two absolute pointers (relocated).
+    data_rva = _align(rdata_rva + len(rd), SECTION_ALIGN)
+    dd = bytearray()
+    for e, size in data_exports.items():
+        size = size if is64 or size < 8 else size // 2
+        dd += bytes(-len(dd) % 8)
+        struct.pack_into("<I", rd, data_rva_pending[e], data_rva + len(dd))
+        dd += bytes(size)
+    dd += bytes(-len(dd) % 16) + bytes(data) + bytes(-len(data) % 16)
+    abs_rvas: list[int] = []
+    # Pointers to DriverEntry and the local stub only: a search for an export's VA must find
+    # nothing but IAT slots.
+    for target in (0, local):
+        abs_rvas.append(data_rva + len(dd))
+        dd += struct.pack("<Q" if is64 else "<I", image_base + text_rva + target)
+
+    # Resolve .text fix-ups.
+    for off in t.local_calls:
+        struct.pack_into("<i", t.code, off, local - (off + 4))
+    for off, key in t.iat_calls:
+        if is64:
+            disp = slot_rva[key] - (text_rva + off + 4)
+        else:
+            disp = image_base + slot_rva[key]
+            abs_rvas.append(text_rva + off)
+        struct.pack_into("<I", t.code, off, disp & 0xFFFFFFFF)
+
+    layout: list[Section] = [Section(".text", bytes(t.code), CODE),
+                             Section(".rdata", bytes(rd), RDATA), Section(".data", bytes(dd), DATA)]
+    rva = _align(data_rva + len(dd), SECTION_ALIGN)
+    extra_rvas = []
+    for s in sections:
+        extra_rvas.append(rva)
+        rva = _align(rva + max(s.virtual_size or 0, len(s.data), 1), SECTION_ALIGN)
+    layout += list(sections)
+    reloc_rva = rva
+    if relocs:
+        rel = bytearray()
+        rtype = 10 if is64 else 3
+        pages: dict[int, list[int]] = {}
+        for r in sorted(abs_rvas):
+            pages.setdefault(r & ~0xFFF, []).append(r & 0xFFF)
+        for page, offs in sorted(pages.items()):
+            entries = [(rtype << 12) | o for o in offs]
+            entries += [0] * (len(entries) & 1)
+            rel += struct.pack("<II", page, 8 + 2 * len(entries))
+            rel += struct.pack(f"<{len(entries)}H", *entries)
+        layout.append(Section(".reloc", bytes(rel), RDATA | DISCARDABLE))
+    rvas = [text_rva, rdata_rva, data_rva, *extra_rvas] + ([reloc_rva] if relocs else [])
+
+    # Headers.
+    raw_at, file_parts = HEADERS_SIZE, []
+    for s, r in zip(layout, rvas, strict=True):
+        raw_size = _align(len(s.data), FILE_ALIGN)
+        file_parts.append((r, raw_at if raw_size else 0, raw_size))
+        raw_at += raw_size
+    last = layout[-1]
+    size_of_image = _align(rvas[-1] + max(last.virtual_size or 0, len(last.data), 1),
+                           SECTION_ALIGN)
+    dirs = [(0, 0)] * 16
+    dirs[0] = export_dir
+    dirs[1] = (rdata_rva + desc_off, 20 * (len(imports) + 1)) if imports else (0, 0)
+    dirs[5] = (reloc_rva, len(layout[-1].data)) if relocs else (0, 0)
+    dirs[6] = (rdata_rva + dbg_off, 0x1C)
+    dirs[12] = (rdata_rva + iat_off, iat_size) if imports else (0, 0)
+    is_code = [bool(s.characteristics & SCN_CODE) for s in layout]
+    size_code = sum(p[2] for c, p in zip(is_code, file_parts, strict=True) if c)
+    size_idata = sum(p[2] for c, p in zip(is_code, file_parts, strict=True) if not c)
+    chars = 0x0002 | (0x0020 if is64 else 0x0100) | (0x2000 if dll else 0)
+    dllchars = 0x0160 if is64 else 0x0140
+    buf = bytearray(raw_at)
+    struct.pack_into("<HHHHHHHHHHHHH", buf, 0, 0x5A4D, 0x90, 3, 0, 4, 0, 0xFFFF, 0, 0xB8,
+                     0, 0, 0, 0x40)
+    struct.pack_into("<I", buf, 0x3C, E_LFANEW)
+    buf[0x40:0x40 + len(_DOS_STUB)] = _DOS_STUB
+    opt_size = 0xF0 if is64 else 0xE0
+    struct.pack_into("<4sHHIIIHH", buf, E_LFANEW, b"PE\0\0", MACHINES[machine], len(layout),
+                     timestamp, 0, 0, opt_size, chars)
+    o = E_LFANEW + 0x18
+    entry = text_rva
+    head = (0x20B if is64 else 0x10B, 14, 0, size_code, size_idata, 0, entry, text_rva)
+    mid = (SECTION_ALIGN, FILE_ALIGN, *os_version, *os_version, *os_version, 0, size_of_image,
+           HEADERS_SIZE, 0, 1, dllchars)
+    if is64:
+        struct.pack_into("<HBBIIIIIQ", buf, o, *head, image_base)
+        struct.pack_into("<IIHHHHHHIIIIHH", buf, o + 0x20, *mid)
+        struct.pack_into("<QQQQII", buf, o + 0x48, 0x40000, 0x1000, 0x100000, 0x1000, 0, 16)
+    else:
+        struct.pack_into("<HBBIIIIIII", buf, o, *head, data_rva, image_base)
+        struct.pack_into("<IIHHHHHHIIIIHH", buf, o + 0x20, *mid)
+        struct.pack_into("<IIIIII", buf, o + 0x48, 0x40000, 0x1000, 0x100000, 0x1000, 0, 16)
+    for i, (r, size) in enumerate(dirs):
+        struct.pack_into("<II", buf, o + opt_size - 0x80 + 8 * i, r, size)
+    sh = o + opt_size
+    for i, (s, (r, raw_ptr, raw_size)) in enumerate(zip(layout, file_parts, strict=True)):
+        vsize = max(s.virtual_size or 0, len(s.data))
+        struct.pack_into("<8sIIIIIIHHI", buf, sh + 0x28 * i, s.name.encode()[:8], vsize, r,
+                         raw_size, raw_ptr, 0, 0, 0, 0, s.characteristics)
+        buf[raw_ptr:raw_ptr + len(s.data)] = s.data
+    # Debug directory entry: AddressOfRawData (RVA) and PointerToRawData (file offset).
+    rd_raw = file_parts[1][1]
+    struct.pack_into("<IIHHIIII", buf, rd_raw + dbg_off, 0, timestamp, 0, 0, 2, len(cv),
+                     rdata_rva + cv_off, rd_raw + cv_off)
+    struct.pack_into("<I", buf, o + 0x40, pe_checksum(buf, o + 0x40))
+    return bytes(buf)
+
+
+def build_kernel(*, machine: str = "x64", image_base: int | None = None,
+                 name: str = "ntoskrnl.exe", exports: Sequence[str] = KERNEL_EXPORTS,
+                 fixed_rvas: Mapping[str, int] | None = None, timestamp: int | None = None,
+                 rsds: tuple[bytes, int, str] | None = None) -> bytes:
+    """A fake ``ntoskrnl.exe``: exports ``exports`` (functions) and the variables of
+    :data:`KERNEL_DATA_EXPORTS` (PsLoadedModuleList, NtBuildNumber, …) in .data, imports a few
+    HAL functions, PDB name ``ntkrnlmp.pdb``. ``fixed_rvas`` pins chosen functions to RVAs
+    (e.g. ``{"ExAllocatePool": 0x94D1F}``)."""
+    is64 = machine == "x64"
+    base = image_base if image_base is not None else (0xFFFFF80000000000 if is64 else 0x80800000)
+    guid = hashlib.md5(f"{name}/{machine}".encode()).digest()
+    return build_driver(name, machine=machine, image_base=base,
+                        imports={"HAL.dll": ["KfRaiseIrql", "KfLowerIrql",
+                                             "HalReturnToFirmware"]},
+                        exports=list(exports), data_exports=KERNEL_DATA_EXPORTS,
+                        fixed_rvas=fixed_rvas, pool_tags=[b"MmCm", b"Thre"],
+                        timestamp=timestamp, rsds=rsds or (guid, 1, "ntkrnlmp.pdb"))
+
+
+def build_hal(*, machine: str = "x64", image_base: int | None = None, name: str = "hal.dll",
+              timestamp: int | None = None) -> bytes:
+    """A fake HAL (IMAGE_FILE_DLL) exporting :data:`HAL_EXPORTS`, importing from ntoskrnl."""
+    is64 = machine == "x64"
+    base = image_base if image_base is not None else (0xFFFFF80000400000 if is64 else 0x806D0000)
+    return build_driver(name, machine=machine, image_base=base, dll=True,
+                        imports={"ntoskrnl.exe": ["ExAllocatePoolWithTag", "ExFreePoolWithTag",
+                                                  "KeBugCheckEx"]},
+                        exports=HAL_EXPORTS, pool_tags=[b"HalM"], timestamp=timestamp)
