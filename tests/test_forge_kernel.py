@@ -469,3 +469,20 @@ def test_scenario_formats(tmp_path):
                           modules=[scen.DriverSpec("only.sys", {"ntoskrnl.exe": ["ExFreePool"]})])
     assert [m.name for m in wine.layout.modules] == ["ntoskrnl.exe", "hal.dll", "only.sys"]
     assert wine.culprit is None and wine.culprit_iat_slot is None and wine.importers == []
+
+
+def test_no_kdbg_and_paged_out_module_pages():
+    mem = forge.PhysicalMemory([(0x1, 0x9F), (0x100, 0x2000)])
+    pt = forge.PageTables(mem, "x64")
+    base = 0xFFFFF80002A00000
+    drv = pe_mod.build_driver("p.sys", imports={"ntoskrnl.exe": ["ExAllocatePool"]})
+    lay = forge.build_kernel_space(
+        pt, mem, family="win7", kdbg=False, missing_pages={"p.sys": [0x1000]},
+        modules=[("ntoskrnl.exe", "nt", pe_mod.build_kernel(), base),
+                 ("p.sys", "p", drv, base + 0x100000)])
+    assert lay.kdbg == 0 and lay.kdbg_size == 0 and "KdDebuggerDataBlock" not in lay.variables
+    assert lay.header().kd_debugger_data_block == 0
+    assert lay.modules[1].image.missing == (base + 0x101000,)
+    assert pt.translate(base + 0x101000) is None and pt.translate(base + 0x102000) is not None
+    assert [m["name"] for m in walk(pt, lay.ps_loaded_module_list)[0]] == ["ntoskrnl.exe",
+                                                                            "p.sys"]
