@@ -77,8 +77,41 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
     Ok(o)
 }
 
+/// The `!vm` fields: list of (key, label, pages or count or None, source or reason, is_count).
+/// `symbols` maps kernel symbol names (without `nt!`) to VAs, for fields KDBG does not reach.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn vm_summary(
+    py: Python<'_>,
+    dump: PyRef<'_, PyDump>,
+    symbols: std::collections::HashMap<String, u64>,
+) -> PyResult<Vec<(&'static str, &'static str, Option<u64>, String, bool)>> {
+    let k = kernel_of(py, &dump)?;
+    let d = dump.inner.clone();
+    let s =
+        py.detach(move || ntdump_core::vm::vm_summary(&d, &k, &|name| symbols.get(name).copied()));
+    Ok(s.fields
+        .into_iter()
+        .map(|f| (f.key, f.label, f.value, f.source, f.is_count))
+        .collect())
+}
+
+/// Public symbols of a PDB file: (guid, age, [(name, rva)]).
+#[pyfunction]
+fn pdb_public_symbols(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+) -> PyResult<(String, u32, Vec<(String, u32)>)> {
+    let p = py
+        .detach(move || ntdump_core::pdb::read_public_symbols(&path))
+        .map_err(PyCoreError)?;
+    Ok((p.guid, p.age, p.symbols))
+}
+
 /// Add this file's functions and classes to the native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel_info, m)?)?;
+    m.add_function(wrap_pyfunction!(vm_summary, m)?)?;
+    m.add_function(wrap_pyfunction!(pdb_public_symbols, m)?)?;
     Ok(())
 }

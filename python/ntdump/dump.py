@@ -13,6 +13,8 @@ from . import _native
 from ._search import SearchMixin
 from ._symbols import SymbolsMixin
 from .modules import KernelMixin
+from .symbolmap import SymbolMapMixin
+from .vm import VmMixin
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
 _FILETIME_EPOCH = _dt.datetime(1601, 1, 1, tzinfo=_dt.UTC)
@@ -180,7 +182,7 @@ def _looks_like_dump(path: str) -> bool:
         return True  # let the native open raise the proper OSError
 
 
-class Dump(KernelMixin, SymbolsMixin, SearchMixin):
+class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin):
     """An open Windows kernel crash dump.
 
     Use :func:`ntdump.open`. Also a context manager; closing releases the file map once no other

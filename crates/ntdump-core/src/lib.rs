@@ -13,9 +13,14 @@ pub mod error;
 pub mod header;
 pub mod kernel;
 pub mod mmu;
+pub mod pdb;
+pub mod pe;
 pub mod phys;
 pub mod raw;
+pub mod search;
+pub mod symbols;
 pub mod triage;
+pub mod vm;
 
 pub use addr::{Pa, Va, PAGE_SIZE};
 pub use dump::{Dump, RawOptions};

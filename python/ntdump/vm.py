@@ -1,0 +1,142 @@
+"""``!vm``: the virtual memory summary (:class:`VmSummary`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _native
+
+PAGE_KB = 4
+"""KB per page (4 KiB pages on every architecture ntdump reads)."""
+
+EXCESSIVE_POOL_RATIO = 0.95
+"""Usage / maximum at or above which a pool is reported as excessive (ntdump's rule)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VmField:
+    """One ``!vm`` line. ``pages`` is None when the dump does not provide it; ``source`` then says why."""
+
+    key: str
+    label: str
+    pages: int | None
+    source: str
+    is_count: bool = False
+
+    @property
+    def kb(self) -> int | None:
+        """The value in KB (pages × 4), or None."""
+        return None if self.pages is None or self.is_count else self.pages * PAGE_KB
+
+
+class VmSummary:
+    """The fields of ``!vm``, each in pages and KB, with where each came from.
+
+    Attributes are ``<key>_pages`` and ``<key>_kb`` for every field (``nonpaged_pool_usage_pages``,
+    ``nonpaged_pool_max_kb`` …) and ``pool_allocation_failures`` (a count). A field a build does not
+    provide is ``None`` (never a made-up zero); :meth:`source` says why.
+    """
+
+    def __init__(self, fields: list[VmField]) -> None:
+        self.fields = fields
+        self._by_key = {f.key: f for f in fields}
+
+    def __getattr__(self, name: str) -> Any:
+        by_key = self.__dict__.get("_by_key", {})
+        for suffix, attr in (("_pages", "pages"), ("_kb", "kb")):
+            if name.endswith(suffix) and name[: -len(suffix)] in by_key:
+                return getattr(by_key[name[: -len(suffix)]], attr)
+        if name in by_key:
+            return by_key[name].pages
+        raise AttributeError(name)
+
+    def __getitem__(self, key: str) -> VmField:
+        return self._by_key[key]
+
+    def source(self, key: str) -> str:
+        """Where field ``key`` came from, or why it is missing."""
+        return self._by_key[key].source
+
+    @property
+    def pool_allocation_failures(self) -> int | None:
+        """Number of failed pool allocations (``nt!MmPoolFailures``; needs kernel symbols)."""
+        return self._by_key["pool_allocation_failures"].pages
+
+    def _ratio(self, usage: str, limit: str) -> float | None:
+        u, m = self._by_key[usage].pages, self._by_key[limit].pages
+        if u is None or not m:
+            return None
+        return u / m
+
+    @property
+    def nonpaged_pool_ratio(self) -> float | None:
+        """NonPagedPool usage / maximum, or None when either is unknown."""
+        return self._ratio("nonpaged_pool_usage", "nonpaged_pool_max")
+
+    @property
+    def paged_pool_ratio(self) -> float | None:
+        """PagedPool usage / maximum, or None when either is unknown."""
+        return self._ratio("paged_pool_usage", "paged_pool_max")
+
+    @property
+    def warnings(self) -> list[str]:
+        """WinDbg's alarms: excessive pool usage and failed allocations."""
+        out = []
+        r = self.nonpaged_pool_ratio
+        if r is not None and r >= EXCESSIVE_POOL_RATIO:
+            out.append("Excessive NonPaged Pool Usage")
+        r = self.paged_pool_ratio
+        if r is not None and r >= EXCESSIVE_POOL_RATIO:
+            out.append("Excessive Paged Pool Usage")
+        f = self.pool_allocation_failures
+        if f:
+            out.append(f"{f} pool allocations have failed")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{key: {"pages", "kb", "source"}}`` plus ``warnings``."""
+        d: dict[str, Any] = {
+            f.key: {"pages": f.pages, "kb": f.kb, "source": f.source} for f in self.fields
+        }
+        d["warnings"] = self.warnings
+        return d
+
+    def __str__(self) -> str:
+        lines = ["", "*** Virtual Memory Usage ***"]
+        for f in self.fields:
+            if f.is_count:
+                continue
+            label = f"{f.label}:"
+            if f.pages is None:
+                lines.append(f"\t{label:<21} (not available: {f.source})")
+            else:
+                lines.append(f"\t{label:<21}{f.pages:>8} ({f.kb:>10} Kb)")
+        for w in self.warnings:
+            stars = "*" * 10
+            lines.append(f"\t{stars} {w} {stars}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<VmSummary {len(self.fields)} fields, warnings={self.warnings}>"
+
+
+class VmMixin:
+    """``Dump.vm()``."""
+
+    _cache: dict[str, Any]
+
+    def vm(self) -> VmSummary:
+        """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation
+        failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
+        v = self._cache.get("vm")
+        if v is None:
+            syms = {
+                k.split("!", 1)[1]: va
+                for k, va in self._cache.get("symbol_map", {}).items()
+                if k.startswith("nt!")
+            }
+            rows = _native.vm_summary(self._d, syms)  # type: ignore[attr-defined]
+            v = VmSummary([VmField(*r) for r in rows])
+            self._cache["vm"] = v
+        return v
