@@ -1,4 +1,5 @@
-"""Kernel modules: the real Windows 10 triage dump (facts checked with Microsoft's cdb by others, and the
+"""Kernel modules: the real Windows 10 triage dump (facts checked with Microsoft's cdb by others,
+and the
 real driver files judged by pefile), and module-list walking on forged kernels."""
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ class Module(ModulePeMixin):
 
 
 class ModuleList:
-    """The loaded modules of a dump, in load order (the kernel first). ``!for_each_module`` is a loop
+    """The loaded modules of a dump, in load order (the kernel first). ``!for_each_module`` is a
+    loop
     over this list; ``d.search(x, within=d.modules)`` searches every module."""
 
     def __init__(self, dump: Dump, modules: list[Module], *, source: str) -> None:
@@ -200,7 +201,8 @@ class KernelMixin:
 
     @property
     def modules(self) -> ModuleList:
-        """The loaded modules (:class:`ModuleList`), from ``PsLoadedModuleList`` or, in triage dumps,
+        """The loaded modules (:class:`ModuleList`), from ``PsLoadedModuleList`` or, in triage
+        dumps,
         the dump's own driver list."""
         ml = self._cache.get("modules")
         if ml is None:

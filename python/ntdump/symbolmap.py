@@ -1,8 +1,11 @@
 """Symbols beyond export tables: PDB public symbols and caller-given symbol maps.
 
-Export tables (``d.symbol``) name what a module exports; kernel *variables* such as ``nt!MmPoolFailures``
-are not exported and need the module's PDB, as a debugger gets it from a symbol server. ntdump reads PDB
-public symbols itself (:meth:`SymbolMapMixin.load_pdb`, offline, no symbol server) or takes a mapping of
+Export tables (``d.symbol``) name what a module exports; kernel *variables* such as
+``nt!MmPoolFailures``
+are not exported and need the module's PDB, as a debugger gets it from a symbol server. ntdump reads
+PDB
+public symbols itself (:meth:`SymbolMapMixin.load_pdb`, offline, no symbol server) or takes a
+mapping of
 names to addresses (:meth:`SymbolMapMixin.add_symbols`). Both fill one per-dump table that ``vm()``,
 ``symbol()`` and ``ln()`` consult.
 """
@@ -46,8 +49,10 @@ class SymbolMapMixin:
     def load_pdb(self, path: str | os.PathLike[str], *, module: str | None = None) -> int:
         """Read the public symbols of the PDB at ``path`` and place them at ``module``'s base.
 
-        ``module`` defaults to the loaded module whose CodeView record names this PDB (GUID and age), or
-        the kernel (``nt``) when the PDB's file name is a kernel's. Returns the number of symbols added.
+        ``module`` defaults to the loaded module whose CodeView record names this PDB (GUID and
+        age), or
+        the kernel (``nt``) when the PDB's file name is a kernel's. Returns the number of symbols
+        added.
         Raises :class:`SymbolError` when no loaded module matches.
         """
         guid, age, syms = _native.pdb_public_symbols(os.fspath(path))  # type: ignore[attr-defined]
@@ -65,7 +70,7 @@ class SymbolMapMixin:
                     if pdb is not None and getattr(pdb, "key", "").upper() == key:
                         target = m
                         break
-                except Exception:  # noqa: BLE001 - an unreadable image just does not match
+                except Exception:
                     continue
             if target is None and os.path.basename(os.fspath(path)).lower().startswith(
                 ("ntkrnl", "ntoskrnl", "ntkrpamp")

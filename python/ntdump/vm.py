@@ -16,7 +16,8 @@ EXCESSIVE_POOL_RATIO = 0.95
 
 @dataclass(frozen=True, slots=True)
 class VmField:
-    """One ``!vm`` line. ``pages`` is None when the dump does not provide it; ``source`` then says why."""
+    """One ``!vm`` line. ``pages`` is None when the dump does not provide it; ``source`` then says
+    why."""
 
     key: str
     label: str
@@ -26,7 +27,7 @@ class VmField:
 
     @property
     def kb(self) -> int | None:
-        """The value in KB (pages × 4), or None."""
+        """The value in KB (pages * 4), or None."""
         return None if self.pages is None or self.is_count else self.pages * PAGE_KB
 
 

@@ -52,7 +52,22 @@ _KDBG_FIELDS = {"KernBase": 0x18, "BreakpointWithStatus": 0x20, "PsLoadedModuleL
                 "MmPageSize": 0x138, "PoolTrackTable": 0x1B8, "MmHighestUserAddress": 0x1C8,
                 "MmSystemRangeStart": 0x1D0, "MmUserProbeAddress": 0x1D8, "NtBuildLab": 0x208,
                 "KiProcessorBlock": 0x218, "MmUnloadedDrivers": 0x220,
-                "MmLastUnloadedDriver": 0x228, "CmNtCSDVersion": 0x268}
+                "MmLastUnloadedDriver": 0x228, "CmNtCSDVersion": 0x268,
+                **{"MmMaximumNonPagedPoolInBytes": 0x100, "MmSizeOfPagedPoolInBytes": 0x140,
+                   "MmTotalCommitLimit": 0x148, "MmTotalCommittedPages": 0x150,
+                   "MmSharedCommit": 0x158, "MmDriverCommit": 0x160, "MmPagedPoolCommit": 0x170,
+                   "MmModifiedPageListHead": 0x198, "MmAvailablePages": 0x1A8,
+                   "MmResidentAvailablePages": 0x1B0, "MmAllocatedNonPagedPool": 0x250}}
+#: ``!vm`` counters ``build_kernel_space(vm=...)`` can place. KDBG-reachable ones get their KDBG
+#: field (section 3.2); the rest exist only as symbols (a debugger finds them through the PDB):
+#: ``layout.symbol_only`` lists them. Values are pages, except ``*InBytes`` (bytes) and
+#: ``MmPoolFailures`` (a count, stored as the first of 9 u32 counters).
+VM_COUNTERS = ("MmAvailablePages", "MmResidentAvailablePages", "MmAllocatedNonPagedPool",
+               "MmMaximumNonPagedPoolInBytes", "MmSizeOfPagedPoolInBytes", "MmPagedPoolCommit",
+               "MmSharedCommit", "MmDriverCommit", "MmTotalCommittedPages", "MmTotalCommitLimit",
+               "MmModifiedPageListHead", "MmPoolFailures", "MmTotalFreeSystemPtes",
+               "MmSystemLockPagesCount")
+SYMBOL_ONLY = ("MmPoolFailures", "MmTotalFreeSystemPtes", "MmSystemLockPagesCount")
 MODULE_FLAGS = 0x49104000
 UNLOADED_SLOTS = 50
 POOL_BASES = {"x64": 0xFFFFC08000000000, "x86": 0x89000000}
@@ -197,6 +212,13 @@ class KernelLayout:
         """CR3 of the address space."""
         return self.pt.dtb
 
+    @property
+    def kernel_symbols(self) -> dict[str, int]:
+        """``nt!Name`` -> VA of placed variables that only a PDB would name (not exported, not in
+        KDBG), e.g. ``nt!MmPoolFailures``: what ``Dump.add_symbols`` takes, as a symbol server would
+        provide it for a real kernel."""
+        return {f"nt!{n}": self.variables[n] for n in SYMBOL_ONLY if n in self.variables}
+
     def module(self, name: str) -> ModuleInfo:
         """The module whose base name is ``name`` (case-insensitive)."""
         for m in self.modules:
@@ -225,7 +247,8 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
                        missing_pages: Mapping[str, Sequence[int]] | None = None,
                        kdbg_sign_extend: bool = True, loop_after: int | None = None,
                        unmapped_entry: int | None = None, bad_name_length: int | None = None,
-                       huge_size_of_image: int | None = None) -> KernelLayout:
+                       huge_size_of_image: int | None = None,
+                       vm: Mapping[str, int] | None = None) -> KernelLayout:
     """Map ``modules`` and write the kernel structures; returns the :class:`KernelLayout`.
 
     ``modules``: ``(base name, full path, PE bytes, base VA)`` in load order; the first is the
@@ -236,7 +259,8 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
     (``kdbg_sign_extend``) or zero-extended. Corruptions (entry numbers from 1 = the kernel):
     ``loop_after=k`` entry k's Flink → entry 1; ``unmapped_entry=k`` entry k's Flink → an
     unmapped VA; ``bad_name_length=k`` both names of entry k get Length 0xFFFE (> MaximumLength);
-    ``huge_size_of_image=k`` SizeOfImage 0x7FFF0000.
+    ``huge_size_of_image=k`` SizeOfImage 0x7FFF0000. ``vm``: ``!vm`` counters by variable name
+    (see :data:`VM_COUNTERS`), placed as kernel variables.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
@@ -265,6 +289,10 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
              "MmHighestPhysicalPage": ptr, "MmHighestUserAddress": ptr,
              "MmSystemRangeStart": ptr, "MmUserProbeAddress": ptr, "NtBuildNumber": 4,
              "CmNtCSDVersion": 4}
+    for name in vm or {}:
+        if name not in VM_COUNTERS:
+            raise ValueError(f"unknown !vm counter {name!r}; known: {', '.join(VM_COUNTERS)}")
+        wants[name] = 36 if name == "MmPoolFailures" else 4 * ptr if "ListHead" in name else ptr
     variables: dict[str, int] = {}
     for name in _EXPORTED_VARIABLES:
         va = kernel.exports.get(name)
@@ -290,6 +318,11 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
     w.write(v["NtBuildLab"], lab.encode() + b"\0")
     w.write(v["NtBuildNumber"], struct.pack("<I", 0xF0000000 | build))
     w.write(v["CmNtCSDVersion"], struct.pack("<I", _CSD_VERSION[family]))
+    for name, value in (vm or {}).items():
+        if name == "MmPoolFailures":
+            w.write(v[name], struct.pack("<9I", value, *[0] * 8))
+        else:  # a page count, a byte count, or an MMPFNLIST whose Total comes first
+            w.pointer(v[name], value)
     active = v["PsActiveProcessHead"]
     w.pointer(active, active)
     w.pointer(active + ptr, active)
