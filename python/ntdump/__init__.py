@@ -18,6 +18,7 @@ from .errors import (
     SymbolError,
     TranslationError,
 )
+from .triage import Report, triage
 
 __all__ = [
     "Dump",
@@ -28,9 +29,11 @@ __all__ = [
     "PageNotPresentError",
     "PageWalk",
     "PeFormatError",
+    "Report",
     "SymbolError",
     "TranslationError",
     "WalkStep",
     "__version__",
     "open",
+    "triage",
 ]

@@ -1,0 +1,370 @@
+"""One-command triage: the founding story's chain, automated.
+
+``ntdump.triage(d)`` reads the bug check, ``!vm``, ``!poolused``, the tag owners and the
+importers of ``ExAllocatePool``, and returns a :class:`Report` whose every verdict carries its
+evidence. A readable dump never makes triage raise: an analysis that fails becomes a "could not
+determine X because Y" note.
+
+The JSON form (:meth:`Report.to_dict`) follows ``docs/triage-schema.json`` (schema
+:data:`SCHEMA_ID`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import bugcheck
+
+if TYPE_CHECKING:
+    from .dump import Dump
+
+SCHEMA_ID = "ntdump.triage/1"
+"""Version of the report's JSON schema; bumped on any incompatible change."""
+
+DEPLETION_RATIO = 0.90
+"""A pool whose usage is at least this share of its maximum is reported as near depletion."""
+
+TOP_TAGS = 5
+"""Suspect tags reported."""
+
+GUID_NAME = re.compile(
+    r"^\{?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?(\.[a-z0-9]{1,4})?$",
+    re.IGNORECASE,
+)
+"""A module name made of a GUID (``{6B1A3E41-…}.sys``): typical of drivers a program writes at
+run time."""
+
+SYSTEM_ROOTS = ("\\systemroot\\", "\\windows\\", "\\??\\c:\\windows\\", "system32\\", "\\winnt\\")
+"""Path prefixes (lower case) of images that live with the OS."""
+
+
+def driver_hints(name: str, path: str) -> list[str]:
+    """Reasons to suspect an image is not an ordinary on-disk driver (empty when none)."""
+    out = []
+    if GUID_NAME.match(name):
+        out.append("name is a GUID (typical of a driver written to disk at run time)")
+    low = path.lower()
+    if path and not any(low.startswith(p) or p in low[:40] for p in SYSTEM_ROOTS):
+        out.append(f"image path outside \\SystemRoot: {path}")
+    return out
+
+
+@dataclass
+class Verdict:
+    """A conclusion and the numbers that support it, step by step."""
+
+    text: str
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """The result of :func:`triage`. Use :meth:`text`, :meth:`to_markdown`, :meth:`to_dict`, or
+    display it in Jupyter."""
+
+    dump: dict[str, Any]
+    bugcheck: dict[str, Any]
+    pool: dict[str, Any]
+    suspect_tags: list[dict[str, Any]]
+    suspect_drivers: list[dict[str, Any]]
+    verdicts: list[Verdict]
+    notes: list[str]
+
+    # -- outputs ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (JSON-serialisable), per ``docs/triage-schema.json``."""
+        return {
+            "schema": SCHEMA_ID,
+            "dump": self.dump,
+            "bugcheck": self.bugcheck,
+            "pool": self.pool,
+            "suspect_tags": self.suspect_tags,
+            "suspect_drivers": self.suspect_drivers,
+            "verdicts": [{"text": v.text, "evidence": v.evidence} for v in self.verdicts],
+            "notes": self.notes,
+        }
+
+    def to_json(self, **kw: Any) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), **kw)
+
+    def _sections(self) -> list[tuple[str, list[str]]]:
+        b = self.bugcheck
+        bc = [f"{b['code']:#x} {b['name']}" + (f" in {b['module']}" if b.get("module") else "")]
+        if b.get("address") is not None:
+            bc.append(
+                f"faulting address {b['address']:#x} ({b['address_source']})"
+                + (f" = {b['symbol']}" if b.get("symbol") else "")
+            )
+        pool = []
+        for kind in ("nonpaged", "paged"):
+            p = self.pool.get(kind) or {}
+            if p.get("usage_kb") is not None and p.get("max_kb"):
+                pool.append(
+                    f"{kind}: {p['usage_kb']:,} KB of {p['max_kb']:,} KB ({100 * p['ratio']:.1f}%)"
+                )
+        if self.pool.get("failures") is not None:
+            pool.append(f"pool allocation failures: {self.pool['failures']}")
+        pool.append(self.pool.get("verdict", ""))
+        tags = []
+        for t in self.suspect_tags:
+            owners = ", ".join(o["module"] for o in t.get("owners", [])[:3]) or "owner unknown"
+            tags.append(
+                f"{t['tag']!s:<4}  nonpaged {t['nonpaged_bytes']:>14,} B  "
+                f"paged {t['paged_bytes']:>14,} B  allocs {t.get('nonpaged_allocs', 0):>9,}"
+                f"  -> {owners}" + (f"  ({t['description']})" if t.get("description") else "")
+            )
+        drivers = [
+            f"{d['name']} at {d['base']:#x}: " + "; ".join(d["reasons"])
+            for d in self.suspect_drivers
+        ]
+        verdicts = []
+        for v in self.verdicts:
+            verdicts.append(v.text)
+            verdicts += [f"  - {e}" for e in v.evidence]
+        return [
+            (
+                "Dump",
+                [
+                    f"{self.dump.get('path', '')}: {self.dump.get('machine')} build "
+                    f"{self.dump.get('build')}, DumpType {self.dump.get('dump_type')}"
+                ],
+            ),
+            ("Bug check", bc),
+            ("Pool", [x for x in pool if x]),
+            ("Suspect pool tags", tags or ["none"]),
+            ("Suspect drivers", drivers or ["none"]),
+            ("Verdicts", verdicts or ["none"]),
+            ("Could not determine", self.notes or ["-"]),
+        ]
+
+    def text(self) -> str:
+        """Plain text for a terminal."""
+        out = []
+        for title, lines in self._sections():
+            out.append(title)
+            out += [f"  {x}" for x in lines]
+        return "\n".join(out)
+
+    __str__ = text
+
+    def to_markdown(self) -> str:
+        """Markdown for tickets and wikis."""
+        out = ["# ntdump triage", ""]
+        for title, lines in self._sections():
+            out.append(f"## {title}")
+            out += [f"- {x}" if not x.startswith("  - ") else f"  {x.strip()}" for x in lines]
+            out.append("")
+        return "\n".join(out)
+
+    def _repr_html_(self) -> str:
+        parts = ["<div class='ntdump-triage'><h3>ntdump triage</h3>"]
+        for title, lines in self._sections():
+            parts.append(f"<h4>{html.escape(title)}</h4><ul>")
+            parts += [f"<li>{html.escape(x.strip())}</li>" for x in lines]
+            parts.append("</ul>")
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def _note(notes: list[str], what: str, e: BaseException) -> None:
+    notes.append(f"could not determine {what} because {type(e).__name__}: {e}")
+
+
+def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
+    """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
+    importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
+    notes: list[str] = []
+    verdicts: list[Verdict] = []
+    info = d.info
+    dump = {
+        "path": d.path,
+        "machine": info.machine,
+        "pae": info.pae,
+        "build": info.build,
+        "dump_type": info.dump_type,
+        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
+        "processors": info.processors,
+    }
+
+    # 1. Bug check and the module that owns the faulting address.
+    code, params = info.bugcheck_code, list(info.bugcheck_params)
+    addr, src = bugcheck.faulting_address(code, params)
+    if addr is None:
+        ip = info.context.get("rip", info.context.get("eip"))
+        if ip:
+            addr, src = ip, "context instruction pointer"
+    bc: dict[str, Any] = {
+        "code": code,
+        "name": bugcheck.name(code),
+        "params": params,
+        "address": addr,
+        "address_source": src,
+        "module": None,
+        "symbol": None,
+    }
+    try:
+        if addr is not None:
+            m = d.modules.at(addr)
+            if m is not None:
+                bc["module"] = m.name
+                bc["module_base"] = m.base
+                bc["offset"] = addr - m.base
+                try:
+                    bc["symbol"] = d.ln(addr)  # type: ignore[attr-defined]
+                except Exception:
+                    bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
+    except Exception as e:
+        _note(notes, "the module at the faulting address", e)
+    if bc["module"]:
+        verdicts.append(
+            Verdict(
+                f"Bug check {code:#x} ({bc['name']}) at {addr:#x} in {bc['module']}",
+                [
+                    f"{src} = {addr:#x}",
+                    f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}",
+                ],
+            )
+        )
+
+    # 2. Pool state from !vm.
+    pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
+    try:
+        v = d.vm()
+        for kind in ("nonpaged", "paged"):
+            u, m = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
+            ratio = (u.pages / m.pages) if u.pages is not None and m.pages else None
+            pool[kind] = {
+                "usage_kb": u.kb,
+                "max_kb": m.kb,
+                "ratio": ratio,
+                "source": f"{u.source}; {m.source}",
+            }
+            if ratio is not None and ratio >= DEPLETION_RATIO:
+                pool["depleted"].append(kind)
+        pool["failures"] = v.pool_allocation_failures
+        if v.pool_allocation_failures is None:
+            notes.append(
+                "could not determine pool allocation failures because "
+                + v.source("pool_allocation_failures")
+            )
+    except Exception as e:
+        _note(notes, "pool usage (!vm)", e)
+
+    # 3. Top tags from the tracker table.
+    used = None
+    sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
+    try:
+        used = d.pool.used(sort=sort)  # type: ignore[attr-defined]
+    except Exception as e:
+        _note(notes, "pool usage by tag (!poolused)", e)
+    suspect_tags: list[dict[str, Any]] = []
+    if used is not None and len(used):
+        for _, r in used.head(top).iterrows():
+            tag = str(r["tag"])
+            entry = {
+                "tag": tag,
+                "nonpaged_bytes": int(r["nonpaged_bytes"]),
+                "paged_bytes": int(r["paged_bytes"]),
+                "nonpaged_allocs": int(r["nonpaged_allocs"]),
+                "paged_allocs": int(r["paged_allocs"]),
+                "description": "" if r.get("description") is None else str(r["description"]),
+                "owners": [],
+            }
+            suspect_tags.append(entry)
+    # 4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways).
+    for entry in suspect_tags[: max(1, min(3, len(suspect_tags)))]:
+        try:
+            owners = d.pool.owners(entry["tag"])  # type: ignore[attr-defined]
+            entry["owners"] = [
+                {
+                    "module": str(o["module"]),
+                    "evidence": str(o["evidence"]),
+                    "score": float(o["score"]),
+                }
+                for _, o in owners.head(5).iterrows()
+            ]
+        except Exception as e:
+            _note(notes, f"the owners of pool tag {entry['tag']!r}", e)
+
+    # 5. Suspicious drivers: owners of the top tag with GUID names / paths outside SystemRoot,
+    #    plus any loaded module with those traits.
+    suspect_drivers: list[dict[str, Any]] = []
+    try:
+        owner_names = {o["module"].lower() for t in suspect_tags[:1] for o in t["owners"]}
+        for m in d.modules:
+            reasons = driver_hints(m.name, m.path)
+            keys = {m.name.lower(), m.kd_name.lower()}
+            if keys & owner_names:
+                reasons.insert(0, f"owns pool tag {suspect_tags[0]['tag']!r}, the top consumer")
+            if reasons and (keys & owner_names or GUID_NAME.match(m.name)):
+                suspect_drivers.append(
+                    {"name": m.name, "base": m.base, "path": m.path, "reasons": reasons}
+                )
+    except Exception as e:
+        _note(notes, "suspicious drivers", e)
+
+    # Verdict on the pool.
+    if pool["depleted"] or pool["failures"]:
+        kinds = " and ".join(pool["depleted"]) or "pool"
+        ev = []
+        for kind in pool["depleted"]:
+            p = pool[kind]
+            ev.append(
+                f"!vm: {kind} pool {p['usage_kb']:,} KB of {p['max_kb']:,} KB "
+                f"({100 * p['ratio']:.1f}%)"
+            )
+        if pool["failures"]:
+            ev.append(f"!vm: {pool['failures']} pool allocations have failed")
+        if suspect_tags:
+            t = suspect_tags[0]
+            ev.append(
+                f"!poolused: top tag {t['tag']!r} holds {t[sort + '_bytes']:,} bytes in "
+                f"{t[sort + '_allocs']:,} allocations"
+            )
+            if t["owners"]:
+                o = t["owners"][0]
+                ev.append(f"owner: {o['module']} ({o['evidence']})")
+        for s in suspect_drivers[:1]:
+            ev.append(f"{s['name']}: " + "; ".join(s["reasons"]))
+        culprit = (
+            suspect_drivers[0]["name"]
+            if suspect_drivers
+            else (
+                suspect_tags[0]["owners"][0]["module"]
+                if suspect_tags and suspect_tags[0]["owners"]
+                else None
+            )
+        )
+        text = f"{kinds.capitalize()} pool depletion"
+        if suspect_tags:
+            text += f": tag {suspect_tags[0]['tag']!r}"
+        if culprit:
+            text += f", most likely leaked by {culprit}"
+        verdicts.append(Verdict(text, ev))
+        pool["verdict"] = text
+    elif pool["nonpaged"] is not None and pool["nonpaged"].get("ratio") is not None:
+        pool["verdict"] = "pool is healthy: no pool near its maximum, no failed allocations"
+        verdicts.append(
+            Verdict(
+                "Pool is healthy",
+                [
+                    f"{k} pool at {100 * pool[k]['ratio']:.1f}% of its maximum"
+                    for k in ("nonpaged", "paged")
+                    if pool[k] and pool[k].get("ratio") is not None
+                ],
+            )
+        )
+    else:
+        pool["verdict"] = "pool state unknown (see notes)"
+    if info.dump_type == 4:
+        notes.insert(
+            0,
+            "pool data is not in a triage dump: a triage (mini) dump holds only the "
+            "crash context, the faulting stack and a few captured ranges",
+        )
+    return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes)
