@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import NtdumpError
+from .kd import kd_addr
 
 
 def _int(s: str) -> int:
@@ -46,13 +48,6 @@ def cmd_pte(args: argparse.Namespace) -> int:
     with _open(args) as d:
         print(d.walk(args.address))
     return 0
-
-
-def kd_addr(va: int, ptr_size: int = 8) -> str:
-    """An address as kd prints it: ``fffff804`7c600b20`` (64-bit) or ``8053a000`` (32-bit)."""
-    if ptr_size == 4:
-        return f"{va & 0xFFFFFFFF:08x}"
-    return f"{va >> 32:08x}`{va & 0xFFFFFFFF:08x}"
 
 
 def _hexdump(base: int, data: bytes, width: int, ptr_size: int = 8) -> list[str]:
@@ -110,31 +105,147 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit_frame(df, args: argparse.Namespace) -> bool:
+    """Write a DataFrame as JSON or CSV when asked; return True if written."""
+    if getattr(args, "json", False):
+        print(df.to_json(orient="records", default_handler=str))
+        return True
+    if getattr(args, "csv", False):
+        print(df.to_csv(index=False), end="")
+        return True
+    return False
+
+
+def _kd_command(build: Callable[[argparse.Namespace], str],
+                frame: Callable[[Any, argparse.Namespace], Any] | None = None):
+    """A sub-command that runs a kd command line (text) or returns a table (--json/--csv)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .kd import KdSession
+
+        with _open(args) as d:
+            if frame is not None and (getattr(args, "json", False) or getattr(args, "csv", False)):
+                _emit_frame(frame(d, args), args)
+                return 0
+            s = KdSession(d)
+            print(s.run_one(build(args)))
+        return 0
+
+    return run
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    import json
+
+    with _open(args) as d:
+        v = d.vm()
+        print(json.dumps(v.to_dict(), indent=1) if args.json else v)
+    return 0
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    from .triage import triage
+
+    with _open(args) as d:
+        if getattr(args, "pdb", None):
+            d.load_pdb(args.pdb)
+        r = triage(d)
+        if args.json:
+            print(r.to_json(indent=1))
+        elif args.markdown:
+            print(r.to_markdown())
+        else:
+            print(r.text())
+    return 0
+
+
+def cmd_kd(args: argparse.Namespace) -> int:
+    from .kd import KdSession, interactive
+
+    with _open(args) as d:
+        if args.command_line:
+            print(KdSession(d).run(args.command_line))
+        else:
+            interactive(d)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ntdump", description="Read Windows kernel crash dumps.")
+    p = argparse.ArgumentParser(
+        prog="ntdump",
+        description="Read Windows kernel crash dumps: what kd answers, from any OS.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def dump_arg(sp: argparse.ArgumentParser) -> None:
+    def dump_arg(sp: argparse.ArgumentParser, table: bool = False) -> None:
         sp.add_argument("dump", help="MEMORY.DMP, a triage dump, or a raw image")
         sp.add_argument("--raw", action="store_true", help="the file is a raw physical image")
         sp.add_argument("--machine", choices=["x86", "x64"], help="raw images: architecture")
         sp.add_argument("--dtb", type=_int, help="raw images: directory table base (hex)")
+        if table:
+            g = sp.add_mutually_exclusive_group()
+            g.add_argument("--json", action="store_true", help="the table as JSON records")
+            g.add_argument("--csv", action="store_true", help="the table as CSV")
 
-    sp = sub.add_parser("info", help="header facts (like dumpchk / .bugcheck / vertarget)")
-    dump_arg(sp)
-    sp.set_defaults(func=cmd_info)
-    sp = sub.add_parser("pte", help="page-table walk of an address (!pte)")
-    dump_arg(sp)
+    def add(name: str, help: str, func, table: bool = False, **extra: Any):
+        sp = sub.add_parser(name, help=help)
+        dump_arg(sp, table)
+        sp.set_defaults(func=func, **extra)
+        return sp
+
+    add("info", "header facts (dumpchk, .bugcheck, vertarget)", cmd_info)
+    sp = add("vm", "virtual memory summary (!vm)", cmd_vm)
+    sp.add_argument("--json", action="store_true")
+    sp = add("poolused", "pool usage by tag (!poolused)", _kd_command(
+        lambda a: f"!poolused {a.flags} {a.tag or ''} " + (f"/t {a.top}" if a.top else ""),
+        lambda d, a: d.pool.used(flags=int(a.flags, 16), tags=a.tag, top=a.top)), table=True)
+    sp.add_argument("flags", nargs="?", default="0", help="!poolused flags (hex): 1 verbose, "
+                    "2 sort by nonpaged, 4 sort by paged, 8 session")
+    sp.add_argument("tag", nargs="?", help="tag or wildcard (Thr*)")
+    sp.add_argument("-t", "--top", type=int, help="only the top N tags (/t N)")
+    sp = add("pool", "the pool page holding an address (!pool)",
+             _kd_command(lambda a: f"!pool {a.address:x}"))
     sp.add_argument("address", type=_int)
-    sp.set_defaults(func=cmd_pte)
+    sp = add("poolfind", "find pool blocks by tag (!poolfind)", _kd_command(
+        lambda a: f"!poolfind {a.tag}",
+        lambda d, a: d.pool.scan(tags=[a.tag], progress=False)), table=True)
+    sp.add_argument("tag")
+    add("lm", "loaded modules (lm)", _kd_command(lambda a: "lm",
+                                                   lambda d, a: d.modules.to_frame()), table=True)
+    sp = add("lmi", "module information (!lmi)", _kd_command(lambda a: f"!lmi {a.module}"))
+    sp.add_argument("module", help="name or address")
+    sp = add("x", "examine symbols (x nt!ExAlloc*)", _kd_command(
+        lambda a: f"x {a.pattern}", lambda d, a: d.symbols(a.pattern)), table=True)
+    sp.add_argument("pattern")
+    sp = add("ln", "nearest symbol (ln)", _kd_command(lambda a: f"ln {a.address}"))
+    sp.add_argument("address")
+    sp = add("s", "search memory (s -d start L?len pattern)", _kd_command(
+        lambda a: "s " + " ".join(a.args)), table=False)
+    sp.add_argument("args", nargs=argparse.REMAINDER,
+                    help="kd syntax, e.g. -d fffff804`7ba00000 L?0x100000 e0894d1f")
+    for name in ("dps", "dds", "dqs"):
+        sp = add(name, f"display words and symbols ({name})", _kd_command(
+            (lambda n: lambda a: f"{n} {a.address} L{a.count:x}")(name),
+            (lambda n: lambda d, a: getattr(d, n)(_int(a.address), a.count))(name)), table=True)
+        sp.add_argument("address")
+        sp.add_argument("-n", "--count", type=int, default=16)
+    sp = add("dh", "PE headers of a module (!dh)", _kd_command(lambda a: f"!dh {a.module}"))
+    sp.add_argument("module", help="name or address")
+    sp = add("pte", "page-table walk of an address (!pte)", cmd_pte)
+    sp.add_argument("address", type=_int)
     for name in ("db", "dd", "dq"):
-        sp = sub.add_parser(name, help=f"display memory ({name})")
-        dump_arg(sp)
+        sp = add(name, f"display memory ({name})", cmd_dump_memory)
         sp.add_argument("address", type=_int)
         sp.add_argument("-l", "--length", type=lambda s: int(s, 0), default=0x80, help="bytes")
         sp.add_argument("--physical", action="store_true", help="address is physical (!db)")
-        sp.set_defaults(func=cmd_dump_memory)
-    sp = sub.add_parser("demo", help="forge a dump and show what ntdump reads from it")
+    sp = add("triage", "the whole investigation in one report", cmd_triage)
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="JSON (docs/triage-schema.json)")
+    g.add_argument("--markdown", action="store_true")
+    sp.add_argument("--pdb", help="kernel PDB to load first (enables symbol-only fields)")
+    sp = add("kd", "WinDbg command syntax: -c \"cmd; cmd\" or an interactive prompt", cmd_kd)
+    sp.add_argument("-c", dest="command_line", help="commands to run, separated by ';'")
+    sp = sub.add_parser("demo", help="forge the founding story's dump and triage it")
     sp.add_argument("--out", help="keep the forged dump at this path")
     sp.set_defaults(func=cmd_demo)
     return p
@@ -144,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except BrokenPipeError:  # pragma: no cover - e.g. `ntdump info x | head`
+    except BrokenPipeError:  # pragma: no cover - e.g. `ntdump lm x | head`
         return 0
     except (NtdumpError, OSError) as e:
         where = getattr(args, "dump", None)
