@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import ntdump
 from ntdump import bugcheck
 from ntdump.triage import GUID_NAME, SCHEMA_ID, driver_hints
@@ -21,9 +23,20 @@ def test_real_triage_dump(triage_dump):
     assert "amdppm.sys" in text and "0x1000007e" in text
     d = r.to_dict()
     assert d["schema"] == SCHEMA_ID
+    _validate(d)
     assert json.loads(json.dumps(d)) == d
     assert "<h3>ntdump triage</h3>" in r._repr_html_()
     assert r.to_markdown().startswith("# ntdump triage")
+
+
+def _validate(doc):
+    import pathlib
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(
+        (pathlib.Path(__file__).parents[1] / "docs" / "triage-schema.json").read_text()
+    )
+    jsonschema.validate(doc, schema)
 
 
 def test_bugcheck_table():
