@@ -10,6 +10,7 @@ pyo3::import_exception!(ntdump.errors, PageNotPresentError);
 pyo3::import_exception!(ntdump.errors, PageNotInDumpError);
 pyo3::import_exception!(ntdump.errors, PeFormatError);
 pyo3::import_exception!(ntdump.errors, SymbolError);
+pyo3::import_exception!(ntdump.errors, UnsupportedError);
 
 /// Newtype so that `From<core::Error> for PyErr` can live here (orphan rule).
 pub struct PyCoreError(pub Error);
@@ -42,6 +43,7 @@ impl From<PyCoreError> for PyErr {
             Error::NotCaptured { va, .. } => TranslationError::new_err((msg, va.0)),
             Error::Pe { .. } => PeFormatError::new_err(msg),
             Error::Symbol(_) => SymbolError::new_err(msg),
+            Error::Unsupported(_) => UnsupportedError::new_err(msg),
             _ => PyValueError::new_err(msg),
         }
     }

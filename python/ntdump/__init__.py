@@ -17,6 +17,7 @@ from .errors import (
     PeFormatError,
     SymbolError,
     TranslationError,
+    UnsupportedError,
 )
 from .triage import Report, triage
 
@@ -32,6 +33,7 @@ __all__ = [
     "Report",
     "SymbolError",
     "TranslationError",
+    "UnsupportedError",
     "WalkStep",
     "__version__",
     "open",

@@ -11,7 +11,8 @@ Every error raised for a bad dump is an :class:`NtdumpError`; I/O problems stay 
     │   ├── PageNotPresentError(level, pte)  a page-table entry is not present (paged out …)
     │   └── PageNotInDumpError(pa)           the physical page is not stored in the dump
     ├── PeFormatError                        a PE image in memory is malformed
-    └── SymbolError (also LookupError)       a symbol cannot be resolved
+    ├── SymbolError (also LookupError)       a symbol cannot be resolved
+    └── UnsupportedError                     valid, but not implemented yet (ARM64 paging)
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class SymbolError(NtdumpError, LookupError):
     """A symbol cannot be resolved."""
 
 
+class UnsupportedError(NtdumpError, NotImplementedError):
+    """The dump is valid but needs something ntdump does not implement yet (e.g. ARM64 paging)."""
+
+
 __all__ = [
     "DumpFormatError",
     "NtdumpError",
@@ -96,4 +101,5 @@ __all__ = [
     "PeFormatError",
     "SymbolError",
     "TranslationError",
+    "UnsupportedError",
 ]

@@ -233,7 +233,7 @@ impl Dump {
     /// Walk the page tables rooted at `dtb` (a PA) for `va`.
     pub fn walk_with(&self, va: Va, dtb: u64) -> Result<Walk> {
         let mode = self.mode.ok_or_else(|| {
-            Error::Argument("ARM64 address translation is not implemented yet".into())
+            Error::Unsupported("ARM64 address translation is not implemented yet".into())
         })?;
         Ok(walk(mode, dtb, va, |pa| self.read_entry(mode, pa)))
     }

@@ -125,6 +125,9 @@ pub enum Error {
     /// An argument given by the caller is out of range.
     #[error("{0}")]
     Argument(String),
+    /// The dump is valid but uses something ntdump does not implement yet (e.g. ARM64 translation).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {

@@ -219,3 +219,20 @@ fn random_bytes_after_valid_header_never_panic() {
         let _ = check("flip", f);
     }
 }
+
+#[test]
+fn arm64_headers_parse_translation_is_a_clear_error() {
+    let _g = serial();
+    let mut f = header64(1, Some(&[(0, 2)]));
+    f[0x30..0x34].copy_from_slice(&0xAA64u32.to_le_bytes());
+    f.extend_from_slice(&vec![0u8; 2 * PAGE]);
+    let d = Dump::from_bytes(f).unwrap();
+    assert_eq!(d.header.machine, ntdump_core::Machine::Arm64);
+    assert!(d.mode().is_none());
+    let mut b = [0u8; 8];
+    d.read_phys(Pa(0x1000), &mut b).unwrap();
+    match d.translate(Va(0xFFFF_8000_0000_0000)) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("ARM64"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
