@@ -5,6 +5,7 @@ mod dump;
 mod errors;
 mod kernel;
 mod pe;
+mod pool;
 mod search;
 
 use pyo3::prelude::*;
@@ -15,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dump::PyDump>()?;
     kernel::register(m)?;
     pe::register(m)?;
+    pool::register(m)?;
     search::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

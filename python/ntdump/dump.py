@@ -13,6 +13,7 @@ from . import _native
 from ._search import SearchMixin
 from ._symbols import SymbolsMixin
 from .modules import KernelMixin
+from .pool import PoolMixin
 from .symbolmap import SymbolMapMixin
 from .vm import VmMixin
 
@@ -182,7 +183,7 @@ def _looks_like_dump(path: str) -> bool:
         return True  # let the native open raise the proper OSError
 
 
-class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin):
+class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, PoolMixin):
     """An open Windows kernel crash dump.
 
     Use :func:`ntdump.open`. Also a context manager; closing releases the file map once no other

@@ -16,6 +16,7 @@ pub mod mmu;
 pub mod pdb;
 pub mod pe;
 pub mod phys;
+pub mod pool;
 pub mod raw;
 pub mod search;
 pub mod symbols;

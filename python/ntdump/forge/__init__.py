@@ -28,6 +28,7 @@ from .memory import PAGE_SIZE, PhysicalMemory
 from .minimal import FORMATS, ForgeResult, Mapping, minimal_x64, minimal_x86, stamp
 from .paging import PageTables
 from .pe import build_driver, build_hal, build_kernel
+from .pool import STORY_TAGS, BigAlloc, PoolLayout, PoolTag, build_pool, write_minimal_kdbg
 from .scenario import Scenario, server2003_x86_pae, win10_x64, wine_drivers
 from .triage import TriageDriver, TriageLayout, write_triage
 from .writers import write_bitmap, write_full, write_range, write_raw
@@ -40,4 +41,5 @@ __all__ = [
     "BindResult", "KernelLayout", "MappedImage", "ModuleInfo", "Scenario", "UnloadedInfo",
     "bind_imports", "build_driver", "build_hal", "build_kernel", "build_kernel_space", "image",
     "kernel", "map_image", "pe", "scenario", "server2003_x86_pae", "win10_x64", "wine_drivers",
+    "STORY_TAGS", "BigAlloc", "PoolLayout", "PoolTag", "build_pool", "write_minimal_kdbg",
 ]

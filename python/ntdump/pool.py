@@ -1,0 +1,678 @@
+"""The kernel pool: ``d.pool.used()`` (``!poolused``), ``big()``, ``page(va)`` (``!pool``),
+``scan()`` (``!poolfind``), ``scan_summary()`` and ``owners(tag)`` (which driver uses a tag).
+
+Everything works without a PDB: the tables are found through the KDBG block (see docs/pool.md for
+how, per Windows family). Addresses are kernel VAs; sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from . import _native, _schema
+from .errors import NtdumpError
+from .pooltags import TagTable
+
+if TYPE_CHECKING:
+    from .dump import Dump
+
+
+class PoolTableError(NtdumpError, LookupError):
+    """A pool table cannot be found or read (not in this dump, or its values are absurd).
+
+    Attributes:
+        table: ``"PoolTrackTable"``, ``"PoolBigPageTable"``, ``"pool page"`` or ``"memory"``.
+        va: the VA involved (variable or table), 0 when none.
+        reason: ``"unavailable"`` (the dump does not hold it) or ``"invalid"`` (bad values).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        table: str | None = None,
+        va: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.va = va
+        self.reason = reason
+
+
+USED_SCHEMA = {
+    "tag": _schema.TAG,
+    "nonpaged_allocs": _schema.UINT64,
+    "nonpaged_frees": _schema.UINT64,
+    "nonpaged_bytes": _schema.BYTES,
+    "paged_allocs": _schema.UINT64,
+    "paged_frees": _schema.UINT64,
+    "paged_bytes": _schema.BYTES,
+    "description": _schema.NAME,
+    "owners": _schema.NAME,
+}
+BIG_SCHEMA = {
+    "va": _schema.ADDRESS,
+    "tag": _schema.TAG,
+    "bytes": _schema.BYTES,
+    "pool_type": _schema.LABEL,
+    "freed": _schema.BOOL,
+}
+SCAN_SCHEMA = {
+    "address": _schema.ADDRESS,
+    "tag": _schema.TAG,
+    "size": _schema.BYTES,
+    "pool_type": _schema.LABEL,
+    "allocated": _schema.BOOL,
+}
+SUMMARY_SCHEMA = {
+    "tag": _schema.TAG,
+    "nonpaged_blocks": _schema.COUNT,
+    "nonpaged_bytes": _schema.BYTES,
+    "paged_blocks": _schema.COUNT,
+    "paged_bytes": _schema.BYTES,
+    "free_blocks": _schema.COUNT,
+    "description": _schema.NAME,
+}
+OWNERS_SCHEMA = {"module": _schema.NAME, "evidence": _schema.NAME, "score": "float64"}
+
+#: POOL_TYPE names (wdm.h; WINDOWS_INTERNALS.md §5.2).
+POOL_TYPE_NAMES = {
+    0: "NonPagedPool", 1: "PagedPool", 2: "NonPagedPoolMustSucceed", 3: "DontUseThisType",
+    4: "NonPagedPoolCacheAligned", 5: "PagedPoolCacheAligned",
+    6: "NonPagedPoolCacheAlignedMustS", 0x20: "NonPagedPoolSession", 0x21: "PagedPoolSession",
+    0x22: "NonPagedPoolMustSucceedSession", 0x24: "NonPagedPoolCacheAlignedSession",
+    0x25: "PagedPoolCacheAlignedSession", 0x200: "NonPagedPoolNx",
+    0x204: "NonPagedPoolNxCacheAligned", 0x220: "NonPagedPoolSessionNx",
+}
+
+#: Byte sequences that put a 32-bit immediate right after them: (bytes before the tag, what, score).
+#: x64: the tag is ExAllocatePoolWithTag's 3rd argument (r8d) and ExFreePoolWithTag's 2nd (edx).
+_X64_CODE = (
+    (b"\x41\xb8", "mov r8d, imm32", 10.0),
+    (b"\xba", "mov edx, imm32", 6.0),
+    (b"\x41\xb9", "mov r9d, imm32", 4.0),
+    (b"\xb9", "mov ecx, imm32", 3.0),
+    (b"\xc7\x44\x24", "mov [rsp+x], imm32", 5.0),  # one displacement byte follows
+)
+#: x86 (stdcall): the tag is pushed.
+_X86_CODE = (
+    (b"\x68", "push imm32", 10.0),
+    (b"\xc7\x44\x24", "mov [esp+x], imm32", 5.0),
+    (b"\xba", "mov edx, imm32", 3.0),
+    (b"\xb9", "mov ecx, imm32", 3.0),
+)
+_BYTES_SCORE = 1.0
+_UNTAGGED = ("ExAllocatePool", "ExAllocatePoolWithQuota")
+_SCAN_BATCH = 16384  # pages (64 MiB) per native call, so progress can be shown between them
+
+
+def pool_type_name(value: int, *, allocated: bool = True) -> str:
+    """A POOL_TYPE value as text: ``"PagedPool"``, ``"NonPagedPool|Quota"``; ``"Free"`` for free
+    blocks; ``""`` for the u32::MAX "no type" marker."""
+    if not allocated:
+        return "Free"
+    if value == 0xFFFFFFFF:
+        return ""
+    base = value & ~0x18
+    name = POOL_TYPE_NAMES.get(base, f"{base:#x}")
+    if value & 0x8:
+        name += "|Quota"
+    if value & 0x10:
+        name += "|RaiseOnFailure"
+    return name
+
+
+def tag_text(tag: int) -> str:
+    """The four bytes of a tag (u32 as read from memory), as latin-1 text."""
+    return int(tag).to_bytes(4, "little").decode("latin-1")
+
+
+def _tag_bytes(tag: str | bytes) -> bytes:
+    b = tag.encode("latin-1") if isinstance(tag, str) else bytes(tag)
+    if not 1 <= len(b) <= 4:
+        raise ValueError(f"a pool tag has 1 to 4 bytes, not {len(b)}: {tag!r}")
+    return b.ljust(4, b" ")
+
+
+def _tags_arg(tags: str | bytes | Iterable[str | bytes] | None) -> list[str] | None:
+    if tags is None:
+        return None
+    if isinstance(tags, str | bytes):
+        tags = [tags]
+    return [t.decode("latin-1") if isinstance(t, bytes) else t for t in tags]
+
+
+def _match(tag: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(tag, p if len(p) >= 4 or "*" in p else p.ljust(4))
+               for p in patterns)
+
+
+def _want_bar(progress: bool | Callable[[int, int], Any] | None) -> bool:
+    if progress is not None:
+        return progress is True
+    try:  # a notebook kernel
+        from IPython import get_ipython  # type: ignore[import-not-found]
+
+        if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
+            return True
+    except Exception:
+        pass
+    return sys.stderr.isatty()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBlock:
+    """One pool block of a page (header + data). ``size`` and ``previous_size`` in bytes."""
+
+    address: int
+    size: int
+    previous_size: int
+    pool_index: int
+    raw_type: int
+    pool_type: str
+    allocated: bool
+    tag: str
+    contains: bool
+    """True for the block holding the address asked about."""
+
+    @classmethod
+    def _from(cls, t: tuple[Any, ...]) -> PoolBlock:
+        a, s, p, i, raw, pt, alloc, tag, c = t
+        return cls(a, s, p, i, raw, pool_type_name(pt, allocated=alloc), alloc, tag_text(tag), c)
+
+
+@dataclass(frozen=True)
+class PoolPage:
+    """What ``!pool`` shows for an address: the blocks of its page (legacy pools), or, on 19H1+
+    segment-heap pools, the nearest header at or below it and its big-pool entry."""
+
+    va: int
+    page: int
+    blocks: tuple[PoolBlock, ...]
+    status: str
+    """``"ok"``, ``"corrupt"`` or ``"not walked"``."""
+    why: str
+    corrupt_at: int | None
+    nearest: PoolBlock | None
+    big: dict[str, Any] | None
+    """The big page table entry holding ``va`` (va, tag, bytes, pool_type), if any."""
+    descriptions: dict[str, str] = field(default_factory=dict, repr=False)
+    pointer_size: int = 8
+
+    @property
+    def block(self) -> PoolBlock | None:
+        """The block holding :attr:`va` (from the walk, else the nearest header if it covers it)."""
+        for b in self.blocks:
+            if b.contains:
+                return b
+        return self.nearest if self.nearest is not None and self.nearest.contains else None
+
+    def _addr(self, v: int) -> str:
+        return f"{v:0{2 * self.pointer_size}x}"
+
+    def _line(self, b: PoolBlock) -> str:
+        state = "(Allocated)" if b.allocated else "(Free)     "
+        mark = "*" if b.contains else " "
+        return (f"{mark}{self._addr(b.address)} size: {b.size:4x} previous size: "
+                f"{b.previous_size:4x}  {state} {mark}{b.tag}")
+
+    def __str__(self) -> str:
+        kinds = {b.pool_type for b in self.blocks if b.allocated}
+        region = ("Paged pool" if kinds and all(k.startswith("Paged") for k in kinds) else
+                  "Nonpaged pool" if kinds else "Unknown")
+        out = [f"Pool page {self._addr(self.va)} region is {region}"]
+        for b in self.blocks:
+            out.append(self._line(b))
+            if b.contains and b.tag in self.descriptions:
+                out.append(f"\t\tPooltag {b.tag} : {self.descriptions[b.tag]}")
+        if self.status == "corrupt":
+            out.append(f"{self._addr(self.corrupt_at or 0)} is not a valid small pool "
+                       f"allocation, checking large pool... ({self.why})")
+        elif self.status == "not walked":
+            out.append(f"The page walk is not available: {self.why}.")
+            if self.nearest is not None:
+                out.append("Nearest pool header at or below the address:")
+                out.append(self._line(self.nearest))
+            else:
+                out.append("No valid pool header at or below the address in this page.")
+        if self.big is not None:
+            b = self.big
+            out.append(f"{self._addr(b['va'])} is a big pool allocation: tag {b['tag']}, "
+                       f"{b['bytes']:#x} bytes, {b['pool_type'] or 'type unknown'}"
+                       + (" (freed)" if b["freed"] else ""))
+        return "\n".join(out)
+
+
+class Pool:
+    """The pool of one dump (``d.pool``). Tables are read once and cached with the dump."""
+
+    def __init__(self, dump: Dump, *, pooltag: str | os.PathLike[str] | None = None) -> None:
+        self._dump = dump
+        self._tags = TagTable(pooltag)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
+        c = self._dump._cache
+        k = f"pool.{key}"
+        if k not in c:
+            c[k] = make()
+        return c[k]
+
+    def set_pooltag(self, path: str | os.PathLike[str] | None) -> None:
+        """Use descriptions from ``pooltag.txt`` at ``path`` (None: ``$NTDUMP_POOLTAG`` only)."""
+        self._tags = TagTable(path)
+
+    def describe(self, tag: str) -> str:
+        """The description of ``tag`` from ``pooltag.txt`` or the built-in table, or ``""``."""
+        return self._tags.describe(tag)
+
+    @property
+    def track_table_address(self) -> int:
+        """VA of the ``nt!PoolTrackTable`` *variable* (read from KDBG +0x1B8). Raises
+        :class:`PoolTableError` when the dump has no KDBG."""
+        return _native.pool_track_table_variable(self._dump._d)[0]  # type: ignore[attr-defined]
+
+    # -- !poolused ------------------------------------------------------------------------------
+    def tables(self, **kw: Any) -> dict[str, Any]:
+        """Where the tracker tables are and how they were read: variable, table, entries, layout,
+        layout_source, layout_scores, per_cpu, per_cpu_array, extra, warnings."""
+        key = repr(sorted(kw.items()))
+        raw = self._cached(f"used{key}", lambda: _native.pool_used(self._dump._d, **kw))  # type: ignore[attr-defined]
+        return {k: v for k, v in raw.items() if k != "columns"}
+
+    def used(
+        self,
+        sort: str = "nonpaged",
+        tags: str | Iterable[str] | None = None,
+        top: int | None = None,
+        session: bool = False,
+        flags: int | None = None,
+        *,
+        owners: int = 10,
+        per_cpu: Sequence[int] | None = None,
+        expansion: tuple[int, int] | None = None,
+        session_table: tuple[int, int] | None = None,
+    ) -> pd.DataFrame:
+        """Pool use per tag, like ``!poolused``.
+
+        Args:
+            sort: ``"nonpaged"`` / ``"paged"`` (bytes outstanding, largest first) or ``"tag"``.
+            tags: glob(s) over tags (``"Thr*"``); shorter tags are space-padded.
+            top: keep the first ``top`` rows (``/t N``).
+            session: session pool (``flags & 8``); needs ``session_table=(VA, entries)`` from a
+                PDB (``nt!ExpSessionPoolTrackTable`` / ``…Size``).
+            flags: ``!poolused`` flags: 0x1 verbose (descriptions; always filled here), 0x2 sort by
+                nonpaged bytes, 0x4 by paged bytes, 0x8 session pool.
+            owners: fill the ``owners`` column for this many top rows (0: none), by :meth:`owners`.
+            per_cpu: per-processor table VAs to use instead of the heuristic search.
+            expansion: ``(VA, entries)`` of ``nt!PoolTrackTableExpansion`` (from a PDB).
+            session_table: ``(VA, entries)`` of the session tracker table.
+
+        Counts are sums over the global table, the per-processor tables (Windows 10+, when found)
+        and ``expansion``. ``df.attrs`` has the table addresses, the layout and warnings. Raises
+        :class:`PoolTableError` when the tables are not in the dump (a triage dump, say).
+        """
+        if flags is not None:
+            if flags & 0x2:
+                sort = "nonpaged"
+            if flags & 0x4:
+                sort = "paged"
+            if flags & 0x8:
+                session = True
+        if sort not in ("nonpaged", "paged", "tag"):
+            raise ValueError(f"sort must be 'nonpaged', 'paged' or 'tag', not {sort!r}")
+        kw: dict[str, Any] = {}
+        if per_cpu is not None:
+            kw["per_cpu"] = [int(x) for x in per_cpu]
+        extra = []
+        if expansion is not None:
+            extra.append((int(expansion[0]), int(expansion[1])))
+        if session:
+            if session_table is None:
+                raise PoolTableError(
+                    "session pool tags live in nt!ExpSessionPoolTrackTable, which KDBG does not "
+                    "point at: pass session_table=(VA, entries) from a PDB",
+                    "ExpSessionPoolTrackTable", 0, "unavailable")
+            extra = [(int(session_table[0]), int(session_table[1]))]
+            kw["only_extra"] = True
+        if extra:
+            kw["extra"] = extra
+        key = repr(sorted(kw.items()))
+        raw = self._cached(f"used{key}", lambda: _native.pool_used(self._dump._d, **kw))  # type: ignore[attr-defined]
+        c = raw["columns"]
+        names = [tag_text(t) for t in c["tag"]]
+        df = _schema.frame(
+            {**{k: v for k, v in c.items() if k != "tag"}, "tag": names,
+             "description": [self.describe(n) for n in names], "owners": [""] * len(names)},
+            USED_SCHEMA, dump=self._dump.path)
+        pats = _tags_arg(tags)
+        if pats:
+            df = df[[_match(t, pats) for t in names]]
+        if sort == "tag":
+            df = df.sort_values("tag", key=lambda s: s.astype(str), kind="stable")
+        else:
+            df = df.sort_values([f"{sort}_bytes", "tag"], ascending=[False, True], kind="stable",
+                                key=lambda s: s.astype(str) if s.name == "tag" else s)
+        if top is not None:
+            df = df.head(top)
+        df = df.reset_index(drop=True)
+        if owners and len(df):
+            found = self._owners_many([str(t) for t in df["tag"][:owners]])
+            col = df["owners"].astype(object).to_numpy(copy=True)
+            for i, t in enumerate(df["tag"][:owners]):
+                col[i] = ", ".join(found.get(str(t), [])[:3])
+            df["owners"] = pd.array(col, dtype="string")
+        df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
+        df.attrs["sort"] = sort
+        df.attrs["session"] = session
+        df.attrs["dump"] = self._dump.path
+        return df
+
+    def used_text(self, sort: str = "nonpaged", tags: str | Iterable[str] | None = None,
+                  top: int | None = None, session: bool = False, flags: int | None = None,
+                  **kw: Any) -> str:
+        """``!poolused``'s output: per tag, outstanding allocations (allocs - frees) and bytes used,
+        nonpaged then paged, sorted as asked; descriptions after a tab."""
+        df = self.used(sort, tags, top, session, flags, owners=0, **kw)
+        sort = df.attrs["sort"]
+        title = {"nonpaged": " Sorting by NonPaged Pool Consumed",
+                 "paged": " Sorting by Paged Pool Consumed", "tag": " Sorting by Tag"}[sort]
+        if session:
+            title += " (session pool)"
+        lines = [title, "", " " * 16 + "NonPaged" + " " * 12 + "Paged",
+                 " Tag    Allocs     Used    Allocs     Used", ""]
+        tot = [0, 0, 0, 0]
+        for r in df.itertuples(index=False):
+            na = int(r.nonpaged_allocs) - int(r.nonpaged_frees)
+            pa = int(r.paged_allocs) - int(r.paged_frees)
+            vals = [na, int(r.nonpaged_bytes), pa, int(r.paged_bytes)]
+            tot = [a + b for a, b in zip(tot, vals, strict=True)]
+            desc = f"\t{r.description}" if r.description else ""
+            lines.append(f" {r.tag!s:<4}{vals[0]:>10}{vals[1]:>9}{vals[2]:>10}{vals[3]:>9}{desc}")
+        lines += ["", f" TOTAL{tot[0]:>9}{tot[1]:>9}{tot[2]:>10}{tot[3]:>9}"]
+        return "\n".join(lines)
+
+    # -- big pool -------------------------------------------------------------------------------
+    def big(self, table: tuple[int, int] | tuple[int, int, str] | None = None) -> pd.DataFrame:
+        """Big allocations from ``nt!PoolBigPageTable``: va (bit 0 cleared), tag, bytes,
+        pool_type, freed (bit 0 of Va was set). ``table=(VA, entries[, layout])`` skips the
+        search (values from a PDB). ``df.attrs`` says where the table is and how it was found."""
+        arg = None if table is None else (int(table[0]), int(table[1]),
+                                          str(table[2]) if len(table) > 2 else "")
+        raw = self._cached(f"big{arg!r}",
+                           lambda: _native.pool_big(self._dump._d, arg))  # type: ignore[attr-defined]
+        c = raw["columns"]
+        freed = np.asarray(c["freed"], dtype=bool)
+        df = _schema.frame(
+            {"va": c["va"], "tag": [tag_text(t) for t in c["tag"]], "bytes": c["bytes"],
+             "pool_type": [pool_type_name(int(p)) for p in c["pool_type"]], "freed": freed},
+            BIG_SCHEMA, dump=self._dump.path)
+        df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
+        return df
+
+    # -- !pool ----------------------------------------------------------------------------------
+    def page(self, va: int) -> PoolPage:
+        """The pool page holding ``va`` (``!pool``). On legacy pools (builds < 18362) the page's
+        header chain is walked and validated; from 19H1 the walk is not possible and the result
+        says so, with the nearest header at or below ``va`` and the big-pool entry holding it."""
+        r = _native.pool_page(self._dump._d, va)  # type: ignore[attr-defined]
+        blocks = tuple(PoolBlock._from(t) for t in r["blocks"])
+        nearest = PoolBlock._from(r["nearest"]) if r["nearest"] is not None else None
+        big = None
+        try:
+            bdf = self.big()
+        except NtdumpError:
+            bdf = None
+        if bdf is not None and len(bdf):
+            va_col = bdf["va"].to_numpy()
+            end = va_col + np.maximum(bdf["bytes"].to_numpy(), 0x1000)
+            hit = np.flatnonzero((va_col <= va) & (va < end) & ~bdf["freed"].to_numpy())
+            if len(hit):
+                row = bdf.iloc[int(hit[0])]
+                big = {"va": int(row["va"]), "tag": str(row["tag"]), "bytes": int(row["bytes"]),
+                       "pool_type": str(row["pool_type"]), "freed": bool(row["freed"])}
+        tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
+        desc = {t: d for t in tags if (d := self.describe(t))}
+        return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
+                        big, desc, self._dump.info.pointer_size)
+
+    # -- !poolfind ------------------------------------------------------------------------------
+    def scan(
+        self,
+        tags: str | bytes | Iterable[str | bytes] | None = None,
+        pool: str = "all",
+        progress: bool | Callable[[int, int], Any] | None = None,
+        *,
+        ranges: Sequence[tuple[int, int]] | None = None,
+    ) -> pd.DataFrame:
+        """Valid pool headers over all mapped kernel memory (``!poolfind``), at memory speed.
+
+        Args:
+            tags: tag patterns (``"Thre"``, ``"Thr*"``, ``"T?re"``; ``*`` only at the end), or
+                None for every printable tag.
+            pool: ``"nonpaged"``, ``"paged"`` (allocated blocks of that pool) or ``"all"`` (free
+                blocks included).
+            progress: a bar (tqdm, if installed) when True; none when False; a callable
+                ``f(pages_done, pages_total)``; None = a bar on a terminal or notebook, shown
+                only when the scan lasts over a second.
+            ranges: ``[start, end)`` VA pairs instead of all mapped kernel memory.
+
+        Returns address (VA of the POOL_HEADER), tag, size (bytes, header included), pool_type,
+        allocated; sorted by address. ``df.attrs["pages"]`` = 4 KiB pages scanned.
+        """
+        pats = _tags_arg(tags)
+        native_tags = None if pats is None else [p.encode("latin-1") for p in pats]
+        sc = _native.PoolScanner(self._dump._d, tags=native_tags, pool=pool,  # type: ignore[attr-defined]
+                                 ranges=None if ranges is None else [tuple(r) for r in ranges])
+        total = sc.pages
+        cb: Callable[[int, int], Any] | None = progress if callable(progress) else None
+        bar = None
+        if cb is None and _want_bar(progress if not callable(progress) else None):
+            try:
+                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+                bar = tqdm(total=total * 4096, unit="B", unit_scale=True, delay=1.0,
+                           desc="pool scan", leave=False)
+            except ImportError:
+                bar = None
+        parts = []
+        try:
+            for lo in range(0, total, _SCAN_BATCH):
+                hi = min(total, lo + _SCAN_BATCH)
+                parts.append(sc.run(lo, hi))
+                if cb is not None:
+                    cb(hi, total)
+                if bar is not None:
+                    bar.update((hi - lo) * 4096)
+        finally:
+            if bar is not None:
+                bar.close()
+        cols: dict[str, Any] = {}
+        for k in ("address", "tag", "size", "pool_type", "allocated"):
+            arrs = [p[k] for p in parts]
+            cols[k] = np.concatenate(arrs) if arrs else np.empty(0)
+        alloc = cols["allocated"].astype(bool)
+        names = [tag_text(t) for t in cols["tag"]]
+        kinds = [pool_type_name(int(p), allocated=bool(a))
+                 for p, a in zip(cols["pool_type"], alloc, strict=True)]
+        df = _schema.frame({"address": cols["address"].astype(np.uint64), "tag": names,
+                            "size": cols["size"].astype(np.uint64), "pool_type": kinds,
+                            "allocated": alloc}, SCAN_SCHEMA, dump=self._dump.path)
+        df.attrs["pages"] = total
+        df.attrs["warnings"] = list(sc.warnings)
+        return df
+
+    def scan_summary(self, tags: str | bytes | Iterable[str | bytes] | None = None,
+                     pool: str = "all",
+                     progress: bool | Callable[[int, int], Any] | None = None) -> pd.DataFrame:
+        """Per tag, what :meth:`scan` found: allocated blocks and bytes (nonpaged, paged) and free
+        blocks; sorted by nonpaged bytes. Works where the tracker table is missing."""
+        s = self.scan(tags, pool, progress)
+        paged = s["pool_type"].astype(str).str.startswith("Paged").to_numpy()
+        alloc = s["allocated"].to_numpy()
+        g = pd.DataFrame({
+            "tag": s["tag"].astype(str),
+            "nonpaged_blocks": (alloc & ~paged).astype(np.int64),
+            "nonpaged_bytes": np.where(alloc & ~paged, s["size"].to_numpy(), 0).astype(np.uint64),
+            "paged_blocks": (alloc & paged).astype(np.int64),
+            "paged_bytes": np.where(alloc & paged, s["size"].to_numpy(), 0).astype(np.uint64),
+            "free_blocks": (~alloc).astype(np.int64),
+        }).groupby("tag", sort=True).sum().reset_index()
+        g["description"] = [self.describe(t) for t in g["tag"]]
+        g = g.sort_values(["nonpaged_bytes", "tag"], ascending=[False, True], kind="stable")
+        df = _schema.frame({k: g[k].to_numpy() for k in SUMMARY_SCHEMA}, SUMMARY_SCHEMA,
+                           dump=self._dump.path)
+        df.attrs["pages"] = s.attrs["pages"]
+        return df
+
+    # -- who owns a tag -------------------------------------------------------------------------
+    def _image_hits(self, tags: list[bytes]) -> list[tuple[str, int, int]]:
+        """(module kd name, hit VA, pattern index) for each tag's bytes inside a module image."""
+        d = self._dump
+        mods = list(d.modules)
+        if not mods:
+            return []
+        out: list[tuple[str, int, int]] = []
+        if hasattr(d, "search"):
+            df = d.search(list(tags) if len(tags) > 1 else tags[0], within=d.modules)
+            index = {t: i for i, t in enumerate(tags)}
+            mods_by_name = {k: m for m in mods for k in (m.name.lower(), m.kd_name.lower())}
+            pat = list(df["pattern"]) if "pattern" in df else [tags[0]] * len(df)
+            for a, m, p in zip(df["address"].to_numpy(), df["module"], pat, strict=True):
+                if m is pd.NA or m is None:
+                    continue
+                i = index.get(p if isinstance(p, bytes) else str(p).encode("latin-1"))
+                if i is not None:
+                    mod = mods_by_name.get(str(m).lower())
+                    out.append((mod.kd_name if mod is not None else str(m), int(a), i))
+            return out
+        for m in mods:  # pragma: no cover - only before Dump.search exists
+            img = d.read(m.base, m.size, pad=True)
+            for i, t in enumerate(tags):
+                pos = img.find(t)
+                while pos >= 0:
+                    out.append((m.kd_name, m.base + pos, i))
+                    pos = img.find(t, pos + 1)
+        return out
+
+    def _classify(self, va: int) -> tuple[str, float]:
+        x64 = self._dump.info.machine != "x86"
+        table = _X64_CODE if x64 else _X86_CODE
+        try:
+            before = self._dump.read(va - 4, 4)
+        except NtdumpError:
+            return "bytes", _BYTES_SCORE
+        for ops, what, score in table:
+            # "mov [rsp+x], imm32" has one displacement byte between the opcode and the tag.
+            hit = before[:3] == ops if ops.startswith(b"\xc7") else before.endswith(ops)
+            if hit:
+                return what, score
+        return "bytes", _BYTES_SCORE
+
+    def _rank(self, hits: list[tuple[str, int]]) -> list[tuple[str, str, float]]:
+        per: dict[str, dict[str, list[float]]] = {}
+        for mod, va in hits:
+            what, score = self._classify(va)
+            per.setdefault(mod, {}).setdefault(what, []).append(score)
+        rows = []
+        for mod, kinds in per.items():
+            total = sum(sum(v) for v in kinds.values())
+            ev = "; ".join(f"{len(v)}x {k}" for k, v in
+                           sorted(kinds.items(), key=lambda kv: -sum(kv[1])))
+            rows.append((mod, ev, total))
+        rows.sort(key=lambda r: (-r[2], r[0]))
+        return rows
+
+    def _untagged(self) -> tuple[list[tuple[str, str, float]], str]:
+        d = self._dump
+        if not hasattr(d, "importers"):
+            return [], "Dump.importers is not available in this build of ntdump"
+        rows: dict[str, list[str]] = {}
+        notes = []
+        for fn in _UNTAGGED:
+            try:
+                imp = d.importers(f"nt!{fn}")
+            except NtdumpError as e:
+                notes.append(f"nt!{fn}: {e}")
+                continue
+            for mod, how in zip(imp["module"], imp["how_found"], strict=True):
+                rows.setdefault(str(mod), []).append(f"imports nt!{fn} ({how})")
+        out = [(m, "; ".join(dict.fromkeys(ev)), 10.0 * len(set(ev))) for m, ev in rows.items()]
+        out.sort(key=lambda r: (-r[2], r[0]))
+        return out, "; ".join(notes)
+
+    def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
+        res: dict[str, list[str]] = {}
+        plain = [t for t in tags if t != "None"]
+        if "None" in tags:
+            rows, _ = self._untagged()
+            res["None"] = [r[0] for r in rows]
+        if plain:
+            try:
+                hits = self._image_hits([_tag_bytes(t) for t in plain])
+            except NtdumpError:
+                return res
+            per: dict[int, list[tuple[str, int]]] = {}
+            for mod, va, p in hits:
+                per.setdefault(p, []).append((mod, va))
+            for i, t in enumerate(plain):
+                res[t] = [r[0] for r in self._rank(per.get(i, []))]
+        return res
+
+    def owners(self, tag: str | bytes) -> pd.DataFrame:
+        """Modules that likely allocate with ``tag`` (``findstr /m /l Tag *.sys`` on the images in
+        the dump), best first: module (kd name), evidence, score.
+
+        The tag's four bytes are searched in every loaded module's image. A hit right after an
+        opcode that loads a 32-bit immediate scores high (x64 ``mov r8d, imm32`` — the tag
+        argument of ExAllocatePoolWithTag — 10; ``mov edx`` 6; x86 ``push imm32`` 10); any other
+        hit scores 1. For ``"None"`` (untagged pool) the owners are the importers of
+        ``nt!ExAllocatePool`` and ``nt!ExAllocatePoolWithQuota`` (10 per function).
+        """
+        t = _tag_bytes(tag).decode("latin-1")
+        if t == "None":
+            rows, note = self._untagged()
+        else:
+            hits = self._image_hits([_tag_bytes(t)])
+            rows, note = self._rank([(m, va) for m, va, _ in hits]), ""
+        df = _schema.frame({"module": [r[0] for r in rows], "evidence": [r[1] for r in rows],
+                            "score": [r[2] for r in rows]}, OWNERS_SCHEMA,
+                           dump=self._dump.path)
+        df.attrs["tag"] = t
+        if note:
+            df.attrs["note"] = note
+        return df
+
+    def __repr__(self) -> str:
+        return f"<ntdump.Pool of {self._dump.path!r}>"
+
+
+class PoolMixin:
+    """Adds :attr:`pool` to :class:`ntdump.Dump`."""
+
+    _cache: dict[str, Any]
+
+    @property
+    def pool(self) -> Pool:
+        """The kernel pool (:class:`Pool`): ``used()``, ``big()``, ``page(va)``, ``scan()``,
+        ``scan_summary()``, ``owners(tag)``."""
+        p = self._cache.get("pool")
+        if p is None:
+            p = Pool(self)  # type: ignore[arg-type]
+            self._cache["pool"] = p
+        return p
+
+
+__all__ = [
+    "BIG_SCHEMA", "OWNERS_SCHEMA", "POOL_TYPE_NAMES", "SCAN_SCHEMA", "SUMMARY_SCHEMA",
+    "USED_SCHEMA", "Pool", "PoolBlock", "PoolMixin", "PoolPage", "PoolTableError",
+    "pool_type_name", "tag_text",
+]
