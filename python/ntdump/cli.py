@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="forge the founding story's dump and triage it")
     sp.add_argument("--out", help="keep the forged dump at this path")
     sp.set_defaults(func=cmd_demo)
+    from .batch.cli import add_commands as add_batch_commands  # batch, trend
+
+    add_batch_commands(sub)
     return p
 
 

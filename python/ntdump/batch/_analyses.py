@@ -1,0 +1,332 @@
+"""The analyses a batch runs on each dump, as tidy DataFrames, and the work on one unit.
+
+Each analysis takes an open :class:`ntdump.Dump` and the dump's name (the ``dump`` column: the
+input path, or ``archive!member``) and returns a DataFrame without the ``dump`` /
+``dump_sha256`` columns (:func:`process` adds them). A user analysis is any picklable callable
+``f(dump) -> DataFrame`` (a module-level function), named by its ``__name__``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .. import _schema
+from ._inputs import DEFAULT_MAX_MEMBER_BYTES, MemberTooLarge, Unit, materialise
+
+if TYPE_CHECKING:
+    from ..dump import Dump
+
+Analysis = str | Callable[["Dump"], pd.DataFrame]
+
+INFO_SCHEMA = {
+    "machine": _schema.LABEL,
+    "pae": _schema.BOOL,
+    "build": _schema.INT64,
+    "dump_type": _schema.INT64,
+    "layout": _schema.LABEL,
+    "bugcheck_code": _schema.UINT64,
+    "bugcheck_p1": _schema.UINT64,
+    "bugcheck_p2": _schema.UINT64,
+    "bugcheck_p3": _schema.UINT64,
+    "bugcheck_p4": _schema.UINT64,
+    "processors": _schema.INT64,
+    "system_time": _schema.UINT64,
+    "system_datetime": "datetime64[ns, UTC]",
+    "system_up_time": _schema.UINT64,
+    "dtb": _schema.ADDRESS,
+    "kd_debugger_data_block": _schema.ADDRESS,
+    "ps_loaded_module_list": _schema.ADDRESS,
+    "present_pages": _schema.INT64,
+    "missing_pages": _schema.INT64,
+    "truncated": _schema.BOOL,
+    "file_size": _schema.BYTES,
+    "product_type": _schema.INT64,
+    "comment": _schema.NAME,
+    "warnings": _schema.NAME,
+}
+"""``info``: one row per dump, the header (:class:`ntdump.DumpInfo`). ``system_time`` is the
+FILETIME; ``system_datetime`` the same as UTC time (NaT when absent)."""
+
+VM_SCHEMA = {
+    "key": _schema.LABEL,
+    "label": _schema.NAME,
+    "pages": "Int64",
+    "kb": "Int64",
+    "source": _schema.NAME,
+}
+"""``vm``: one row per ``!vm`` field and dump; ``pages``/``kb`` are <NA> where the dump does not
+provide the field (``source`` says why)."""
+
+TRIAGE_SCHEMA = {
+    "bugcheck_code": _schema.UINT64,
+    "bugcheck_name": _schema.NAME,
+    "bugcheck_module": _schema.NAME,
+    "pool_verdict": _schema.NAME,
+    "verdicts": _schema.NAME,
+    "top_tag": _schema.NAME,
+    "top_tag_nonpaged_bytes": "Int64",
+    "top_tag_paged_bytes": "Int64",
+    "top_tag_owners": _schema.NAME,
+    "suspect_tags": _schema.NAME,
+    "suspect_drivers": _schema.NAME,
+    "notes": _schema.NAME,
+    "json": _schema.NAME,
+}
+"""``triage``: one row per dump: the key fields of :func:`ntdump.triage` (lists joined by
+``", "``, verdict and note texts by newlines) and the whole report as JSON
+(``docs/triage-schema.json``), with ``dump.path`` = the ``dump`` column."""
+
+STATUS_SCHEMA = {
+    "dump": _schema.NAME,
+    "dump_sha256": _schema.NAME,
+    "source": _schema.NAME,
+    "member": _schema.NAME,
+    "status": _schema.LABEL,
+    "error_type": _schema.NAME,
+    "message": _schema.NAME,
+    "failed": _schema.NAME,
+    "warnings": _schema.NAME,
+    "bytes": "Int64",
+    "seconds": "float64",
+}
+"""``status``: one row per input dump. ``status`` is ``ok`` (every analysis ran), ``partial``
+(some failed: ``failed`` names them, ``errors`` has the details), ``error`` (not a readable
+dump, or the archive member could not be extracted), ``skipped`` (larger than the extraction
+limit) or ``cancelled`` (the run was interrupted first). ``seconds`` is the wall time on the
+worker, the only column that differs from run to run."""
+
+ERRORS_SCHEMA = {
+    "dump": _schema.NAME,
+    "dump_sha256": _schema.NAME,
+    "analysis": _schema.LABEL,
+    "error_type": _schema.NAME,
+    "message": _schema.NAME,
+}
+"""``errors``: one row per failure: the analysis (``open`` / ``extract`` for the dump itself),
+the exception type and message."""
+
+KEY_COLUMNS = {"dump": _schema.LABEL, "dump_sha256": _schema.LABEL}
+"""The two columns every analysis frame starts with (category: a path repeats on every row)."""
+
+
+def _filetime_ts(ft: int) -> pd.Timestamp | None:
+    from ..dump import filetime_to_datetime
+
+    dt = filetime_to_datetime(ft)
+    if dt is None:
+        return None
+    try:
+        return pd.Timestamp(dt).as_unit("ns")
+    except (OverflowError, ValueError):
+        return None
+
+
+def info_frame(d: Dump, name: str) -> pd.DataFrame:
+    """``info``: the header of one dump as one row (:data:`INFO_SCHEMA`)."""
+    i = d.info
+    p = list(i.bugcheck_params) + [0] * 4
+    row: dict[str, Any] = {
+        "machine": [i.machine], "pae": [i.pae], "build": [i.build], "dump_type": [i.dump_type],
+        "layout": [i.layout], "bugcheck_code": [i.bugcheck_code],
+        "bugcheck_p1": [p[0]], "bugcheck_p2": [p[1]], "bugcheck_p3": [p[2]],
+        "bugcheck_p4": [p[3]], "processors": [i.processors], "system_time": [i.system_time],
+        "system_datetime": [_filetime_ts(i.system_time)],
+        "system_up_time": [i.system_up_time], "dtb": [i.dtb],
+        "kd_debugger_data_block": [i.kd_debugger_data_block],
+        "ps_loaded_module_list": [i.ps_loaded_module_list],
+        "present_pages": [i.present_pages], "missing_pages": [i.missing_pages],
+        "truncated": [i.truncated], "file_size": [i.file_size],
+        "product_type": [i.product_type], "comment": [i.comment],
+        "warnings": ["; ".join(i.warnings)],
+    }
+    return _schema.frame(row, INFO_SCHEMA)
+
+
+def vm_frame(d: Dump, name: str) -> pd.DataFrame:
+    """``vm``: the ``!vm`` fields of one dump, one row each (:data:`VM_SCHEMA`)."""
+    v = d.vm()
+    fs = [f for f in v.fields]
+    return _schema.frame({"key": [f.key for f in fs], "label": [f.label for f in fs],
+                          "pages": [f.pages for f in fs], "kb": [f.kb for f in fs],
+                          "source": [f.source for f in fs]}, VM_SCHEMA)
+
+
+def poolused_frame(d: Dump, name: str) -> pd.DataFrame:
+    """``poolused``: :meth:`ntdump.Pool.used` (``!poolused``), nonpaged bytes first."""
+    return d.pool.used()
+
+
+def modules_frame(d: Dump, name: str) -> pd.DataFrame:
+    """``modules``: :meth:`ntdump.ModuleList.to_frame` (``lm``)."""
+    return d.modules.to_frame()
+
+
+def triage_frame(d: Dump, name: str) -> pd.DataFrame:
+    """``triage``: :func:`ntdump.triage` as one row (:data:`TRIAGE_SCHEMA`)."""
+    from ..triage import triage
+
+    r = triage(d)
+    r.dump["path"] = name  # the logical name, not where a compressed dump was expanded
+    top = r.suspect_tags[0] if r.suspect_tags else None
+    row: dict[str, Any] = {
+        "bugcheck_code": [r.bugcheck.get("code", 0)],
+        "bugcheck_name": [r.bugcheck.get("name")],
+        "bugcheck_module": [r.bugcheck.get("module")],
+        "pool_verdict": [r.pool.get("verdict")],
+        "verdicts": ["\n".join(v.text for v in r.verdicts)],
+        "top_tag": [top["tag"] if top else None],
+        "top_tag_nonpaged_bytes": [top["nonpaged_bytes"] if top else None],
+        "top_tag_paged_bytes": [top["paged_bytes"] if top else None],
+        "top_tag_owners": [", ".join(o["module"] for o in top["owners"]) if top else None],
+        "suspect_tags": [", ".join(t["tag"] for t in r.suspect_tags)],
+        "suspect_drivers": [", ".join(s["name"] for s in r.suspect_drivers)],
+        "notes": ["\n".join(r.notes)],
+        "json": [json.dumps(r.to_dict(), sort_keys=True)],
+    }
+    return _schema.frame(row, TRIAGE_SCHEMA)
+
+
+ANALYSES: dict[str, Callable[[Dump, str], pd.DataFrame]] = {
+    "info": info_frame,
+    "vm": vm_frame,
+    "poolused": poolused_frame,
+    "modules": modules_frame,
+    "triage": triage_frame,
+}
+"""The built-in analyses by name."""
+
+
+def _schemas() -> dict[str, Mapping[str, str]]:
+    from ..modules import MODULE_SCHEMA
+    from ..pool import USED_SCHEMA
+
+    return {"info": INFO_SCHEMA, "vm": VM_SCHEMA, "poolused": USED_SCHEMA,
+            "modules": MODULE_SCHEMA, "triage": TRIAGE_SCHEMA}
+
+
+def analysis_name(a: Analysis) -> str:
+    """The key of an analysis in the results: its name, or a callable's ``__name__``."""
+    if isinstance(a, str):
+        if a not in ANALYSES:
+            raise ValueError(f"unknown analysis {a!r}; known: {', '.join(ANALYSES)}")
+        return a
+    if callable(a):
+        return str(getattr(a, "__name__", type(a).__name__))
+    raise TypeError(f"an analysis is a name or a callable, not {type(a).__name__}")
+
+
+def empty_frame(name: str) -> pd.DataFrame:
+    """A frame with no rows and the columns of analysis ``name`` (key columns only if unknown)."""
+    schema = {**KEY_COLUMNS, **_schemas().get(name, {})}
+    return _schema.frame({}, schema)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What every worker needs to know besides the unit (picklable)."""
+
+    analyses: tuple[Analysis, ...]
+    tmpdir: str | None = None
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    sha256: bool = True
+    rayon_threads: int | None = None
+
+
+@dataclass
+class UnitResult:
+    """What one unit produced: a frame per analysis that ran, a status row, error rows."""
+
+    index: int
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _keyed(df: pd.DataFrame, name: str, sha: str | None) -> pd.DataFrame:
+    df = df.copy(deep=False)
+    df.attrs = {}
+    for col in KEY_COLUMNS:
+        if col in df.columns:
+            df = df.drop(columns=col)
+    n = len(df)
+    df.insert(0, "dump_sha256", pd.Categorical([sha] * n))
+    df.insert(0, "dump", pd.Categorical([name] * n))
+    return df.reset_index(drop=True)
+
+
+def status_row(unit: Unit, status: str, *, sha: str | None = None,
+               error: tuple[str, str] | None = None, failed: Sequence[str] = (),
+               warnings: str = "", size: int | None = None,
+               seconds: float = 0.0) -> dict[str, Any]:
+    """One row of the status frame (:data:`STATUS_SCHEMA`)."""
+    return {"dump": unit.name, "dump_sha256": sha, "source": unit.path, "member": unit.member,
+            "status": status, "error_type": error[0] if error else None,
+            "message": error[1] if error else None, "failed": ", ".join(failed),
+            "warnings": warnings, "bytes": size, "seconds": seconds}
+
+
+def process(index: int, unit: Unit, spec: Spec) -> UnitResult:
+    """Analyse one unit. Never raises for a bad input: every failure becomes a status or an
+    error row. (KeyboardInterrupt propagates.)"""
+    if spec.rayon_threads is not None and "RAYON_NUM_THREADS" not in os.environ:
+        # rayon builds its global pool on first use: this is early enough when the worker has
+        # not run any ntdump analysis yet (the local engine sets it in its initializer).
+        os.environ["RAYON_NUM_THREADS"] = str(spec.rayon_threads)
+    t0 = time.perf_counter()
+    res = UnitResult(index)
+    if unit.kind == "error":
+        res.status = status_row(unit, "error", error=unit.error)
+        res.errors.append({"dump": unit.name, "dump_sha256": None, "analysis": "open",
+                           "error_type": unit.error[0] if unit.error else "Error",
+                           "message": unit.error[1] if unit.error else ""})
+        return res
+    from ..dump import Dump
+
+    sha: str | None = None
+    size: int | None = None
+    stage = "extract" if unit.kind != "file" else "open"
+    try:
+        with materialise(unit, spec.tmpdir, spec.max_member_bytes, spec.sha256) as (path, sha,
+                                                                                    size):
+            stage = "open"
+            with Dump(path) as d:
+                warnings = list(d.info.warnings)
+                if d.info.truncated:
+                    warnings.insert(0, f"truncated: {d.info.missing_pages} pages missing")
+                failed: list[str] = []
+                for a in spec.analyses:
+                    aname = analysis_name(a)
+                    try:
+                        df = ANALYSES[a](d, unit.name) if isinstance(a, str) else a(d)
+                        if not isinstance(df, pd.DataFrame):
+                            raise TypeError(f"analysis {aname} returned {type(df).__name__}, "
+                                            "not a DataFrame")
+                        res.frames[aname] = _keyed(df, unit.name, sha)
+                    except Exception as e:  # any failure is a row, not a stop
+                        failed.append(aname)
+                        res.errors.append({"dump": unit.name, "dump_sha256": sha,
+                                           "analysis": aname, "error_type": type(e).__name__,
+                                           "message": str(e)})
+        res.status = status_row(
+            unit, "partial" if failed else "ok", sha=sha, failed=failed,
+            warnings="; ".join(warnings), size=size,
+            error=(res.errors[0]["error_type"], res.errors[0]["message"]) if failed else None)
+    except MemberTooLarge as e:
+        res.status = status_row(unit, "skipped", sha=sha, error=(type(e).__name__, str(e)),
+                                size=size)
+        res.errors.append({"dump": unit.name, "dump_sha256": sha, "analysis": stage,
+                           "error_type": type(e).__name__, "message": str(e)})
+    except Exception as e:  # not a dump, corrupt, unreadable, bad archive
+        res.status = status_row(unit, "error", sha=sha, error=(type(e).__name__, str(e)),
+                                size=size)
+        res.errors = [{"dump": unit.name, "dump_sha256": sha, "analysis": stage,
+                       "error_type": type(e).__name__, "message": str(e)}]
+    res.status["seconds"] = time.perf_counter() - t0
+    return res
