@@ -78,30 +78,44 @@ def cmd_dump_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CHAIN = (
+    "!vm",
+    "!poolused /t2 2",
+    "x nt!ExAllocatePool",
+    "!for_each_module s-d @#Base @#End {ex_allocate_pool:x}",
+    "dps {hit:x} L6",
+    "!lmi {hit:x}",
+)
+"""The founding story's kd commands, in order (DESIGN.md)."""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Forge the founding story's dump, walk the investigation in kd syntax, then triage it."""
     from . import forge
     from . import open as nt_open
+    from .kd import KdSession
+    from .triage import triage
 
     with tempfile.TemporaryDirectory(prefix="ntdump-demo-") as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "MEMORY.DMP"
-        r = forge.minimal_x64(path, fmt="full", size=256 << 20)
-        print(f"forged {path} ({r.fmt}, {r.mem.page_count} pages of RAM)\n")
+        st = forge.founding_story(path)
+        print(f"Forged {path}: a Server 2003 x86 PAE machine whose NonPagedPool ran out.\n")
         with nt_open(path) as d:
-            print(d.info)
-            print()
-            shown: set[str] = set()
-            for m in r.mappings:
-                if m.kind in ("4k", "2m", "1g", "transition") and m.kind not in shown:
-                    shown.add(m.kind)
-                    print(f"{m.kind} mapping:")
-                    print(d.walk(m.va + 0x123))
-                    print()
-            for m in r.mappings:
-                if m.kind in ("pagefile", "hole"):
-                    try:
-                        d.read(m.va, 8)
-                    except NtdumpError as e:
-                        print(f"read {m.va:#x}: {type(e).__name__}: {e}")
+            # What a symbol server would give for this kernel: variables only a PDB names.
+            d.add_symbols(st.symbols)
+            kd = KdSession(d)
+            hit = None
+            for template in DEMO_CHAIN:
+                if "{hit" in template and hit is None:
+                    continue
+                cmd = template.format(ex_allocate_pool=st.scenario.ex_allocate_pool, hit=hit or 0)
+                print(f"0: kd> {cmd}")
+                out = kd.run(cmd)
+                print(out + "\n")
+                if cmd.startswith("!for_each_module") and out.strip():
+                    hit = int(out.split()[0].replace("`", ""), 16)
+            print("0: kd> $$ ... or all of it in one command: ntdump triage MEMORY.DMP\n")
+            print(triage(d).text())
     return 0
 
 

@@ -239,6 +239,8 @@ class KdSession:
             return str(e)
         except NtdumpError as e:
             return f"{type(e).__name__}: {e}"
+        except Exception as e:
+            return f"error: {type(e).__name__}: {e}"
 
     def _with_env(self, fn: Callable[[str], str], rest: str, env: dict[str, int]) -> str:
         self._env = env
@@ -360,7 +362,8 @@ class KdSession:
 
     def _dps(self, args: str, kind: str) -> str:
         va, n = self._count(args, 16 if kind == "dps" and self.ptr == 4 else 8)
-        return self.d.dps_text(va, n, kind=kind)  # type: ignore[attr-defined]
+        size = {"dps": None, "dds": 4, "dqs": 8}[kind]
+        return self.d.dps_text(va, n, size=size)  # type: ignore[attr-defined]
 
     def _db(self, args: str, width: int) -> str:
         from .cli import _hexdump

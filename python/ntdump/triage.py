@@ -113,9 +113,10 @@ class Report:
         tags = []
         for t in self.suspect_tags:
             owners = ", ".join(o["module"] for o in t.get("owners", [])[:3]) or "owner unknown"
+            live = t.get("nonpaged_allocs", 0) - t.get("nonpaged_frees", 0)
             tags.append(
                 f"{t['tag']!s:<4}  nonpaged {t['nonpaged_bytes']:>14,} B  "
-                f"paged {t['paged_bytes']:>14,} B  allocs {t.get('nonpaged_allocs', 0):>9,}"
+                f"paged {t['paged_bytes']:>14,} B  outstanding {live:>9,}"
                 f"  -> {owners}" + (f"  ({t['description']})" if t.get("description") else "")
             )
         drivers = [
@@ -272,6 +273,8 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 "paged_bytes": int(r["paged_bytes"]),
                 "nonpaged_allocs": int(r["nonpaged_allocs"]),
                 "paged_allocs": int(r["paged_allocs"]),
+                "nonpaged_frees": int(r["nonpaged_frees"]),
+                "paged_frees": int(r["paged_frees"]),
                 "description": "" if r.get("description") is None else str(r["description"]),
                 "owners": [],
             }
@@ -295,7 +298,12 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     #    plus any loaded module with those traits.
     suspect_drivers: list[dict[str, Any]] = []
     try:
-        owner_names = {o["module"].lower() for t in suspect_tags[:1] for o in t["owners"]}
+        leaking = bool(pool["depleted"] or pool["failures"])
+        owner_names = (
+            {o["module"].lower() for t in suspect_tags[:1] for o in t["owners"]}
+            if leaking
+            else set()
+        )
         for m in d.modules:
             reasons = driver_hints(m.name, m.path)
             keys = {m.name.lower(), m.kd_name.lower()}
@@ -324,7 +332,7 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             t = suspect_tags[0]
             ev.append(
                 f"!poolused: top tag {t['tag']!r} holds {t[sort + '_bytes']:,} bytes in "
-                f"{t[sort + '_allocs']:,} allocations"
+                f"{t[sort + '_allocs'] - t.get(sort + '_frees', 0):,} outstanding allocations"
             )
             if t["owners"]:
                 o = t["owners"][0]

@@ -127,6 +127,22 @@ class VmMixin:
 
     _cache: dict[str, Any]
 
+    def _vm_from_tracker(self, f: VmField) -> VmField:
+        """Fill pool usage the kernel variables do not give (PagedPool always, NonPagedPool on
+        Windows 10) from the PoolTrackTable sums, naming that source."""
+        if f.pages is not None or f.key not in ("paged_pool_usage", "nonpaged_pool_usage"):
+            return f
+        try:
+            used = self.pool.used(owners=0)  # type: ignore[attr-defined]
+        except Exception as e:
+            return VmField(f.key, f.label, None, f"{f.source}; PoolTrackTable: {e}", f.is_count)
+        col = "paged_bytes" if f.key == "paged_pool_usage" else "nonpaged_bytes"
+        total = int(used[col].sum())
+        pages = -(-total // 4096)
+        return VmField(f.key, f.label, pages,
+                       f"PoolTrackTable: sum of {col} over {len(used)} tags ({total:,} bytes); "
+                       f"kernel variable unavailable: {f.source}", f.is_count)
+
     def vm(self) -> VmSummary:
         """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation
         failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
@@ -138,6 +154,8 @@ class VmMixin:
                 if k.startswith("nt!")
             }
             rows = _native.vm_summary(self._d, syms)  # type: ignore[attr-defined]
-            v = VmSummary([VmField(*r) for r in rows])
+            fields = [VmField(*r) for r in rows]
+            fields = [self._vm_from_tracker(f) for f in fields]
+            v = VmSummary(fields)
             self._cache["vm"] = v
         return v

@@ -36,6 +36,8 @@ enum Src {
     Sym(&'static str),
     /// A symbol naming an array of u32 counters, summed (`count` entries).
     SymU32Sum(&'static str, u64),
+    /// No source the core can read; the text says why (callers may fill the field otherwise).
+    Unavailable(&'static str),
 }
 
 struct Spec {
@@ -219,6 +221,7 @@ pub fn vm_summary(d: &Dump, k: &Kernel, symbol: &dyn Fn(&str) -> Option<u64>) ->
                         }),
                     },
                 },
+                Src::Unavailable(why) => Err(why.to_string()),
                 Src::Sym(name) => match symbol(name) {
                     None => Err(format!("nt!{name} needs kernel symbols (not in KDBG)")),
                     Some(addr) => {

@@ -20,7 +20,7 @@ Kernel structures and PE images: :mod:`.pe` writes synthetic drivers and kernels
 whole dumps with their ground truth.
 """
 
-from . import image, kernel, pe, scenario
+from . import image, kernel, pe, scenario, story
 from .header import DEFAULT_SYSTEM_TIME, Header, build_header
 from .image import BindResult, MappedImage, bind_imports, map_image
 from .kernel import KernelLayout, ModuleInfo, UnloadedInfo, build_kernel_space
@@ -29,7 +29,8 @@ from .minimal import FORMATS, ForgeResult, Mapping, minimal_x64, minimal_x86, st
 from .paging import PageTables
 from .pe import build_driver, build_hal, build_kernel
 from .pool import STORY_TAGS, BigAlloc, PoolLayout, PoolTag, build_pool, write_minimal_kdbg
-from .scenario import Scenario, server2003_x86_pae, win10_x64, wine_drivers
+from .scenario import Scenario, server2003_x86_pae, win7_x64, win10_x64, wine_drivers
+from .story import Story, founding_story
 from .triage import TriageDriver, TriageLayout, write_triage
 from .writers import write_bitmap, write_full, write_range, write_raw
 
@@ -41,5 +42,7 @@ __all__ = [
     "BindResult", "KernelLayout", "MappedImage", "ModuleInfo", "Scenario", "UnloadedInfo",
     "bind_imports", "build_driver", "build_hal", "build_kernel", "build_kernel_space", "image",
     "kernel", "map_image", "pe", "scenario", "server2003_x86_pae", "win10_x64", "wine_drivers",
+    "win7_x64",
     "STORY_TAGS", "BigAlloc", "PoolLayout", "PoolTag", "build_pool", "write_minimal_kdbg",
+    "Story", "founding_story", "story",
 ]

@@ -220,7 +220,8 @@ def _unloaded(start: int) -> list[tuple[str, int, int, int]]:
 
 def win10_x64(path: str | Path, *, fmt: str = "full", modules: Sequence[DriverSpec] | None = None,
               leak_driver: bool = True, wine_dir: str | Path | None = None,
-              size: int = 128 << 20, build: int = 19041, **kernel_options: object) -> Scenario:
+              size: int = 128 << 20, build: int = 19041, family: str = "win10",
+              **kernel_options: object) -> Scenario:
     """Windows 10 x64: kernel at 0xFFFFF8026BE00000, HAL after it, drivers from
     0xFFFFF80270000000 (culprit last), pool from 0xFFFFC08000000000. ``modules`` replaces the
     eight default drivers; ``kernel_options`` go to :func:`~.kernel.build_kernel_space`
@@ -231,11 +232,18 @@ def win10_x64(path: str | Path, *, fmt: str = "full", modules: Sequence[DriverSp
     else:
         kernel, hal = build_kernel(machine="x64"), build_hal(machine="x64")
     mods = _story("x64", "\\SystemRoot\\system32\\", kernel, hal, modules, leak_driver)
-    return _scenario(path, fmt, "x64", "win10", build, size, mods,
+    return _scenario(path, fmt, "x64", family, build, size, mods,
                      (0xFFFFF8026BE00000, 0xFFFFF80270000000),
                      _unloaded(0xFFFFF80271000000), CULPRIT_NAME if leak_driver else None,
                      {"bugcheck_code": 0xE2, "processors": 2,
                       "comment": b"ntdump.forge win10_x64"}, kernel_options)
+
+
+def win7_x64(path: str | Path, **kw: object) -> Scenario:
+    """Windows 7 SP1 x64 (build 7601, Windows 7 structure layouts); otherwise as
+    :func:`win10_x64`."""
+    kw.setdefault("build", 7601)
+    return win10_x64(path, family="win7", **kw)  # type: ignore[arg-type]
 
 
 def server2003_x86_pae(path: str | Path, *, fmt: str = "full",
