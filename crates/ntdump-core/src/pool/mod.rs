@@ -154,14 +154,18 @@ pub struct PoolContext {
 impl PoolContext {
     /// The context of a dump.
     pub fn of(d: &Dump) -> PoolContext {
-        let build = d.header.build;
+        PoolContext::new(d.header.machine, d.header.build, d.header.processors)
+    }
+
+    /// A context from its parts (tests, fuzzing): machine, OS build number, processor count.
+    pub fn new(machine: Machine, build: u32, processors: u32) -> PoolContext {
         PoolContext {
-            machine: d.header.machine,
+            machine,
             build,
             family: Family::from_build(build),
             era: PoolEra::from_build(build),
-            ptr: d.pointer_size(),
-            processors: d.header.processors.max(1),
+            ptr: machine.pointer_size(),
+            processors: processors.max(1),
         }
     }
 

@@ -111,10 +111,17 @@ pub(crate) fn plausible(ctx: &PoolContext, b: &PoolBlock, type_ok: bool, off: us
 /// Walk (or inspect) the pool page holding `va`.
 pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
     let ctx = PoolContext::of(d);
-    let h = pool_header(ctx.machine);
     let base = va & !(PAGE_SIZE - 1);
     let mut page = vec![0u8; PAGE_SIZE as usize];
     d.read_virt(Va(base), &mut page)?;
+    Ok(walk_page(&ctx, &page, va))
+}
+
+/// Walk the 4 KiB `page` (its bytes) that holds `va`, for the machine and era of `ctx`. Never panics:
+/// a short slice reads as a header running past the page.
+pub fn walk_page(ctx: &PoolContext, page: &[u8], va: u64) -> PoolPage {
+    let h = pool_header(ctx.machine);
+    let base = va & !(PAGE_SIZE - 1);
     let off_va = (va - base) as usize;
     // Nearest plausible header at or below va.
     let mut nearest = None;
@@ -147,7 +154,7 @@ pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
              neighbours, so the page cannot be walked",
             ctx.build
         ));
-        return Ok(out);
+        return out;
     }
     let mut off = 0usize;
     let mut prev = 0u64;
@@ -162,7 +169,7 @@ pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
                 at,
                 why: "header runs past the page".into(),
             };
-            return Ok(out);
+            return out;
         };
         let why = if b.size == 0 {
             Some("BlockSize is zero".to_string())
@@ -186,7 +193,7 @@ pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
         };
         if let Some(why) = why {
             out.status = WalkStatus::Corrupt { at, why };
-            return Ok(out);
+            return out;
         }
         b.contains = off <= off_va && off_va < off + b.size as usize;
         prev = b.size;
@@ -199,5 +206,5 @@ pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
             why: format!("block sizes add up to {off:#x}, not a page"),
         };
     }
-    Ok(out)
+    out
 }

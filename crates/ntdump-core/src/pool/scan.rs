@@ -220,44 +220,124 @@ pub fn kernel_pages(
 /// Frame number used by [`kernel_pages`] for triage-dump pages, which have no physical frame.
 pub const VIRTUAL_ONLY: u64 = u64::MAX;
 
-fn scan_page(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions, out: &mut ScanHits) {
-    let h = pool_header(ctx.machine);
-    let unit = h.unit as usize;
-    let mut off = 0usize;
-    while off + h.size as usize <= page.len() {
-        // Cheap rejections first: BlockSize, then the tag.
-        let first = u32::from_le_bytes([page[off], page[off + 1], page[off + 2], page[off + 3]]);
-        let bs = (first >> h.block_size.start) & ((1 << h.block_size.bits) - 1);
-        if bs == 0 || off + bs as usize * unit > page.len() {
-            off += unit;
-            continue;
+/// Per-scan constants: header field positions and, for exact tags, substring finders.
+struct Scanner<'o> {
+    ctx: PoolContext,
+    opts: &'o ScanOptions,
+    unit: usize,
+    hsize: usize,
+    bs: (u32, u32),
+    /// Finders for exact tags (and, before Windows 8, their protected-bit twins); `None` when a
+    /// pattern has wildcards or no tags were given (then every offset is tested).
+    finders: Option<Vec<memchr::memmem::Finder<'static>>>,
+}
+
+impl<'o> Scanner<'o> {
+    fn new(ctx: PoolContext, opts: &'o ScanOptions) -> Scanner<'o> {
+        let h = pool_header(ctx.machine);
+        let finders = opts.tags.as_ref().and_then(|pats| {
+            if pats.is_empty() || pats.len() > 8 || pats.iter().any(|p| p.mask != u32::MAX) {
+                return None;
+            }
+            let mut f = Vec::new();
+            for p in pats {
+                let mut vals = vec![p.value];
+                if ctx.masks_protected_bit() && p.value & 0x8000_0000 == 0 {
+                    vals.push(p.value | 0x8000_0000);
+                }
+                for v in vals {
+                    f.push(memchr::memmem::Finder::new(&v.to_le_bytes()).into_owned());
+                }
+            }
+            Some(f)
+        });
+        Scanner {
+            ctx,
+            opts,
+            unit: h.unit as usize,
+            hsize: h.size as usize,
+            bs: (
+                u32::from(h.block_size.start),
+                (1u32 << h.block_size.bits) - 1,
+            ),
+            finders,
         }
-        let tag = u32::from_le_bytes([page[off + 4], page[off + 5], page[off + 6], page[off + 7]]);
-        let tag = ctx.clean_tag(tag);
-        let want = match &opts.tags {
-            Some(p) => p.iter().any(|p| p.matches(tag)),
-            None => true,
+    }
+
+    /// Test the header at `off` and record it when it passes.
+    #[inline]
+    fn check(&self, page: &[u8], va: u64, off: usize, out: &mut ScanHits) {
+        let Some(raw) = page.get(off..off + 8) else {
+            return;
         };
-        if want {
-            if let Some((b, ok)) = header_at(ctx, h, page, va, off) {
-                if plausible(ctx, &b, ok, off) {
-                    let keep = match opts.pool {
-                        PoolFilter::All => true,
-                        PoolFilter::NonPaged => b.allocated && b.pool_type & 1 == 0,
-                        PoolFilter::Paged => b.allocated && b.pool_type & 1 == 1,
-                    };
-                    if keep {
-                        out.address.push(b.address);
-                        out.tag.push(b.tag);
-                        out.size.push(b.size);
-                        out.pool_type.push(b.pool_type);
-                        out.allocated.push(b.allocated);
+        let first = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let bs = (first >> self.bs.0) & self.bs.1;
+        if bs == 0 || off + bs as usize * self.unit > page.len() {
+            return;
+        }
+        let tag = self
+            .ctx
+            .clean_tag(u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]));
+        let want = match &self.opts.tags {
+            Some(p) => p.iter().any(|p| p.matches(tag)),
+            None => super::tag_like(tag, false),
+        };
+        if !want {
+            return;
+        }
+        let h = pool_header(self.ctx.machine);
+        let Some((b, ok)) = header_at(&self.ctx, h, page, va, off) else {
+            return;
+        };
+        if !plausible(&self.ctx, &b, ok, off) {
+            return;
+        }
+        let keep = match self.opts.pool {
+            PoolFilter::All => true,
+            PoolFilter::NonPaged => b.allocated && b.pool_type & 1 == 0,
+            PoolFilter::Paged => b.allocated && b.pool_type & 1 == 1,
+        };
+        if keep {
+            out.address.push(b.address);
+            out.tag.push(b.tag);
+            out.size.push(b.size);
+            out.pool_type.push(b.pool_type);
+            out.allocated.push(b.allocated);
+        }
+    }
+
+    fn page(&self, page: &[u8], va: u64, out: &mut ScanHits) {
+        match &self.finders {
+            Some(finders) => {
+                let mut offs: Vec<usize> = Vec::new();
+                for f in finders {
+                    for hit in f.find_iter(page) {
+                        if hit >= 4 && (hit - 4) % self.unit == 0 {
+                            offs.push(hit - 4);
+                        }
                     }
+                }
+                if finders.len() > 1 {
+                    offs.sort_unstable();
+                    offs.dedup();
+                }
+                for off in offs {
+                    self.check(page, va, off, out);
+                }
+            }
+            None => {
+                let mut off = 0usize;
+                while off + self.hsize <= page.len() {
+                    self.check(page, va, off, out);
+                    off += self.unit;
                 }
             }
         }
-        off += unit;
     }
+}
+
+fn scan_page(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions, out: &mut ScanHits) {
+    Scanner::new(*ctx, opts).page(page, va, out);
 }
 
 /// Scan `pages` (from [`kernel_pages`]) for pool headers, in parallel; hits sorted by address within
@@ -267,15 +347,16 @@ pub fn scan_pages(d: &Dump, pages: &[PageRef], opts: &ScanOptions) -> ScanHits {
     let parts: Vec<ScanHits> = pages
         .par_chunks(CHUNK_PAGES)
         .map(|chunk| {
+            let sc = Scanner::new(ctx, opts);
             let mut h = ScanHits::default();
             let mut buf = [0u8; PAGE_SIZE as usize];
             for &(va, pfn) in chunk {
                 if pfn == VIRTUAL_ONLY {
                     if d.read_virt(Va(va), &mut buf).is_ok() {
-                        scan_page(&ctx, &buf, va, opts, &mut h);
+                        sc.page(&buf, va, &mut h);
                     }
                 } else if let Some(p) = d.phys_page(pfn) {
-                    scan_page(&ctx, p, va, opts, &mut h);
+                    sc.page(p, va, &mut h);
                 }
             }
             h
@@ -288,11 +369,11 @@ pub fn scan_pages(d: &Dump, pages: &[PageRef], opts: &ScanOptions) -> ScanHits {
     out
 }
 
-/// Scan one page's bytes (fuzzing and tests): `page` is 4 KiB at VA `va`.
-pub fn scan_bytes(d: &Dump, page: &[u8], va: u64, opts: &ScanOptions) -> ScanHits {
-    let ctx = PoolContext::of(d);
+/// Scan one page's bytes (fuzzing and tests): `page` is 4 KiB at VA `va`, read for `ctx`'s machine
+/// and era.
+pub fn scan_bytes(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions) -> ScanHits {
     let mut h = ScanHits::default();
-    scan_page(&ctx, page, va, opts, &mut h);
+    scan_page(ctx, page, va, opts, &mut h);
     h
 }
 
