@@ -1,4 +1,4 @@
-"""notebooks/01-nonpaged-pool-leak.ipynb runs top to bottom (so it cannot rot) and reaches the culprit."""
+"""notebooks/01-nonpaged-pool-leak.ipynb runs top to bottom and finds the culprit."""
 
 from __future__ import annotations
 
