@@ -53,11 +53,21 @@ ENGINES = ("local", "dask", "serial")
 def _categorical(df: pd.DataFrame, like: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Concatenation turns categoricals with different categories into objects; make them
     categorical again, categories sorted (so they do not depend on the order of the parts)."""
+    from pandas.api.types import union_categoricals
+
     for col in df.columns:
-        if any(isinstance(p[col].dtype, pd.CategoricalDtype) for p in like if col in p.columns):
-            vals = df[col].astype(object).where(df[col].notna(), None)
-            cats = sorted({v for v in vals if v is not None}, key=lambda v: (str(type(v)), v))
-            df[col] = pd.Categorical(vals, categories=cats)
+        cols = [p[col] for p in like if col in p.columns]
+        if not any(isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
+            continue
+        try:
+            u = union_categoricals(cols, sort_categories=True, ignore_order=True)
+            df[col] = pd.Categorical(u)
+            continue
+        except (TypeError, ValueError):
+            pass  # categories of different types: the slow way
+        vals = df[col].astype(object).where(df[col].notna(), None)
+        cats = sorted({v for v in vals if v is not None}, key=lambda v: (str(type(v)), v))
+        df[col] = pd.Categorical(vals, categories=cats)
     return df
 
 

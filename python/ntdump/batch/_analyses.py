@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .. import _schema
@@ -249,16 +250,26 @@ class UnitResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _key_column(value: str | None, n: int) -> pd.Categorical:
+    if value is None:
+        return pd.Categorical.from_codes(np.full(n, -1, np.int8),
+                                         dtype=pd.CategoricalDtype(pd.Index([], dtype=str)))
+    return pd.Categorical.from_codes(np.zeros(n, np.int8),
+                                     dtype=pd.CategoricalDtype(pd.Index([value], dtype=str)))
+
+
 def _keyed(df: pd.DataFrame, name: str, sha: str | None) -> pd.DataFrame:
-    df = df.copy(deep=False)
-    df.attrs = {}
-    for col in KEY_COLUMNS:
-        if col in df.columns:
-            df = df.drop(columns=col)
+    """``df`` with the ``dump`` and ``dump_sha256`` columns in front (categoricals built from
+    codes: this runs once per dump and analysis, so it is kept cheap)."""
+    df = df.drop(columns=[c for c in KEY_COLUMNS if c in df.columns])
+    if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
+        df = df.reset_index(drop=True)
     n = len(df)
-    df.insert(0, "dump_sha256", pd.Categorical([sha] * n))
-    df.insert(0, "dump", pd.Categorical([name] * n))
-    return df.reset_index(drop=True)
+    keys = pd.DataFrame({"dump": _key_column(name, n), "dump_sha256": _key_column(sha, n)},
+                        index=df.index)
+    out = pd.concat([keys, df], axis=1)
+    out.attrs = {}
+    return out
 
 
 def status_row(unit: Unit, status: str, *, sha: str | None = None,

@@ -186,7 +186,7 @@ def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
         for t, ft, counts, use in zip(times, fts, all_counts, usage, strict=True):
             vm = {"MmAllocatedNonPagedPool": use // 4096,
                   "MmMaximumNonPagedPoolInBytes": np_max} if m in x86 else None
-            p = folder / f"{t:%Y-%m-%d}.dmp"
+            p = folder / f"{t:%Y-%m-%dT%H%M}.dmp"
             _forge_one(p, "x86" if m in x86 else "x64", bool(mleaks), ft, counts, size, vm)
             written.append(p)
             fleet.dumps.append(FleetDump(str(p), m, ft, counts))
