@@ -120,7 +120,10 @@ fn pool_big<'py>(
     Ok(o)
 }
 
-fn block_tuple(b: &core_pool::PoolBlock) -> (u64, u64, u64, u32, u32, u32, bool, u32, bool) {
+/// (address, size, previous_size, pool_index, raw_type, pool_type, allocated, tag, contains).
+type BlockTuple = (u64, u64, u64, u32, u32, u32, bool, u32, bool);
+
+fn block_tuple(b: &core_pool::PoolBlock) -> BlockTuple {
     (
         b.address,
         b.size,

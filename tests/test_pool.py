@@ -253,11 +253,10 @@ def test_kernel_bitmap_dump_and_scenario(tmp_path: Path) -> None:
     lay = forge_pool(p, "x64", 19041, fmt="kernel")
     u = ntdump.open(p).pool.used(owners=0)
     assert used_tuple(u, "MmCm") == lay.expected_used["MmCm"]
-    sc = forge.win10_x64(tmp_path / "story.dmp")
-    pl = forge.build_pool(sc.pt, sc.mem, machine="x64", build=19041, kdbg_va=sc.layout.kdbg,
-                          processors=2)
-    forge.write_full(sc.path, sc.mem, sc.header)
+    sc = forge.win10_x64(tmp_path / "story.dmp", fmt="kernel")
+    pl = fpool.add_to_scenario(sc)
     d = ntdump.open(sc.path)
+    assert d.info.dump_type == 6
     assert d.pool.track_table_address == pl.track_variable
     u = d.pool.used()
     assert list(u["tag"][:2]) == ["None", "MmCm"]

@@ -127,8 +127,8 @@ pub fn walk_page(ctx: &PoolContext, page: &[u8], va: u64) -> PoolPage {
     let mut nearest = None;
     let mut o = off_va / h.unit as usize * h.unit as usize;
     loop {
-        if let Some((b, ok)) = header_at(&ctx, h, &page, base, o) {
-            if plausible(&ctx, &b, ok, o) {
+        if let Some((b, ok)) = header_at(ctx, h, page, base, o) {
+            if plausible(ctx, &b, ok, o) {
                 let mut b = b;
                 b.contains = (va - b.address) < b.size;
                 nearest = Some(b);
@@ -164,7 +164,7 @@ pub fn walk_page(ctx: &PoolContext, page: &[u8], va: u64) -> PoolPage {
             break;
         }
         let at = base + off as u64;
-        let Some((mut b, type_ok)) = header_at(&ctx, h, &page, base, off) else {
+        let Some((mut b, type_ok)) = header_at(ctx, h, page, base, off) else {
             out.status = WalkStatus::Corrupt {
                 at,
                 why: "header runs past the page".into(),
