@@ -139,3 +139,8 @@ def test_trend_plot(results):
     assert ax.lines[0].get_label().startswith("srv-db1: None (+1,536 KiB/h)")
     ys = ax.lines[0].get_ydata()
     assert list(ys) == sorted(ys) and not any(math.isnan(y) for y in ys)
+
+
+def test_reexported_as_ntdump_pool_diff_and_trend():
+    assert ntdump.pool.diff is T.diff
+    assert ntdump.pool.trend is T.trend

@@ -676,3 +676,7 @@ __all__ = [
     "USED_SCHEMA", "Pool", "PoolBlock", "PoolMixin", "PoolPage", "PoolTableError",
     "pool_type_name", "tag_text",
 ]
+
+# Pool growth across dumps (ntdump.trend), also reachable as ntdump.pool.diff / ntdump.pool.trend.
+from .trend import diff as diff  # noqa: E402
+from .trend import trend as trend  # noqa: E402

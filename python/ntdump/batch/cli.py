@@ -37,12 +37,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     st = res["status"]
     counts = st["status"].astype(str).value_counts().sort_index()
     print(f"{len(st)} dumps: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    bad = st[st["status"].astype(str) != "ok"]
+    bad = st[~st["status"].astype(str).isin(["ok", "cancelled"])]
     for _, r in bad.head(args.show_errors).iterrows():
         what = f" [{r['failed']}]" if r["failed"] else ""
         print(f"  {r['status']}: {r['dump']}{what}: {r['error_type']}: {r['message']}")
     if len(bad) > args.show_errors:
-        print(f"  … and {len(bad) - args.show_errors} more (see errors.parquet)")
+        print(f"  ... and {len(bad) - args.show_errors} more (see errors.parquet)")
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     if st.attrs.get("interrupted"):
         print("interrupted: unfinished dumps are 'cancelled' in status.parquet", file=sys.stderr)

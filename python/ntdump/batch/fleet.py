@@ -154,10 +154,11 @@ def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
             ("None") grows by 1.5 MiB and 7,500 allocations an hour (the founding story's
             leak). A leaking machine loads the story's GUID driver, which imports
             ``ExAllocatePool``.
-        x86: machines forged as Windows Server 2003 x86 PAE (the others Windows 10 x64). Their
-            ``!vm`` counters are set from the tracker counts: NonPagedPool usage = the tags'
-            nonpaged bytes + 2 MiB, and the maximum 127,944 KB — or, on a leaking machine,
-            what puts its last dump at 97 % (so triage of that dump reports the depletion).
+        x86: machines forged as Windows Server 2003 x86 PAE (the others Windows 10 x64).
+            ``!vm``: NonPagedPool maximum 127,944 KB — or, on a leaking machine, what puts its
+            last dump at 97 % of it (so triage of that dump reports the depletion); usage (the
+            2003 kernel variable) = the tags' nonpaged bytes + 2 MiB. Windows 10 has no usage
+            variable: readers sum the tracker tables.
         compress: machine → ``"gz"`` (each dump ``.dmp.gz``) or ``"zip"`` (one
             ``<machine>.zip`` holding ``<machine>/<day>.dmp``).
         bad_files: add ``incoming/corrupt.dmp`` (a header of random bytes), ``incoming/
@@ -184,8 +185,9 @@ def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
         np_max = _NP_MAX if not mleaks else -(-int(usage[-1] / 0.97) // 4096) * 4096
         written: list[Path] = []
         for t, ft, counts, use in zip(times, fts, all_counts, usage, strict=True):
-            vm = {"MmAllocatedNonPagedPool": use // 4096,
-                  "MmMaximumNonPagedPoolInBytes": np_max} if m in x86 else None
+            vm = {"MmMaximumNonPagedPoolInBytes": np_max}
+            if m in x86:  # Windows 10 has no such variable: readers sum the tracker tables
+                vm["MmAllocatedNonPagedPool"] = use // 4096
             p = folder / f"{t:%Y-%m-%dT%H%M}.dmp"
             _forge_one(p, "x86" if m in x86 else "x64", bool(mleaks), ft, counts, size, vm)
             written.append(p)
