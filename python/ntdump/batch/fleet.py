@@ -9,8 +9,9 @@ grow linearly in time — bytes and outstanding allocations at exact rates per h
 machine. Optionally a corrupt dump, a truncated dump and a non-dump file are added, and some
 machines' dumps are compressed (``.gz`` each, or one ``.zip`` per machine).
 
-Uses only :mod:`ntdump.forge` (a scenario kernel, :func:`~ntdump.forge.pool.build_pool`, the
-bitmap writer). Units: bytes; times are FILETIMEs (100 ns since 1601) and hours.
+Uses only :mod:`ntdump.forge` (a scenario kernel and
+:func:`~ntdump.forge.pool.add_to_scenario`). Units: bytes; times are FILETIMEs (100 ns since
+1601) and hours.
 """
 
 from __future__ import annotations
@@ -123,18 +124,16 @@ def _counts(machine_i: int, day: int, hours: float, leaks: Sequence[Leak]
 def _forge_one(path: Path, arch: str, leak_driver: bool, system_time: int,
                counts: Mapping[str, tuple[int, int, int, int, int, int]], size: int,
                vm: Mapping[str, int] | None) -> None:
-    from ..forge import scenario, write_bitmap
-    from ..forge.pool import PoolTag, build_pool
+    from ..forge import scenario
+    from ..forge.pool import PoolTag, add_to_scenario
 
     make = scenario.win10_x64 if arch == "x64" else scenario.server2003_x86_pae
     s = make(path, fmt="kernel", size=size, leak_driver=leak_driver, vm=vm)
+    s.header = dataclasses.replace(s.header, system_time=system_time)
     tags = [PoolTag(t.encode("latin-1"), nonpaged_allocs=c[0], nonpaged_frees=c[1],
                     nonpaged_bytes=c[2], paged_allocs=c[3], paged_frees=c[4], paged_bytes=c[5])
             for t, c in sorted(counts.items())]
-    build_pool(s.pt, s.mem, machine=s.layout.machine, build=s.layout.build,
-               kdbg_va=s.layout.kdbg, tags=tags, processors=s.header.processors, sample=4)
-    hdr = dataclasses.replace(s.header, system_time=system_time)
-    write_bitmap(path, s.mem, hdr, "kernel", pages=sorted(s.mem.pages))
+    add_to_scenario(s, tags=tags, sample=4)  # writes the file again, with the new header
 
 
 def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
