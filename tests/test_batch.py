@@ -404,3 +404,11 @@ def test_the_local_cluster_listens_on_loopback_only(dask_client):
         listening += [c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN]
     assert listening  # the scheduler and the workers listen …
     assert set(listening) == {"127.0.0.1"}  # … on loopback only
+
+
+def test_progress_bar_counts_dumps(fleet, capsys):
+    pytest.importorskip("tqdm")
+    paths = [d.path for d in fleet.dumps[:3]]
+    batch.run(paths, analyses=("info",), engine="serial", progress=True)
+    err = capsys.readouterr().err
+    assert "ntdump batch" in err and "3/3" in err and "dump/s" in err

@@ -44,6 +44,23 @@ def _in_notebook() -> bool:
         return False
 
 
+def _bar(total: int, desc: str) -> Any:
+    """A tqdm bar counting dumps (a widget in a notebook with ipywidgets), or None without
+    tqdm."""
+    try:
+        if _in_notebook():
+            try:
+                import ipywidgets  # type: ignore[import-not-found,import-untyped]  # noqa: F401
+                from tqdm.notebook import tqdm  # type: ignore[import-untyped]
+            except ImportError:
+                from tqdm.std import tqdm  # type: ignore[import-untyped]
+        else:
+            from tqdm.std import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="dump", desc=desc, smoothing=0.1)
+
+
 class Collector:
     """Receives unit results as they finish: keeps them, moves the progress bar, calls the
     progress callback ``f(done, total)`` (which may raise KeyboardInterrupt to stop the run)."""
@@ -55,12 +72,7 @@ class Collector:
         self.bar: Any = None
         want = progress is True or (progress is None and (sys.stderr.isatty() or _in_notebook()))
         if want and total:
-            try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-                self.bar = tqdm(total=total, unit="dump", desc=desc, smoothing=0.1)
-            except ImportError:
-                self.bar = None
+            self.bar = _bar(total, desc)
 
     def add(self, r: UnitResult, *, notify: bool = True) -> None:
         """Record one result; ``notify=False`` skips the callback (while stopping)."""

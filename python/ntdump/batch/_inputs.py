@@ -144,10 +144,13 @@ def _check_space(tmpdir: str, size: int, limit: int) -> None:
 
 
 def _copy_limited(src: IO[bytes], dst: IO[bytes], limit: int, h: hashlib._Hash) -> int:
-    """Copy ``src`` to ``dst`` hashing it, at most ``limit`` bytes; runs of zeros become holes
-    (a sparse file) so forged and mostly empty dumps take little disk. Returns the byte count."""
+    """Copy ``src`` to ``dst`` hashing it, at most ``limit`` bytes, stopping before the file
+    system's free space falls under :data:`DISK_RESERVE_BYTES` (checked every 64 MiB); runs of
+    zeros become holes (a sparse file) so mostly empty dumps take little disk. Returns the byte
+    count."""
     n = 0
     zero = bytes(_CHUNK)
+    folder = os.path.dirname(os.path.abspath(dst.name)) if isinstance(dst.name, str) else "."
     while True:
         chunk = src.read(_CHUNK)
         if not chunk:
@@ -155,6 +158,8 @@ def _copy_limited(src: IO[bytes], dst: IO[bytes], limit: int, h: hashlib._Hash) 
         n += len(chunk)
         if n > limit:
             raise MemberTooLarge(f"member is larger than the limit of {limit:,} bytes")
+        if n % (64 * _CHUNK) == 0 and shutil.disk_usage(folder).free < DISK_RESERVE_BYTES:
+            raise MemberTooLarge(f"{folder} is nearly full after {n:,} bytes of this member")
         h.update(chunk)
         if len(chunk) == _CHUNK and chunk == zero:
             dst.seek(len(chunk), os.SEEK_CUR)
