@@ -110,9 +110,10 @@ class VmSummary:
                 continue
             label = f"{f.label}:"
             if f.pages is None:
-                lines.append(f"\t{label:<21} (not available: {f.source})")
+                lines.append(f"\t{label:<20} (not available: {f.source})")
             else:
-                lines.append(f"\t{label:<21}{f.pages:>8} ({f.kb:>10} Kb)")
+                # WinDbg's layout: page count ending in column 26, KB in an 8-wide field.
+                lines.append(f"\t{label}{f.pages:>{max(1, 26 - len(label))}}   ({f.kb:>8} Kb)")
         for w in self.warnings:
             stars = "*" * 10
             lines.append(f"\t{stars} {w} {stars}")

@@ -130,15 +130,15 @@ const SPECS: &[Spec] = &[
         is_count: false,
     },
     Spec {
-        key: "paged_pool_commit",
-        label: "PagedPool Commit",
-        srcs: &[Src::KdbgPages(0x170, "MmPagedPoolCommit")],
-        is_count: false,
-    },
-    Spec {
         key: "shared_commit",
         label: "Shared Commit",
         srcs: &[Src::KdbgPages(0x158, "MmSharedCommit")],
+        is_count: false,
+    },
+    Spec {
+        key: "paged_pool_commit",
+        label: "PagedPool Commit",
+        srcs: &[Src::KdbgPages(0x170, "MmPagedPoolCommit")],
         is_count: false,
     },
     Spec {
