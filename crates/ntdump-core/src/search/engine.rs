@@ -6,7 +6,10 @@
 //! * Seams: where piece *i* starts at the address where piece *i−1* ends, the last `max_len − 1` bytes of
 //!   *i−1* and the first `max_len − 1` bytes of the pieces from *i* on are copied into a small buffer; a hit
 //!   there counts if it starts in *i−1* and ends in *i* or later. A hit crossing several seams is counted
-//!   at the first one only, so every hit is reported once.
+//!   at the first one only, so every hit is reported once. When piece *i* alone holds the `max_len − 1`
+//!   bytes (the usual case: pieces are pages), the rayon task that scans *i* checks the seam right after
+//!   scanning *i−1*, while both are in cache; otherwise ([`Seams`]) it is checked in order as pieces
+//!   arrive.
 //! * Pieces are fed in batches; between batches, with a `limit`, the search stops as soon as the first
 //!   `limit` hits by address are known.
 
@@ -78,7 +81,8 @@ impl<'a> Seams<'a> {
         }
     }
 
-    fn push(&mut self, p: Piece<'a>, m: &Matcher, w: Window, out: &mut Vec<Hit>) {
+    /// Take the next piece; with `track`, check the seam at its start here (else a batch task does).
+    fn push(&mut self, p: Piece<'a>, track: bool, m: &Matcher, w: Window, out: &mut Vec<Hit>) {
         if self.ovl == 0 {
             return;
         }
@@ -88,7 +92,7 @@ impl<'a> Seams<'a> {
             self.win.clear();
             self.pending.clear();
             self.win_base = self.next_seq;
-        } else {
+        } else if track {
             self.pending.push_back(self.next_seq);
         }
         self.win.push_back(p);
@@ -167,12 +171,37 @@ pub(crate) struct Counts {
     pub stopped_at: Option<u64>,
 }
 
+/// A piece waiting for the parallel scan, with the tail of the piece before it (at most `max_len − 1`
+/// bytes) when the seam between them is checked by the scan.
+#[derive(Debug, Clone, Copy)]
+struct Queued<'a> {
+    piece: Piece<'a>,
+    back: Option<&'a [u8]>,
+}
+
+/// One unit of a rayon task: `data` at `addr`, hits counted when they start in the first `report_len`
+/// bytes; `back` as in [`Queued`] for a chunk that starts a piece.
+#[derive(Debug, Clone, Copy)]
+struct Chunk<'a> {
+    piece: Piece<'a>,
+    report_len: usize,
+    back: Option<&'a [u8]>,
+}
+
+impl Chunk<'_> {
+    /// The lowest address a hit found in this chunk (or its seam) can have.
+    fn floor(&self) -> u64 {
+        self.piece.addr - self.back.map_or(0, |b| b.len() as u64)
+    }
+}
+
 /// Feeds pieces in address order; see the module docs.
 pub(crate) struct Engine<'a, 'm> {
     m: &'m Matcher,
     chunk_size: usize,
     window: Window,
-    batch: Vec<Piece<'a>>,
+    batch: Vec<Queued<'a>>,
+    prev: Option<Piece<'a>>,
     batch_bytes: usize,
     seams: Seams<'a>,
     hits: Vec<Hit>,
@@ -197,6 +226,7 @@ impl<'a, 'm> Engine<'a, 'm> {
             chunk_size: chunk_size.max(1),
             window,
             batch: Vec::new(),
+            prev: None,
             batch_bytes: 0,
             seams: Seams::new(m.max_len() - 1),
             hits: Vec::new(),
@@ -221,9 +251,19 @@ impl<'a, 'm> Engine<'a, 'm> {
         debug_assert!(self.last_end.is_none_or(|e| e <= p.addr as u128));
         self.counts.pages_searched += new_pages(p.addr, p.data.len(), &mut self.last_page);
         self.counts.bytes_searched += p.data.len() as u64;
-        self.seams.push(p, self.m, self.window, &mut self.hits);
+        let ovl = self.m.max_len() - 1;
+        let joined = self.last_end == Some(p.addr as u128);
+        let back = match self.prev {
+            Some(prev) if joined && ovl > 0 && p.data.len() >= ovl => {
+                Some(&prev.data[prev.data.len() - ovl.min(prev.data.len())..])
+            }
+            _ => None,
+        };
+        self.seams
+            .push(p, back.is_none(), self.m, self.window, &mut self.hits);
         self.last_end = Some(p.end());
-        self.batch.push(p);
+        self.prev = Some(p);
+        self.batch.push(Queued { piece: p, back });
         self.batch_bytes += p.data.len();
         if self.batch_bytes >= self.chunk_size.saturating_mul(BATCH_CHUNKS)
             || self.batch.len() >= BATCH_PIECES
@@ -258,20 +298,23 @@ impl<'a, 'm> Engine<'a, 'm> {
             return;
         }
         let ovl = self.m.max_len() - 1;
-        let mut tasks: Vec<Vec<(Piece<'a>, usize)>> = Vec::new();
-        let mut cur: Vec<(Piece<'a>, usize)> = Vec::new();
+        let mut tasks: Vec<Vec<Chunk<'a>>> = Vec::new();
+        let mut cur: Vec<Chunk<'a>> = Vec::new();
         let mut cur_bytes = 0usize;
-        for p in &self.batch {
-            let n = p.data.len();
+        for q in &self.batch {
+            let (p, n) = (q.piece, q.piece.data.len());
             let mut start = 0usize;
             while start < n {
                 let report = self.chunk_size.min(n - start);
                 let hay_end = (start + report).saturating_add(ovl).min(n);
-                let chunk = Piece {
-                    addr: p.addr + start as u64,
-                    data: &p.data[start..hay_end],
-                };
-                cur.push((chunk, report));
+                cur.push(Chunk {
+                    piece: Piece {
+                        addr: p.addr + start as u64,
+                        data: &p.data[start..hay_end],
+                    },
+                    report_len: report,
+                    back: if start == 0 { q.back } else { None },
+                });
                 cur_bytes += report;
                 if cur_bytes >= TASK_BYTES {
                     tasks.push(std::mem::take(&mut cur));
@@ -287,21 +330,7 @@ impl<'a, 'm> Engine<'a, 'm> {
         let base = self.window;
         let found: Vec<Vec<Hit>> = tasks
             .par_iter()
-            .map(|task| {
-                let mut out = Vec::new();
-                for &(c, report_len) in task {
-                    let w = Window {
-                        addr: c.addr,
-                        report_len,
-                        ..base
-                    };
-                    m.find(c.data, w, &mut out);
-                    if out.len() >= base.limit {
-                        break;
-                    }
-                }
-                out
-            })
+            .map(|task| scan_task(m, base, ovl, task))
             .collect();
         for f in found {
             self.hits.extend(f);
@@ -325,4 +354,52 @@ impl<'a, 'm> Engine<'a, 'm> {
         }
         (self.hits, self.counts)
     }
+}
+
+/// Scan a task's chunks in order (each preceded by its seam check, if it carries one). Returns at most
+/// `base.limit` hits, the lowest by address, sorted.
+fn scan_task(m: &Matcher, base: Window, ovl: usize, task: &[Chunk<'_>]) -> Vec<Hit> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut sorted = true;
+    for (i, c) in task.iter().enumerate() {
+        let limit = out.len().saturating_add(base.limit);
+        if let Some(back) = c.back {
+            buf.clear();
+            buf.extend_from_slice(back);
+            buf.extend_from_slice(&c.piece.data[..ovl.min(c.piece.data.len())]);
+            let seam = Window {
+                addr: c.floor(),
+                report_len: back.len(),
+                min_end: back.len(),
+                limit,
+                ..base
+            };
+            let before = out.len();
+            m.find(&buf, seam, &mut out);
+            sorted &= out.len() == before;
+        }
+        let w = Window {
+            addr: c.piece.addr,
+            report_len: c.report_len,
+            limit,
+            ..base
+        };
+        m.find(c.piece.data, w, &mut out);
+        if out.len() >= base.limit {
+            out.sort_unstable();
+            out.truncate(base.limit);
+            sorted = true;
+            if task
+                .get(i + 1)
+                .is_none_or(|n| out[out.len() - 1].0 < n.floor())
+            {
+                break;
+            }
+        }
+    }
+    if !sorted {
+        out.sort_unstable();
+    }
+    out
 }
