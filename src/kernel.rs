@@ -98,6 +98,7 @@ fn vm_summary(
 
 /// Public symbols of a PDB file: (guid, age, [(name, rva)]).
 #[pyfunction]
+#[allow(clippy::type_complexity)]
 fn pdb_public_symbols(
     py: Python<'_>,
     path: std::path::PathBuf,

@@ -117,7 +117,9 @@ const SPECS: &[Spec] = &[
     Spec {
         key: "paged_pool_usage",
         label: "PagedPool Usage",
-        srcs: &[Src::Sym("MmPagedPoolUsage")],
+        srcs: &[Src::Unavailable(
+            "no KDBG field holds it (nt!MmPagedPoolInfo needs kernel symbols)",
+        )],
         is_count: false,
     },
     Spec {
