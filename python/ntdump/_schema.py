@@ -1,8 +1,8 @@
 """Column types of every DataFrame ntdump returns, declared in one place.
 
-Addresses and sizes are ``uint64``; tags and other repeated short labels are ``category``; names are
-pandas ``string``. Each table's columns are declared where the table is built, as a ``dict`` of column
-name -> one of the dtype names below, and turned into a DataFrame by :func:`frame`.
+Addresses and sizes are ``uint64``; tags and other repeated short labels are ``category``; names
+are pandas ``string``. Each table's columns are declared where the table is built, as a ``dict`` of
+column name -> one of the dtype names below, and turned into a DataFrame by :func:`frame`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def frame(
 ) -> pd.DataFrame:
     """A DataFrame with exactly ``schema``'s columns, in its order and dtypes.
 
-    ``columns`` maps names to sequences or numpy arrays (arrays are used without a copy where the dtype
-    already matches). Missing columns become empty; ``df.attrs["dump"]`` records the source path.
+    ``columns`` maps names to sequences or numpy arrays (arrays are used without a copy where the
+    dtype already matches). Missing columns become empty; ``df.attrs["dump"]`` records the source
+    path.
     """
     n = None
     data: dict[str, Any] = {}
