@@ -79,14 +79,15 @@ class Story:
 
 
 def founding_story(path: str | Path, *, machine: str = "x86", fmt: str = "full",
-                   leak: bool = True) -> Story:
+                   leak: bool = True, size: int = 128 << 20) -> Story:
     """Write the founding story's dump (``machine`` "x86" = Server 2003 PAE, "x64" = Windows 10,
     "x64-win7" = Windows 7 SP1 x64).
 
-    ``fmt``: "full" or "bitmap" (or "kernel" on x64). See the module docstring for the numbers."""
+    ``fmt``: "full" or "bitmap" (or "kernel" on x64); ``size``: bytes of RAM (the file is sparse).
+    See the module docstring for the numbers."""
     vm = dict(STORY_VM if leak else HEALTHY_VM)
     if machine == "x86":
-        sc = server2003_x86_pae(path, fmt=fmt, leak_driver=leak, vm=vm)
+        sc = server2003_x86_pae(path, fmt=fmt, leak_driver=leak, vm=vm, size=size)
         build, m = 3790, "x86"
     elif machine == "x64":
         # Windows 10 has no MmAllocatedNonPagedPool: readers sum the tracker tables instead, so the
@@ -96,10 +97,10 @@ def founding_story(path: str | Path, *, machine: str = "x86", fmt: str = "full",
         total = sum(t.bytes_of(False) for t in tags)
         limit = int(total / (0.98 if leak else 0.25))
         vm["MmMaximumNonPagedPoolInBytes"] = -(-limit // 4096) * 4096
-        sc = win10_x64(path, fmt=fmt, leak_driver=leak, vm=vm)
+        sc = win10_x64(path, fmt=fmt, leak_driver=leak, vm=vm, size=size)
         build, m = 19041, "x64"
     elif machine == "x64-win7":
-        sc = win7_x64(path, fmt=fmt, leak_driver=leak, vm=vm)
+        sc = win7_x64(path, fmt=fmt, leak_driver=leak, vm=vm, size=size)
         build, m = 7601, "x64"
     else:
         raise ValueError("machine must be 'x86', 'x64' or 'x64-win7'")
