@@ -332,3 +332,25 @@ def test_story_chain(story: Any) -> None:
     assert list(row.iat_slot) == [sc.culprit_iat_slot]
     assert d.ln(int(d.read_pointer(sc.culprit_iat_slot + 8))) == "nt!_wcsnicmp"
     assert d.lmi(int(row.iat_slot.iloc[0])).not_on_disk_hint
+
+
+def test_real_triage_dump(triage_dump: Path) -> None:
+    """The real Windows 10 triage dump holds almost no image pages: every module is still listed,
+    unreadable ones with their error; nt's headers are there, its exports are not."""
+    with ntdump.open(triage_dump) as d:
+        mods = d.symbol_modules()
+        assert len(mods) == len(d.modules) == 151
+        assert mods.error.notna().sum() >= 140
+        assert mods.error.dropna().str.contains("not readable").all()
+        nt = d.modules["nt"]
+        assert d.ln(nt.base + 0x1234) == "nt+0x1234"
+        with pytest.raises(ntdump.SymbolError, match="not readable"):
+            d.symbol("nt!ExAllocatePool")
+        info = d.lmi("nt")
+        assert info.machine == 0x8664 and info.error is None and info.missing_pages
+        assert "not mapped" in str(info)
+        amd = d.lmi("amdppm")
+        assert amd.error is not None and "Error:" in str(amd)
+        assert d.importers  # the method exists; with no exports there is nothing to look up
+        with pytest.raises(ntdump.SymbolError):
+            d.importers("nt!ExAllocatePool")

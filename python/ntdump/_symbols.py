@@ -19,7 +19,13 @@ import pandas as pd
 
 from . import _native, _schema
 from .errors import PeFormatError, SymbolError
-from .pe import ModuleInfo, debug_frame, not_on_disk_reasons, pdb_from_codeview, pe_image
+from .pe import (
+    LoadedModuleInfo,
+    debug_frame,
+    not_on_disk_reasons,
+    pdb_from_codeview,
+    pe_image,
+)
 
 if TYPE_CHECKING:
     from .modules import Module, ModuleList
@@ -202,7 +208,7 @@ class SymbolsMixin:
         except KeyError:
             raise SymbolError(f"no loaded module named {key!r}") from None
 
-    def lmi(self, name_or_va: str | int) -> ModuleInfo:
+    def lmi(self, name_or_va: str | int) -> LoadedModuleInfo:
         """What ``!lmi`` prints for a module given by name (``"nt"``, ``"amdppm.sys"``) or by an
         address inside it: image name, machine, time stamp, size, checksum, characteristics,
         debug directories, PDB and symbol-store key, and ``not_on_disk_hint`` (reasons to expect
@@ -216,18 +222,20 @@ class SymbolsMixin:
         try:
             img = pe_image(self, m.base, m.size or None)  # type: ignore[arg-type]
         except PeFormatError as e:
-            return ModuleInfo(module=kd, base=m.base, size=m.size, image_name=m.name, path=m.path,
-                              machine=None, timestamp=None, checksum=None, characteristics=None,
-                              pdb=None, debug=debug_frame_empty(self.path), not_on_disk_hint=hint,
-                              error=str(e), pointer_size=ptr)
+            return LoadedModuleInfo(
+                module=kd, base=m.base, size=m.size, image_name=m.name, path=m.path,
+                machine=None, timestamp=None, checksum=None, characteristics=None, pdb=None,
+                debug=debug_frame_empty(self.path), not_on_disk_hint=hint, error=str(e),
+                pointer_size=ptr)
         h = img.headers()
-        return ModuleInfo(module=kd, base=m.base, size=m.size, image_name=m.name, path=m.path,
-                          machine=h["file"]["machine"], timestamp=h["file"]["time_date_stamp"],
-                          checksum=h["optional"]["checksum"],
-                          characteristics=h["file"]["characteristics"],
-                          pdb=pdb_from_codeview(img.codeview()), debug=debug_frame(img, self.path),
-                          not_on_disk_hint=hint, missing_pages=list(img.missing_pages),
-                          pointer_size=ptr)
+        dbg = next(((r, n) for i, _, r, n in h["directories"] if i == 6 and (r or n)), None)
+        return LoadedModuleInfo(
+            module=kd, base=m.base, size=m.size, image_name=m.name, path=m.path,
+            machine=h["file"]["machine"], timestamp=h["file"]["time_date_stamp"],
+            checksum=h["optional"]["checksum"], characteristics=h["file"]["characteristics"],
+            pdb=pdb_from_codeview(img.codeview()), debug=debug_frame(img, self.path),
+            not_on_disk_hint=hint, missing_pages=list(img.missing_pages), pointer_size=ptr,
+            debug_directory=dbg)
 
 
 def debug_frame_empty(path: str) -> pd.DataFrame:

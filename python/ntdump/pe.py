@@ -1,5 +1,5 @@
 """PE images of loaded modules: ``Module.headers`` / ``.sections()`` / ``.exports()`` /
-``.imports()`` / ``.pdb``, and ``Dump.lmi``'s :class:`ModuleInfo`.
+``.imports()`` / ``.pdb``, and ``Dump.lmi``'s :class:`LoadedModuleInfo`.
 
 The image is rebuilt from the dump's virtual memory page by page (pages that cannot be read are
 zeros and are listed in :attr:`ModulePeMixin.missing_pages`) and parsed once per dump; see
@@ -415,7 +415,7 @@ def not_on_disk_reasons(name: str, path: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ModuleInfo:
+class LoadedModuleInfo:
     """What ``!lmi`` prints about a module; ``str()`` uses kd's layout.
 
     ``not_on_disk_hint`` lists reasons to expect the file *not* to be in the driver folder (a
@@ -439,6 +439,8 @@ class ModuleInfo:
     error: str | None = None
     """Why the image could not be read (then the header fields are None)."""
     pointer_size: int = 8
+    debug_directory: tuple[int, int] | None = None
+    """The debug data directory as (RVA, size), when the header has one."""
 
     @property
     def time(self) -> _dt.datetime | None:
@@ -489,6 +491,9 @@ class ModuleInfo:
                     lines.append(row)
                     if r.kind == 2 and r.mapped and self.pdb is not None:
                         lines.append(f"               Age: {self.pdb.age}, Pdb: {self.pdb.path}")
+            elif self.debug_directory is not None:
+                rva, size = self.debug_directory
+                lines.append(f"Debug Data Dirs: [{size:x} bytes at RVA {rva:x} not mapped]")
             else:
                 lines.append("Debug Data Dirs: (none)")
             kind = "MEMORY   - Image read from loaded memory"

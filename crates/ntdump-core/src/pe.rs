@@ -180,10 +180,19 @@ impl PeImage {
         let mut missing = Vec::new();
         let have = (PAGE_SIZE as usize).min(bytes.len());
         bytes[..have].copy_from_slice(&head[..have]);
+        // Full and bitmap dumps hold whole pages: a failed read leaves the (lazily zeroed) page untouched.
+        // Triage dumps may hold part of a page: keep what is there.
+        let partial = d.triage().is_some();
         let mut rva = have as u64;
         while rva < size {
             let page = &mut bytes[rva as usize..(rva + PAGE_SIZE) as usize];
-            if d.read_virt_padded(Va(base.0.wrapping_add(rva)), page) == 0 {
+            let va = Va(base.0.wrapping_add(rva));
+            let ok = if partial {
+                d.read_virt_padded(va, page) > 0
+            } else {
+                d.read_virt(va, page).is_ok()
+            };
+            if !ok {
                 missing.push(rva);
             }
             rva += PAGE_SIZE;
@@ -236,8 +245,15 @@ impl PeImage {
             headers::parse(v, &opts, &mut warnings).map_err(|what| Error::Pe { base, what })?;
         check_directories(&headers, v.len(), &mut warnings);
         let (sections, sp) = headers::sections(v, &headers, &opts, &mut warnings);
-        let (exports, ep) = exports::parse(v, &headers, &opts, &mut warnings);
-        let imports = imports::parse(v, &headers, &mut warnings);
+        let mut budget = view::Budget::new();
+        let (exports, ep) = exports::parse(v, &headers, &opts, &mut budget, &mut warnings);
+        let imports = imports::parse(v, &headers, &mut budget, &mut warnings);
+        if budget.exhausted {
+            warnings.push(format!(
+                "names beyond {} MiB were dropped (too many or too long for one image)",
+                view::STRING_BUDGET >> 20
+            ));
+        }
         let (debug, codeview, dp) = debug::parse(v, &headers, &opts, &mut warnings);
         Ok(PeImage {
             base,
@@ -289,25 +305,34 @@ impl PeImage {
     }
 }
 
+/// Bytes to rebuild: the header's SizeOfImage, or the loader's (`hint`) when the header's is 0; when both
+/// are given and differ, the smaller (a corrupt huge value on either side cannot inflate the read);
+/// never above `cap`. Page-rounded.
 fn choose_size(stored: u64, hint: Option<u64>, cap: u64, warnings: &mut Vec<String>) -> u64 {
     let hint = hint.filter(|&h| h != 0);
-    let mut size = stored;
-    if stored == 0 {
-        size = hint.unwrap_or(PAGE_SIZE);
-        warnings.push(format!("SizeOfImage is 0; using {size:#x}"));
-    } else if let Some(h) = hint {
-        if h.div_ceil(PAGE_SIZE) != stored.div_ceil(PAGE_SIZE) {
-            warnings.push(format!(
-                "SizeOfImage in the header ({stored:#x}) differs from the module list's ({h:#x})"
-            ));
+    let mut size = match (stored, hint) {
+        (0, Some(h)) => {
+            warnings.push(format!("SizeOfImage is 0; using the module list's {h:#x}"));
+            h
         }
-    }
+        (0, None) => {
+            warnings.push("SizeOfImage is 0; reading the first page only".into());
+            PAGE_SIZE
+        }
+        (s, Some(h)) if s.div_ceil(PAGE_SIZE) != h.div_ceil(PAGE_SIZE) => {
+            warnings.push(format!(
+                "SizeOfImage in the header ({s:#x}) differs from the module list's ({h:#x}); reading {:#x}",
+                s.min(h)
+            ));
+            s.min(h)
+        }
+        (s, _) => s,
+    };
     if size > cap {
-        let alt = hint.filter(|&h| h <= cap).unwrap_or(cap);
         warnings.push(format!(
-            "SizeOfImage {size:#x} is above the {cap:#x}-byte ceiling; reading {alt:#x} bytes"
+            "SizeOfImage {size:#x} is above the {cap:#x}-byte ceiling; reading {cap:#x} bytes"
         ));
-        size = alt;
+        size = cap;
     }
     size.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE
 }

@@ -39,6 +39,8 @@ pub const HAL_NAMES: [&str; 8] = [
 ];
 /// Deepest chain of forwarders followed.
 const MAX_FORWARDS: usize = 8;
+/// Most pointer-search hits kept per module by [`SymbolTable::importers`].
+pub const MAX_HITS_PER_MODULE: usize = 4096;
 
 /// A loaded module as the symbol table needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct ModuleSymbols {
     pub export_count: usize,
     /// Why the image could not be read (then it has no exports or imports).
     pub error: Option<String>,
+    /// True when the header names an export directory that could not be read (a missing page).
+    pub exports_unreadable: bool,
     /// Warnings from reading the image.
     pub warnings: Vec<String>,
 }
@@ -147,6 +151,7 @@ pub struct SymbolTable {
     /// Every export, grouped by module, sorted by address within a module (forwarders last).
     pub rows: Vec<SymbolRow>,
     by_name: HashMap<(usize, String), Vec<usize>>,
+    by_ordinal: HashMap<(usize, u32), Vec<usize>>,
     by_addr: Vec<Vec<(u64, usize)>>,
     order: Vec<(u64, usize)>,
 }
@@ -242,12 +247,15 @@ impl SymbolTable {
                     iat_directory: None,
                     export_count: 0,
                     error: None,
+                    exports_unreadable: false,
                     warnings: Vec::new(),
                 };
                 match PeImage::read(d, Va(m.base), Some(m.size)) {
                     Ok(img) => {
                         ms.imports = img.imports;
                         ms.iat_directory = img.headers.directory(12).map(|x| (x.rva, x.size));
+                        ms.exports_unreadable =
+                            img.exports.is_none() && img.headers.directory(0).is_some();
                         ms.warnings = img.warnings;
                         let ex = img.exports.map(|e| e.entries).unwrap_or_default();
                         ms.export_count = ex.len();
@@ -306,6 +314,10 @@ impl SymbolTable {
                     .or_default()
                     .push(i);
             }
+            t.by_ordinal
+                .entry((r.module, r.ordinal))
+                .or_default()
+                .push(i);
         }
         t.resolve_forwarders();
         t.by_addr = vec![Vec::new(); t.modules.len()];
@@ -384,9 +396,7 @@ impl SymbolTable {
     /// Rows of module `m` named `name` (`#12` = ordinal 12): exact case first, else case-insensitive.
     fn lookup_rows(&self, m: usize, name: &str) -> Vec<usize> {
         if let Some(ord) = name.strip_prefix('#').and_then(|o| o.parse::<u32>().ok()) {
-            return (0..self.rows.len())
-                .filter(|&i| self.rows[i].module == m && self.rows[i].ordinal == ord)
-                .collect();
+            return self.by_ordinal.get(&(m, ord)).cloned().unwrap_or_default();
         }
         let all = self
             .by_name
@@ -418,15 +428,21 @@ impl SymbolTable {
             .lookup_rows(m, name)
             .into_iter()
             .next()
-            .ok_or_else(|| match &self.modules[m].error {
-                Some(e) => Error::Symbol(format!(
-                    "{expr}: the exports of {} are not readable ({e})",
-                    self.modules[m].kd_name
-                )),
-                None => Error::Symbol(format!(
-                    "{expr}: {} does not export {name:?}",
-                    self.modules[m].kd_name
-                )),
+            .ok_or_else(|| {
+                let ms = &self.modules[m];
+                match &ms.error {
+                    Some(e) => Error::Symbol(format!(
+                        "{expr}: the exports of {} are not readable ({e})",
+                        ms.kd_name
+                    )),
+                    None if ms.exports_unreadable => Error::Symbol(format!(
+                        "{expr}: the export directory of {} is not readable (on a missing page)",
+                        ms.kd_name
+                    )),
+                    None => {
+                        Error::Symbol(format!("{expr}: {} does not export {name:?}", ms.kd_name))
+                    }
+                }
             })?;
         Ok((m, row))
     }
@@ -580,17 +596,30 @@ impl SymbolTable {
             .modules
             .par_iter()
             .map(|m| {
+                let len = m.size.min(MAX_IMAGE_SIZE);
                 scan::find_value(
                     d,
                     Va(m.base),
-                    m.size.min(MAX_IMAGE_SIZE),
+                    len,
                     target,
                     width,
                     aligned,
+                    MAX_HITS_PER_MODULE,
                 )
             })
             .collect();
         for (mi, list) in hits.into_iter().enumerate() {
+            let full = list.len() >= MAX_HITS_PER_MODULE;
+            let by_rva: HashMap<u32, &Import> = if list.is_empty() {
+                HashMap::new()
+            } else {
+                self.modules[mi]
+                    .imports
+                    .iter()
+                    .map(|i| (i.iat_rva, i))
+                    .collect()
+            };
+            let last = list.last().copied();
             for va in list {
                 let key = (mi, va.0);
                 if let Some(row) = rows.get_mut(&key) {
@@ -600,7 +629,12 @@ impl SymbolTable {
                     }
                     continue;
                 }
-                let (function, note) = self.describe_hit(mi, va.0, &tname);
+                let (function, mut note) = self.describe_hit(mi, va.0, &tname, &by_rva);
+                if full && Some(va) == last {
+                    note.push_str(&format!(
+                        "; the pointer search stopped after {MAX_HITS_PER_MODULE} hits in this module"
+                    ));
+                }
                 rows.insert(
                     key,
                     ImporterRow {
@@ -618,10 +652,17 @@ impl SymbolTable {
     }
 
     /// What a pointer-search hit in module `mi` at `va` is, when the import table did not name it.
-    fn describe_hit(&self, mi: usize, va: u64, tname: &str) -> (String, String) {
+    fn describe_hit(
+        &self,
+        mi: usize,
+        va: u64,
+        tname: &str,
+        by_rva: &HashMap<u32, &Import>,
+    ) -> (String, String) {
         let m = &self.modules[mi];
         let rva = va - m.base;
-        if let Some(imp) = m.imports.iter().find(|i| u64::from(i.iat_rva) == rva) {
+        let imp = u32::try_from(rva).ok().and_then(|r| by_rva.get(&r));
+        if let Some(imp) = imp {
             return match (&imp.dll, &imp.name, imp.source) {
                 (Some(dll), Some(n), _) => (
                     n.clone(),
@@ -711,6 +752,7 @@ mod tests {
             iat_directory: None,
             export_count: 0,
             error: None,
+            exports_unreadable: false,
             warnings: Vec::new(),
         };
         let e = |name: Option<&str>, ordinal: u32, rva: u32, fw: Option<&str>| crate::pe::Export {

@@ -5,12 +5,13 @@
 //! are larger than the image could hold, a bounded reader takes over. Names and forwarder strings are read
 //! here in both cases, so that an unreadable name (a missing page) is reported per entry.
 
-use super::view::View;
+use super::view::{Budget, View};
 use super::{guarded, Parser, PeOptions};
 use crate::pe::headers::Headers;
 
-/// Most entries read from one export address table (ntoskrnl.exe has about 3,000).
-pub const MAX_EXPORTS: u32 = 1 << 20;
+/// Most entries read from one export address table (ntoskrnl.exe has about 3,000; name ordinals are
+/// 16-bit, so no name can reach past 65,536).
+pub const MAX_EXPORTS: u32 = 1 << 16;
 /// Longest export name or forwarder string read (bytes).
 pub const MAX_NAME: usize = 4096;
 
@@ -61,6 +62,7 @@ pub(crate) fn parse(
     v: View<'_>,
     h: &Headers,
     opts: &PeOptions,
+    budget: &mut Budget,
     warnings: &mut Vec<String>,
 ) -> (Option<Exports>, Option<Parser>) {
     let Some(dir) = h.directory(0) else {
@@ -105,7 +107,10 @@ pub(crate) fn parse(
         }
     }
     let t = tables.unwrap_or_else(|| own_tables(v, rva, nfun_ok, nnames_ok, funcs, names, ords));
-    (Some(build(v, dir.rva, dir.size, t, warnings)), Some(parser))
+    (
+        Some(build(v, dir.rva, dir.size, t, budget, warnings)),
+        Some(parser),
+    )
 }
 
 fn goblin_tables(v: View<'_>, dir: super::headers::DataDirectory) -> Result<Tables, String> {
@@ -192,12 +197,15 @@ fn build(
     dir_rva: u32,
     dir_size: u32,
     t: Tables,
+    budget: &mut Budget,
     warnings: &mut Vec<String>,
 ) -> Exports {
     let in_dir = |r: u32| r >= dir_rva && u64::from(r) < u64::from(dir_rva) + u64::from(dir_size);
-    let forwarder = |r: u32| in_dir(r).then(|| v.cstr(u64::from(r), MAX_NAME)).flatten();
+    let forwarder = |r: u32, b: &mut Budget| {
+        b.take(in_dir(r).then(|| v.cstr(u64::from(r), MAX_NAME)).flatten())
+    };
     let mut named = vec![false; t.functions.len()];
-    let mut entries = Vec::with_capacity(t.functions.len());
+    let mut entries = Vec::with_capacity(t.functions.len() + t.names.len());
     let (mut unreadable, mut out_of_range) = (0usize, 0usize);
     for n in &t.names {
         let Some((name_rva, idx)) = *n else {
@@ -214,10 +222,10 @@ fn build(
         };
         named[idx as usize] = true;
         entries.push(Export {
-            name: v.cstr(u64::from(name_rva), MAX_NAME),
+            name: budget.take(v.cstr(u64::from(name_rva), MAX_NAME)),
             ordinal: t.base.wrapping_add(u32::from(idx)),
             rva,
-            forwarder: forwarder(rva),
+            forwarder: forwarder(rva, budget),
         });
     }
     for (idx, f) in t.functions.iter().enumerate() {
@@ -226,7 +234,7 @@ fn build(
                 name: None,
                 ordinal: t.base.wrapping_add(idx as u32),
                 rva: *rva,
-                forwarder: forwarder(*rva),
+                forwarder: forwarder(*rva, budget),
             }),
             None => unreadable += 1,
             _ => {}
@@ -244,7 +252,7 @@ fn build(
     }
     entries.sort_by(|a, b| (a.ordinal, &a.name).cmp(&(b.ordinal, &b.name)));
     Exports {
-        dll_name: v.cstr(u64::from(t.dll_name_rva), 256),
+        dll_name: budget.take(v.cstr(u64::from(t.dll_name_rva), 256)),
         time_date_stamp: t.time_date_stamp,
         ordinal_base: t.base,
         number_of_functions: t.nfun,

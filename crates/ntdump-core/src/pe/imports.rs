@@ -12,12 +12,14 @@ use std::collections::HashSet;
 
 use super::exports::MAX_NAME;
 use super::headers::Headers;
-use super::view::View;
+use super::view::{Budget, View};
 
 /// Most import descriptors read (one per imported DLL).
 pub const MAX_DESCRIPTORS: usize = 4096;
 /// Most thunks read per descriptor.
 pub const MAX_THUNKS: u64 = 1 << 16;
+/// Most import rows read in all (also at most one per pointer-sized slot of the image).
+pub const MAX_IMPORTS: u64 = 1 << 16;
 
 /// Where an import row came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +80,17 @@ fn thunk(v: View<'_>, entry: u64, width: u64) -> Thunk {
 }
 
 /// Parse the imports of the image: one row per IAT slot.
-pub(crate) fn parse(v: View<'_>, h: &Headers, warnings: &mut Vec<String>) -> Vec<Import> {
+pub(crate) fn parse(
+    v: View<'_>,
+    h: &Headers,
+    budget: &mut Budget,
+    warnings: &mut Vec<String>,
+) -> Vec<Import> {
     let w = h.thunk_size();
     let mut out = Vec::new();
     let mut complete = true;
     if let Some(dir) = h.directory(1) {
-        complete = descriptors(v, u64::from(dir.rva), w, &mut out, warnings);
+        complete = descriptors(v, u64::from(dir.rva), w, &mut out, budget, warnings);
     }
     if !complete || out.is_empty() {
         if let Some(iat) = h.directory(12) {
@@ -99,9 +106,11 @@ fn descriptors(
     rva: u64,
     w: u64,
     out: &mut Vec<Import>,
+    budget: &mut Budget,
     warnings: &mut Vec<String>,
 ) -> bool {
     let mut total = 0u64;
+    let limit = (v.len() / w).min(MAX_IMPORTS);
     for i in 0..MAX_DESCRIPTORS as u64 {
         let at = rva + 20 * i;
         if !v.present(at, 20) {
@@ -157,20 +166,22 @@ fn descriptors(
             }
             let (mut name, mut ordinal, mut hint) = (None, None, None);
             match entry.map(|e| thunk(v, e, w)) {
-                Some(Thunk::Name(n, hn)) => (name, hint) = (n, hn),
+                Some(Thunk::Name(n, hn)) => (name, hint) = (budget.take(n), hn),
                 Some(Thunk::Ordinal(o)) => ordinal = Some(o),
                 Some(Thunk::Invalid) => gone += 1,
                 None => {
                     // No ILT: an image that was never bound still holds hint/name RVAs in its IAT.
                     // (Only names: an ordinal thunk looks like a kernel address.)
                     match value.map(|x| thunk(v, x, w)) {
-                        Some(Thunk::Name(n, hn)) if n.is_some() => (name, hint) = (n, hn),
+                        Some(Thunk::Name(n, hn)) if n.is_some() => {
+                            (name, hint) = (budget.take(n), hn)
+                        }
                         _ => gone += 1,
                     }
                 }
             }
             out.push(Import {
-                dll: dll.clone(),
+                dll: budget.take(dll.clone()),
                 name,
                 ordinal,
                 hint,
@@ -180,8 +191,11 @@ fn descriptors(
             });
             rows += 1;
             total += 1;
-            if total > MAX_THUNKS * 4 {
-                warnings.push("more than 262144 imports; the rest are not read".into());
+            // Each slot belongs to one descriptor: more rows than slots means descriptors overlap.
+            if total >= limit {
+                warnings.push(format!(
+                    "{total} import rows, as many as the image has IAT slots (or {MAX_IMPORTS}): the descriptors overlap; the rest are not read"
+                ));
                 return true;
             }
         }

@@ -4,8 +4,8 @@ use crate::addr::{Va, PAGE_SIZE};
 use crate::dump::Dump;
 
 /// VAs in `[base, base + len)` holding `value` as a little-endian integer of `width` bytes (4 or 8), at
-/// offsets that are multiples of `width` from `base` when `aligned`, else at any byte. Unreadable pages
-/// are skipped. `len` is in bytes; the caller bounds it.
+/// offsets that are multiples of `width` from `base` when `aligned`, else at any byte; at most `limit` of
+/// them (the first ones). Unreadable pages are skipped. `len` is in bytes; the caller bounds it.
 pub fn find_value(
     d: &Dump,
     base: Va,
@@ -13,6 +13,7 @@ pub fn find_value(
     value: u64,
     width: usize,
     aligned: bool,
+    limit: usize,
 ) -> Vec<Va> {
     let width = if width == 8 { 8 } else { 4 };
     let needle = &value.to_le_bytes()[..width];
@@ -27,10 +28,13 @@ pub fn find_value(
         let page = &mut buf[..want];
         let got = d.read_virt_padded(va, page);
         if got > 0 {
-            let limit = (PAGE_SIZE as usize).min(want);
+            let limit_in_page = (PAGE_SIZE as usize).min(want);
             for i in finder.find_iter(page) {
-                if i < limit && (!aligned || (off as usize + i) & (width - 1) == 0) {
+                if i < limit_in_page && (!aligned || (off as usize + i) & (width - 1) == 0) {
                     hits.push(Va(va.0.wrapping_add(i as u64)));
+                    if hits.len() >= limit {
+                        return hits;
+                    }
                 }
             }
         }

@@ -83,6 +83,42 @@ impl<'a> View<'a> {
     }
 }
 
+/// Bytes of strings (names, forwarders, DLL names) kept per image: past it, strings become None. Keeps a
+/// hostile image whose every entry points at one long string from costing gigabytes.
+pub(crate) const STRING_BUDGET: usize = 8 << 20;
+
+/// What is left of [`STRING_BUDGET`] while one image is parsed.
+pub(crate) struct Budget {
+    left: usize,
+    /// True once a string was dropped for lack of budget.
+    pub exhausted: bool,
+}
+
+impl Budget {
+    /// A full budget.
+    pub fn new() -> Self {
+        Budget {
+            left: STRING_BUDGET,
+            exhausted: false,
+        }
+    }
+
+    /// `s` if it fits in what is left (and charge it), else None.
+    pub fn take(&mut self, s: Option<String>) -> Option<String> {
+        match s {
+            Some(x) if x.len() <= self.left => {
+                self.left -= x.len();
+                Some(x)
+            }
+            Some(_) => {
+                self.exhausted = true;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
