@@ -193,17 +193,20 @@ pub fn kd_names(modules: &[ModuleRef]) -> Vec<String> {
     out
 }
 
-/// Case-insensitive glob: `*` any run, `?` one character.
+/// Glob match, ASCII case-insensitive: `*` any run of bytes, `?` one byte. Allocation-free, and
+/// O(pattern × text) at worst (export names are ASCII; others match byte for byte).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
-    let t: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    if p == b"*" {
+        return true;
+    }
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi].eq_ignore_ascii_case(&t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -215,7 +218,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 fn parse_int(s: &str) -> Option<u64> {

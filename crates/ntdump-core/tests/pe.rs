@@ -404,3 +404,65 @@ fn random_corruption_never_panics() {
         "most corruptions leave a parseable image ({parsed})"
     );
 }
+
+/// Regression (fuzz timeout, docs/symbols.md): 65,536 exports whose names all point at one 4 KiB
+/// string. Names stop at the 8 MiB budget, the table still lists every export, and globbing all of
+/// them is cheap (it used to lower-case each name into a fresh buffer).
+#[test]
+fn many_long_export_names_stay_bounded() {
+    let _g = serial();
+    let n: usize = 1 << 16;
+    let mut b = tiny();
+    let size = 0x3000 + 0x1000 + 12 * n + 0x1000;
+    let size = size.div_ceil(PAGE) * PAGE;
+    b.resize(size, 0);
+    set32(&mut b, 0x98 + 0x38, size as u32);
+    let dir = 0x2000usize;
+    let name = 0x3000usize;
+    b[name..name + 4000].fill(b'A');
+    let funcs = 0x4000usize;
+    let names = funcs + 4 * n;
+    let ords = names + 4 * n;
+    set32(&mut b, 0x98 + 0x70, dir as u32);
+    set32(&mut b, 0x98 + 0x74, 0x28);
+    for (k, v) in [
+        0x10u32,
+        1,
+        n as u32,
+        n as u32,
+        funcs as u32,
+        names as u32,
+        ords as u32,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        set32(&mut b, dir + 0xC + 4 * k, v);
+    }
+    for i in 0..n {
+        set32(&mut b, funcs + 4 * i, 0x1000 + i as u32 % 0x1000);
+        set32(&mut b, names + 4 * i, name as u32);
+        b[ords + 2 * i..ords + 2 * i + 2].copy_from_slice(&(i as u16).to_le_bytes());
+    }
+    let d = dump_with(&[b], &[]);
+    let start = std::time::Instant::now();
+    let (p, peak) = peak_of(|| PeImage::read(&d, Va(BASE), None).unwrap());
+    let e = p.exports.as_ref().unwrap();
+    assert_eq!(e.entries.len(), n);
+    let named = e.entries.iter().filter(|x| x.name.is_some()).count();
+    assert_eq!(named, (8 << 20) / 4000);
+    assert!(p.warnings.iter().any(|w| w.contains("names beyond 8 MiB")));
+    assert!(peak < 32 << 20, "{peak}");
+    let t = SymbolTable::build(
+        &d,
+        &[ModuleRef {
+            name: "ntoskrnl.exe".into(),
+            base: BASE,
+            size: size as u64,
+        }],
+    );
+    assert_eq!(t.find("nt!A*").len(), named);
+    assert_eq!(t.find("*").len(), n);
+    assert!(t.symbol("nt!#65000").is_ok());
+    assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+}
