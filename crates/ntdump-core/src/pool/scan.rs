@@ -12,8 +12,7 @@
 use rayon::prelude::*;
 
 use super::layout::pool_header;
-use super::page::{header_at, plausible};
-use super::PoolContext;
+use super::{PoolContext, PoolEra};
 use crate::addr::{Va, PAGE_SIZE};
 use crate::dump::Dump;
 use crate::error::{Error, Result};
@@ -220,37 +219,21 @@ pub fn kernel_pages(
 /// Frame number used by [`kernel_pages`] for triage-dump pages, which have no physical frame.
 pub const VIRTUAL_ONLY: u64 = u64::MAX;
 
-/// Per-scan constants: header field positions and, for exact tags, substring finders.
+/// Per-scan constants: the header layout's unit and size.
 struct Scanner<'o> {
     ctx: PoolContext,
     opts: &'o ScanOptions,
     unit: usize,
     hsize: usize,
+    /// (first bit, mask) of BlockSize, PreviousSize and PoolType in the header's first u32.
     bs: (u32, u32),
-    /// Finders for exact tags (and, before Windows 8, their protected-bit twins); `None` when a
-    /// pattern has wildcards or no tags were given (then every offset is tested).
-    finders: Option<Vec<memchr::memmem::Finder<'static>>>,
+    ps: (u32, u32),
+    pt: (u32, u32),
 }
 
 impl<'o> Scanner<'o> {
     fn new(ctx: PoolContext, opts: &'o ScanOptions) -> Scanner<'o> {
         let h = pool_header(ctx.machine);
-        let finders = opts.tags.as_ref().and_then(|pats| {
-            if pats.is_empty() || pats.len() > 8 || pats.iter().any(|p| p.mask != u32::MAX) {
-                return None;
-            }
-            let mut f = Vec::new();
-            for p in pats {
-                let mut vals = vec![p.value];
-                if ctx.masks_protected_bit() && p.value & 0x8000_0000 == 0 {
-                    vals.push(p.value | 0x8000_0000);
-                }
-                for v in vals {
-                    f.push(memchr::memmem::Finder::new(&v.to_le_bytes()).into_owned());
-                }
-            }
-            Some(f)
-        });
         Scanner {
             ctx,
             opts,
@@ -260,19 +243,24 @@ impl<'o> Scanner<'o> {
                 u32::from(h.block_size.start),
                 (1u32 << h.block_size.bits) - 1,
             ),
-            finders,
+            ps: (
+                u32::from(h.previous_size.start),
+                (1u32 << h.previous_size.bits) - 1,
+            ),
+            pt: (u32::from(h.pool_type.start), (1u32 << h.pool_type.bits) - 1),
         }
     }
 
-    /// Test the header at `off` and record it when it passes.
+    /// Test the header at `off` and record it when it passes (the rules of
+    /// [`super::page::plausible`], decoded straight from the first u32).
     #[inline]
     fn check(&self, page: &[u8], va: u64, off: usize, out: &mut ScanHits) {
-        let Some(raw) = page.get(off..off + 8) else {
+        let Some(raw) = page.get(off..off + self.hsize) else {
             return;
         };
         let first = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-        let bs = (first >> self.bs.0) & self.bs.1;
-        if bs == 0 || off + bs as usize * self.unit > page.len() {
+        let bs = ((first >> self.bs.0) & self.bs.1) as usize * self.unit;
+        if bs == 0 || off + bs > page.len() || page.len() > PAGE_SIZE as usize {
             return;
         }
         let tag = self
@@ -285,59 +273,90 @@ impl<'o> Scanner<'o> {
         if !want {
             return;
         }
-        let h = pool_header(self.ctx.machine);
-        let Some((b, ok)) = header_at(&self.ctx, h, page, va, off) else {
-            return;
-        };
-        if !plausible(&self.ctx, &b, ok, off) {
+        let prev = ((first >> self.ps.0) & self.ps.1) as usize * self.unit;
+        if self.ctx.era != PoolEra::SegmentHeap && prev > off {
             return;
         }
+        let Some((allocated, pool_type)) =
+            self.ctx.era.decode_type((first >> self.pt.0) & self.pt.1)
+        else {
+            return;
+        };
         let keep = match self.opts.pool {
             PoolFilter::All => true,
-            PoolFilter::NonPaged => b.allocated && b.pool_type & 1 == 0,
-            PoolFilter::Paged => b.allocated && b.pool_type & 1 == 1,
+            PoolFilter::NonPaged => allocated && pool_type & 1 == 0,
+            PoolFilter::Paged => allocated && pool_type & 1 == 1,
         };
         if keep {
-            out.address.push(b.address);
-            out.tag.push(b.tag);
-            out.size.push(b.size);
-            out.pool_type.push(b.pool_type);
-            out.allocated.push(b.allocated);
+            out.address.push(va + off as u64);
+            out.tag.push(tag);
+            out.size.push(bs as u64);
+            out.pool_type.push(pool_type);
+            out.allocated.push(allocated);
         }
     }
 
-    fn page(&self, page: &[u8], va: u64, out: &mut ScanHits) {
-        match &self.finders {
-            Some(finders) => {
-                let mut offs: Vec<usize> = Vec::new();
-                for f in finders {
-                    for hit in f.find_iter(page) {
-                        if hit >= 4 && (hit - 4) % self.unit == 0 {
-                            offs.push(hit - 4);
-                        }
-                    }
-                }
-                if finders.len() > 1 {
-                    offs.sort_unstable();
-                    offs.dedup();
-                }
-                for off in offs {
-                    self.check(page, va, off, out);
-                }
-            }
-            None => {
-                let mut off = 0usize;
-                while off + self.hsize <= page.len() {
-                    self.check(page, va, off, out);
-                    off += self.unit;
-                }
-            }
+    /// Scan `bytes`: whole 4 KiB pages, consecutive in VA from `va`.
+    fn span(&self, bytes: &[u8], va: u64, out: &mut ScanHits) {
+        let ps = PAGE_SIZE as usize;
+        for (i, page) in bytes.chunks(ps).enumerate() {
+            self.every_offset(page, va + (i * ps) as u64, out);
+        }
+    }
+
+    fn every_offset(&self, page: &[u8], va: u64, out: &mut ScanHits) {
+        // Pass 1 over a copy in L1 (one streaming 4 KiB copy, then a loop whose loads never miss):
+        // the offsets whose tag bytes pass the cheap test. Pass 2 checks those headers in full.
+        let mut local = [0u8; PAGE_SIZE as usize];
+        let n = page.len().min(local.len());
+        local[..n].copy_from_slice(&page[..n]);
+        let prot_mask = if self.ctx.masks_protected_bit() {
+            0x7FFF_FFFF
+        } else {
+            u32::MAX
+        };
+        let mut cand = [0u16; PAGE_SIZE as usize / 8];
+        let mut k = 0usize;
+        let tags = self.opts.tags.as_deref();
+        for (i, c) in local[..n].chunks_exact(self.unit).enumerate() {
+            let t = u32::from_le_bytes([c[4], c[5], c[6], c[7]]) & prot_mask;
+            let hit = match tags {
+                None => printable4(t),
+                Some([p]) => p.matches(t),
+                Some(ps) => ps.iter().any(|p| p.matches(t)),
+            };
+            cand[k] = (i * self.unit) as u16;
+            k += usize::from(hit);
+        }
+        for &off in &cand[..k] {
+            self.check(page, va, usize::from(off), out);
         }
     }
 }
 
+/// True when all four bytes of `t` are in 0x20..=0x7E (SWAR: no high bit, no byte below 0x20, no
+/// 0x7F byte).
+#[inline(always)]
+fn printable4(t: u32) -> bool {
+    let high = t & 0x8080_8080;
+    let below = t.wrapping_sub(0x2020_2020) & !t & 0x8080_8080;
+    let x = t ^ 0x7F7F_7F7F;
+    let del = x.wrapping_sub(0x0101_0101) & !x & 0x8080_8080;
+    (high | below | del) == 0
+}
+
 fn scan_page(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions, out: &mut ScanHits) {
-    Scanner::new(*ctx, opts).page(page, va, out);
+    let sc = Scanner::new(*ctx, opts);
+    if page.len() == PAGE_SIZE as usize {
+        sc.span(page, va, out);
+    } else {
+        // A short or long slice (fuzzing): test every offset, bounded by the slice.
+        let mut off = 0usize;
+        while off + sc.hsize <= page.len() {
+            sc.check(page, va, off, out);
+            off += sc.unit;
+        }
+    }
 }
 
 /// Scan `pages` (from [`kernel_pages`]) for pool headers, in parallel; hits sorted by address within
@@ -350,19 +369,54 @@ pub fn scan_pages(d: &Dump, pages: &[PageRef], opts: &ScanOptions) -> ScanHits {
             let sc = Scanner::new(ctx, opts);
             let mut h = ScanHits::default();
             let mut buf = [0u8; PAGE_SIZE as usize];
-            for &(va, pfn) in chunk {
+            let file = d.file();
+            let base = file.as_ptr() as usize;
+            let mut i = 0;
+            while i < chunk.len() {
+                let (va, pfn) = chunk[i];
                 if pfn == VIRTUAL_ONLY {
                     if d.read_virt(Va(va), &mut buf).is_ok() {
-                        sc.page(&buf, va, &mut h);
+                        sc.span(&buf, va, &mut h);
                     }
-                } else if let Some(p) = d.phys_page(pfn) {
-                    sc.page(p, va, &mut h);
+                    i += 1;
+                    continue;
                 }
+                let Some(first) = d.phys_page(pfn) else {
+                    i += 1;
+                    continue;
+                };
+                // Extend over pages consecutive in VA, frame and file.
+                let start = first.as_ptr() as usize - base;
+                let mut n = 1;
+                while let Some(&(v2, f2)) = chunk.get(i + n) {
+                    let next = d.phys_page(f2);
+                    let contiguous = v2 == va + n as u64 * PAGE_SIZE
+                        && f2 == pfn + n as u64
+                        && next.is_some_and(|p| {
+                            p.as_ptr() as usize - base == start + n * PAGE_SIZE as usize
+                        });
+                    if !contiguous {
+                        break;
+                    }
+                    n += 1;
+                }
+                let bytes = file
+                    .get(start..start + n * PAGE_SIZE as usize)
+                    .unwrap_or(first);
+                sc.span(bytes, va, &mut h);
+                i += if bytes.len() == first.len() { 1 } else { n };
             }
             h
         })
         .collect();
-    let mut out = ScanHits::default();
+    let total: usize = parts.iter().map(ScanHits::len).sum();
+    let mut out = ScanHits {
+        address: Vec::with_capacity(total),
+        tag: Vec::with_capacity(total),
+        size: Vec::with_capacity(total),
+        pool_type: Vec::with_capacity(total),
+        allocated: Vec::with_capacity(total),
+    };
     for p in parts {
         out.append(p);
     }
