@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ntdump_core::search::{search, SearchOptions, Target, CHUNK_SIZE};
@@ -225,6 +225,47 @@ fn sum(s: &[u8]) -> u64 {
         .fold(tail, u64::wrapping_add)
 }
 
+/// Alternate touch and search rounds and print the fastest of each and their ratio: on a machine with
+/// other load, the minimum of interleaved rounds is the fairest comparison. Rounds: `NTDUMP_BENCH_ROUNDS`
+/// (default 15).
+fn interleaved(
+    d: &Dump,
+    len: u64,
+    contiguous: &[&[u8]],
+    scattered: &[&[u8]],
+    opts: &SearchOptions,
+) {
+    let rounds: usize = std::env::var("NTDUMP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let needle = NEEDLE.to_le_bytes();
+    for (name, slices, va) in [
+        ("contiguous", contiguous, VA_A),
+        ("scattered", scattered, VA_B),
+    ] {
+        let (mut touch_min, mut search_min) = (f64::MAX, f64::MAX);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            black_box(touch(slices));
+            touch_min = touch_min.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            black_box(search(d, &[needle], Target::Virtual(&[(va, len)]), opts).unwrap());
+            search_min = search_min.min(t.elapsed().as_secs_f64());
+        }
+        let gib = len as f64 / (1u64 << 30) as f64;
+        eprintln!(
+            "interleaved {name}: touch {:.1} ms ({:.2} GiB/s), search {:.1} ms ({:.2} GiB/s), \
+             search/touch {:.2} (min of {rounds})",
+            touch_min * 1e3,
+            gib / touch_min,
+            search_min * 1e3,
+            gib / search_min,
+            search_min / touch_min
+        );
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let mib: u64 = std::env::var("NTDUMP_BENCH_SEARCH_MIB")
         .ok()
@@ -262,6 +303,8 @@ fn benches(c: &mut Criterion) {
         want.len(),
         rayon::current_num_threads()
     );
+
+    interleaved(&d, len, &contiguous, &scattered, &opts);
 
     let mut g = c.benchmark_group(format!("search_{mib}MiB"));
     g.throughput(Throughput::Bytes(len));

@@ -264,7 +264,17 @@ fn search_tables<'a>(
     let phys = dump.phys();
     let mut missing = 0u64;
     let mut spans = Spans::new(dump.file(), &mut engine);
-    for &(s, e) in ranges {
+    // Leaves contiguous in both VA and PA are joined first: one physical-run lookup per stretch.
+    let mut run: Option<(u64, u64, u64)> = None; // (VA, PA, length in bytes)
+    let mut flush = |run: &mut Option<(u64, u64, u64)>, spans: &mut Spans<'_, '_, '_>| {
+        let Some((va, pa, len)) = run.take() else {
+            return ControlFlow::Continue(());
+        };
+        let (flow, miss) = phys_range(phys, pa, len, va, spans);
+        missing += miss;
+        flow
+    };
+    'ranges: for &(s, e) in ranges {
         let mut on_leaf = |l: source::Leaf| {
             let (a, b) = (
                 (l.va as u128).max(s as u128),
@@ -273,13 +283,24 @@ fn search_tables<'a>(
             if a >= b {
                 return ControlFlow::Continue(());
             }
-            let pa = l.pa + (a - l.va as u128) as u64;
-            let (flow, miss) = phys_range(phys, pa, (b - a) as u64, a as u64, &mut spans);
-            missing += miss;
+            let (va, len) = (a as u64, (b - a) as u64);
+            let pa = l.pa + (va - l.va);
+            if let Some(r) = &mut run {
+                let joins = r.0 as u128 + r.2 as u128 == a
+                    && r.1 as u128 + r.2 as u128 == pa as u128
+                    && r.2 < 1 << 40;
+                if joins {
+                    r.2 += len;
+                    return ControlFlow::Continue(());
+                }
+            }
+            let flow = flush(&mut run, &mut spans);
+            run = Some((va, pa, len));
             flow
         };
-        if leaves.for_each(s, e, &mut on_leaf)?.is_break() {
-            break;
+        let flow = leaves.for_each(s, e, &mut on_leaf)?;
+        if flow.is_break() || flush(&mut run, &mut spans).is_break() {
+            break 'ranges;
         }
     }
     let _ = spans.flush();
