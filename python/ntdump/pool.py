@@ -244,10 +244,10 @@ class PoolPage:
             else:
                 out.append("No valid pool header at or below the address in this page.")
         if self.big is not None:
-            b = self.big
-            out.append(f"{self._addr(b['va'])} is a big pool allocation: tag {b['tag']}, "
-                       f"{b['bytes']:#x} bytes, {b['pool_type'] or 'type unknown'}"
-                       + (" (freed)" if b["freed"] else ""))
+            e = self.big
+            out.append(f"{self._addr(e['va'])} is a big pool allocation: tag {e['tag']}, "
+                       f"{e['bytes']:#x} bytes, {e['pool_type'] or 'type unknown'}"
+                       + (" (freed)" if e["freed"] else ""))
         return "\n".join(out)
 
 

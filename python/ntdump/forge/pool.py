@@ -463,9 +463,9 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
     pending: list[tuple[bytes, int, bool, int]] = []
     for t in tags:
         for paged in (False, True):
-            a, f = (t.paged_allocs, t.paged_frees) if paged else (t.nonpaged_allocs,
-                                                                 t.nonpaged_frees)
-            o = a - f
+            na, nf = (t.paged_allocs, t.paged_frees) if paged else (t.nonpaged_allocs,
+                                                                   t.nonpaged_frees)
+            o = na - nf
             if o <= 0:
                 continue
             size = t.block_size or max(unit, min(limit, t.bytes_of(paged) // o // unit * unit))
