@@ -7,6 +7,6 @@ export NTDUMP_TEST_DATA="${NTDUMP_TEST_DATA:-$(cd .. && pwd)/shared/data}"
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== ruff";         python -m ruff check python tests benchmarks
-echo "== stubtest";     python -m mypy.stubtest ntdump._native --ignore-missing-stub
+echo "== stubtest";     python -m mypy.stubtest ntdump._native
 echo "== cargo test";   cargo test --workspace
 echo "== pytest";       python -m pytest -q
