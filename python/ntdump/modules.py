@@ -208,6 +208,10 @@ class KernelMixin:
         if ml is None:
             k = self._kernel()
             c = k["modules"]
+            # One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
+            kd_names = _native.kd_names(  # type: ignore[attr-defined]
+                list(zip(c["name"], c["base"], c["size"], strict=True))
+            )
             mods = [
                 Module(
                     name=c["name"][i],
@@ -220,7 +224,7 @@ class KernelMixin:
                     flags=c["flags"][i],
                     load_count=c["load_count"][i],
                     ldr_entry=c["ldr_entry"][i],
-                    kd_name=kd_module_name(c["name"][i], i),
+                    kd_name=kd_names[i],
                     index=i,
                     _dump=self,  # type: ignore[arg-type]
                 )
