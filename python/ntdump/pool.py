@@ -168,6 +168,16 @@ def _want_bar(progress: bool | Callable[[int, int], Any] | None) -> bool:
     return sys.stderr.isatty()
 
 
+def _categorical(values: np.ndarray, name: Callable[[int], str]) -> pd.Categorical:
+    """A categorical of ``name(v)`` for each value, computing each distinct name once."""
+    uniq, codes = np.unique(values, return_inverse=True)
+    labels = [name(int(u)) for u in uniq]
+    # Distinct values may share a label (e.g. tags differing only in the protected bit).
+    cats = list(dict.fromkeys(labels))
+    remap = np.array([cats.index(lb) for lb in labels], dtype=np.int64)
+    return pd.Categorical.from_codes(remap[codes] if len(codes) else codes, cats)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolBlock:
     """One pool block of a page (header + data). ``size`` and ``previous_size`` in bytes."""
@@ -500,9 +510,10 @@ class Pool:
             arrs = [p[k] for p in parts]
             cols[k] = np.concatenate(arrs) if arrs else np.empty(0)
         alloc = cols["allocated"].astype(bool)
-        names = [tag_text(t) for t in cols["tag"]]
-        kinds = [pool_type_name(int(p), allocated=bool(a))
-                 for p, a in zip(cols["pool_type"], alloc, strict=True)]
+        names = _categorical(cols["tag"].astype(np.uint32), tag_text)
+        # Free blocks get their own code so that they read "Free".
+        key = np.where(alloc, cols["pool_type"].astype(np.int64), -1)
+        kinds = _categorical(key, lambda v: pool_type_name(v, allocated=v >= 0))
         df = _schema.frame({"address": cols["address"].astype(np.uint64), "tag": names,
                             "size": cols["size"].astype(np.uint64), "pool_type": kinds,
                             "allocated": alloc}, SCAN_SCHEMA, dump=self._dump.path)
