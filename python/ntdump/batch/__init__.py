@@ -51,23 +51,21 @@ ENGINES = ("local", "dask", "serial")
 
 
 def _categorical(df: pd.DataFrame, like: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenation turns categoricals with different categories into objects; make them
-    categorical again, categories sorted (so they do not depend on the order of the parts)."""
-    from pandas.api.types import union_categoricals
-
+    """Concatenation turns categoricals with different categories into plain values; make them
+    categorical again, with sorted categories (so they do not depend on the order of the
+    parts)."""
+    cats: set[str] = set()
+    for p in like:
+        cats.update(c for c, t in p.dtypes.items() if isinstance(t, pd.CategoricalDtype))
     for col in df.columns:
-        cols = [p[col] for p in like if col in p.columns]
-        if not any(isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
-            continue
-        try:
-            u = union_categoricals(cols, sort_categories=True, ignore_order=True)
-            df[col] = pd.Categorical(u)
-            continue
-        except (TypeError, ValueError):
-            pass  # categories of different types: the slow way
-        vals = df[col].astype(object).where(df[col].notna(), None)
-        cats = sorted({v for v in vals if v is not None}, key=lambda v: (str(type(v)), v))
-        df[col] = pd.Categorical(vals, categories=cats)
+        if col in cats:
+            vals = df[col].astype(object)
+            uniq = list(pd.unique(vals[vals.notna()]))
+            try:
+                uniq.sort()
+            except TypeError:
+                uniq.sort(key=lambda v: (type(v).__name__, str(v)))
+            df[col] = pd.Categorical(vals, categories=pd.Index(uniq))
     return df
 
 
