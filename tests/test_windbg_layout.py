@@ -55,3 +55,38 @@ def test_vm_labels_and_columns(tmp_path):
     order = [_layout(x)[0] for x in VM_DOC_LINES]
     seen = [lab for lab in ours if lab in order]
     assert seen == order
+
+
+# From the documentation page of !poolused (its "0: kd> !poolused" sample).
+POOLUSED_DOC = [
+    "   Sorting by  Tag",
+    "",
+    "  Pool Used:",
+    "            NonPaged            Paged",
+    " Tag    Allocs     Used    Allocs     Used",
+    " 1394        1      520         0        0UNKNOWN pooltag '1394', please update pooltag.txt",
+    " 8042        4     3944         0        0PS/2 kb and mouse , Binary: i8042prt.sys",
+]
+
+
+def _number_ends(line: str) -> list[int]:
+    return [m.end() for m in re.finditer(r"\d+(?=\D|$)", line[5:])]
+
+
+def test_poolused_labels_and_columns(tmp_path):
+    st = founding_story(tmp_path / "story.dmp")
+    with ntdump.open(st.path) as d:
+        text = d.pool.used_text(sort="tag")
+        ours = text.splitlines()
+        assert ours[:5] == POOLUSED_DOC[:5]
+        doc_cols = _number_ends(POOLUSED_DOC[5])[:4]
+        assert doc_cols == _number_ends(POOLUSED_DOC[6])[:4]
+        rows = [x for x in ours[5:] if x.strip() and not x.startswith(" TOTAL")]
+        assert rows
+        for row in rows:
+            ends = _number_ends(row)[:4]
+            # Columns line up with the documented ones whenever the numbers fit their fields.
+            if all(len(w) <= 8 for w in row[5:].split()[:4]):
+                assert ends == doc_cols, row
+        text2 = d.pool.used_text(sort="nonpaged", top=2)
+        assert text2.splitlines()[0] == "   Sorting by  NonPaged Pool Consumed"

@@ -393,21 +393,24 @@ class Pool:
         nonpaged then paged, sorted as asked; descriptions after a tab."""
         df = self.used(sort, tags, top, session, flags, owners=0, **kw)
         sort = df.attrs["sort"]
-        title = {"nonpaged": " Sorting by NonPaged Pool Consumed",
-                 "paged": " Sorting by Paged Pool Consumed", "tag": " Sorting by Tag"}[sort]
+        # Laid out as the sample in WinDbg's documentation of !poolused: numbers end in columns
+        # 14, 23, 33 and 42 (under "Allocs", "Used", "Allocs", "Used"); the description follows.
+        what = {"nonpaged": "NonPaged Pool Consumed", "paged": "Paged Pool Consumed",
+                "tag": "Tag"}[sort]
+        title = f"   Sorting by  {what}"
         if session:
             title += " (session pool)"
-        lines = [title, "", " " * 16 + "NonPaged" + " " * 12 + "Paged",
-                 " Tag    Allocs     Used    Allocs     Used", ""]
+        lines = [title, "", "  Pool Used:", " " * 12 + "NonPaged" + " " * 12 + "Paged",
+                 " Tag    Allocs     Used    Allocs     Used"]
         tot = [0, 0, 0, 0]
         for r in df.itertuples(index=False):
             na = int(r.nonpaged_allocs) - int(r.nonpaged_frees)
             pa = int(r.paged_allocs) - int(r.paged_frees)
             vals = [na, int(r.nonpaged_bytes), pa, int(r.paged_bytes)]
             tot = [a + b for a, b in zip(tot, vals, strict=True)]
-            desc = f"\t{r.description}" if r.description else ""
-            lines.append(f" {r.tag!s:<4}{vals[0]:>10}{vals[1]:>9}{vals[2]:>10}{vals[3]:>9}{desc}")
-        lines += ["", f" TOTAL{tot[0]:>9}{tot[1]:>9}{tot[2]:>10}{tot[3]:>9}"]
+            desc = str(r.description) if r.description else ""
+            lines.append(f" {r.tag!s:<4}{vals[0]:>9}{vals[1]:>9}{vals[2]:>10}{vals[3]:>9}{desc}")
+        lines.append(f" TOTAL{tot[0]:>8}{tot[1]:>9}{tot[2]:>10}{tot[3]:>9}")
         return "\n".join(lines)
 
     # -- big pool -------------------------------------------------------------------------------
