@@ -411,7 +411,17 @@ pub fn scan_pages(d: &Dump, pages: &[PageRef], opts: &ScanOptions) -> ScanHits {
         .par_chunks(CHUNK_PAGES)
         .map(|chunk| {
             let sc = Scanner::new(ctx, opts);
-            let mut h = ScanHits::default();
+            // Room for the usual density (a few headers per page with every tag, few with a
+            // pattern) so the columns rarely grow by copying; unused capacity is never touched.
+            let per_page = if opts.tags.is_none() { 12 } else { 1 };
+            let cap = chunk.len() * per_page;
+            let mut h = ScanHits {
+                address: Vec::with_capacity(cap),
+                tag: Vec::with_capacity(cap),
+                size: Vec::with_capacity(cap),
+                pool_type: Vec::with_capacity(cap),
+                allocated: Vec::with_capacity(cap),
+            };
             let mut buf = [0u8; PAGE_SIZE as usize];
             let file = d.file();
             let base = file.as_ptr() as usize;
