@@ -16,7 +16,9 @@ reads every file first), the best of ``--repeat`` rounds (default 3; this machin
 4. ``engine="local"``, 1 and 2 workers: pool start-up included (spawn, import ntdump);
 5. ``engine="dask"`` with a 2-worker ``LocalCluster`` (loopback), cluster start-up timed apart;
 6. ``engine="local"``, 2 workers, all five default analyses (info, vm, poolused, modules,
-   triage).
+   triage) — first round only;
+7. a calibration per round: a fixed pure-Python CPU loop on a spawned pool of 1 and of 2
+   processes, i.e. how much a second process can help on this machine at that moment.
 
     python benchmarks/batch.py                 # 1000 dumps
     python benchmarks/batch.py --n 200 --dir /tmp/bench-fleet
@@ -60,6 +62,30 @@ def _generate(root: Path, n: int) -> list[Path]:
         extra.unlink()
     print(f"forged {n} dumps in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return paths[:n]
+
+
+def _spin(_: int) -> float:
+    """A fixed pure-Python CPU load (the calibration unit); returns its wall seconds."""
+    t = time.perf_counter()
+    x = 0
+    for i in range(4_000_000):
+        x += i * i
+    return time.perf_counter() - t
+
+
+def calibrate() -> tuple[float, float]:
+    """Wall seconds for 8 calibration units on 1 and on 2 spawned processes: how much a second
+    process helps on this machine right now, whatever ntdump does."""
+    import multiprocessing as mp
+
+    out = []
+    for n in (1, 2):
+        with mp.get_context("spawn").Pool(n) as pool:
+            pool.map(_spin, range(n))
+            t = time.perf_counter()
+            pool.map(_spin, range(8))
+            out.append(time.perf_counter() - t)
+    return out[0], out[1]
 
 
 def _cpu() -> float:
@@ -135,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     all_rows: list[Row] = []
     starts: list[float] = []
     loads = [os.getloadavg()[0]]
+    cal: list[tuple[float, float]] = []
     for rep in range(args.repeat):
         print(f"-- round {rep + 1} of {args.repeat}", file=sys.stderr)
+        cal.append(calibrate())
+        print(f"calibration: 1 process {cal[-1][0]:.2f} s, 2 processes {cal[-1][1]:.2f} s "
+              f"(x{cal[-1][0] / cal[-1][1]:.2f})", file=sys.stderr)
         for what, fn in runs:
             _timed(what, fn, n, all_rows)
         t, c0 = time.perf_counter(), _cpu()
@@ -175,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {what} | {dt:.2f} | {k / dt:.1f} | {1000 * dt / k:.1f} | "
               f"{1000 * dc / k:.1f} |")
     print(f"| (dask LocalCluster(2) start-up, not in the row above) | {start:.2f} | | | |")
+    print()
+    print("Calibration (a pure-Python loop, 8 units, spawned pool), per round: "
+          + "; ".join(f"1 process {a:.2f} s, 2 processes {b:.2f} s (x{a / b:.2f})"
+                      for a, b in cal))
     (_, bare_t, bare_c, _), (_, sha_t, sha_c, _), (_, ser_t, ser_c, _) = rows[:3]
     print()
     print(f"Per-dump overhead of batch (serial) over the bare loop: wall "
