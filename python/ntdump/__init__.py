@@ -19,6 +19,7 @@ from .errors import (
     TranslationError,
     UnsupportedError,
 )
+from .pool import PoolTableError
 from .triage import Report, triage
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "PageNotPresentError",
     "PageWalk",
     "PeFormatError",
+    "PoolTableError",
     "Report",
     "SymbolError",
     "TranslationError",
