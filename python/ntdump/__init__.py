@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from . import batch, trend
 from ._native import __version__
 from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
 from .errors import (
@@ -38,6 +39,8 @@ __all__ = [
     "UnsupportedError",
     "WalkStep",
     "__version__",
+    "batch",
     "open",
+    "trend",
     "triage",
 ]

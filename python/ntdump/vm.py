@@ -128,13 +128,15 @@ class VmMixin:
 
     _cache: dict[str, Any]
 
-    def _vm_from_tracker(self, f: VmField) -> VmField:
+    def _vm_from_tracker(self, f: VmField, memo: list[Any]) -> VmField:
         """Fill pool usage the kernel variables do not give (PagedPool always, NonPagedPool on
         Windows 10) from the PoolTrackTable sums, naming that source."""
         if f.pages is not None or f.key not in ("paged_pool_usage", "nonpaged_pool_usage"):
             return f
         try:
-            used = self.pool.used(owners=0)  # type: ignore[attr-defined]
+            if not memo:
+                memo.append(self.pool.used(owners=0))  # type: ignore[attr-defined]
+            used = memo[0]
         except Exception as e:
             return VmField(f.key, f.label, None, f"{f.source}; PoolTrackTable: {e}", f.is_count)
         col = "paged_bytes" if f.key == "paged_pool_usage" else "nonpaged_bytes"
@@ -156,7 +158,8 @@ class VmMixin:
             }
             rows = _native.vm_summary(self._d, syms)  # type: ignore[attr-defined]
             fields = [VmField(*r) for r in rows]
-            fields = [self._vm_from_tracker(f) for f in fields]
+            used: list[Any] = []  # the tracker sums, read at most once per call
+            fields = [self._vm_from_tracker(f, used) for f in fields]
             v = VmSummary(fields)
             self._cache["vm"] = v
         return v
