@@ -3,7 +3,8 @@
 Reads ``<target>/criterion/<group>/<bench>/new/{estimates,benchmark}.json`` (``<target>`` is
 ``$CARGO_TARGET_DIR`` or ``target/``) and prints a Markdown table: time per iteration (criterion's
 slope estimate when it has one, else the mean, with its 95 % interval), throughput, and for the
-sequential physical read the ratio ``read_phys / memcpy`` (the physical limit).
+sequential physical read the ratio ``read_phys / memcpy`` (the physical limit), from criterion's
+two separate measurements and from the bench's interleaved rounds (``phys_seq_paired.json``).
 
     python benchmarks/criterion_summary.py
 """
@@ -73,6 +74,17 @@ def main() -> int:
             f"\nread_phys / memcpy throughput: **{b['ns'] / a['ns'] * 100:.1f} %** "
             f"(goal >= 90 %; interval {b['lo'] / a['hi'] * 100:.1f} - "
             f"{b['hi'] / a['lo'] * 100:.1f} %)"
+        )
+    paired = root / "phys_seq_paired.json"
+    if paired.exists():
+        p = json.loads(paired.read_text())
+        gib = p["bytes"] / 2**30
+        print(
+            f"\nInterleaved ({p['rounds']} rounds of one memcpy pass then one read_phys pass): "
+            f"memcpy {gib / p['memcpy_s']:.2f} GiB/s, "
+            f"read_phys {gib / p['read_phys_s']:.2f} GiB/s, "
+            f"median per-round ratio **{p['ratio_median'] * 100:.1f} %** "
+            f"(range {p['ratio_min'] * 100:.1f} - {p['ratio_max'] * 100:.1f} %)"
         )
     print()
     return 0

@@ -12,14 +12,18 @@
 //!
 //! Run: `cargo bench -p ntdump-core --bench read` (add `-- --quick` for a smoke run);
 //! `python benchmarks/criterion_summary.py` prints GiB/s and the read_phys / memcpy ratio.
+//!
+//! Before the criterion groups, `NTDUMP_BENCH_PAIRED` (default 21, 0 to skip) rounds of one memcpy pass
+//! and one read_phys pass, interleaved, give a second read_phys / memcpy ratio that machine drift between
+//! criterion's two separate measurements cannot bias (`<target>/criterion/phys_seq_paired.json`).
 
 use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use ntdump_core::{Dump, Pa, Va};
 
 const PAGE: u64 = 4096;
@@ -210,6 +214,66 @@ fn walk_floor(d: &Dump, va: u64) -> Option<u64> {
     Some(table | (va & (PAGE - 1)))
 }
 
+/// Sequential-read ratio measured with the two variants interleaved (memcpy pass, read_phys pass, …), so
+/// that drift of the machine's memory bandwidth between criterion's two separate measurements cannot bias
+/// the ratio. Prints the medians and writes them to `<target>/criterion/phys_seq_paired.json`.
+fn paired_ratio(d: &Dump, plan: &[(u64, usize, usize)], total: u64, rounds: usize) {
+    let mut buf = vec![0u8; CHUNK];
+    let file = d.file();
+    let (mut t_copy, mut t_read, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for &(_, off, n) in plan {
+            buf[..n].copy_from_slice(&file[off..off + n]);
+            black_box(&buf);
+        }
+        let t1 = Instant::now();
+        for &(pa, _, n) in plan {
+            d.read_phys(Pa(pa), &mut buf[..n]).unwrap();
+            black_box(&buf);
+        }
+        let t2 = Instant::now();
+        let (c, r) = ((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64());
+        t_copy.push(c);
+        t_read.push(r);
+        ratios.push(c / r);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (c, r, q) = (
+        median(&mut t_copy),
+        median(&mut t_read),
+        median(&mut ratios),
+    );
+    let gib = |t: f64| total as f64 / t / (1u64 << 30) as f64;
+    println!(
+        "phys_seq paired ({rounds} interleaved rounds): memcpy {:.2} GiB/s, read_phys {:.2} GiB/s, \
+         median per-round ratio read_phys/memcpy {:.1} % (range {:.1} - {:.1} %)",
+        gib(c),
+        gib(r),
+        q * 100.0,
+        ratios[0] * 100.0,
+        ratios[ratios.len() - 1] * 100.0
+    );
+    let json = format!(
+        "{{\"rounds\": {rounds}, \"bytes\": {total}, \"memcpy_s\": {c}, \"read_phys_s\": {r}, \"ratio_median\": {q}, \
+         \"ratio_min\": {}, \"ratio_max\": {}}}",
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    // <target>/release/deps/read-… → <target>/criterion (where criterion writes too).
+    if let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+    {
+        let dir = target.join("criterion");
+        let _ = fs::create_dir_all(&dir)
+            .and_then(|_| fs::write(dir.join("phys_seq_paired.json"), json));
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let mib: u64 = std::env::var("NTDUMP_BENCH_MIB")
         .ok()
@@ -241,16 +305,25 @@ fn benches(c: &mut Criterion) {
         (DATA_PFN << 12) + (MAPPED_MIB << 20) - PAGE
     );
 
-    let mut g = c.benchmark_group("phys_seq");
-    g.throughput(Throughput::Bytes(total));
-    g.sample_size(20)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(10));
+    // Touch every page once so that no measurement pays the first-touch page faults of the mapping.
     let mut buf = vec![0u8; CHUNK];
-    // Touch every page once so both variants start from a populated mapping.
     for &(pa, _, n) in &plan {
         d.read_phys(Pa(pa), &mut buf[..n]).unwrap();
     }
+    let rounds = std::env::var("NTDUMP_BENCH_PAIRED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
+    if rounds > 0 {
+        paired_ratio(&d, &plan, total, rounds);
+    }
+
+    let mut g = c.benchmark_group("phys_seq");
+    g.throughput(Throughput::Bytes(total));
+    g.sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10));
     g.bench_function("memcpy_1MiB", |b| {
         let file = d.file();
         b.iter(|| {
