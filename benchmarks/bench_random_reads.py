@@ -22,8 +22,8 @@ Before timing, 500 VAs are read by every reader and compared with the forge's gr
 ``--rounds`` rounds (default 5), the reader order rotated each round; the median round is
 reported. The garbage collector is disabled during the timed loops (for every reader). The
 dump was just written, so the page cache is warm, and before timing every reader reads every
-mapped page once (no first-touch page faults in the timed loops); the 64 MiB working set
-exceeds the CPU caches.
+mapped page once (no first-touch page faults in the timed loops). The 64 MiB working set is
+far larger than L2; whether it fits a (shared, virtualised) L3 depends on the machine.
 
     python benchmarks/bench_random_reads.py           # 200,000 reads x 5 rounds
     python benchmarks/bench_random_reads.py --quick   # 5,000 reads x 1 round, 16 MiB mapped
