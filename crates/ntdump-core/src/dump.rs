@@ -219,9 +219,17 @@ impl Dump {
     }
 
     fn read_entry(&self, mode: Mode, pa: Pa) -> Result<u64> {
-        let mut b = [0u8; 8];
+        // Entries are 4- or 8-byte aligned, so an entry never crosses a page: read it from the page.
         let n = mode.spec().entry_size as usize;
-        self.read_phys(pa, &mut b[..n])?;
+        let off = pa.page_offset() as usize;
+        let page = self
+            .phys_page(pa.pfn())
+            .ok_or(Error::NotInDump { va: None, pa })?;
+        let mut b = [0u8; 8];
+        match page.get(off..off + n) {
+            Some(src) => b[..n].copy_from_slice(src),
+            None => return Err(Error::NotInDump { va: None, pa }),
+        }
         Ok(u64::from_le_bytes(b))
     }
 
@@ -240,7 +248,10 @@ impl Dump {
 
     /// Translate a kernel VA to a PA. Triage dumps have no physical memory: this fails there.
     pub fn translate(&self, va: Va) -> Result<Pa> {
-        Ok(self.walk(va)?.result?.0)
+        let mode = self.mode.ok_or_else(|| {
+            Error::Unsupported("ARM64 address translation is not implemented yet".into())
+        })?;
+        Ok(crate::mmu::translate(mode, self.dtb, va, |pa| self.read_entry(mode, pa))?.0)
     }
 
     /// Copy `buf.len()` bytes of kernel virtual memory at `va`. Pages may have different backing; the
@@ -280,8 +291,7 @@ impl Dump {
 
     /// The stored page holding kernel VA `va`, borrowed from the map (not available for triage dumps).
     pub fn virt_page(&self, va: Va) -> Result<&[u8]> {
-        let w = self.walk(va)?;
-        let (pa, _) = w.result?;
+        let pa = self.translate(va)?;
         self.phys_page(pa.pfn()).ok_or(Error::NotInDump {
             va: Some(va),
             pa: pa.page_align(),

@@ -179,12 +179,31 @@ pub fn classify_invalid(mode: Mode, e: u64) -> EntryKind {
 
 /// Translate `va` with the tables rooted at `dtb`, reading entries through `read_entry(pa) -> Result<u64>`.
 /// Records every step. The walk is at most four reads; it cannot loop.
-pub fn walk<F>(mode: Mode, dtb: u64, va: Va, mut read_entry: F) -> Walk
+pub fn walk<F>(mode: Mode, dtb: u64, va: Va, read_entry: F) -> Walk
+where
+    F: FnMut(Pa) -> Result<u64>,
+{
+    walk_inner(mode, dtb, va, read_entry, true)
+}
+
+/// Like [`walk`] but records no steps (no allocation): the translation only.
+pub fn translate<F>(mode: Mode, dtb: u64, va: Va, read_entry: F) -> Result<(Pa, u64)>
+where
+    F: FnMut(Pa) -> Result<u64>,
+{
+    walk_inner(mode, dtb, va, read_entry, false).result
+}
+
+fn walk_inner<F>(mode: Mode, dtb: u64, va: Va, mut read_entry: F, record: bool) -> Walk
 where
     F: FnMut(Pa) -> Result<u64>,
 {
     let spec = mode.spec();
-    let mut steps = Vec::with_capacity(spec.levels.len());
+    let mut steps = if record {
+        Vec::with_capacity(spec.levels.len())
+    } else {
+        Vec::new()
+    };
     if spec.va_bits == 32 && va.0 > 0xFFFF_FFFF {
         let result = Err(Error::NotCaptured {
             va,
@@ -234,13 +253,15 @@ where
             } else {
                 kind
             };
-        steps.push(WalkStep {
-            level: l.level,
-            index,
-            entry_pa,
-            value,
-            kind,
-        });
+        if record {
+            steps.push(WalkStep {
+                level: l.level,
+                index,
+                entry_pa,
+                value,
+                kind,
+            });
+        }
         match kind {
             EntryKind::Table => table = value & spec.frame_mask,
             EntryKind::Transition if !last => table = value & spec.frame_mask,
