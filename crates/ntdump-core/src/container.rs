@@ -123,6 +123,23 @@ pub fn parse_body(data: &[u8], hdr: &DumpHeader) -> Result<Body> {
     })
 }
 
+/// Append `pages` pages at PFN `pfn`, stored at file offset `off`, to `runs`: grow the last run when
+/// both the PFNs and the file offsets continue it, else start a new run.
+fn extend_runs(runs: &mut Vec<PhysRun>, pfn: u64, pages: u64, off: u64) {
+    match runs.last_mut() {
+        Some(r)
+            if r.base_pfn + r.pages == pfn && r.file_offset + (r.pages << PAGE_SHIFT) == off =>
+        {
+            r.pages += pages
+        }
+        _ => runs.push(PhysRun {
+            base_pfn: pfn,
+            pages,
+            file_offset: off,
+        }),
+    }
+}
+
 /// Turn a bitmap (bit i set ⇔ PFN i stored) into placed runs. Pages are stored in PFN order from
 /// `first_page`. Runs are clipped at the end of the file, so their number is bounded by the file size.
 fn runs_from_bitmap(
@@ -139,19 +156,7 @@ fn runs_from_bitmap(
         if off.saturating_add(PAGE_SIZE) > file_len {
             return false;
         }
-        match runs.last_mut() {
-            Some(r)
-                if r.base_pfn + r.pages == pfn
-                    && r.file_offset + (r.pages << PAGE_SHIFT) == off =>
-            {
-                r.pages += 1
-            }
-            _ => runs.push(PhysRun {
-                base_pfn: pfn,
-                pages: 1,
-                file_offset: off,
-            }),
-        }
+        extend_runs(runs, pfn, 1, off);
         true
     };
     let words = bitmap.chunks(8);
@@ -171,19 +176,7 @@ fn runs_from_bitmap(
         }
         // Fast path: a full word of pages, contiguous in the file.
         if word == u64::MAX && off.saturating_add(64 * PAGE_SIZE) <= file_len {
-            match runs.last_mut() {
-                Some(r)
-                    if r.base_pfn + r.pages == base
-                        && r.file_offset + (r.pages << PAGE_SHIFT) == off =>
-                {
-                    r.pages += 64
-                }
-                _ => runs.push(PhysRun {
-                    base_pfn: base,
-                    pages: 64,
-                    file_offset: off,
-                }),
-            }
+            extend_runs(&mut runs, base, 64, off);
             off += 64 * PAGE_SIZE;
             stored += 64;
             continue;

@@ -270,10 +270,10 @@ fn parse_drivers(
     // (where the Win7 entry has CheckSum) does NOT equal the files' PE CheckSum, so it is not reported.
     // x86: the same entry at +4 (stride 0x4C) by analogy; when the string pool follows the list, the
     // stride is derived from it instead.
-    let (stride, base_at, entry_at, size_at, ts_at, ck_at) = if hdr.is64 {
-        (0x90u64, 0x38u64, 0x40u64, 0x48u64, 0x88u64, 0x80u64)
+    let (stride, base_at, entry_at, size_at, ts_at) = if hdr.is64 {
+        (0x90u64, 0x38u64, 0x40u64, 0x48u64, 0x88u64)
     } else {
-        (0x4C, 0x1C, 0x20, 0x24, 0x48, 0x44)
+        (0x4C, 0x1C, 0x20, 0x24, 0x48)
     };
     let stride =
         if sp_off > off && (sp_off - off).is_multiple_of(count) && (sp_off - off) / count >= 0x40 {
@@ -308,10 +308,7 @@ fn parse_drivers(
             base: ptr(r + base_at, "DllBase")?,
             entry_point: ptr(r + entry_at, "EntryPoint")?,
             size: data.u32_at(r + size_at, "SizeOfImage")? as u64,
-            checksum: {
-                let _ = ck_at; // unverified field: see above
-                0
-            },
+            checksum: 0, // the record's CheckSum slot is unverified: see above
             timestamp: data.u32_at(r + ts_at, "TimeDateStamp").unwrap_or(0),
         });
     }
