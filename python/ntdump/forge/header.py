@@ -63,6 +63,8 @@ class Header:
     pfn_database: int = 0
     context_rip: int = 0
     context_rsp: int = 0
+    context_rbp: int = 0
+    """Rbp (x64, CONTEXT +0xA0) / Ebp (x86, +0xB4): the frame pointer a stack walk starts from."""
     comment: bytes = b""
     major_version: int = 0xF
     system_uptime: int = 0
@@ -90,24 +92,24 @@ class Header:
         return HEADER64_SIZE if self.is64 else HEADER32_SIZE
 
 
-def _context64(rip: int, rsp: int) -> bytes:
+def _context64(rip: int, rsp: int, rbp: int = 0) -> bytes:
     """An x64 CONTEXT (0x4D0 bytes) as a kernel thread would have it."""
     ctx = bytearray(CONTEXT64_SIZE)
     struct.pack_into("<II", ctx, 0x30, 0x0010001F, 0x1F80)  # ContextFlags, MxCsr
     struct.pack_into("<6HI", ctx, 0x38, 0x10, 0x2B, 0x2B, 0x53, 0x2B, 0x18, 0x282)
-    struct.pack_into("<Q", ctx, 0x98, rsp)
+    struct.pack_into("<QQ", ctx, 0x98, rsp, rbp)
     struct.pack_into("<Q", ctx, 0xF8, rip)
     struct.pack_into("<H", ctx, 0x100, 0x27F)  # FltSave.ControlWord
     struct.pack_into("<II", ctx, 0x118, 0x1F80, 0xFFFF)  # FltSave.MxCsr (== MxCsr), mask
     return bytes(ctx)
 
 
-def _context32(eip: int, esp: int) -> bytes:
+def _context32(eip: int, esp: int, ebp: int = 0) -> bytes:
     """An x86 CONTEXT (0x2CC bytes)."""
     ctx = bytearray(CONTEXT32_SIZE)
     struct.pack_into("<I", ctx, 0, 0x0001001F)  # CONTEXT_i386 | full | debug
     struct.pack_into("<IIII", ctx, 0x8C, 0, 0x30, 0x23, 0x23)  # Gs Fs Es Ds
-    struct.pack_into("<IIIII", ctx, 0xB8, eip, 0x08, 0x202, esp, 0x10)  # Eip Cs EFlags Esp Ss
+    struct.pack_into("<IIIIII", ctx, 0xB4, ebp, eip, 0x08, 0x202, esp, 0x10)  # Ebp Eip Cs … Ss
     return bytes(ctx)
 
 
@@ -138,7 +140,7 @@ def build_header(hdr: Header, dump_type: int, file_size: int,
             for i, (base, count) in enumerate(runs):
                 struct.pack_into("<QQ", buf, RUNS64_OFFSET + 0x10 + 16 * i, base, count)
         buf[CONTEXT64_OFFSET:CONTEXT64_OFFSET + CONTEXT64_SIZE] = _context64(
-            hdr.context_rip, hdr.context_rsp)
+            hdr.context_rip, hdr.context_rsp, hdr.context_rbp)
         exc = bytearray(0x98)
         struct.pack_into("<IIQQ", exc, 0, STATUS_BREAKPOINT, 0, 0, hdr.context_rip)
         buf[EXCEPTION64_OFFSET:EXCEPTION64_OFFSET + 0x98] = exc
@@ -174,7 +176,7 @@ def build_header(hdr: Header, dump_type: int, file_size: int,
         for i, (base, count) in enumerate(runs):
             struct.pack_into("<II", buf, RUNS32_OFFSET + 8 + 8 * i, base, count)
     buf[CONTEXT32_OFFSET:CONTEXT32_OFFSET + CONTEXT32_SIZE] = _context32(
-        hdr.context_rip, hdr.context_rsp)
+        hdr.context_rip, hdr.context_rsp, hdr.context_rbp)
     exc = bytearray(0x50)
     struct.pack_into("<IIII", exc, 0, STATUS_BREAKPOINT, 0, 0, hdr.context_rip)
     buf[EXCEPTION32_OFFSET:EXCEPTION32_OFFSET + 0x50] = exc

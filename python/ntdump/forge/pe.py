@@ -132,7 +132,9 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
                  code: bytes = b"", data: bytes = b"", pool_tags: Sequence[bytes] = (),
                  rsds: tuple[bytes, int, str] | None = None, timestamp: int | None = None,
                  sections: Sequence[Section] = (), relocs: bool = True,
-                 dll: bool = False, os_version: tuple[int, int] = (10, 0)) -> bytes:
+                 dll: bool = False, os_version: tuple[int, int] = (10, 0),
+                 bodies: Mapping[str, Sequence[bytes | tuple[str, str]]] | None = None,
+                 function_rvas: dict[str, int] | None = None) -> bytes:
     """Bytes of a native-subsystem PE file (``machine`` "x64" → PE32+, "x86" → PE32).
 
     ``imports``: DLL name → functions (a str imports by name, an int by ordinal), in IAT order.
@@ -145,6 +147,12 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     :func:`default_rsds`. ``sections``: extra :class:`Section` s after .data. ``relocs``: write
     a .reloc section (x86 IAT calls and the .data pointer table are absolute). ``dll`` sets
     IMAGE_FILE_DLL (hal.dll, export drivers). The PE CheckSum is computed.
+    ``bodies``: function name → machine code replacing its 16-byte stub, as pieces: bytes, or
+    ``("call", name)`` for a ``call rel32`` (E8) to another function of this image (an export or
+    another body), ``("iat", "dll!name")`` for a call through that import's IAT slot (x64
+    ``FF 15 rel32``, x86 ``FF 15 abs32``). A body whose name is not exported is an internal
+    function (placed after the exports). ``function_rvas``, when given, is filled with every
+    function's RVA (exports and bodies; ``"DriverEntry"`` too).
     """
     if machine not in MACHINES:
         raise ValueError(f"machine must be one of {sorted(MACHINES)}")
@@ -184,19 +192,49 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     t.code += b"\x33\xc0\xc3" + b"\xcc" * 13 + bytes(code)
     t.code += b"\xcc" * (-len(t.code) % 16)
     func_off: dict[str, int] = {}
+    bodies = dict(bodies or {})
+    body_calls: list[tuple[int, str]] = []
+
+    def emit(fn: str) -> None:
+        func_off[fn] = len(t.code)
+        if fn not in bodies:
+            t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
+            return
+        for piece in bodies[fn]:
+            if isinstance(piece, tuple) and piece[0] == "iat":
+                dll_name, _, imp = piece[1].partition("!")
+                if imp not in imports.get(dll_name, []):
+                    raise ValueError(f"body calls {piece[1]!r}, which is not imported")
+                t.call_iat((dll_name, imp))
+            elif isinstance(piece, tuple):
+                t.code += b"\xe8"
+                body_calls.append((len(t.code), piece[1]))
+                t.code += bytes(4)
+            else:
+                t.code += bytes(piece)
+        t.code += b"\xcc" * (-len(t.code) % 16)
+
     for e in exports:
         if e not in fixed:
-            func_off[e] = len(t.code)
-            t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
+            emit(e)
+    for fn in bodies:
+        if fn not in exports and fn not in fixed:
+            emit(fn)
     for e, rva in sorted(fixed.items(), key=lambda kv: kv[1]):
         off = rva - SECTION_ALIGN
         if off < len(t.code):
             raise ValueError(f"fixed RVA {rva:#x} of {e} collides with earlier .text code")
         t.code += b"\xcc" * (off - len(t.code))
-        func_off[e] = off
-        t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
+        emit(e)
         if e not in exports:
             exports = [*exports, e]
+    for off, target in body_calls:
+        if target not in func_off:
+            raise ValueError(f"body calls {target!r}, which is not a function of this image")
+        struct.pack_into("<i", t.code, off, func_off[target] - (off + 4))
+    if function_rvas is not None:
+        function_rvas["DriverEntry"] = SECTION_ALIGN
+        function_rvas.update({fn: SECTION_ALIGN + o for fn, o in func_off.items()})
 
     text_rva = SECTION_ALIGN
     rdata_rva = _align(text_rva + len(t.code), SECTION_ALIGN)
@@ -379,11 +417,14 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
 def build_kernel(*, machine: str = "x64", image_base: int | None = None,
                  name: str = "ntoskrnl.exe", exports: Sequence[str] = KERNEL_EXPORTS,
                  fixed_rvas: Mapping[str, int] | None = None, timestamp: int | None = None,
-                 rsds: tuple[bytes, int, str] | None = None) -> bytes:
+                 rsds: tuple[bytes, int, str] | None = None,
+                 bodies: Mapping[str, Sequence[bytes | tuple[str, str]]] | None = None,
+                 function_rvas: dict[str, int] | None = None) -> bytes:
     """A fake ``ntoskrnl.exe``: exports ``exports`` (functions) and the variables of
     :data:`KERNEL_DATA_EXPORTS` (PsLoadedModuleList, NtBuildNumber, …) in .data, imports a few
     HAL functions, PDB name ``ntkrnlmp.pdb``. ``fixed_rvas`` pins chosen functions to RVAs
-    (e.g. ``{"ExAllocatePool": 0x94D1F}``)."""
+    (e.g. ``{"ExAllocatePool": 0x94D1F}``); ``bodies`` gives chosen functions real code (see
+    :func:`build_driver`)."""
     is64 = machine == "x64"
     base = image_base if image_base is not None else (0xFFFFF80000000000 if is64 else 0x80800000)
     guid = hashlib.md5(f"{name}/{machine}".encode()).digest()
@@ -392,7 +433,8 @@ def build_kernel(*, machine: str = "x64", image_base: int | None = None,
                                              "HalReturnToFirmware"]},
                         exports=list(exports), data_exports=KERNEL_DATA_EXPORTS,
                         fixed_rvas=fixed_rvas, pool_tags=[b"MmCm", b"Thre"],
-                        timestamp=timestamp, rsds=rsds or (guid, 1, "ntkrnlmp.pdb"))
+                        timestamp=timestamp, rsds=rsds or (guid, 1, "ntkrnlmp.pdb"),
+                        bodies=bodies, function_rvas=function_rvas)
 
 
 def build_hal(*, machine: str = "x64", image_base: int | None = None, name: str = "hal.dll",
