@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import bugcheck
+from . import bugcheck, culprits
+from .analyze import NON_FAILURE_CODES, analyze
 
 if TYPE_CHECKING:
     from .dump import Dump
@@ -192,8 +193,14 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         "processors": info.processors,
     }
 
-    # 1. Bug check and the module that owns the faulting address.
+    # 1. Bug check, the faulting IP and its module, the crash stack (ntdump.analyze).
     code, params = info.bugcheck_code, list(info.bugcheck_params)
+    an = None
+    try:
+        an = analyze(d)
+        notes += an.notes
+    except Exception as e:
+        _note(notes, "the crash analysis (!analyze)", e)
     addr, src = bugcheck.faulting_address(code, params)
     if addr is None:
         ip = info.context.get("rip", info.context.get("eip"))
@@ -207,6 +214,8 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         "address_source": src,
         "module": None,
         "symbol": None,
+        "bucket": an.bucket if an else None,
+        "probably_caused_by": (an.probably_caused_by or {}).get("image") if an else None,
     }
     try:
         if addr is not None:
@@ -221,16 +230,6 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                     bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
     except Exception as e:
         _note(notes, "the module at the faulting address", e)
-    if bc["module"]:
-        verdicts.append(
-            Verdict(
-                f"Bug check {code:#x} ({bc['name']}) at {addr:#x} in {bc['module']}",
-                [
-                    f"{src} = {addr:#x}",
-                    f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}",
-                ],
-            )
-        )
 
     # 2. Pool state from !vm.
     pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
@@ -294,27 +293,65 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         except Exception as e:
             _note(notes, f"the owners of pool tag {entry['tag']!r}", e)
 
-    # 5. Suspicious drivers: owners of the top tag with GUID names / paths outside SystemRoot,
-    #    plus any loaded module with those traits.
-    suspect_drivers: list[dict[str, Any]] = []
-    try:
-        leaking = bool(pool["depleted"] or pool["failures"])
-        owner_names = (
-            {o["module"].lower() for t in suspect_tags[:1] for o in t["owners"]}
-            if leaking
-            else set()
+    # 5. Suspect drivers, ranked by the evidence (ntdump.culprits, weights in docs/triage.md).
+    leaking = bool(pool["depleted"] or pool["failures"])
+    top_owners: list[tuple[str, str]] = []
+    if leaking and suspect_tags:
+        try:
+            owners = d.pool.owners(suspect_tags[0]["tag"])  # type: ignore[attr-defined]
+            top_owners = [(str(o), str(e)) for o, e in zip(owners["module"], owners["evidence"],
+                                                           strict=True)]
+        except Exception as e:
+            _note(notes, f"the owners of pool tag {suspect_tags[0]['tag']!r}", e)
+    ranking = culprits.rank(d, an, top_tag=suspect_tags[0]["tag"] if suspect_tags else None,
+                            top_tag_owners=top_owners, leaking=leaking)
+    notes += ranking.notes
+    suspect_drivers = [s.to_dict() for s in ranking.suspects]
+    best = ranking.best
+    if ranking.tied:
+        blamed = " or ".join(ranking.tied)
+        tie_note = (f"the evidence does not separate {', '.join(ranking.tied)} (scores "
+                    + ", ".join(f"{s.name} {s.score:g}" for s in ranking.suspects
+                                if s.name in ranking.tied)
+                    + f"; a lead of {culprits.SEPARATION:g} points is needed to name one)")
+    else:
+        blamed = best.name if best else None
+        tie_note = ""
+
+    # Verdict on the crash: where it stopped and who the evidence blames.
+    if an is not None:
+        where = an.faulting_symbol or (an.frames()[0]["symbol"] if an.frames() else None) \
+            or bc.get("symbol")
+        text = f"Bug check {code:#x} ({bc['name']})" + (f" at {where}" if where else "")
+        ev = [f"{a}: {v:#x}" + (f" ({m})" if m else "") for a, v, m in
+              zip(("Arg1", "Arg2", "Arg3", "Arg4"), params, an.bugcheck["meanings"],
+                  strict=False)]
+        pc = an.probably_caused_by
+        if code & ~0x10000000 in NON_FAILURE_CODES:
+            text += ": not a failure of any driver"
+        elif blamed and best is not None and (pc is None or pc["image"] in (ranking.tied
+                                                                            or [best.name])):
+            text += f", most likely caused by {blamed}"
+        if pc is not None:
+            ev.append(f"first frame outside the kernel and the HAL: {pc['symbol']} "
+                      f"({pc['why']})")
+        ev.append(f"bucket: {an.bucket}")
+        if blamed and best is not None and code & ~0x10000000 not in NON_FAILURE_CODES:
+            ev.append(f"{best.name}: score {best.score:g} = "
+                      + " + ".join(f"{e.weight:g} {e.name}" for e in best.evidence))
+            if tie_note:
+                ev.append(tie_note)
+        verdicts.append(Verdict(text, ev))
+    elif bc["module"]:
+        verdicts.append(
+            Verdict(
+                f"Bug check {code:#x} ({bc['name']}) at {addr:#x} in {bc['module']}",
+                [
+                    f"{src} = {addr:#x}",
+                    f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}",
+                ],
+            )
         )
-        for m in d.modules:
-            reasons = driver_hints(m.name, m.path)
-            keys = {m.name.lower(), m.kd_name.lower()}
-            if keys & owner_names:
-                reasons.insert(0, f"owns pool tag {suspect_tags[0]['tag']!r}, the top consumer")
-            if reasons and (keys & owner_names or GUID_NAME.match(m.name)):
-                suspect_drivers.append(
-                    {"name": m.name, "base": m.base, "path": m.path, "reasons": reasons}
-                )
-    except Exception as e:
-        _note(notes, "suspicious drivers", e)
 
     # Verdict on the pool.
     if pool["depleted"] or pool["failures"]:
@@ -335,24 +372,21 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 f"{t[sort + '_allocs'] - t.get(sort + '_frees', 0):,} outstanding allocations"
             )
             if t["owners"]:
-                o = t["owners"][0]
-                ev.append(f"owner: {o['module']} ({o['evidence']})")
-        for s in suspect_drivers[:1]:
-            ev.append(f"{s['name']}: " + "; ".join(s["reasons"]))
-        culprit = (
-            suspect_drivers[0]["name"]
-            if suspect_drivers
-            else (
-                suspect_tags[0]["owners"][0]["module"]
-                if suspect_tags and suspect_tags[0]["owners"]
-                else None
-            )
-        )
+                ev.append(f"{len(top_owners) or len(t['owners'])} modules own tag {t['tag']!r}: "
+                          + ", ".join(o for o, _ in top_owners[:8]
+                                      or [(o["module"], "") for o in t["owners"]]))
+        if best is not None:
+            ev.append(f"{best.name}: score {best.score:g}")
+            ev += [f"  {e}" for e in sorted(best.evidence, key=lambda e: -e.weight)]
+            if tie_note:
+                ev.append(tie_note)
         text = f"{kinds.capitalize()} pool depletion"
         if suspect_tags:
             text += f": tag {suspect_tags[0]['tag']!r}"
-        if culprit:
-            text += f", most likely leaked by {culprit}"
+        if blamed:
+            text += f", most likely leaked by {blamed}"
+            if ranking.tied:
+                text += " (the evidence does not separate them)"
         verdicts.append(Verdict(text, ev))
         pool["verdict"] = text
     elif pool["nonpaged"] is not None and pool["nonpaged"].get("ratio") is not None:
