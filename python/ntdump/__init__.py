@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import batch, trend
 from ._native import __version__
+from .analyze import Analysis, analyze
 from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
 from .errors import (
     DumpFormatError,
@@ -23,7 +24,20 @@ from .errors import (
 from .pool import PoolTableError
 from .triage import Report, triage
 
+
+def _dump_analyze(self: Dump) -> Analysis:
+    """``!analyze -v`` of this dump: bug check with parameter meanings, faulting IP, the crash
+    stack, the first frame outside the kernel and HAL ("probably caused by") and a bucket id
+    (:class:`ntdump.analyze.Analysis`). Never raises for a readable dump."""
+    return analyze(self)
+
+
+# Attached here rather than defined in dump.py: analyses sit above the Dump and features (no
+# upward imports), the package root sits above everything.
+Dump.analyze = _dump_analyze  # type: ignore[attr-defined]
+
 __all__ = [
+    "Analysis",
     "Dump",
     "DumpFormatError",
     "DumpInfo",
@@ -39,6 +53,7 @@ __all__ = [
     "UnsupportedError",
     "WalkStep",
     "__version__",
+    "analyze",
     "batch",
     "open",
     "trend",

@@ -173,6 +173,15 @@ def cmd_triage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analyze import analyze
+
+    with _open(args) as d:
+        a = analyze(d)
+        print(a.to_json(indent=1) if args.json else a.text())
+    return 0
+
+
 def cmd_kd(args: argparse.Namespace) -> int:
     from .kd import KdSession, interactive
 
@@ -257,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="JSON (docs/triage-schema.json)")
     g.add_argument("--markdown", action="store_true")
     sp.add_argument("--pdb", help="kernel PDB to load first (enables symbol-only fields)")
+    sp = add("analyze", "the crash: bug check, stack, probably caused by, bucket (!analyze -v)",
+             cmd_analyze)
+    sp.add_argument("--json", action="store_true", help="the analysis as JSON")
     sp = add("kd", "WinDbg command syntax: -c \"cmd; cmd\" or an interactive prompt", cmd_kd)
     sp.add_argument("-c", dest="command_line", help="commands to run, separated by ';'")
     sp = sub.add_parser("demo", help="forge the founding story's dump and triage it")

@@ -162,6 +162,7 @@ class KdSession:
             "!dh": self._dh,
             "!pte": self._pte,
             ".bugcheck": self._bugcheck,
+            "!analyze": self._analyze,
             "vertarget": self._vertarget,
             "r": self._r,
             "?": self._eval,
@@ -386,6 +387,21 @@ class KdSession:
         ps = " ".join(kd_addr(p, self.ptr) for p in i.bugcheck_params)
         return (f"Bugcheck code {i.bugcheck_code:08X}\nArguments {ps}\n"
                 f"({bugcheck.name(i.bugcheck_code)})")
+
+    def _analyze(self, args: str) -> str:
+        """``!analyze`` / ``!analyze -v``: the bug check, stack, probably-caused-by and bucket
+        (without ``-v``: the summary lines only, as kd prints them)."""
+        from .analyze import analyze
+
+        a = analyze(self.d)
+        if "-v" in args.split():
+            return a.text()
+        pc = a.probably_caused_by
+        return "\n".join([f"Bugcheck {a.bugcheck['code']:X}, "
+                          f"{{{', '.join(f'{p:x}' for p in a.bugcheck['params'])}}}", "",
+                          f"Probably caused by : {pc['image']} ( {pc['symbol']} )" if pc
+                          else "Probably caused by : unknown", "",
+                          f"FAILURE_BUCKET_ID:  {a.bucket}"])
 
     def _vertarget(self, args: str) -> str:
         i = self.d.info

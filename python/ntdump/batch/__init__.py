@@ -29,6 +29,8 @@ import pandas as pd
 from .. import _schema
 from ._analyses import (
     ANALYSES,
+    ANALYZE_SCHEMA,
+    BUCKETS_SCHEMA,
     ERRORS_SCHEMA,
     INFO_SCHEMA,
     STATUS_SCHEMA,
@@ -38,6 +40,7 @@ from ._analyses import (
     Spec,
     UnitResult,
     analysis_name,
+    buckets_frame,
     empty_frame,
     status_row,
 )
@@ -86,6 +89,8 @@ def assemble(units: Sequence[Unit], results: Mapping[int, UnitResult], names: Se
     for name in names:
         out[name] = _concat([results[i].frames[name] for i in order
                              if i in results and name in results[i].frames], name)
+    if "analyze" in out:
+        out["buckets"] = buckets_frame(out["analyze"])
     rows = [results[i].status if i in results else status_row(units[i], "cancelled")
             for i in order]
     out["status"] = _schema.frame({k: [r[k] for r in rows] for k in STATUS_SCHEMA},
@@ -118,7 +123,8 @@ def run(
             tried, so non-dumps give ``error`` rows), ``.zip`` / ``.7z`` archives (each member a
             dump) and ``.gz`` files (one dump each).
         analyses: names from ``"info"``, ``"vm"``, ``"poolused"``, ``"modules"``, ``"triage"``,
-            or picklable callables ``f(dump) -> DataFrame`` (keyed by ``__name__``).
+            ``"analyze"`` (which adds a ``buckets`` table: dumps per bucket id), or picklable
+            callables ``f(dump) -> DataFrame`` (keyed by ``__name__``).
         engine: ``"local"`` (a process pool here), ``"dask"`` (a ``dask.distributed`` cluster)
             or ``"serial"`` (this process, one dump after the other).
         workers: processes for ``local`` (default: the number of cores, never more than the
@@ -230,7 +236,8 @@ def read_parquet(directory: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
 
 
 __all__ = [
-    "ANALYSES", "DEFAULT_ANALYSES", "DEFAULT_MAX_MEMBER_BYTES", "ENGINES", "ERRORS_SCHEMA",
+    "ANALYSES", "ANALYZE_SCHEMA", "BUCKETS_SCHEMA", "DEFAULT_ANALYSES",
+    "DEFAULT_MAX_MEMBER_BYTES", "ENGINES", "ERRORS_SCHEMA",
     "INFO_SCHEMA", "STATUS_SCHEMA", "TRIAGE_SCHEMA", "VM_SCHEMA", "MemberTooLarge", "Unit",
     "expand", "read_parquet", "run", "to_parquet",
 ]

@@ -84,6 +84,38 @@ TRIAGE_SCHEMA = {
 ``", "``, verdict and note texts by newlines) and the whole report as JSON
 (``docs/triage-schema.json``), with ``dump.path`` = the ``dump`` column."""
 
+ANALYZE_SCHEMA = {
+    "bucket": _schema.LABEL,
+    "bugcheck_code": _schema.UINT64,
+    "bugcheck_name": _schema.NAME,
+    "bugcheck_p1": _schema.UINT64,
+    "bugcheck_p2": _schema.UINT64,
+    "bugcheck_p3": _schema.UINT64,
+    "bugcheck_p4": _schema.UINT64,
+    "faulting_ip": "UInt64",
+    "faulting_symbol": _schema.NAME,
+    "probably_caused_by": _schema.NAME,
+    "probably_caused_by_symbol": _schema.NAME,
+    "frames": "Int64",
+    "system_datetime": "datetime64[ns, UTC]",
+    "notes": _schema.NAME,
+}
+"""``analyze``: one row per dump: :func:`ntdump.analyze.analyze` (``!analyze -v``): the bucket id,
+the bug check, the faulting IP and its symbol (<NA> when the code defines none), the image the
+crash is probably caused by, the number of stack frames walked (<NA> without a stack), the dump's
+time (for the ``buckets`` table) and the notes (one per line)."""
+
+BUCKETS_SCHEMA = {
+    "bucket": _schema.LABEL,
+    "dumps": _schema.INT64,
+    "machines": _schema.INT64,
+    "first_seen": "datetime64[ns, UTC]",
+    "last_seen": "datetime64[ns, UTC]",
+}
+"""``buckets`` (made when ``analyze`` runs): one row per bucket id, most dumps first: how many
+dumps, on how many machines (:func:`ntdump.trend.machine_of`: the dump's folder, or the archive),
+and the earliest and latest dump time (the header's SystemTime; NaT when no dump has one)."""
+
 STATUS_SCHEMA = {
     "dump": _schema.NAME,
     "dump_sha256": _schema.NAME,
@@ -194,12 +226,75 @@ def triage_frame(d: Dump, name: str) -> pd.DataFrame:
     return _schema.frame(row, TRIAGE_SCHEMA)
 
 
+def analyze_frame(d: Dump, name: str) -> pd.DataFrame:
+    """``analyze``: :func:`ntdump.analyze.analyze` as one row (:data:`ANALYZE_SCHEMA`)."""
+    from ..analyze import analyze
+
+    a = analyze(d)
+    p = [*list(a.bugcheck["params"]), 0, 0, 0, 0]
+    pc = a.probably_caused_by or {}
+    row: dict[str, Any] = {
+        "bucket": [a.bucket], "bugcheck_code": [a.bugcheck["code"]],
+        "bugcheck_name": [a.bugcheck["name"]], "bugcheck_p1": [p[0]], "bugcheck_p2": [p[1]],
+        "bugcheck_p3": [p[2]], "bugcheck_p4": [p[3]], "faulting_ip": [a.faulting_ip],
+        "faulting_symbol": [a.faulting_symbol], "probably_caused_by": [pc.get("image")],
+        "probably_caused_by_symbol": [pc.get("symbol")],
+        "frames": [None if a.stack is None else len(a.stack)],
+        "system_datetime": [_filetime_ts(d.info.system_time)], "notes": ["\n".join(a.notes)],
+    }
+    return _schema.frame(row, ANALYZE_SCHEMA)
+
+
+_ARCHIVE_SUFFIXES = (".zip", ".7z", ".gz")
+
+
+def _machine_of(dump: str) -> str:
+    """The machine of a dump name, by the rule of :func:`ntdump.trend.machine_of` (the folder
+    holding the dump; for ``archive!member`` the member's folder, else the archive's name less
+    its extension). Kept here because batch sits below trend."""
+    from pathlib import PurePath, PurePosixPath
+
+    if "!" in dump:
+        archive, member = dump.split("!", 1)
+        parent = PurePosixPath(member.replace("\\", "/")).parent
+        if parent.name:
+            return parent.name
+        name = PurePath(archive).name
+        for suf in _ARCHIVE_SUFFIXES:
+            if name.lower().endswith(suf):
+                return name[: -len(suf)]
+        return name
+    return PurePath(dump).parent.name
+
+
+def buckets_frame(analyzed: pd.DataFrame) -> pd.DataFrame:
+    """``buckets``: the ``analyze`` frame counted by bucket (:data:`BUCKETS_SCHEMA`); a dump
+    present twice (same SHA-256) counts once."""
+    df = analyzed
+    if "dump_sha256" in df and df["dump_sha256"].notna().any():
+        has = df["dump_sha256"].notna()
+        df = pd.concat([df[has].drop_duplicates("dump_sha256"), df[~has]])
+    rows: dict[str, list[Any]] = {k: [] for k in BUCKETS_SCHEMA}
+    for bucket, g in df.groupby(df["bucket"].astype(str), sort=True, observed=True):
+        times = g["system_datetime"].dropna()
+        rows["bucket"].append(bucket)
+        rows["dumps"].append(len(g))
+        rows["machines"].append(len({_machine_of(str(x)) for x in g["dump"]}))
+        rows["first_seen"].append(times.min() if len(times) else None)
+        rows["last_seen"].append(times.max() if len(times) else None)
+    out = _schema.frame(rows, BUCKETS_SCHEMA)
+    order = sorted(range(len(out)), key=lambda i: (-int(out["dumps"].iloc[i]),
+                                                   str(out["bucket"].iloc[i])))
+    return out.iloc[order].reset_index(drop=True)
+
+
 ANALYSES: dict[str, Callable[[Dump, str], pd.DataFrame]] = {
     "info": info_frame,
     "vm": vm_frame,
     "poolused": poolused_frame,
     "modules": modules_frame,
     "triage": triage_frame,
+    "analyze": analyze_frame,
 }
 """The built-in analyses by name."""
 
@@ -209,7 +304,8 @@ def _schemas() -> dict[str, Mapping[str, str]]:
     from ..pool import USED_SCHEMA
 
     return {"info": INFO_SCHEMA, "vm": VM_SCHEMA, "poolused": USED_SCHEMA,
-            "modules": MODULE_SCHEMA, "triage": TRIAGE_SCHEMA}
+            "modules": MODULE_SCHEMA, "triage": TRIAGE_SCHEMA, "analyze": ANALYZE_SCHEMA,
+            "buckets": BUCKETS_SCHEMA}
 
 
 def analysis_name(a: Analysis) -> str:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 
 def _engine_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -43,6 +45,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"  {r['status']}: {r['dump']}{what}: {r['error_type']}: {r['message']}")
     if len(bad) > args.show_errors:
         print(f"  ... and {len(bad) - args.show_errors} more (see errors.parquet)")
+    if "buckets" in res and len(res["buckets"]):
+        b = res["buckets"]
+        print(f"{len(b)} crash buckets (most dumps first):")
+        for _, r in b.head(args.show_buckets).iterrows():
+            seen = ""
+            if pd.notna(r["first_seen"]):
+                seen = f"  {r['first_seen']:%Y-%m-%d %H:%M} .. {r['last_seen']:%Y-%m-%d %H:%M}"
+            print(f"  {r['dumps']:>6} dumps {r['machines']:>5} machines  {r['bucket']}{seen}")
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     if st.attrs.get("interrupted"):
         print("interrupted: unfinished dumps are 'cancelled' in status.parquet", file=sys.stderr)
@@ -97,8 +107,10 @@ def add_commands(sub: Any) -> None:
     sp = sub.add_parser("batch", help="analyse an archive of dumps; Parquet out")
     _engine_args(sp)
     sp.add_argument("--out", required=True, help="folder for <analysis>.parquet files")
-    sp.add_argument("--analyses", default="info,vm,poolused,modules,triage",
-                    help="comma-separated: info, vm, poolused, modules, triage")
+    sp.add_argument("--analyses", default="info,vm,poolused,modules,triage,analyze",
+                    help="comma-separated: info, vm, poolused, modules, triage, analyze "
+                    "(analyze adds buckets.parquet: dumps per crash bucket)")
+    sp.add_argument("--show-buckets", type=int, default=10, help="bucket lines to print")
     sp.add_argument("--max-member-bytes", type=int, default=64 << 30,
                     help="skip compressed dumps larger than this when expanded (bytes)")
     sp.add_argument("--no-sha256", action="store_true", help="do not hash the dumps")
