@@ -69,7 +69,6 @@ _MEANINGS: dict[int, tuple[str, str, str, str]] = {
     0x8E: ("exception code", "address of the exception", "trap frame", "reserved"),
     0xD1: ("memory referenced", "IRQL at the time of the reference",
            "0 read, 1 write, 2 execute, 8 execute", "address that referenced the memory"),
-    0xE2: ("0", "0", "0", "0"),
 }
 _C2: dict[int, tuple[str, str, str, str]] = {
     0x00: ("0x00: zero-byte pool allocation", "0", "pool type", "pool tag"),
@@ -147,7 +146,8 @@ def bucket_prefix(code: int, params: list[int] | tuple[int, ...]) -> str:
 
 def bucket_id(code: int, params: list[int] | tuple[int, ...], symbol: str | None) -> str:
     """``<prefix>_<module>!<function>`` (prefix: :func:`bucket_prefix`; module!function: the
-    blamed frame's, ``unknown_function`` without a symbol), ``<prefix>_UNKNOWN`` with no frame."""
+    blamed frame's, ``unknown_function`` without a symbol), ``<prefix>_UNKNOWN`` with no frame.
+    :func:`analyze` uses the prefix alone for bug checks that are no failure (0xE2, 0x161)."""
     prefix = bucket_prefix(code, params)
     if not symbol:
         return f"{prefix}_UNKNOWN"
@@ -327,11 +327,13 @@ def analyze(d: Dump) -> Analysis:
     if code & ~0x10000000 in NON_FAILURE_CODES:
         blamed = None  # nobody failed: a manual crash or a live dump
 
-    # Bucket: the blamed frame, else the faulting IP, else the innermost frame.
+    # Bucket: the blamed frame, else the faulting IP, else the innermost frame; a non-failure
+    # (manual crash, live dump) is its own bucket.
     sym = blamed["symbol"] if blamed else fsym or (rows[0][1] if rows else None)
     if code & ~0x10000000 in NON_FAILURE_CODES:
-        sym = rows[0][1] if rows else None
-    bucket = bucket_id(code, params, sym)
+        bucket = bucket_prefix(code, params)
+    else:
+        bucket = bucket_id(code, params, sym)
     return Analysis(bc, ip, src, fmod, fsym, stack, blamed, bucket, ptr, notes, callers)
 
 

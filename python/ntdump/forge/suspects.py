@@ -23,7 +23,8 @@ family    machine         build  bug check
 Bug check parameters as Microsoft's "Bug Check Code Reference" documents them (0x41, 0xC2, 0xD1).
 
 The modules, in load order: a forged kernel and HAL (:mod:`.pe`) whose ``ExAllocatePool`` →
-``ExAllocatePoolWithTag`` → ``KeBugCheckEx`` chain is real code (``call rel32``), eight forged boot
+``ExAllocatePoolWithTag`` → ``KeBugCheckEx`` chain is real code (``call rel32``), eight forged
+boot
 drivers, a forged ``cdrom.sys`` that imports ``ExAllocatePool`` (it sorts before the culprit's
 name), then **Wine's real** ``hidclass.sys``, ``hidparse.sys``, ``usbd.sys`` (importers of
 ``ExAllocatePool``, read from ``wine_dir``: the package does not ship them), the culprit, and
@@ -32,20 +33,15 @@ driver named ``d3a8f1c2-5b7e-4c09-a6e1-7f2b9c4d8e15.sys`` (a GUID without braces
 ``\\??\\C:\\ProgramData\\…``, with a CodeView PDB path from a developer's machine; its internal
 function ``VndAllocContext`` calls ``ExAllocatePool`` through its IAT slot and writes to the block.
 
-The crash stack is planted in the kernel stack the layout reserves (``KernelLayout.stack_top``),
-as the code would leave it:
-
-* x86 (EBP frames, stdcall; WRK i386 calling convention): ``KeBugCheckEx`` ←
-  ``ExAllocatePoolWithTag`` ← ``ExAllocatePool`` ← culprit ← ``IofCallDriver``; each frame
-  ``[ebp]`` = caller's EBP, ``[ebp+4]`` = return address, the arguments above; context
-  Eip/Esp/Ebp in ``KeBugCheckEx``.
-* x64 (fixed frames, no frame pointer; each function's prologue is ``sub rsp, N``): the same
-  chain, the return address at ``rsp + N`` of each frame. For 0xD1 the chain is
-  ``KeBugCheckEx`` ← ``KiBugCheckDispatch`` ← ``KiPageFault`` (internal, not exported) with a
-  ``KTRAP_FRAME`` (Windows 10 x64 PDB layout: ErrorCode +0x160, Rip +0x168, SegCs +0x170,
-  EFlags +0x178, Rsp +0x180, SegSs +0x188; 0x190 bytes) whose Rip is the culprit's faulting
-  instruction — right after its call to ``ExAllocatePool`` — and whose Rsp is the culprit's
-  frame.
+The crash stack is planted by :func:`.stack.plant_into` in the layout's 8 KiB kernel stack from
+the chain of call sites (frame 0 in ``KeBugCheckEx``; the others return addresses just after a
+call): ``KeBugCheckEx`` ← ``ExAllocatePoolWithTag`` ← ``ExAllocatePool`` ← the culprit's
+``VndAllocContext`` ← ``IofCallDriver`` (its ``call [rax+70h]`` / ``call [eax+38h]``: the driver's
+MajorFunction entry). x64 frames follow each function's real unwind codes (the functions come from
+:class:`.unwind.Function` with ``.pdata``); x86 frames are EBP frames. For 0xD1 the chain is
+``KeBugCheckEx`` ← ``KiBugCheckDispatch`` ← ``KiPageFault`` (internal functions: no export names
+them; KiPageFault's unwind data starts with UWOP_PUSH_MACHFRAME, error code included) ← the
+culprit's faulting instruction — right after its call to ``ExAllocatePool`` — ← ``IofCallDriver``.
 
 Pool: the story's tags (``None`` on top, :data:`~.pool.STORY_TAGS`) with a sample of ``None``
 blocks in pool pages; most of them hold pointers into the culprit's image (a list head in its
@@ -58,7 +54,6 @@ quarter-full pool, no failures, ``None`` blocks holding nothing, bug check 0xE2
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,11 +63,13 @@ from .memory import PAGE_SIZE, PhysicalMemory
 from .paging import PageTables
 from .pe import build_driver, build_hal, build_kernel
 from .pool import STORY_TAGS, PoolLayout, build_pool
-from .scenario import DEFAULT_DRIVERS, STORY_EX_ALLOCATE_POOL, _place, _unloaded, _wine_folder
+from .scenario import DEFAULT_DRIVERS, _place, _unloaded, _wine_folder
+from .stack import CallSite, PlantedFrame, plant_into, return_addresses
 from .story import HEALTHY_TAGS, HEALTHY_VM, STORY_VM
+from .unwind import Function, lookup, runtime_functions
 from .writers import write_bitmap, write_full
 
-__all__ = ["CULPRIT", "FAMILIES", "LEGIT_IMPORTERS", "WINE_IMPORTERS", "CrashStory", "Frame",
+__all__ = ["CULPRIT", "FAMILIES", "LEGIT_IMPORTERS", "WINE_IMPORTERS", "CrashStory",
            "crash_story"]
 
 CULPRIT = "d3a8f1c2-5b7e-4c09-a6e1-7f2b9c4d8e15.sys"
@@ -113,17 +110,6 @@ FAMILIES = {
 """family → machine, build, bases, system folder and the bug check of the leaking variant."""
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One planted stack frame, innermost first: the function it is in (``module!function``),
-    the instruction address (the context IP for frame 0, else a return address just after a call),
-    and the child-SP (the frame's stack pointer, a VA)."""
-
-    function: str
-    address: int
-    sp: int
-
-
 @dataclass
 class CrashStory:
     """A :func:`crash_story` dump and its ground truth."""
@@ -136,7 +122,9 @@ class CrashStory:
     pool: PoolLayout
     bugcheck_code: int
     bugcheck_params: tuple[int, int, int, int]
-    frames: list[Frame]
+    frames: list[PlantedFrame]
+    """The planted crash stack (:class:`~.stack.PlantedFrame`: module, pc, child-SP, how a
+    walker finds it), frame 0 first."""
     culprit: ModuleInfo
     culprit_call_return: int
     """VA just after the culprit's ``call [ExAllocatePool]`` (its frame's return address)."""
@@ -151,81 +139,35 @@ class CrashStory:
         return self.layout.machine
 
 
-def _len(pieces: list) -> int:
-    return sum(5 if isinstance(p, tuple) and p[0] == "call" else 6 if isinstance(p, tuple)
-               else len(p) for p in pieces)
-
-
-def _kernel_bodies(x64: bool, code: int, params: tuple[int, ...]) -> dict[str, list]:
-    """Code of the kernel functions on the crash stack. Returns name → pieces."""
+def _kernel_functions(x64: bool, code: int) -> tuple[Function, ...]:
+    """The kernel functions on the crash stack, with real prologues (and, on x64, unwind data)."""
     if x64:
-        p1, p2, p3, p4 = (v & 0xFFFFFFFF for v in params)
-        bugcheck_args = [b"\x48\xc7\x44\x24\x20" + struct.pack("<I", p4),  # mov [rsp+20h], p4
-                         b"\x41\xb9" + struct.pack("<I", p3),  # mov r9d, p3
-                         b"\x41\xb8" + struct.pack("<I", p2),  # mov r8d, p2
-                         b"\xba" + struct.pack("<I", p1),  # mov edx, p1
-                         b"\xb9" + struct.pack("<I", code)]  # mov ecx, code
-        return {
-            # KeBugCheckEx: sub rsp,28h; then it never returns (jmp $).
-            "KeBugCheckEx": [b"\x48\x83\xec\x28", b"\xeb\xfe"],
-            "ExAllocatePoolWithTag": [b"\x48\x83\xec\x38", *bugcheck_args,
-                                      ("call", "KeBugCheckEx"), b"\x48\x83\xc4\x38\xc3"],
-            # ExAllocatePool: mov r8d, 'None'; call ExAllocatePoolWithTag.
-            "ExAllocatePool": [b"\x48\x83\xec\x28", b"\x41\xb8None",
-                               ("call", "ExAllocatePoolWithTag"), b"\x48\x83\xc4\x28\xc3"],
-            # IofCallDriver: mov rax,[rcx+8] (DriverObject); call [rax+70h] (MajorFunction[]).
-            "IofCallDriver": [b"\x48\x83\xec\x28", b"\x48\x8b\x41\x08", b"\xff\x50\x70",
-                              b"\x48\x83\xc4\x28\xc3"],
-            "KiBugCheckDispatch": [b"\x48\x83\xec\x38", *bugcheck_args,
-                                   ("call", "KeBugCheckEx"), b"\x48\x83\xc4\x38\xc3"],
-            # KiPageFault: push rbp; sub rsp,158h (the KTRAP_FRAME); call KiBugCheckDispatch.
-            "KiPageFault": [b"\x55", b"\x48\x81\xec\x58\x01\x00\x00",
-                            ("call", "KiBugCheckDispatch"), b"\x48\x81\xc4\x58\x01\x00\x00\x5d",
-                            b"\x48\xcf"],
-        }
-    push_args = [b"\x68" + struct.pack("<I", params[3] & 0xFFFFFFFF),
-                 b"\x68" + struct.pack("<I", params[2] & 0xFFFFFFFF),
-                 b"\x68" + struct.pack("<I", params[1] & 0xFFFFFFFF),
-                 b"\xff\x75\x0c",  # push [ebp+0Ch] (NumberOfBytes)
-                 b"\x68" + struct.pack("<I", code)]
-    return {
-        "KeBugCheckEx": [b"\x55\x8b\xec", b"\xeb\xfe"],
-        "ExAllocatePoolWithTag": [b"\x55\x8b\xec", *push_args, ("call", "KeBugCheckEx"),
-                                  b"\x5d\xc2\x0c\x00"],
-        "ExAllocatePool": [b"\x55\x8b\xec", b"\x68None", b"\xff\x75\x0c", b"\xff\x75\x08",
-                           ("call", "ExAllocatePoolWithTag"), b"\x5d\xc2\x08\x00"],
-        # IofCallDriver (fastcall): mov eax,[ecx+8]; push edx; push ecx; call [eax+38h].
-        "IofCallDriver": [b"\x55\x8b\xec", b"\x8b\x41\x08", b"\x52\x51", b"\xff\x50\x38",
-                          b"\x5d\xc3"],
-    }
+        fr: tuple = (("alloc", 0x28),)
+        fns = [Function("KeBugCheckEx", (("push", "rbx"), ("alloc", 0x30)), calls=()),
+               Function("ExAllocatePoolWithTag", (("push", "rbx"), ("push", "rsi"),
+                                                  ("alloc", 0x28)), calls=("KeBugCheckEx",)),
+               Function("ExAllocatePool", fr, calls=("ExAllocatePoolWithTag",)),
+               # IofCallDriver: call [rax+70h] (the driver's MajorFunction[] entry).
+               Function("IofCallDriver", fr, calls=(b"\xff\x50\x70",))]
+        if code == 0xD1:  # the page-fault path (internal functions: no export names them)
+            fns += [Function("KiBugCheckDispatch", (("alloc", 0x138),), calls=("KeBugCheckEx",),
+                             export=False),
+                    Function("KiPageFault", (("machframe", True), ("push", "rbp"),
+                                             ("alloc", 0x158)),
+                             calls=("KiBugCheckDispatch",), export=False)]
+        return tuple(fns)
+    frame: tuple = (("push", "ebp"), ("setfp", "ebp"))
+    return (Function("KeBugCheckEx", frame, calls=()),
+            Function("ExAllocatePoolWithTag", (*frame, ("alloc", 0x10), ("push", "esi")),
+                     calls=("KeBugCheckEx",)),
+            Function("ExAllocatePool", frame, calls=("ExAllocatePoolWithTag",)),
+            Function("IofCallDriver", frame, calls=(b"\xff\x50\x38",)))
 
 
-def _culprit_body(x64: bool) -> list:
-    if x64:  # mov ecx, 0; mov edx, 0C8h; call [ExAllocatePool]; mov [rax+10h], rbx
-        return [b"\x48\x83\xec\x28", b"\xb9\x00\x00\x00\x00", b"\xba\xc8\x00\x00\x00",
-                ("iat", "ntoskrnl.exe!ExAllocatePool"), b"\x48\x89\x58\x10",
-                b"\x48\x83\xc4\x28\xc3"]
-    return [b"\x55\x8b\xec", b"\x68\xc8\x00\x00\x00", b"\x6a\x00",
-            ("iat", "ntoskrnl.exe!ExAllocatePool"), b"\x89\x58\x10", b"\x5d\xc3"]
-
-
-def _ret_after(pieces: list, nth_call: int = 0) -> int:
-    """Offset just after the ``nth_call``-th call piece of a body."""
-    seen = 0
-    for i, p in enumerate(pieces):
-        if isinstance(p, tuple):
-            if seen == nth_call:
-                return _len(pieces[:i + 1])
-            seen += 1
-    raise ValueError("no such call")
-
-
-def _offset_after(pieces: list, marker: bytes) -> int:
-    """Offset just after the piece equal to ``marker``."""
-    for i, p in enumerate(pieces):
-        if p == marker:
-            return _len(pieces[:i + 1])
-    raise ValueError("marker not in body")
+def _culprit_function(x64: bool) -> Function:
+    pro: tuple = (("push", "rbx"), ("alloc", 0x20)) if x64 else \
+        (("push", "ebp"), ("setfp", "ebp"), ("push", "ebx"))
+    return Function(CULPRIT_FUNCTION, pro, calls=("ntoskrnl.exe!ExAllocatePool",), export=False)
 
 
 def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
@@ -249,14 +191,9 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
                          0xC2: [8, 2, 1, 0xC8], 0xD1: [0x10, 2, 1, 0],
                          0xE2: [0, 0, 0, 0]}[code]
 
-    # Kernel: real call chains in the functions on the stack.
-    kbodies = _kernel_bodies(x64, code, tuple(params))
-    if not leak:  # manual crash: IofCallDriver → KeBugCheckEx(0xE2)
-        kbodies = {k: v for k, v in kbodies.items() if k in ("KeBugCheckEx", "IofCallDriver")}
-    krvas: dict[str, int] = {}
-    fixed = {"ExAllocatePool": STORY_EX_ALLOCATE_POOL - fam.kernel_base} if not x64 else None
-    kernel = build_kernel(machine=fam.machine, image_base=fam.kernel_base, fixed_rvas=fixed,
-                          bodies=kbodies, function_rvas=krvas)
+    # Kernel: real functions (prologues, calls, unwind data) for the frames of the crash stack.
+    kernel = build_kernel(machine=fam.machine, image_base=fam.kernel_base,
+                          functions=_kernel_functions(x64, code))
     hal = build_hal(machine=fam.machine)
     root = fam.root
     mods: list[tuple[str, str, bytes]] = [(_NT, root + _NT, kernel),
@@ -273,8 +210,6 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
                                        "CLASSPNP.SYS": ["ClassInitialize"]})))
     for name in WINE_BEFORE:
         mods.append((name, root + "drivers\\" + name, (wine / name).read_bytes()))
-    cbody = _culprit_body(x64)
-    crvas: dict[str, int] = {}
     culprit_bytes = build_driver(
         CULPRIT, machine=fam.machine,
         imports={_NT: ["RtlInitUnicodeString", "IoCreateDevice", "ExAllocatePool", "_wcsnicmp",
@@ -282,7 +217,7 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
                        "IofCompleteRequest"]},
         pool_tags=[b"VndC", b"VndE"], data=bytes(64),
         rsds=(bytes.fromhex("5a1c0e9b3f7d4e21a8b6c4d2e0f19a37"), 3, CULPRIT_PDB),
-        bodies={CULPRIT_FUNCTION: cbody}, function_rvas=crvas)
+        functions=(_culprit_function(x64),))
     mods.append((CULPRIT, CULPRIT_PATH, culprit_bytes))
     for name in WINE_AFTER:
         mods.append((name, root + "drivers\\" + name, (wine / name).read_bytes()))
@@ -304,13 +239,15 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
         pt, mem, machine=fam.machine, family=fam.family, build=fam.build,
         modules=[(n, p, d, b) for (n, p, d), b in zip(mods, bases, strict=True)],
         unloaded=_unloaded(fam.drivers_base + 0x1000000), processors=1, vm=vm)
-    nt = layout.modules[0]
+    nt = layout.modules[0].image
     cul = layout.module(CULPRIT)
-    fn = cul.base + crvas[CULPRIT_FUNCTION]
-    culprit_ret = fn + _ret_after(cbody)
+    # The culprit's call to ExAllocatePool in VndAllocContext (DriverEntry calls it too, first).
+    culprit_ret = max(return_addresses(cul.image, import_name="ntoskrnl.exe!ExAllocatePool"))
+    rfs = runtime_functions(cul.image.image, cul.image.info.directory(3))
+    rf = lookup(rfs, culprit_ret - 1 - cul.base) if rfs else None
+    fn = cul.base + rf.begin if rf is not None else culprit_ret - 0x10
     if code == 0xD1:
         params[3] = culprit_ret  # the faulting write right after the call
-    k = {name: nt.base + rva for name, rva in krvas.items()}
 
     # Pool, then what the leaked blocks hold.
     pl = build_pool(pt, mem, machine=fam.machine, build=fam.build, kdbg_va=layout.kdbg,
@@ -333,71 +270,43 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
             mem.write(pa, blob)
             leaked[owner] = leaked.get(owner, 0) + 1
 
-    # The crash stack.
-    stack = layout.stack_top - 0x400
-    frames: list[Frame] = []
-    words: list[tuple[int, int]] = []  # (VA, value)
+    # The crash stack (forge.stack plants it from the call sites, innermost first).
+    ex = nt.exports
 
-    def ret(fname: str, nth: int = 0) -> int:
-        return k[fname] + _ret_after(kbodies[fname], nth)
+    def call_in(function: str, target: str) -> int:
+        return return_addresses(nt, target=ex[target], function=ex[function])[0]
 
-    if not x64:
-        # Innermost first: (function, IP, number of stack arguments).
-        chain = [("nt!KeBugCheckEx", k["KeBugCheckEx"] + 3, 5)]
-        if leak:
-            chain += [("nt!ExAllocatePoolWithTag", ret("ExAllocatePoolWithTag"), 3),
-                      ("nt!ExAllocatePool", ret("ExAllocatePool"), 2),
-                      (f"{CULPRIT}!{CULPRIT_FUNCTION}", culprit_ret, 2)]
-        chain += [("nt!IofCallDriver", k["IofCallDriver"] + _offset_after(
-            kbodies["IofCallDriver"], b"\xff\x50\x38"), 0)]
-        ebp = stack
-        ebps = []
-        for _, _, nargs in chain:
-            ebps.append(ebp)
-            ebp = ebp + 8 + 4 * nargs
-        for i, (name, ip, _) in enumerate(chain):
-            frames.append(Frame(name, ip, ebps[i]))
-            nxt = ebps[i + 1] if i + 1 < len(chain) else 0
-            ra = chain[i + 1][1] if i + 1 < len(chain) else 0
-            words += [(ebps[i], nxt), (ebps[i] + 4, ra)]
-        if code == 0x41:
-            words += [(ebps[0] + 8 + 4 * j, v) for j, v in enumerate([code, *params])]
-        ctx = {"context_rip": chain[0][1], "context_rsp": ebps[0], "context_rbp": ebps[0]}
-    else:
-        # (function, IP, frame allocation of the function: its return address is at sp + alloc)
-        if leak and code == 0xD1:
-            chain = [("nt!KeBugCheckEx", k["KeBugCheckEx"] + 4, 0x28),
-                     ("nt!KiBugCheckDispatch", ret("KiBugCheckDispatch"), 0x38),
-                     ("nt!KiPageFault", ret("KiPageFault"), None),
-                     (f"{CULPRIT}!{CULPRIT_FUNCTION}", culprit_ret, 0x28)]
-        elif leak:
-            chain = [("nt!KeBugCheckEx", k["KeBugCheckEx"] + 4, 0x28),
-                     ("nt!ExAllocatePoolWithTag", ret("ExAllocatePoolWithTag"), 0x38),
-                     ("nt!ExAllocatePool", ret("ExAllocatePool"), 0x28),
-                     (f"{CULPRIT}!{CULPRIT_FUNCTION}", culprit_ret, 0x28)]
-        else:
-            chain = [("nt!KeBugCheckEx", k["KeBugCheckEx"] + 4, 0x28)]
-        chain += [("nt!IofCallDriver", k["IofCallDriver"] + _offset_after(
-            kbodies["IofCallDriver"], b"\xff\x50\x70"), 0x28)]
-        sp = stack
-        for i, (name, ip, alloc) in enumerate(chain):
-            frames.append(Frame(name, ip, sp))
-            nxt_ip = chain[i + 1][1] if i + 1 < len(chain) else 0
-            if alloc is None:  # KiPageFault: KTRAP_FRAME at sp, 0x190 bytes
-                trap = sp
-                nxt_sp = trap + 0x190
-                words += [(trap + 0x160, 0), (trap + 0x168, nxt_ip), (trap + 0x170, 0x10),
-                          (trap + 0x178, 0x10282), (trap + 0x180, nxt_sp), (trap + 0x188, 0x18)]
-                sp = nxt_sp
-                continue
-            words.append((sp + alloc, nxt_ip))
-            sp = sp + alloc + 8
-        ctx = {"context_rip": chain[0][1], "context_rsp": stack, "context_rbp": 0}
-    for va, value in words:
-        pa = pt.translate(va)
-        assert pa is not None, f"stack {va:#x} unmapped"
-        mem.write(pa, (value & ((1 << 8 * ptr) - 1)).to_bytes(ptr, "little"))
+    iof = ex["IofCallDriver"]
+    iof_ret = next(r for r in range(iof, iof + 0x40) if nt.image[r - nt.base - 3:r - nt.base]
+                   == (b"\xff\x50\x70" if x64 else b"\xff\x50\x38"))
+    sites = [CallSite(_NT, ex["KeBugCheckEx"] + (6 if x64 else 3))]
+    if leak and code == 0xD1:
+        kbd_ret = next(r for r in return_addresses(nt, target=ex["KeBugCheckEx"])
+                       if r != call_in("ExAllocatePoolWithTag", "KeBugCheckEx"))
+        krf = runtime_functions(nt.image, nt.info.directory(3))
+        kbd = nt.base + lookup(krf, kbd_ret - 1 - nt.base).begin  # type: ignore[union-attr]
+        kpf_ret = return_addresses(nt, target=kbd)[0]
+        sites += [CallSite(_NT, kbd_ret), CallSite(_NT, kpf_ret), CallSite(CULPRIT, culprit_ret)]
+    elif leak:
+        sites += [CallSite(_NT, call_in("ExAllocatePoolWithTag", "KeBugCheckEx")),
+                  CallSite(_NT, call_in("ExAllocatePool", "ExAllocatePoolWithTag")),
+                  CallSite(CULPRIT, culprit_ret)]
+    sites.append(CallSite(_NT, iof_ret))
 
+    def write(va: int, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            pa = pt.translate(va + pos)
+            if pa is None:
+                raise ValueError(f"stack {va + pos:#x} is not mapped")
+            take = min(PAGE_SIZE - ((va + pos) & 0xFFF), len(data) - pos)
+            mem.write(pa, data[pos:pos + take])
+            pos += take
+
+    planted = plant_into(write, [m.image for m in layout.modules], sites,
+                         machine=fam.machine, stack=(layout.stack_top - 0x2000, layout.stack_top))
+    frames = planted.frames
+    ctx = planted.header_fields()
     hdr = layout.header(bugcheck_code=code, bugcheck_params=tuple(params), processors=1,
                         product_type=3 if family == "2003" else 1,
                         comment=f"ntdump.forge crash_story {family}".encode(), **ctx)
