@@ -171,11 +171,13 @@ def _culprit_function(x64: bool) -> Function:
 
 
 def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
-                leak: bool = True, fmt: str = "full", size: int = 128 << 20) -> CrashStory:
+                leak: bool = True, fmt: str = "full", size: int = 128 << 20,
+                system_time: int | None = None) -> CrashStory:
     """Write a founding-story crash dump of ``family`` ("2003", "win7" or "win10"; see the module
     docstring) at ``path``. ``wine_dir``: a folder holding Wine's PE files (itself, or with
     ``wine-i386`` / ``wine-x86_64`` inside). ``fmt``: "full", "bitmap" or "kernel". ``size``:
-    bytes of RAM (the file is sparse)."""
+    bytes of RAM (the file is sparse). ``system_time``: the header's FILETIME (default
+    :data:`~.header.DEFAULT_SYSTEM_TIME`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}")
     if fmt not in ("full", "bitmap", "kernel"):
@@ -309,7 +311,8 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
     ctx = planted.header_fields()
     hdr = layout.header(bugcheck_code=code, bugcheck_params=tuple(params), processors=1,
                         product_type=3 if family == "2003" else 1,
-                        comment=f"ntdump.forge crash_story {family}".encode(), **ctx)
+                        comment=f"ntdump.forge crash_story {family}".encode(), **ctx,
+                        **({} if system_time is None else {"system_time": system_time}))
     out = Path(path)
     if fmt == "full":
         write_full(out, mem, hdr)
