@@ -109,7 +109,9 @@ def test_triage_names_the_culprit_first(stories, fam):
     assert set(suspects.LEGIT_IMPORTERS) <= set(others)
     assert top["score"] - max(others.values()) >= culprits.SEPARATION
     # every verdict that blames a driver names the culprit and no other driver
-    drivers = [m.name for m in _driver_names(d)] + [m.kd_name for m in _driver_names(d)]
+    # file names, and the kd names of the other importers ("disk" is also an English word)
+    drivers = [m.name for m in _driver_names(d)] + [n.rsplit(".", 1)[0]
+                                                    for n in suspects.LEGIT_IMPORTERS]
     blaming = [v for v in r["verdicts"] if "caused by" in v["text"] or "leaked by" in v["text"]]
     assert blaming, r["verdicts"]
     for v in blaming:
@@ -118,9 +120,10 @@ def test_triage_names_the_culprit_first(stories, fam):
             if name not in (suspects.CULPRIT, KD):
                 assert not re.search(rf"\b{re.escape(name)}\b", v["text"]), (name, v["text"])
         assert any(suspects.CULPRIT in e for e in v["evidence"])
-        for e in v["evidence"]:
-            for name in suspects.LEGIT_IMPORTERS:
-                assert not e.startswith(name), e  # no evidence line about another driver
+        for e in v["evidence"]:  # the evidence names no other driver
+            for name in drivers:
+                if name not in (suspects.CULPRIT, KD):
+                    assert not re.search(rf"\b{re.escape(name)}\b", e), (name, e)
     assert "leaked by " + suspects.CULPRIT in r["pool"]["verdict"]
 
 

@@ -371,10 +371,11 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 f"!poolused: top tag {t['tag']!r} holds {t[sort + '_bytes']:,} bytes in "
                 f"{t[sort + '_allocs'] - t.get(sort + '_frees', 0):,} outstanding allocations"
             )
-            if t["owners"]:
-                ev.append(f"{len(top_owners) or len(t['owners'])} modules own tag {t['tag']!r}: "
-                          + ", ".join(o for o, _ in top_owners[:8]
-                                      or [(o["module"], "") for o in t["owners"]]))
+            if top_owners:
+                how = ("import the untagged allocators" if t["tag"] == "None"
+                       else "hold the tag in their image")
+                ev.append(f"{len(top_owners)} modules {how}; the evidence ranks them "
+                          "(Suspect drivers)")
         if best is not None:
             ev.append(f"{best.name}: score {best.score:g}")
             ev += [f"  {e}" for e in sorted(best.evidence, key=lambda e: -e.weight)]
