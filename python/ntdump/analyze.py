@@ -91,13 +91,15 @@ _C2: dict[int, tuple[str, str, str, str]] = {
 
 def parameter_meanings(code: int, params: list[int] | tuple[int, ...]) -> list[str]:
     """What each of the four parameters of bug check ``code`` means (empty strings where this
-    table does not know). Uses :mod:`ntdump.bugcheck`'s table when it has one."""
-    table = getattr(bugcheck, "parameter_meanings", None)
-    if callable(table):
+    table does not know). Uses :func:`ntdump.bugcheck.describe` (the full table, with decoded
+    values) when this build has it, and the short table here for the codes it does not describe."""
+    describe = getattr(bugcheck, "describe", None)
+    if callable(describe):
         try:
-            got = list(table(code, params))
-            if len(got) == 4:
-                return [str(x or "") for x in got]
+            bc = describe(code, list(params))
+            if getattr(bc, "described", True):
+                return [(p.meaning if p.meaning != "reserved" else "")
+                        + (f": {p.decoded}" if p.decoded else "") for p in bc.parameters]
         except Exception:
             pass
     base = code & ~0x10000000
