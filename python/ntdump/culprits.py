@@ -173,7 +173,7 @@ def _sample_blocks(d: Dump, tag: str, notes: list[str]) -> list[tuple[int, bytes
     hdr = 8 if d.info.machine == "x86" else 16
     out: list[tuple[int, bytes]] = []
     try:
-        s = d.pool.scan(tags=[tag])  # type: ignore[attr-defined]
+        s = d.pool.scan(tags=[tag], progress=False)  # type: ignore[attr-defined]
         s = s[s["allocated"].astype(bool)].sort_values("address").head(LEAK_SAMPLE)
         for a, size in zip(s["address"].to_numpy(), s["size"].to_numpy(), strict=True):
             n = max(0, min(int(size) - hdr, LEAK_BYTES))
