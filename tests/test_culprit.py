@@ -339,3 +339,53 @@ def test_cli_batch_prints_buckets(fleet, tmp_path, capsys):
     assert (out / "buckets.parquet").is_file()
     back = ntdump.batch.read_parquet(out)
     assert int(back["buckets"]["dumps"].sum()) == 5
+
+
+# -- the analyses given a stack (the forge's ground truth as d.stack() would give it) -----------
+def _planted_stack(d, s):
+    import pandas as pd
+
+    fr = s.frames
+    rows = {"frame": [], "sp": [], "return_address": [], "symbol": [], "module": [], "how": []}
+    for i, f in enumerate(fr):
+        m = d.modules.at(f.pc)
+        rows["frame"].append(i)
+        rows["sp"].append(f.sp)
+        rows["return_address"].append(fr[i + 1].pc if i + 1 < len(fr) else 0)
+        rows["symbol"].append(d.ln(f.pc))
+        rows["module"].append(m.kd_name)
+        rows["how"].append(f.how)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_evidence_from_the_stack(stories, fam, monkeypatch):
+    """With the crash stack (here the planted ground truth standing in for d.stack()), the culprit
+    is the allocator's caller (0x41, 0xC2) or on the stack under the faulting IP (0xD1), the
+    bucket names it, and it still ranks first by a clear margin."""
+    s = stories[fam, True]
+    d = ntdump.open(s.path)
+    monkeypatch.setattr(type(d), "stack", lambda self, *a, **k: _planted_stack(self, s),
+                        raising=False)
+    a = d.analyze()
+    assert a.bucket == f"{EXPECTED_PREFIX[fam]}_{KD}!unknown_function"
+    assert a.probably_caused_by["image"] == suspects.CULPRIT
+    assert a.probably_caused_by["frame"] == next(f.index for f in s.frames
+                                                 if f.module == suspects.CULPRIT)
+    assert a.allocator_callers == ([] if fam == "win10" else [KD])
+    assert "STACK_TEXT" in a.text()
+    if fam != "win10":
+        assert "nt!ExAllocatePool+0x" in a.text()
+    r = ntdump.triage(d).to_dict()
+    top = r["suspect_drivers"][0]
+    assert top["name"] == suspects.CULPRIT
+    kinds = {e["name"] for e in top["evidence"]}
+    assert ("allocator_caller" in kinds) == (fam != "win10")
+    assert ("on_crash_stack" in kinds) == (fam == "win10")
+    crash = next(v for v in r["verdicts"] if v["text"].startswith("Bug check"))
+    assert crash["text"].endswith("most likely caused by " + suspects.CULPRIT)
+    healthy = ntdump.open(stories[fam, False].path)
+    monkeypatch.setattr(type(healthy), "stack",
+                        lambda self, *a, **k: _planted_stack(self, stories[fam, False]),
+                        raising=False)
+    assert ntdump.triage(healthy).to_dict()["suspect_drivers"] == []

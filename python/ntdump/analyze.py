@@ -111,6 +111,20 @@ def parameter_meanings(code: int, params: list[int] | tuple[int, ...]) -> list[s
     return list(_MEANINGS.get(base, ("", "", "", "")))
 
 
+def _int(v: Any) -> int | None:
+    try:
+        return None if v is None or v != v else int(v)  # NaN / <NA> compare unequal
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(v: Any) -> str | None:
+    try:
+        return None if v is None or v != v else str(v)
+    except (TypeError, ValueError):  # pd.NA's truth value is ambiguous
+        return None
+
+
 def _addr(va: int, ptr: int) -> str:
     if ptr == 4:
         return f"{va & 0xFFFFFFFF:08x}"
@@ -185,11 +199,10 @@ class Analysis:
             return []
         out = []
         for _, r in self.stack.iterrows():
-            out.append({"frame": int(r["frame"]), "sp": int(r["sp"]),
-                        "return_address": int(r["return_address"]),
-                        "symbol": None if r["symbol"] is None else str(r["symbol"]),
-                        "module": None if r["module"] is None else str(r["module"]),
-                        "how": str(r["how"])})
+            out.append({"frame": _int(r.get("frame")) or 0, "sp": _int(r.get("sp")) or 0,
+                        "return_address": _int(r.get("return_address")) or 0,
+                        "symbol": _str(r.get("symbol")), "module": _str(r.get("module")),
+                        "how": _str(r.get("how")) or ""})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +236,8 @@ class Analysis:
         if self.stack is None or not len(self.stack):
             out.append("(no stack)")
         else:
+            out.append("ChildEBP RetAddr  Call Site" if p == 4 else
+                       "Child-SP          RetAddr           Call Site")
             for r in self.frames():
                 out.append(f"{_addr(r['sp'], p)} {_addr(r['return_address'], p)} "
                            f"{r['symbol'] or '?'}" + ("" if r["how"] in ("context", "unwind",
@@ -292,7 +307,7 @@ def analyze(d: Dump) -> Analysis:
     stack = _frames(d, notes)
     rows: list[tuple[int, str | None, str | None]] = []
     if stack is not None:
-        rows = [(int(f), None if s is None else str(s), None if m is None else str(m))
+        rows = [(_int(f) or 0, _str(s), _str(m))
                 for f, s, m in zip(stack["frame"], stack["symbol"], stack["module"],
                                    strict=True)]
 
