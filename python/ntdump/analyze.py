@@ -34,7 +34,7 @@ POOL_ALLOCATORS = re.compile(r"^(nt!)?ExAllocatePool(WithTag|WithQuota|WithQuota
 
 AV_CODES = frozenset({0x0A, 0x50, 0xD1, 0xD5, 0xD6})
 """Bug checks that are access violations by nature (a bad address touched): bucket prefix AV."""
-_EXCEPTION_CODES = {0x1E: 0, 0x7E: 0, 0x8E: 0, 0x3B: 0, 0x1000007E: 0, 0x1000008E: 0}
+_EXCEPTION_CODES = frozenset({0x1E, 0x7E, 0x8E, 0x3B})
 """Bug checks whose parameter 1 is an exception code (AV when it is 0xC0000005)."""
 STATUS_ACCESS_VIOLATION = 0xC0000005
 
@@ -151,7 +151,9 @@ def bucket_prefix(code: int, params: list[int] | tuple[int, ...]) -> str:
     a sub-type (0x19, 0x1A, 0xC2, 0xC4, 0x139, 0x13A), else ``0x<code>``. Hex digits upper case."""
     base = code & ~0x10000000
     p1 = params[0] if params else 0
-    if base in AV_CODES or (base in _EXCEPTION_CODES and p1 == STATUS_ACCESS_VIOLATION):
+    # The exception code is an NTSTATUS (32 bits); 64-bit dumps hold it sign-extended.
+    if base in AV_CODES or (base in _EXCEPTION_CODES
+                            and p1 & 0xFFFFFFFF == STATUS_ACCESS_VIOLATION):
         return "AV"
     if base in BUCKET_PREFIXES:
         return BUCKET_PREFIXES[base]
