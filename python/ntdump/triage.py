@@ -372,10 +372,12 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 f"{t[sort + '_allocs'] - t.get(sort + '_frees', 0):,} outstanding allocations"
             )
             if top_owners:
-                how = ("import the untagged allocators" if t["tag"] == "None"
-                       else "hold the tag in their image")
-                ev.append(f"{len(top_owners)} modules {how}; the evidence ranks them "
-                          "(Suspect drivers)")
+                one = len(top_owners) == 1
+                how = (("imports" if one else "import") + " the untagged allocators"
+                       if t["tag"] == "None" else
+                       ("holds the tag in its" if one else "hold the tag in their") + " image")
+                ev.append(f"{len(top_owners)} module{'' if one else 's'} {how}; the evidence "
+                          f"ranks {'it' if one else 'them'} (Suspect drivers)")
         if best is not None:
             ev.append(f"{best.name}: score {best.score:g}")
             ev += [f"  {e}" for e in sorted(best.evidence, key=lambda e: -e.weight)]
