@@ -49,6 +49,9 @@ PRIMARY = frozenset({"allocator_caller", "faulting_ip", "bugcheck_parameter", "l
                      "owns_top_tag", "on_crash_stack"})
 """Evidence that makes a driver a candidate; the rest only adds to a candidate's score."""
 
+CRASH = frozenset({"allocator_caller", "faulting_ip", "bugcheck_parameter", "on_crash_stack"})
+"""Evidence from the crash itself (stack, faulting IP, bug check parameters)."""
+
 SEPARATION = 2.0
 """The best driver is named alone only when it leads the second by at least this many points."""
 
@@ -341,5 +344,5 @@ def rank(d: Dump, analysis: Analysis | None, *, top_tag: str | None = None,
     return Ranking(primary, tied, notes)
 
 
-__all__ = ["GUID_NAME", "LEAK_SAMPLE", "PRIMARY", "SEPARATION", "WEIGHTS", "Evidence",
+__all__ = ["CRASH", "GUID_NAME", "LEAK_SAMPLE", "PRIMARY", "SEPARATION", "WEIGHTS", "Evidence",
            "Ranking", "Suspect", "build_machine_pdb", "path_evidence", "random_looking", "rank"]

@@ -32,6 +32,10 @@ DEPLETION_RATIO = 0.90
 TOP_TAGS = 5
 """Suspect tags reported."""
 
+POOL_EXHAUSTION_CODES = frozenset({0x41})
+"""Bug checks raised because pool ran out (MUST_SUCCEED_POOL_EMPTY): the leak's owner caused the
+crash even when no stack shows it."""
+
 GUID_NAME = re.compile(
     r"^\{?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?(\.[a-z0-9]{1,4})?$",
     re.IGNORECASE,
@@ -330,13 +334,17 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         if code & ~0x10000000 in NON_FAILURE_CODES:
             text += ": not a failure of any driver"
         elif blamed and best is not None and (pc is None or pc["image"] in (ranking.tied
-                                                                            or [best.name])):
+                                                                            or [best.name])) \
+                and (any(e.name in culprits.CRASH for e in best.evidence)
+                     or (code & ~0x10000000 in POOL_EXHAUSTION_CODES and leaking)):
+            # The crash is blamed on the ranking's best only when the crash itself points at
+            # it, or when the bug check is the pool running out and it is the leak's owner.
             text += f", most likely caused by {blamed}"
         if pc is not None:
             ev.append(f"first frame outside the kernel and the HAL: {pc['symbol']} "
                       f"({pc['why']})")
         ev.append(f"bucket: {an.bucket}")
-        if blamed and best is not None and code & ~0x10000000 not in NON_FAILURE_CODES:
+        if text.endswith(f"caused by {blamed}") and best is not None:
             ev.append(f"{best.name}: score {best.score:g} = "
                       + " + ".join(f"{e.weight:g} {e.name}" for e in best.evidence))
             if tie_note:
