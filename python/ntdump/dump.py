@@ -14,6 +14,7 @@ from ._search import SearchMixin
 from ._symbols import SymbolsMixin
 from .modules import KernelMixin
 from .pool import PoolMixin
+from .stack import StackMixin
 from .symbolmap import SymbolMapMixin
 from .vm import VmMixin
 
@@ -183,7 +184,8 @@ def _looks_like_dump(path: str) -> bool:
         return True  # let the native open raise the proper OSError
 
 
-class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, PoolMixin):
+class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, PoolMixin,
+           StackMixin):
     """An open Windows kernel crash dump.
 
     Use :func:`ntdump.open`. Also a context manager; closing releases the file map once no other
