@@ -346,7 +346,7 @@ def test_cli_batch_prints_buckets(fleet, tmp_path, capsys):
     assert int(back["buckets"]["dumps"].sum()) == 5
 
 
-# -- the analyses given a stack (the forge's ground truth as d.stack() would give it) -----------
+# -- the analyses given the planted ground truth as the stack (independent of the walker) --------
 def _planted_stack(d, s):
     import pandas as pd
 
@@ -356,7 +356,7 @@ def _planted_stack(d, s):
         m = d.modules.at(f.pc)
         rows["frame"].append(i)
         rows["sp"].append(f.sp)
-        rows["return_address"].append(fr[i + 1].pc if i + 1 < len(fr) else 0)
+        rows["return_address"].append(f.pc)  # d.stack(): where frame i is
         rows["symbol"].append(d.ln(f.pc))
         rows["module"].append(m.kd_name)
         rows["how"].append(f.how)

@@ -240,8 +240,12 @@ class Analysis:
         else:
             out.append("ChildEBP RetAddr  Call Site" if p == 4 else
                        "Child-SP          RetAddr           Call Site")
-            for r in self.frames():
-                out.append(f"{_addr(r['sp'], p)} {_addr(r['return_address'], p)} "
+            rows = self.frames()
+            for i, r in enumerate(rows):
+                # d.stack()'s return_address is where frame i is (WinDbg's RetAddr of the row
+                # above), so this row's RetAddr is the next row's.
+                ret = rows[i + 1]["return_address"] if i + 1 < len(rows) else 0
+                out.append(f"{_addr(r['sp'], p)} {_addr(ret, p)} "
                            f"{r['symbol'] or '?'}" + ("" if r["how"] in ("context", "unwind",
                                                                          "frame-chain")
                                                       else f"  ({r['how']})"))
