@@ -36,9 +36,6 @@ HOUR = 36_000_000_000  # FILETIME units
 needs_wine = pytest.mark.skipif(not (WINE / "wine-i386" / "hidclass.sys").is_file(),
                                 reason=f"Wine PE files not found under {WINE} "
                                 "(set NTDUMP_TEST_DATA)")
-needs_stack = pytest.mark.xfail(not hasattr(ntdump.Dump, "stack"), strict=True,
-                                reason="Dump.stack (issue 10 section 1, branch 'stack') is not in "
-                                "this build yet")
 
 
 @pytest.fixture(scope="module")
@@ -237,11 +234,10 @@ def test_analyze_without_stack_parts(stories, fam):
         assert a.probably_caused_by["image"] == suspects.CULPRIT
 
 
-@pytest.mark.parametrize("fam", [pytest.param("2003", marks=needs_stack),
-                                 pytest.param("win7", marks=needs_stack), "win10"])
+@pytest.mark.parametrize("fam", FAMILIES)
 def test_analyze_bucket_and_probably_caused_by(stories, fam):
-    """0x41 and 0xC2 need the stack (the culprit is the allocator's caller); 0xD1's faulting IP
-    is in the culprit."""
+    """0x41 and 0xC2: from the walked stack (the culprit is the allocator's caller); 0xD1: the
+    faulting IP is in the culprit."""
     a = ntdump.open(stories[fam, True].path).analyze()
     assert a.bucket == f"{EXPECTED_PREFIX[fam]}_{KD}!unknown_function"
     assert a.probably_caused_by["image"] == suspects.CULPRIT
@@ -249,7 +245,6 @@ def test_analyze_bucket_and_probably_caused_by(stories, fam):
         assert a.allocator_callers == [KD]
 
 
-@needs_stack
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_stack_lists_the_culprit_and_kernel_frames(stories, fam):
     s = stories[fam, True]
@@ -259,7 +254,10 @@ def test_stack_lists_the_culprit_and_kernel_frames(stories, fam):
     mods = [str(x) for x in df["module"]]
     i = mods.index(KD)
     assert syms[i].startswith(KD + "+0x")
-    assert s.culprit_call_return in {int(v) for v in df["return_address"]}
+    # the culprit's frame is at the return address just after its call to ExAllocatePool
+    assert int(df["return_address"].iloc[i]) == s.culprit_call_return
+    assert [int(v) for v in df["return_address"]] == [f.pc for f in s.frames]
+    assert str(df["how"].iloc[i]) == ("frame-chain" if fam == "2003" else "unwind")
     above = syms[:i]
     assert above[0].startswith("nt!KeBugCheckEx")
     if fam == "win10":
