@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,5 +450,96 @@ def _return_addresses(img: MappedImage, target: int | None,
     return out
 
 
+#: KDBG fields (u16) that locate KPRCB members (WINDOWS_INTERNALS.md §3.2).
+KDBG_OFFSET_PRCB_CURRENT_THREAD = 0x2B4
+KDBG_OFFSET_PRCB_PROC_STATE_CONTEXT = 0x2BC
+KDBG_OFFSET_PRCB_CONTEXT = 0x338
+KDBG_SIZE_PRCB = 0x2B0
+#: KPRCB layouts the forge writes. x64: Windows 10 19041, the values of the real Windows 10 triage
+#: dump's own KDBG copy (../shared/data/dumps/win10-19041-x64-triage.dmp: SizePrcb 0xAF00,
+#: OffsetPrcbCurrentThread 0x8, OffsetPrcbProcStateContext 0x1F0, OffsetPrcbContext 0x85C0).
+#: x86: the WRK's i386 KPRCB (Server 2003 SP1: CurrentThread at 0x4, ProcessorState at 0x1C with
+#: its ContextFrame first; no Context pointer before Windows 7).
+PRCB_LAYOUTS = {
+    "x64": {"size": 0xAF00, "current_thread": 0x8, "proc_state_context": 0x1F0,
+            "context": 0x85C0},
+    "x86": {"size": 0x1000, "current_thread": 0x4, "proc_state_context": 0x1C, "context": 0},
+}
+#: Where the forge maps KPRCBs (one page-aligned block per processor, then its CONTEXT buffer).
+PRCB_BASES = {"x64": 0xFFFFC08200000000, "x86": 0x8F000000}
+
+
+def plant_processors(scenario: Any, contexts: Sequence[Mapping[str, int] | PlantedStack | None],
+                     *, threads: Sequence[int] | None = None, rewrite: bool = True
+                     ) -> list[int]:
+    """Write one KPRCB per entry of ``contexts`` and fill KDBG's KiProcessorBlock and PRCB offset
+    fields (:data:`PRCB_LAYOUTS`); each context (a register mapping with rip/rsp or eip/esp, or
+    a :class:`PlantedStack`) goes to ``KPRCB.ProcessorState.ContextFrame`` and, on x64, also to a
+    separate CONTEXT buffer that ``KPRCB.Context`` points to. ``threads``: the CurrentThread
+    values (default 0). Returns the KPRCB VAs; rewrites the file unless ``rewrite=False``."""
+    from .header import CONTEXT32_REGS, CONTEXT64_REGS, _context32, _context64
+    from .scenario import _write
+
+    layout = scenario.layout
+    machine = layout.machine
+    lay = PRCB_LAYOUTS[machine]
+    is64 = machine == "x64"
+    ptr = 8 if is64 else 4
+    slots = 64 if is64 else 32
+    if len(contexts) > slots:
+        raise ValueError(f"KiProcessorBlock holds {slots} processors")
+    pt, mem = scenario.pt, scenario.mem
+
+    def write(va: int, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            pa = pt.translate(va + pos)
+            if pa is None:
+                raise ValueError(f"{va + pos:#x} is not mapped")
+            take = min(PAGE_SIZE - ((va + pos) & 0xFFF), len(data) - pos)
+            mem.write(pa, data[pos:pos + take])
+            pos += take
+
+    ctx_size = 0x4D0 if is64 else 0x2CC
+    stride = -(-(lay["size"] + ctx_size + 0x10) // PAGE_SIZE) * PAGE_SIZE
+    prcbs = []
+    for i, c in enumerate(contexts):
+        prcb = PRCB_BASES[machine] + i * stride
+        for off in range(0, stride, PAGE_SIZE):
+            if pt.translate(prcb + off) is None:
+                pt.map(prcb + off, mem.alloc_page() << 12)
+        prcbs.append(prcb)
+        thread = threads[i] if threads is not None and i < len(threads) else 0
+        write(prcb + lay["current_thread"], thread.to_bytes(ptr, "little"))
+        if c is None:
+            continue
+        regs = dict(c.context if isinstance(c, PlantedStack) else c)
+        ip, sp = (regs.get("rip", 0), regs.get("rsp", 0)) if is64 else \
+            (regs.get("eip", 0), regs.get("esp", 0))
+        names = CONTEXT64_REGS if is64 else CONTEXT32_REGS
+        body = (_context64 if is64 else _context32)(
+            ip, sp, {k: v for k, v in regs.items() if k in names})
+        write(prcb + lay["proc_state_context"], body)
+        if lay["context"]:
+            buf = prcb + -(-lay["size"] // 16) * 16
+            write(buf, body)
+            write(prcb + lay["context"], buf.to_bytes(ptr, "little"))
+    kd = layout.kdbg
+    for i, prcb in enumerate(prcbs):
+        write(layout.ki_processor_block + i * ptr, prcb.to_bytes(ptr, "little"))
+    write(kd + KDBG_SIZE_PRCB, struct.pack("<H", lay["size"] & 0xFFFF))
+    write(kd + KDBG_OFFSET_PRCB_CURRENT_THREAD, struct.pack("<H", lay["current_thread"]))
+    write(kd + KDBG_OFFSET_PRCB_PROC_STATE_CONTEXT, struct.pack("<H", lay["proc_state_context"]))
+    if layout.kdbg_size >= 0x340:
+        write(kd + KDBG_OFFSET_PRCB_CONTEXT, struct.pack("<H", lay["context"]))
+    if scenario.header.processors != len(contexts):
+        scenario.header = dataclasses.replace(scenario.header, processors=len(contexts))
+    if rewrite:
+        scenario.stored = _write(scenario.path, scenario.fmt, scenario.mem, scenario.header,
+                                 layout)
+    return prcbs
+
+
 __all__ = ["KERNEL_CS", "KERNEL_SS", "RFLAGS", "CallSite", "PlantedFrame", "PlantedStack",
-           "plant", "plant_into", "plant_x64", "plant_x86", "return_addresses"]
+           "PRCB_LAYOUTS", "plant", "plant_into", "plant_processors", "plant_x64", "plant_x86",
+           "return_addresses"]

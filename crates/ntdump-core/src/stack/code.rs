@@ -308,17 +308,31 @@ impl<'a> CodeMap<'a> {
 
     /// Whether a call instruction ends exactly at `va` (the instruction bytes are read from the dump or the
     /// provided image): Some(true/false), or None when the bytes are not available.
+    ///
+    /// Bytes from a provided image *file* are the code before the loader touched it. Windows 10 rewrites
+    /// import calls listed in an image's dynamic value relocation table (load config
+    /// `DynamicValueRelocTable`: "import control transfer") from the 6-byte `FF 15 disp32` to a 5-byte
+    /// `E8 rel32` plus one filler byte, so in memory the return address sits one byte before the end of
+    /// the file's `FF 15` — seen on the real Windows 10 triage dump (Wdf01000+0x16f81, +0x7c027, +0xcc5f).
+    /// With file bytes, an `FF 15` starting 5 bytes before `va` therefore counts as a call too.
     pub fn after_call(&self, va: u64, is64: bool) -> Option<bool> {
         // The longest form is 7 bytes (FF /2 with SIB and disp32); shorter reads when the bytes before
         // straddle a page the dump does not hold.
         for back in (2..=7u64).rev() {
-            if let Some(b) = va
-                .checked_sub(back)
-                .and_then(|s| self.read(s, back as usize))
-            {
-                return Some(crate::stack::scan::call_ending_at(&b, b.len(), is64).is_some());
+            let Some(start) = va.checked_sub(back) else {
+                continue;
+            };
+            let mut buf = vec![0u8; back as usize];
+            if self.d.read_virt(Va(start), &mut buf).is_ok() {
+                return Some(crate::stack::scan::call_ending_at(&buf, buf.len(), is64).is_some());
             }
         }
-        None
+        let m = self.module_at(va)?;
+        let c = self.code(m);
+        let img = c.image.as_ref()?;
+        let rva = usize::try_from(va - c.base).ok()?;
+        let b = img.get(rva.checked_sub(7)?..rva.checked_add(1)?)?;
+        let plain = crate::stack::scan::call_ending_at(&b[..7], 7, is64).is_some();
+        Some(plain || (b[2] == 0xFF && b[3] == 0x15))
     }
 }

@@ -97,9 +97,14 @@ pub fn processors(d: &Dump, kdbg: &Kdbg) -> (Vec<Processor>, Vec<String>) {
             for va in candidates {
                 let mut buf = vec![0u8; ctx_size];
                 if d.read_virt(Va(va), &mut buf).is_ok() {
-                    p.regs = Registers::from_context_bytes(&buf, machine);
-                    p.context_va = va;
-                    break;
+                    // A never-filled CONTEXT (no instruction or stack pointer) is no context.
+                    let regs = Registers::from_context_bytes(&buf, machine)
+                        .filter(|r| r.ip != 0 || r.sp != 0);
+                    if regs.is_some() {
+                        p.regs = regs;
+                        p.context_va = va;
+                        break;
+                    }
                 }
             }
             if p.regs.is_none() {
