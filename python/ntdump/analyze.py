@@ -194,6 +194,8 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     allocator_callers: list[str] = field(default_factory=list)
     """kd names of non-kernel modules found on the stack calling a pool allocator."""
+    allocator_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Each such call: module (kd name), frame, symbol (the caller's), allocator (its symbol)."""
 
     def frames(self) -> list[dict[str, Any]]:
         """The stack as a list of plain rows (empty when there is no stack)."""
@@ -213,7 +215,8 @@ class Analysis:
                 "faulting_ip_source": self.faulting_ip_source,
                 "faulting_module": self.faulting_module, "faulting_symbol": self.faulting_symbol,
                 "stack": self.frames(), "probably_caused_by": self.probably_caused_by,
-                "allocator_callers": self.allocator_callers, "bucket": self.bucket,
+                "allocator_callers": self.allocator_callers,
+                "allocator_calls": self.allocator_calls, "bucket": self.bucket,
                 "notes": self.notes}
 
     def to_json(self, **kw: Any) -> str:
@@ -319,12 +322,15 @@ def analyze(d: Dump) -> Analysis:
 
     # Who called a pool allocator (a non-kernel frame right below an allocator frame).
     callers: list[str] = []
+    calls: list[dict[str, Any]] = []
     for i in range(1, len(rows)):
         mod = rows[i][2]
         inner = rows[i - 1][1] or ""
-        if mod and mod.lower() not in KERNEL_MODULES and POOL_ALLOCATORS.match(inner) \
-                and mod not in callers:
-            callers.append(mod)
+        if mod and mod.lower() not in KERNEL_MODULES and POOL_ALLOCATORS.match(inner):
+            calls.append({"module": mod, "frame": rows[i][0], "symbol": rows[i][1],
+                          "allocator": inner.split("+", 1)[0]})
+            if mod not in callers:
+                callers.append(mod)
 
     # Probably caused by: the faulting IP's module when it is a driver, else the first stack
     # frame outside the kernel and the HAL.
@@ -357,7 +363,7 @@ def analyze(d: Dump) -> Analysis:
         bucket = bucket_prefix(code, params)
     else:
         bucket = bucket_id(code, params, sym)
-    return Analysis(bc, ip, src, fmod, fsym, stack, blamed, bucket, ptr, notes, callers)
+    return Analysis(bc, ip, src, fmod, fsym, stack, blamed, bucket, ptr, notes, callers, calls)
 
 
 __all__ = ["AV_CODES", "Analysis", "BUCKET_PREFIXES", "KERNEL_MODULES", "NON_FAILURE_CODES",

@@ -255,10 +255,11 @@ def rank(d: Dump, analysis: Analysis | None, *, top_tag: str | None = None,
 
     # Crash evidence.
     if analysis is not None and analysis.bugcheck["code"] & ~0x10000000 not in NON_FAILURE_CODES:
-        for mod in analysis.allocator_callers:
-            s = cand(mod)
-            if s is not None:
-                s.add("allocator_caller", "on the crash stack as the caller of a pool allocator")
+        for call in analysis.allocator_calls:
+            s = cand(call["module"])
+            if s is not None and not any(e.name == "allocator_caller" for e in s.evidence):
+                s.add("allocator_caller", "on the crash stack as the caller of a pool allocator: "
+                      f"frame {call['frame']} ({call['symbol']}) called {call['allocator']}")
         fault_mod = analysis.faulting_module
         if fault_mod:
             s = cand(fault_mod)

@@ -125,7 +125,9 @@ class Report:
                 f"  -> {owners}" + (f"  ({t['description']})" if t.get("description") else "")
             )
         drivers = [
-            f"{d['name']} at {d['base']:#x}: " + "; ".join(d["reasons"])
+            f"{d['name']} at {d['base']:#x}"
+            + (f", score {d['score']:g}" if d.get("score") is not None else "")
+            + ": " + "; ".join(d["reasons"])
             for d in self.suspect_drivers
         ]
         verdicts = []
