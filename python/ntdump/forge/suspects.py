@@ -21,6 +21,11 @@ family    machine         build  bug check
 ========  ==============  =====  ==========================================================
 
 Bug check parameters as Microsoft's "Bug Check Code Reference" documents them (0x41, 0xC2, 0xD1).
+Microsoft's page for 0x41 says that from Windows XP on no driver may request must-succeed pool
+(a driver that asks gets 0xC2 with parameter 1 = 0x9A), so on a real 2003 server 0x41 comes from
+the kernel's own must-succeed requests once the leak has drained the pool; the 2003 scenario keeps
+the issue's picture (the leaking driver's thread on the 0x41 stack), which is the case the
+evidence must handle, not a claim about which request raised it.
 
 The modules, in load order: a forged kernel and HAL (:mod:`.pe`) whose ``ExAllocatePool`` →
 ``ExAllocatePoolWithTag`` → ``KeBugCheckEx`` chain is real code (``call rel32``), eight forged
