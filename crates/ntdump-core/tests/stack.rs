@@ -6,10 +6,12 @@ use ntdump_core::stack::unwind::{
     self as uw, lookup, parse_table, parse_unwind_info, unwind_chain, RuntimeFunction, UnwindError,
 };
 
+/// (instruction bytes, expected (start, form)).
+type CallCase = (&'static [u8], Option<(usize, CallForm)>);
+
 #[test]
 fn call_forms_end_where_the_sdm_says() {
-    // (bytes, expected start, form)
-    let cases: &[(&[u8], Option<(usize, CallForm)>)] = &[
+    let cases: &[CallCase] = &[
         (&[0x90, 0xE8, 1, 2, 3, 4], Some((1, CallForm::Rel32))),
         (&[0x90, 0xFF, 0xD0], Some((1, CallForm::Indirect))), // call rax
         (&[0x41, 0xFF, 0xD3], Some((1, CallForm::Indirect))), // call r11 (REX before)
