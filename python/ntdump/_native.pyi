@@ -21,8 +21,11 @@ __all__ = [
     "pool_page",
     "pool_track_table_variable",
     "pool_used",
+    "processors",
     "search",
+    "stack_walk",
     "symbol_table",
+    "unwind_functions",
     "vm_summary",
 ]
 
