@@ -18,21 +18,12 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import NtdumpError
+from . import bugcheck
+from ._format import hexdump, kd_addr
+from .errors import KdError, NtdumpError
 
 if TYPE_CHECKING:
     from .dump import Dump
-
-
-class KdError(NtdumpError, ValueError):
-    """A command or expression kd would not accept."""
-
-
-def kd_addr(va: int, ptr_size: int = 8) -> str:
-    """An address as kd prints it: ``fffff804`7c600b20`` (64-bit) or ``8053a000`` (32-bit)."""
-    if ptr_size == 4:
-        return f"{va & 0xFFFFFFFF:08x}"
-    return f"{(va >> 32) & 0xFFFFFFFF:08x}`{va & 0xFFFFFFFF:08x}"
 
 
 _TOKEN = re.compile(
@@ -366,10 +357,9 @@ class KdSession:
         return self.d.dps_text(va, n, size=size)  # type: ignore[attr-defined]
 
     def _db(self, args: str, width: int) -> str:
-        from .cli import _hexdump
 
         va, n = self._count(args, 0x80 // width)
-        return "\n".join(_hexdump(va, self.d.read(va, n * width, pad=True), width, self.ptr))
+        return "\n".join(hexdump(va, self.d.read(va, n * width, pad=True), width, self.ptr))
 
     def _dh(self, args: str) -> str:
         a = args.split()[-1] if args.split() else ""
@@ -380,7 +370,6 @@ class KdSession:
         return str(self.d.walk(self.eval(args)))
 
     def _bugcheck(self, args: str) -> str:
-        from . import bugcheck
 
         i = self.d.info
         ps = " ".join(kd_addr(p, self.ptr) for p in i.bugcheck_params)
