@@ -7,6 +7,8 @@ export NTDUMP_TEST_DATA="${NTDUMP_TEST_DATA:-$(cd .. && pwd)/shared/data}"
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== ruff";         python -m ruff check python tests benchmarks
+echo "== imports";      lint-imports            # the floors of python/ntdump: pyproject.toml
+echo "== mypy";         python -m mypy python/ntdump
 echo "== stubtest";     python -m mypy.stubtest ntdump._native
 echo "== cargo test";   cargo test --workspace
 echo "== pytest";       python -m pytest -q

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
+from typing import Any
 
 import pandas as pd
 
@@ -124,7 +125,7 @@ class Symbols:
         ``*!ExAllocatePool``; no ``!`` = every module), case-insensitive. Columns: module, name,
         address (NA for an unresolved forwarder), ordinal (NA for PDB symbols), forwarder. Sorted
         by module load order, then address."""
-        c = dict(self._symbol_table().find(pattern))
+        c: dict[str, Any] = dict(self._symbol_table().find(pattern))
         mp, _, np_ = pattern.rpartition("!") if "!" in pattern else ("*", "", pattern)
         extra = [(mod, va, n) for mod, lst in self._mapped_sorted().items()
                  if fnmatch.fnmatchcase(mod, mp.lower()) for va, n in lst

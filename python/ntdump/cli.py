@@ -16,6 +16,7 @@ from typing import Any
 from . import forge
 from ._format import hexdump
 from .batch.cli import add_commands as add_batch_command
+from .dump import Dump
 from .dump import open as nt_open
 from .errors import NtdumpError
 from .kd import KdSession, interactive
@@ -31,8 +32,8 @@ def _int(s: str) -> int:
     return int(s, 16)
 
 
-def _open(args: argparse.Namespace):
-    kw = {}
+def _open(args: argparse.Namespace) -> Dump:
+    kw: dict[str, Any] = {}
     if getattr(args, "raw", False):
         kw["raw"] = True
     if getattr(args, "machine", None):

@@ -170,7 +170,7 @@ class KdSession:
         if mapped is not None:
             return mapped
         try:
-            return self.d.symbol(name)  # type: ignore[attr-defined]
+            return self.d.symbol(name)
         except Exception as e:
             raise KdError(f"Couldn't resolve error at '{name}'") from e
 
@@ -263,17 +263,17 @@ class KdSession:
             else:
                 tags = t
             i += 1
-        return self.d.pool.used_text(flags=flags, tags=tags, top=top)  # type: ignore[attr-defined]
+        return self.d.pool.used_text(flags=flags, tags=tags, top=top)
 
     def _pool(self, args: str) -> str:
-        return str(self.d.pool.page(self.eval(args.split()[0])))  # type: ignore[attr-defined]
+        return str(self.d.pool.page(self.eval(args.split()[0])))
 
     def _poolfind(self, args: str) -> str:
         toks = args.split()
         if not toks:
             raise KdError("Usage: !poolfind Tag [PoolType]")
         pool = {"0": "nonpaged", "1": "paged"}.get(toks[1] if len(toks) > 1 else "", "all")
-        df = self.d.pool.scan(tags=[toks[0]], pool=pool, progress=False)  # type: ignore[attr-defined]
+        df = self.d.pool.scan(tags=[toks[0]], pool=pool, progress=False)
         lines = [f"Scanning large pool allocation table for tag 0x{_tag_hex(toks[0])} ({toks[0]})",
                  ""]
         for _, r in df.iterrows():
@@ -290,16 +290,16 @@ class KdSession:
         target: Any = a
         if self.d.modules.get(a) is None:
             target = self.eval(a)
-        return str(self.d.lmi(target))  # type: ignore[attr-defined]
+        return str(self.d.lmi(target))
 
     def _x(self, args: str) -> str:
-        df = self.d.symbols(args.strip())  # type: ignore[attr-defined]
+        df = self.d.symbols(args.strip())
         return "\n".join(f"{kd_addr(int(r['address']), self.ptr)} {r['module']}!{r['name']}"
                          for _, r in df.iterrows())
 
     def _ln(self, args: str) -> str:
         va = self.eval(args)
-        return f"({kd_addr(va, self.ptr)})   {self.d.ln(va)}"  # type: ignore[attr-defined]
+        return f"({kd_addr(va, self.ptr)})   {self.d.ln(va)}"
 
     def _s(self, args: str) -> str:
         toks = shlex.split(args.replace("`", "\x00"))
@@ -307,7 +307,9 @@ class KdSession:
         width: int | str = 1
         if toks and toks[0].startswith("-"):
             flag = toks.pop(0)[1:].lower()
-            width = {"b": 1, "w": 2, "d": 4, "q": 8, "a": "ascii", "u": "unicode"}.get(flag, 0)
+            widths: dict[str, int | str] = {"b": 1, "w": 2, "d": 4, "q": 8, "a": "ascii",
+                                            "u": "unicode"}
+            width = widths.get(flag, 0)
             if not width:
                 raise KdError(f"Unknown search option -{flag}")
         unit = width if isinstance(width, int) else 1
@@ -322,7 +324,7 @@ class KdSession:
             pattern = self.eval(rest[0], self._env)
             if width == 1:
                 pattern = bytes([pattern & 0xFF])
-        df = self.d.search(pattern, width=width, within=(start, end))  # type: ignore[attr-defined]
+        df = self.d.search(pattern, width=width, within=(start, end))
         out = []
         for a in df["address"]:
             a = int(a)
@@ -354,7 +356,7 @@ class KdSession:
     def _dps(self, args: str, kind: str) -> str:
         va, n = self._count(args, 16 if kind == "dps" and self.ptr == 4 else 8)
         size = {"dps": None, "dds": 4, "dqs": 8}[kind]
-        return self.d.dps_text(va, n, size=size)  # type: ignore[attr-defined]
+        return self.d.dps_text(va, n, size=size)
 
     def _db(self, args: str, width: int) -> str:
 
@@ -364,7 +366,7 @@ class KdSession:
     def _dh(self, args: str) -> str:
         a = args.split()[-1] if args.split() else ""
         m = self.d.modules.get(a) or self.d.module(self.eval(a))
-        return str(m.headers)  # type: ignore[attr-defined]
+        return str(m.headers)
 
     def _pte(self, args: str) -> str:
         return str(self.d.walk(self.eval(args)))

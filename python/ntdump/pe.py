@@ -13,13 +13,16 @@ import datetime as _dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from . import _schema
 from ._format import kd_addr
 from ._handle import Handle
+
+if TYPE_CHECKING:
+    from ._native import CodeViewDict
 from ._native import PeImage
 from ._native import pe_image as native_pe_image
 
@@ -273,7 +276,7 @@ class PdbInfo:
         return f"{self.name} {self.guid or f'{self.signature:08X}'} age {self.age} ({self.key})"
 
 
-def pdb_from_codeview(cv: dict[str, Any] | None) -> PdbInfo | None:
+def pdb_from_codeview(cv: CodeViewDict | None) -> PdbInfo | None:
     """A :class:`PdbInfo` from the native CodeView dict (None passes through)."""
     if cv is None:
         return None

@@ -139,7 +139,7 @@ def _want_bar(progress: bool | Callable[[int, int], Any] | None) -> bool:
     if progress is not None:
         return progress is True
     try:  # a notebook kernel
-        from IPython import get_ipython  # type: ignore[import-not-found]
+        from IPython import get_ipython
 
         if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
             return True
@@ -475,13 +475,13 @@ class Pool:
         pats = _tags_arg(tags)
         native_tags = None if pats is None else [p.encode("latin-1") for p in pats]
         sc = PoolScanner(self._h.native, tags=native_tags, pool=pool,
-                                 ranges=None if ranges is None else [tuple(r) for r in ranges])
+                                 ranges=None if ranges is None else [(a, b) for a, b in ranges])
         total = sc.pages
         cb: Callable[[int, int], Any] | None = progress if callable(progress) else None
         bar = None
         if cb is None and _want_bar(progress if not callable(progress) else None):
             try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+                from tqdm.auto import tqdm
 
                 bar = tqdm(total=total * 4096, unit="B", unit_scale=True, delay=1.0,
                            desc="pool scan", leave=False)

@@ -216,7 +216,7 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 bc["module_base"] = m.base
                 bc["offset"] = addr - m.base
                 try:
-                    bc["symbol"] = d.ln(addr)  # type: ignore[attr-defined]
+                    bc["symbol"] = d.ln(addr)
                 except Exception:
                     bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
     except Exception as e:
@@ -237,13 +237,13 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     try:
         v = d.vm()
         for kind in ("nonpaged", "paged"):
-            u, m = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
-            ratio = (u.pages / m.pages) if u.pages is not None and m.pages else None
+            u, mx = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
+            ratio = (u.pages / mx.pages) if u.pages is not None and mx.pages else None
             pool[kind] = {
                 "usage_kb": u.kb,
-                "max_kb": m.kb,
+                "max_kb": mx.kb,
                 "ratio": ratio,
-                "source": f"{u.source}; {m.source}",
+                "source": f"{u.source}; {mx.source}",
             }
             if ratio is not None and ratio >= DEPLETION_RATIO:
                 pool["depleted"].append(kind)
@@ -260,14 +260,14 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     used = None
     sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
     try:
-        used = d.pool.used(sort=sort)  # type: ignore[attr-defined]
+        used = d.pool.used(sort=sort)
     except Exception as e:
         _note(notes, "pool usage by tag (!poolused)", e)
     suspect_tags: list[dict[str, Any]] = []
     if used is not None and len(used):
         for _, r in used.head(top).iterrows():
             tag = str(r["tag"])
-            entry = {
+            entry: dict[str, Any] = {
                 "tag": tag,
                 "nonpaged_bytes": int(r["nonpaged_bytes"]),
                 "paged_bytes": int(r["paged_bytes"]),
@@ -282,7 +282,7 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     # 4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways).
     for entry in suspect_tags[: max(1, min(3, len(suspect_tags)))]:
         try:
-            owners = d.pool.owners(entry["tag"])  # type: ignore[attr-defined]
+            owners = d.pool.owners(entry["tag"])
             entry["owners"] = [
                 {
                     "module": str(o["module"]),
