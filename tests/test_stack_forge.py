@@ -347,3 +347,74 @@ def test_max_frames_and_hostile_stacks(wine_zoo):
         assert df["how"].tolist() == ["context"]
         assert df.attrs["warnings"]
     _write(wine_zoo.path, wine_zoo.fmt, wine_zoo.mem, hdr, wine_zoo.layout)
+
+
+@pytest.mark.parametrize("machine,fmt", [("x86", "full"), ("x64", "kernel")])
+def test_founding_story_stack_names_the_culprit_call(tmp_path, machine, fmt):
+    """A bug check 0x41 stack on the founding story: KeBugCheckEx ← ExAllocatePoolWithTag ← the
+    culprit just after its call to ExAllocatePool ← ACPI; kernel frames named from exports."""
+    from ntdump.forge import story
+
+    st = story.founding_story(tmp_path / f"s{machine}.dmp", machine=machine, fmt=fmt)
+    sc = st.scenario
+    nt = sc.layout.module("ntoskrnl.exe").image
+    in_nt = fs.return_addresses(nt, target=nt.exports["KeBugCheckEx"],
+                                function=nt.exports["ExAllocatePoolWithTag"])
+    in_cul = fs.return_addresses(sc.culprit.image, import_name="ntoskrnl.exe!ExAllocatePool")
+    acpi = fs.return_addresses(sc.layout.module("ACPI.sys").image, import_name="IoCreateDevice")
+    assert len(in_nt) == len(in_cul) == len(acpi) == 1
+    planted = fs.plant(sc, [CallSite("ntoskrnl.exe", nt.exports["KeBugCheckEx"]),
+                            CallSite("ntoskrnl.exe", in_nt[0]),
+                            CallSite(sc.culprit.name, in_cul[0]),
+                            CallSite("ACPI.sys", acpi[0])])
+    with ntdump.open(sc.path) as d:
+        _check(d, planted)
+        df = d.stack()
+        assert df["symbol"].iloc[0] == "nt!KeBugCheckEx"
+        assert df["symbol"].iloc[1].startswith("nt!ExAllocatePoolWithTag+0x")
+        cul = sc.culprit.name.rsplit(".", 1)[0]
+        assert df["module"].tolist() == ["nt", "nt", cul, "ACPI"]
+        # The culprit's return address is just after its `call [ExAllocatePool slot]`.
+        code = d.read(int(df["return_address"].iloc[2]) - 6, 6)
+        slot = sc.culprit_iat_slot
+        if machine == "x64":
+            disp = int.from_bytes(code[2:], "little", signed=True)
+            assert code[:2] == b"\xff\x15" and int(df["return_address"].iloc[2]) + disp == slot
+        else:
+            assert code == b"\xff\x15" + slot.to_bytes(4, "little")
+
+
+def test_random_stack_bytes_never_break_the_walk(wine_zoo):
+    """Seeded random stack contents (values near module code, stack addresses, garbage) under a
+    real context: the walk ends within max_frames with frames in loaded modules, never raises."""
+    import random
+
+    from ntdump.forge.scenario import _write
+
+    frames = _frames(wine_zoo)
+    planted = fs.plant(wine_zoo, frames)
+    lo, hi = wine_zoo.layout.stack_top - 0x2000, wine_zoo.layout.stack_top
+    mods = wine_zoo.layout.modules
+    saved = {va: wine_zoo.mem.read(wine_zoo.pt.translate(va), 8) for va in range(lo, hi, 8)}
+    rng = random.Random(7)
+    try:
+        for _ in range(12):
+            for va in range(planted.frames[0].sp, hi, 8):
+                kind = rng.random()
+                if kind < 0.3:
+                    m = rng.choice(mods)
+                    v = m.base + rng.randrange(m.size)
+                elif kind < 0.5:
+                    v = rng.randrange(lo - 0x100, hi + 0x100)
+                else:
+                    v = rng.getrandbits(64)
+                wine_zoo.mem.write(wine_zoo.pt.translate(va), struct.pack("<Q", v))
+            _write(wine_zoo.path, wine_zoo.fmt, wine_zoo.mem, wine_zoo.header, wine_zoo.layout)
+            with ntdump.open(wine_zoo.path) as d:
+                df = d.stack(max_frames=100)
+                assert 1 <= len(df) <= 100
+                assert df["module"].notna().all()
+    finally:
+        for va, b in saved.items():
+            wine_zoo.mem.write(wine_zoo.pt.translate(va), b)
+        _write(wine_zoo.path, wine_zoo.fmt, wine_zoo.mem, wine_zoo.header, wine_zoo.layout)

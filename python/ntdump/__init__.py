@@ -13,15 +13,16 @@ from .analyze import Analysis, analyze
 from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
 from .errors import (
     DumpFormatError,
+    KdError,
     NtdumpError,
     PageNotInDumpError,
     PageNotPresentError,
     PeFormatError,
+    PoolTableError,
     SymbolError,
     TranslationError,
     UnsupportedError,
 )
-from .pool import PoolTableError
 from .triage import Report, triage
 
 
@@ -41,6 +42,7 @@ __all__ = [
     "Dump",
     "DumpFormatError",
     "DumpInfo",
+    "KdError",
     "NtdumpError",
     "PageNotInDumpError",
     "PageNotPresentError",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import bugcheck
+from ._format import kd_addr
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,9 +127,7 @@ def _str(v: Any) -> str | None:
 
 
 def _addr(va: int, ptr: int) -> str:
-    if ptr == 4:
-        return f"{va & 0xFFFFFFFF:08x}"
-    return f"{(va >> 32) & 0xFFFFFFFF:08x}`{va & 0xFFFFFFFF:08x}"
+    return kd_addr(va, ptr)
 
 
 def function_of(symbol: str | None) -> tuple[str, str]:
@@ -307,7 +306,7 @@ def analyze(d: Dump) -> Analysis:
         if m is not None:
             fmod = m.kd_name
             try:
-                fsym = d.ln(ip)  # type: ignore[attr-defined]
+                fsym = d.ln(ip)
             except Exception:
                 fsym = f"{m.kd_name}+{ip - m.base:#x}"
         else:

@@ -176,7 +176,7 @@ def _sample_blocks(d: Dump, tag: str, notes: list[str]) -> list[tuple[int, bytes
     hdr = 8 if d.info.machine == "x86" else 16
     out: list[tuple[int, bytes]] = []
     try:
-        s = d.pool.scan(tags=[tag], progress=False)  # type: ignore[attr-defined]
+        s = d.pool.scan(tags=[tag], progress=False)
         s = s[s["allocated"].astype(bool)].sort_values("address").head(LEAK_SAMPLE)
         for a, size in zip(s["address"].to_numpy(), s["size"].to_numpy(), strict=True):
             n = max(0, min(int(size) - hdr, LEAK_BYTES))
@@ -187,7 +187,7 @@ def _sample_blocks(d: Dump, tag: str, notes: list[str]) -> list[tuple[int, bytes
                      f"{type(e).__name__}: {e}")
     if len(out) < LEAK_SAMPLE:
         try:
-            b = d.pool.big()  # type: ignore[attr-defined]
+            b = d.pool.big()
             b = b[(b["tag"].astype(str) == tag) & ~b["freed"].astype(bool)].sort_values("va")
             for va, size in zip(b["va"].to_numpy(), b["bytes"].to_numpy(), strict=True):
                 if len(out) >= LEAK_SAMPLE:
@@ -322,7 +322,7 @@ def rank(d: Dump, analysis: Analysis | None, *, top_tag: str | None = None,
         if pe is not None:
             s.add(pe[0], pe[1])
         try:
-            lmi = d.lmi(s.base)  # type: ignore[attr-defined]
+            lmi = d.lmi(s.base)
             pdb = getattr(lmi, "pdb", None)
             if pdb is None:
                 s.add("no_debug_directory", "no CodeView debug record (no PDB named)")

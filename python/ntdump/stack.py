@@ -1,4 +1,4 @@
-"""Crash stacks (``k``, ``kb``, ``kn``, ``kv``) and processors: ``Dump.stack``, ``Dump.processors``.
+"""Crash stacks (``k``, ``kb``, ``kn``, ``kv``) and processors: the :class:`Stack` feature.
 
 The walk runs in the Rust core (GIL released): x64 unwinding from each module's ``.pdata`` /
 ``.xdata``, x86 EBP frame chains, and call-checked stack scans where neither applies; see
@@ -14,14 +14,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from . import _native, _schema
+from . import _schema
+from ._format import kd_addr
+from ._native import processors as _processors
+from ._native import stack_walk as _stack_walk
 
 if TYPE_CHECKING:
-    from .modules import Module
+    from ._handle import Handle
+    from ._native import Dump as NativeDump
+    from ._symbols import Symbols
+    from .modules import Kernel, Module
 
 STACK_SCHEMA = {
     "frame": _schema.COUNT,
@@ -76,7 +82,7 @@ def _image_bytes(images: Images | None) -> dict[str, bytes] | None:
     return out
 
 
-def walk(native: _native.Dump, *, ln: Callable[[int], str | None],
+def walk(native: NativeDump, *, ln: Callable[[int], str | None],
          module_at: Callable[[int], Module | None], ptr_size: int,
          processor: int | None = None, max_frames: int = 64,
          images: Images | None = None) -> StackWalk:
@@ -84,7 +90,7 @@ def walk(native: _native.Dump, *, ln: Callable[[int], str | None],
     it), ``module_at`` finds its module. See :meth:`StackMixin.stack`."""
     if max_frames < 1:
         raise ValueError("max_frames must be at least 1")
-    w = _native.stack_walk(native, processor, max_frames, _image_bytes(images))
+    w = _stack_walk(native, processor, max_frames, _image_bytes(images))
     frames = []
     for i, (sp, pc, how, fb, slot, intr) in enumerate(zip(
             w["sp"], w["pc"], w["how"], w["frame_base"], w["slot"], w["interrupted"],
@@ -117,8 +123,6 @@ def to_frame(sw: StackWalk, dump: str | None = None) -> pd.DataFrame:
 
 
 def _addr(va: int, ptr: int) -> str:
-    from .kd import kd_addr
-
     return kd_addr(va, ptr)
 
 
@@ -164,32 +168,21 @@ def stack_text(sw: StackWalk, read_args: Callable[[int, int], list[int]], *,
     return "\n".join(lines)
 
 
-class StackMixin:
-    """Methods of :class:`ntdump.Dump` for stacks and processors."""
+class Stack:
+    """Stacks and processors of one dump: a feature object over the native handle, using the
+    kernel's module list and the symbols (``ln``). :class:`ntdump.Dump` delegates ``stack``,
+    ``stack_walk``, ``stack_text`` and ``processors`` here."""
 
-    path: str
-    _cache: dict[str, Any]
-
-    if TYPE_CHECKING:
-
-        @property
-        def _d(self) -> _native.Dump: ...
-
-        @property
-        def info(self) -> Any: ...
-
-        @property
-        def modules(self) -> Any: ...
-
-        def _ln_or_none(self, va: int) -> str | None: ...
-
-        def read(self, va: int, n: int, *, pad: bool = False) -> bytes: ...
+    def __init__(self, h: Handle, kernel: Kernel, symbols: Symbols) -> None:
+        self._h = h
+        self._kernel = kernel
+        self._symbols = symbols
 
     def stack_walk(self, processor: int | None = None, max_frames: int = 64, *,
                    images: Images | None = None) -> StackWalk:
         """The walk behind :meth:`stack`, with every detail (frame bases, slots, trap frames)."""
-        return walk(self._d, ln=self._ln_or_none, module_at=self.modules.at,
-                    ptr_size=self.info.pointer_size, processor=processor,
+        return walk(self._h.native, ln=self._symbols.ln_or_none, module_at=self._kernel.modules.at,
+                    ptr_size=self._h.pointer_size, processor=processor,
                     max_frames=max_frames, images=images)
 
     def stack(self, processor: int | None = None, max_frames: int = 64, *,
@@ -203,35 +196,35 @@ class StackMixin:
         ``processor=N``: that processor's context saved in its KPRCB. ``images``: image files for
         modules whose unwind data the dump lacks (module base name → path or bytes), e.g. from a
         symbol store. ``df.attrs["warnings"]`` says why the walk stopped or scanned."""
-        return to_frame(self.stack_walk(processor, max_frames, images=images), self.path)
+        return to_frame(self.stack_walk(processor, max_frames, images=images), self._h.path)
 
     @property
     def processors(self) -> pd.DataFrame:
         """One row per processor: index, prcb (VA of the KPRCB), rip, rsp (eip, esp on x86; NA
         when no saved context is readable), current_thread (VA of the KTHREAD). From KDBG's
         KiProcessorBlock and PRCB offsets; ``attrs["warnings"]`` lists what was unreadable."""
-        p = _native.processors(self._d)
-        x86 = self.info.pointer_size == 4
+        p = _processors(self._h.native)
+        x86 = self._h.pointer_size == 4
         ip, sp = ("eip", "esp") if x86 else ("rip", "rsp")
         schema = {"index": _schema.COUNT, "prcb": _schema.ADDRESS, ip: "UInt64", sp: "UInt64",
                   "current_thread": _schema.ADDRESS}
         cols = {"index": p["index"], "prcb": p["prcb"], ip: p["ip"], sp: p["sp"],
                 "current_thread": p["current_thread"]}
-        df = _schema.frame(cols, schema, dump=self.path)
+        df = _schema.frame(cols, schema, dump=self._h.path)
         df.attrs["warnings"] = list(p["warnings"])
         return df
 
     def stack_text(self, command: str = "k", processor: int | None = None,
-                   max_frames: int | None = None) -> str:
+                   max_frames: int | None = None, *, images: Images | None = None) -> str:
         """``k``/``kb``/``kn``/``kv`` (and ``kbn``, ``kvn``) as WinDbg prints them."""
         c = command.lower()
         if not c.startswith("k") or set(c[1:]) - set("bnv"):
             raise ValueError(f"not a k command: {command!r}")
-        sw = self.stack_walk(processor, max_frames or 64)
-        ptr = self.info.pointer_size
+        sw = self.stack_walk(processor, max_frames or 64, images=images)
+        return stack_text(sw, self.read_args, args="b" in c, numbers="n" in c, verbose="v" in c)
 
-        def read_args(va: int, n: int) -> list[int]:
-            data = self.read(va, n * ptr, pad=True)
-            return [int.from_bytes(data[i:i + ptr], "little") for i in range(0, n * ptr, ptr)]
-
-        return stack_text(sw, read_args, args="b" in c, numbers="n" in c, verbose="v" in c)
+    def read_args(self, va: int, n: int) -> list[int]:
+        """``n`` pointer-size values at ``va`` (zeros where unreadable): kb's Args to Child."""
+        ptr = self._h.pointer_size
+        data = self._h.read(va, n * ptr, pad=True)
+        return [int.from_bytes(data[i:i + ptr], "little") for i in range(0, n * ptr, ptr)]

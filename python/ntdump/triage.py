@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import bugcheck, culprits
-from .analyze import NON_FAILURE_CODES, analyze
+from .analyze import NON_FAILURE_CODES, Analysis, analyze
 
 if TYPE_CHECKING:
-    from .dump import Dump
+    from .dump import Dump, DumpInfo
 
 SCHEMA_ID = "ntdump.triage/1"
 """Version of the report's JSON schema; bumped on any incompatible change."""
@@ -183,30 +183,23 @@ def _note(notes: list[str], what: str, e: BaseException) -> None:
     notes.append(f"could not determine {what} because {type(e).__name__}: {e}")
 
 
-def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
-    """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
-    importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
-    notes: list[str] = []
-    verdicts: list[Verdict] = []
-    info = d.info
-    dump = {
-        "path": d.path,
-        "machine": info.machine,
-        "pae": info.pae,
-        "build": info.build,
-        "dump_type": info.dump_type,
-        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
-        "processors": info.processors,
-    }
-
-    # 1. Bug check, the faulting IP and its module, the crash stack (ntdump.analyze).
-    code, params = info.bugcheck_code, list(info.bugcheck_params)
-    an = None
+def _analysis_step(d: Dump, notes: list[str]) -> Analysis | None:
+    """0. ``!analyze``: bug check meanings, faulting IP, the crash stack, probably caused by,
+    bucket (:mod:`ntdump.analyze`)."""
     try:
         an = analyze(d)
-        notes += an.notes
     except Exception as e:
         _note(notes, "the crash analysis (!analyze)", e)
+        return None
+    notes += an.notes
+    return an
+
+
+def _bugcheck_step(d: Dump, info: DumpInfo, notes: list[str],
+                   an: Analysis | None) -> dict[str, Any]:
+    """1. Bug check and the module that owns the faulting address (its verdict comes after the
+    ranking: :func:`_crash_verdict`)."""
+    code, params = info.bugcheck_code, list(info.bugcheck_params)
     addr, src = bugcheck.faulting_address(code, params)
     if addr is None:
         ip = info.context.get("rip", info.context.get("eip"))
@@ -231,24 +224,27 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 bc["module_base"] = m.base
                 bc["offset"] = addr - m.base
                 try:
-                    bc["symbol"] = d.ln(addr)  # type: ignore[attr-defined]
+                    bc["symbol"] = d.ln(addr)
                 except Exception:
                     bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
     except Exception as e:
         _note(notes, "the module at the faulting address", e)
+    return bc
 
-    # 2. Pool state from !vm.
+
+def _pool_step(d: Dump, notes: list[str]) -> dict[str, Any]:
+    """2. Pool state from !vm."""
     pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
     try:
         v = d.vm()
         for kind in ("nonpaged", "paged"):
-            u, m = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
-            ratio = (u.pages / m.pages) if u.pages is not None and m.pages else None
+            u, mx = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
+            ratio = (u.pages / mx.pages) if u.pages is not None and mx.pages else None
             pool[kind] = {
                 "usage_kb": u.kb,
-                "max_kb": m.kb,
+                "max_kb": mx.kb,
                 "ratio": ratio,
-                "source": f"{u.source}; {m.source}",
+                "source": f"{u.source}; {mx.source}",
             }
             if ratio is not None and ratio >= DEPLETION_RATIO:
                 pool["depleted"].append(kind)
@@ -260,19 +256,23 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             )
     except Exception as e:
         _note(notes, "pool usage (!vm)", e)
+    return pool
 
-    # 3. Top tags from the tracker table.
+
+def _top_tags_step(d: Dump, pool: dict[str, Any], top: int,
+                   notes: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """3. Top tags from the tracker table: (entries, the column sorted by)."""
     used = None
     sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
     try:
-        used = d.pool.used(sort=sort)  # type: ignore[attr-defined]
+        used = d.pool.used(sort=sort)
     except Exception as e:
         _note(notes, "pool usage by tag (!poolused)", e)
     suspect_tags: list[dict[str, Any]] = []
     if used is not None and len(used):
         for _, r in used.head(top).iterrows():
             tag = str(r["tag"])
-            entry = {
+            entry: dict[str, Any] = {
                 "tag": tag,
                 "nonpaged_bytes": int(r["nonpaged_bytes"]),
                 "paged_bytes": int(r["paged_bytes"]),
@@ -284,10 +284,15 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 "owners": [],
             }
             suspect_tags.append(entry)
-    # 4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways).
+    return suspect_tags, sort
+
+
+def _owners_step(d: Dump, suspect_tags: list[dict[str, Any]], notes: list[str]) -> None:
+    """4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways), filled in
+    each entry's ``owners``."""
     for entry in suspect_tags[: max(1, min(3, len(suspect_tags)))]:
         try:
-            owners = d.pool.owners(entry["tag"])  # type: ignore[attr-defined]
+            owners = d.pool.owners(entry["tag"])
             entry["owners"] = [
                 {
                     "module": str(o["module"]),
@@ -299,12 +304,28 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         except Exception as e:
             _note(notes, f"the owners of pool tag {entry['tag']!r}", e)
 
-    # 5. Suspect drivers, ranked by the evidence (ntdump.culprits, weights in docs/triage.md).
+
+@dataclass
+class _Blame:
+    """Who the verdicts name: the ranking, the top tag's owners (kd name, how), the blamed name
+    ("a.sys" or "a.sys or b.sys" for a tie, None) and the sentence explaining a tie."""
+
+    ranking: culprits.Ranking
+    top_owners: list[tuple[str, str]]
+    blamed: str | None
+    tie_note: str
+
+
+def _suspect_drivers_step(d: Dump, an: Analysis | None, pool: dict[str, Any],
+                          suspect_tags: list[dict[str, Any]], notes: list[str]) -> _Blame:
+    """5. Suspect drivers ranked by the evidence (:mod:`ntdump.culprits`, weights in
+    docs/triage.md): crash evidence from the analysis, pool evidence when the pool is depleted
+    or allocations failed."""
     leaking = bool(pool["depleted"] or pool["failures"])
     top_owners: list[tuple[str, str]] = []
     if leaking and suspect_tags:
         try:
-            owners = d.pool.owners(suspect_tags[0]["tag"])  # type: ignore[attr-defined]
+            owners = d.pool.owners(suspect_tags[0]["tag"])
             top_owners = [(str(o), str(e)) for o, e in zip(owners["module"], owners["evidence"],
                                                            strict=True)]
         except Exception as e:
@@ -312,58 +333,60 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     ranking = culprits.rank(d, an, top_tag=suspect_tags[0]["tag"] if suspect_tags else None,
                             top_tag_owners=top_owners, leaking=leaking)
     notes += ranking.notes
-    suspect_drivers = [s.to_dict() for s in ranking.suspects]
-    best = ranking.best
     if ranking.tied:
-        blamed = " or ".join(ranking.tied)
         tie_note = (f"the evidence does not separate {', '.join(ranking.tied)} (scores "
                     + ", ".join(f"{s.name} {s.score:g}" for s in ranking.suspects
                                 if s.name in ranking.tied)
                     + f"; a lead of {culprits.SEPARATION:g} points is needed to name one)")
-    else:
-        blamed = best.name if best else None
-        tie_note = ""
+        return _Blame(ranking, top_owners, " or ".join(ranking.tied), tie_note)
+    best = ranking.best
+    return _Blame(ranking, top_owners, best.name if best else None, "")
 
-    # Verdict on the crash: where it stopped and who the evidence blames.
-    if an is not None:
-        where = an.faulting_symbol or (an.frames()[0]["symbol"] if an.frames() else None) \
-            or bc.get("symbol")
-        text = f"Bug check {code:#x} ({bc['name']})" + (f" at {where}" if where else "")
-        ev = [f"{a}: {v:#x}" + (f" ({m})" if m else "") for a, v, m in
-              zip(("Arg1", "Arg2", "Arg3", "Arg4"), params, an.bugcheck["meanings"],
-                  strict=False)]
-        pc = an.probably_caused_by
-        if code & ~0x10000000 in NON_FAILURE_CODES:
-            text += ": not a failure of any driver"
-        elif blamed and best is not None and (pc is None or pc["image"] in (ranking.tied
-                                                                            or [best.name])) \
-                and (any(e.name in culprits.CRASH for e in best.evidence)
-                     or (code & ~0x10000000 in POOL_EXHAUSTION_CODES and leaking)):
-            # The crash is blamed on the ranking's best only when the crash itself points at
-            # it, or when the bug check is the pool running out and it is the leak's owner.
-            text += f", most likely caused by {blamed}"
-        if pc is not None:
-            ev.append(f"first frame outside the kernel and the HAL: {pc['symbol']} "
-                      f"({pc['why']})")
-        ev.append(f"bucket: {an.bucket}")
-        if text.endswith(f"caused by {blamed}") and best is not None:
-            ev.append(f"{best.name}: score {best.score:g} = "
-                      + " + ".join(f"{e.weight:g} {e.name}" for e in best.evidence))
-            if tie_note:
-                ev.append(tie_note)
-        verdicts.append(Verdict(text, ev))
-    elif bc["module"]:
-        verdicts.append(
-            Verdict(
-                f"Bug check {code:#x} ({bc['name']}) at {addr:#x} in {bc['module']}",
-                [
-                    f"{src} = {addr:#x}",
-                    f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}",
-                ],
-            )
-        )
 
-    # Verdict on the pool.
+def _crash_verdict(an: Analysis | None, bc: dict[str, Any], blame: _Blame, leaking: bool,
+                   verdicts: list[Verdict]) -> None:
+    """The verdict on the crash: where it stopped, the parameters, the first frame outside the
+    kernel, the bucket, and the driver the evidence blames — only when the crash itself points at
+    it, or the bug check is pool exhaustion and it owns the leak."""
+    code = bc["code"]
+    if an is None:
+        if bc["module"]:
+            verdicts.append(Verdict(
+                f"Bug check {code:#x} ({bc['name']}) at {bc['address']:#x} in {bc['module']}",
+                [f"{bc['address_source']} = {bc['address']:#x}",
+                 f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}"]))
+        return
+    frames = an.frames()
+    where = an.faulting_symbol or (frames[0]["symbol"] if frames else None) or bc.get("symbol")
+    text = f"Bug check {code:#x} ({bc['name']})" + (f" at {where}" if where else "")
+    ev = [f"{a}: {v:#x}" + (f" ({m})" if m else "") for a, v, m in
+          zip(("Arg1", "Arg2", "Arg3", "Arg4"), bc["params"], an.bugcheck["meanings"],
+              strict=False)]
+    pc = an.probably_caused_by
+    best = blame.ranking.best
+    base = code & ~0x10000000
+    if base in NON_FAILURE_CODES:
+        text += ": not a failure of any driver"
+    elif blame.blamed and best is not None \
+            and (pc is None or pc["image"] in (blame.ranking.tied or [best.name])) \
+            and (any(e.name in culprits.CRASH for e in best.evidence)
+                 or (base in POOL_EXHAUSTION_CODES and leaking)):
+        text += f", most likely caused by {blame.blamed}"
+    if pc is not None:
+        ev.append(f"first frame outside the kernel and the HAL: {pc['symbol']} ({pc['why']})")
+    ev.append(f"bucket: {an.bucket}")
+    if blame.blamed and best is not None and text.endswith(f"caused by {blame.blamed}"):
+        ev.append(f"{best.name}: score {best.score:g} = "
+                  + " + ".join(f"{e.weight:g} {e.name}" for e in best.evidence))
+        if blame.tie_note:
+            ev.append(blame.tie_note)
+    verdicts.append(Verdict(text, ev))
+
+
+def _pool_verdict(pool: dict[str, Any], suspect_tags: list[dict[str, Any]], blame: _Blame,
+                  sort: str, verdicts: list[Verdict]) -> None:
+    """The verdict on the pool (``pool["verdict"]``, and a :class:`Verdict` when it says
+    something)."""
     if pool["depleted"] or pool["failures"]:
         kinds = " and ".join(pool["depleted"]) or "pool"
         ev = []
@@ -381,24 +404,25 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 f"!poolused: top tag {t['tag']!r} holds {t[sort + '_bytes']:,} bytes in "
                 f"{t[sort + '_allocs'] - t.get(sort + '_frees', 0):,} outstanding allocations"
             )
-            if top_owners:
-                one = len(top_owners) == 1
+            if blame.top_owners:
+                one = len(blame.top_owners) == 1
                 how = (("imports" if one else "import") + " the untagged allocators"
                        if t["tag"] == "None" else
                        ("holds the tag in its" if one else "hold the tag in their") + " image")
-                ev.append(f"{len(top_owners)} module{'' if one else 's'} {how}; the evidence "
-                          f"ranks {'it' if one else 'them'} (Suspect drivers)")
+                ev.append(f"{len(blame.top_owners)} module{'' if one else 's'} {how}; the "
+                          f"evidence ranks {'it' if one else 'them'} (Suspect drivers)")
+        best = blame.ranking.best
         if best is not None:
             ev.append(f"{best.name}: score {best.score:g}")
             ev += [f"  {e}" for e in sorted(best.evidence, key=lambda e: -e.weight)]
-            if tie_note:
-                ev.append(tie_note)
+            if blame.tie_note:
+                ev.append(blame.tie_note)
         text = f"{kinds.capitalize()} pool depletion"
         if suspect_tags:
             text += f": tag {suspect_tags[0]['tag']!r}"
-        if blamed:
-            text += f", most likely leaked by {blamed}"
-            if ranking.tied:
+        if blame.blamed:
+            text += f", most likely leaked by {blame.blamed}"
+            if blame.ranking.tied:
                 text += " (the evidence does not separate them)"
         verdicts.append(Verdict(text, ev))
         pool["verdict"] = text
@@ -416,6 +440,34 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         )
     else:
         pool["verdict"] = "pool state unknown (see notes)"
+
+
+def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
+    """Run the whole chain on an open dump: ``!analyze`` (bug check, stack, bucket) → ``!vm`` →
+    ``!poolused`` → tag owners → suspect drivers ranked by evidence (docs/triage.md) → verdicts
+    that name the same driver. Never raises for a readable dump."""
+    notes: list[str] = []
+    verdicts: list[Verdict] = []
+    info = d.info
+    dump = {
+        "path": d.path,
+        "machine": info.machine,
+        "pae": info.pae,
+        "build": info.build,
+        "dump_type": info.dump_type,
+        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
+        "processors": info.processors,
+    }
+
+    an = _analysis_step(d, notes)
+    bc = _bugcheck_step(d, info, notes, an)
+    pool = _pool_step(d, notes)
+    suspect_tags, sort = _top_tags_step(d, pool, top, notes)
+    _owners_step(d, suspect_tags, notes)
+    blame = _suspect_drivers_step(d, an, pool, suspect_tags, notes)
+    suspect_drivers = [s.to_dict() for s in blame.ranking.suspects]
+    _crash_verdict(an, bc, blame, bool(pool["depleted"] or pool["failures"]), verdicts)
+    _pool_verdict(pool, suspect_tags, blame, sort, verdicts)
     if info.dump_type == 4:
         notes.insert(
             0,

@@ -168,13 +168,14 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     is64 = machine == "x64"
     ptr = 8 if is64 else 4
     image_base = image_base if image_base is not None else (0x140000000 if is64 else 0x10000)
-    imports = {dll_name: list(funcs) for dll_name, funcs in (imports or {}).items()}
+    imps: dict[str, list[str | int]] = {d: list(fs) for d, fs in (imports or {}).items()}
+    imports = imps
     for fn in functions:
         for c in fn.calls:
             if isinstance(c, str) and "!" in c:
                 dll_name, func = c.split("!", 1)
-                if func not in imports.setdefault(dll_name, []):
-                    imports[dll_name].append(func)
+                if func not in imps.setdefault(dll_name, []):
+                    imps[dll_name].append(func)
     pdata = is64 if pdata is None else pdata
     if pdata and not is64:
         raise ValueError("pdata (x64 unwind data) needs machine='x64'")
@@ -233,15 +234,15 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
         if fn.export and fn.name not in exports:
             exports = [*exports, fn.name]
     for a in assembled:
-        for off, target in a.fixups:
+        for off, callee in a.fixups:
             at = a.start + off
-            if "!" in target:
-                dll_name, func = target.split("!", 1)
+            if "!" in callee:
+                dll_name, func = callee.split("!", 1)
                 t.iat_calls.append((at, (dll_name, func)))
-            elif target in func_off:
-                struct.pack_into("<i", t.code, at, func_off[target] - (at + 4))
+            elif callee in func_off:
+                struct.pack_into("<i", t.code, at, func_off[callee] - (at + 4))
             else:
-                raise ValueError(f"{a.fn.name} calls unknown local function {target!r}")
+                raise ValueError(f"{a.fn.name} calls unknown local function {callee!r}")
 
     text_rva = SECTION_ALIGN
     rdata_rva = _align(text_rva + len(t.code), SECTION_ALIGN)

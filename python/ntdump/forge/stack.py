@@ -174,12 +174,12 @@ def plant_x64(images: dict[str, MappedImage], frames: Sequence[CallSite], *,
             raise ValueError(f"{f.pc:#x} is not inside {f.module}")
         infos.append(img)
     # Does frame k-1's function begin with a machine frame (then frame k was interrupted)?
-    found = []
+    found: list[tuple[tuple[int, list[UnwindInfo]] | None, int, bool]] = []
     for k, f in enumerate(frames):
         interrupted = k > 0 and bool(found) and found[-1][2]
         at = f.pc if (k == 0 or interrupted) else f.pc - 1
         fn = _function(infos[k], at)
-        mf = bool(fn) and any(c.op == UWOP_PUSH_MACHFRAME for ui in fn[1] for c in ui.codes)
+        mf = fn is not None and any(c.op == UWOP_PUSH_MACHFRAME for ui in fn[1] for c in ui.codes)
         found.append((fn, at, mf))
     truth: list[PlantedFrame | None] = [None] * n
     # The outermost frame "was called" with a zero return address (the walk ends there).
@@ -254,7 +254,9 @@ def plant_x64(images: dict[str, MappedImage], frames: Sequence[CallSite], *,
             rsp -= 8
             st.put(rsp, f.pc)
             slot = rsp
-        truth[k] = dataclasses.replace(truth[k], slot=slot)  # type: ignore[arg-type]
+        done = truth[k]
+        assert done is not None
+        truth[k] = dataclasses.replace(done, slot=slot)
     ctx = {REGS[i]: v for i, v in regs.items()}
     ctx["rsp"], ctx["rip"] = rsp, frames[0].pc
     return PlantedStack("x64", [t for t in truth if t is not None], ctx, (low, high), st.writes)

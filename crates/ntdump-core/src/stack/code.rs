@@ -13,9 +13,9 @@ use std::sync::Arc;
 use crate::addr::{Va, PAGE_SIZE};
 use crate::dump::Dump;
 use crate::kernel::ModuleInfo;
-use crate::stack::unwind::{self, RuntimeFunction};
+use crate::stack::unwind::RuntimeFunction;
 
-/// Largest `.pdata` table read (bytes): 1.4 M functions.
+/// Largest `.pdata` table accepted (bytes): 1.4 M functions (entries are read on demand).
 pub const MAX_PDATA: u64 = 16 << 20;
 /// Largest image laid out from a file (bytes).
 pub const MAX_IMAGE: u64 = 512 << 20;
@@ -151,8 +151,9 @@ pub struct ModuleCode {
     pub size: u64,
     /// Headers, when readable (from the dump or the provided image).
     pub headers: Option<ImageHeaders>,
-    /// The `.pdata` table: Ok(table; empty when the image has none) or Err(why it is not available).
-    pub pdata: Result<Vec<RuntimeFunction>, String>,
+    /// The `.pdata` table: Ok((RVA, number of 12-byte entries); 0 entries when the image has none) or
+    /// Err(why it is not available). Entries are read on demand by [`CodeMap::lookup`].
+    pub pdata: Result<(u32, u32), String>,
     /// The provided image, if any.
     pub image: Option<Arc<Vec<u8>>>,
 }
@@ -229,24 +230,17 @@ impl<'a> CodeMap<'a> {
                 "the headers of {} ({:#x}) are not in the dump",
                 m.name, m.base
             )),
-            Some(h) if h.exception == (0, 0) => Ok(Vec::new()),
+            Some(h) if h.exception == (0, 0) => Ok((0, 0)),
             Some(h) => {
                 let (rva, size) = (u64::from(h.exception.0), u64::from(h.exception.1));
-                if size > MAX_PDATA || rva + size > m.size.max(u64::from(h.size_of_image)) {
+                let limit = m.size.max(u64::from(h.size_of_image));
+                if size > MAX_PDATA || rva + size > limit {
                     Err(format!(
                         "{}: exception directory {rva:#x}+{size:#x} is out of range",
                         m.name
                     ))
-                } else if let Some(img) = &image {
-                    img.get(rva as usize..(rva + size) as usize)
-                        .map(unwind::parse_table)
-                        .ok_or_else(|| format!("{}: .pdata beyond the provided image", m.name))
                 } else {
-                    let mut buf = vec![0u8; size as usize];
-                    match self.d.read_virt(Va(m.base + rva), &mut buf) {
-                        Ok(()) => Ok(unwind::parse_table(&buf)),
-                        Err(e) => Err(format!("{}: .pdata not in the dump ({e})", m.name)),
-                    }
+                    Ok((rva as u32, (size / 12) as u32))
                 }
             }
         };
@@ -289,6 +283,40 @@ impl<'a> CodeMap<'a> {
             .read_virt(Va(c.base + u64::from(rva)), &mut buf)
             .ok()
             .map(|_| buf)
+    }
+
+    /// The RUNTIME_FUNCTION of module `index` holding `rva`: a binary search reading 12-byte entries on
+    /// demand (at most 32 reads; the table is sorted by BeginAddress, as the loader requires). Ok(None):
+    /// no entry holds it (a leaf); Err: an entry that had to be read is not available.
+    pub fn lookup(&self, index: usize, rva: u32) -> Result<Option<RuntimeFunction>, String> {
+        let c = self.code(index);
+        let (table, count) = c.pdata.clone()?;
+        let entry = |i: u32| -> Result<RuntimeFunction, String> {
+            self.read_rva(index, table + 12 * i, 12)
+                .and_then(|b| RuntimeFunction::from_bytes(&b))
+                .ok_or_else(|| {
+                    format!(
+                        "{}: .pdata entry {i} (RVA {:#x}) is not in the dump",
+                        self.modules[index].name,
+                        table + 12 * i
+                    )
+                })
+        };
+        // Last entry with begin <= rva.
+        let (mut lo, mut hi) = (0u32, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if entry(mid)?.begin <= rva {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            return Ok(None);
+        }
+        let f = entry(lo - 1)?;
+        Ok((rva < f.end).then_some(f))
     }
 
     /// True when `va` lies in an executable section of a loaded module whose headers are known; when the

@@ -207,8 +207,10 @@ pub fn walk(cm: &CodeMap<'_>, regs: Registers, opts: &WalkOptions) -> StackWalk 
             break;
         };
         let code = cm.code(m);
-        let table = match &code.pdata {
-            Ok(t) => t,
+        let at = if exact { pc } else { pc.wrapping_sub(1) };
+        let rva = u32::try_from(at.wrapping_sub(code.base)).unwrap_or(u32::MAX);
+        let found = match cm.lookup(m, rva) {
+            Ok(f) => f,
             Err(why) => {
                 out.warnings
                     .push(format!("{why}: scanning the stack from {:#x}", r.sp));
@@ -216,10 +218,8 @@ pub fn walk(cm: &CodeMap<'_>, regs: Registers, opts: &WalkOptions) -> StackWalk 
                 break;
             }
         };
-        let at = if exact { pc } else { pc.wrapping_sub(1) };
-        let rva = u32::try_from(at.wrapping_sub(code.base)).unwrap_or(u32::MAX);
         let before = r;
-        let step = match uw::lookup(table, rva) {
+        let step = match found {
             None => read_u64(cm, r.sp).map(|ra| {
                 let slot = r.sp;
                 r.ip = ra;
