@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
+from . import bugcheck as _bugcheck
 from ._search import SearchMixin
 from ._symbols import SymbolsMixin
 from .modules import KernelMixin
@@ -81,6 +82,12 @@ class DumpInfo:
         return filetime_to_datetime(self.system_time)
 
     @property
+    def bugcheck(self) -> _bugcheck.BugCheck:
+        """The bug check with its name, each parameter's meaning and decoded sub-values
+        (:class:`ntdump.bugcheck.BugCheck`)."""
+        return _bugcheck.describe(self.bugcheck_code, self.bugcheck_params)
+
+    @property
     def truncated(self) -> bool:
         """True when the file is shorter than the memory it declares."""
         return self.missing_pages > 0
@@ -91,13 +98,14 @@ class DumpInfo:
         return 4 if self.machine == "x86" else 8
 
     def __str__(self) -> str:
-        bc = ", ".join(f"{p:#x}" for p in self.bugcheck_params)
+        bc = self.bugcheck
         lines = [
             f"Machine           : {self.machine}{' (PAE)' if self.pae else ''}",
             f"Build             : {self.build}",
             f"Dump type         : {self.dump_type} ({self.layout})",
             f"DTB               : {self.dtb:#x}",
-            f"Bugcheck          : {self.bugcheck_code:#x} ({bc})",
+            f"Bugcheck          : {bc.summary()}",
+            *(f"                    {p}" for p in bc.parameters),
             f"Processors        : {self.processors}",
             f"System time       : {self.system_datetime or '-'}",
             f"PsLoadedModuleList: {self.ps_loaded_module_list:#x}",
@@ -245,6 +253,12 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
             kw["warnings"] = tuple(raw["warnings"])
             self._info = DumpInfo(**kw)
         return self._info
+
+    @property
+    def bugcheck(self) -> _bugcheck.BugCheck:
+        """The bug check: code, name, parameters with their meanings and decoded sub-values
+        (an exception code's name …), the faulting address where the code has one."""
+        return self.info.bugcheck
 
     @property
     def warnings(self) -> tuple[str, ...]:

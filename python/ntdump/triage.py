@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import bugcheck
-
 if TYPE_CHECKING:
     from .dump import Dump
 
@@ -95,11 +93,23 @@ class Report:
     def _sections(self) -> list[tuple[str, list[str]]]:
         b = self.bugcheck
         bc = [f"{b['code']:#x} {b['name']}" + (f" in {b['module']}" if b.get("module") else "")]
-        if b.get("address") is not None:
+        if b.get("exception_code") is not None:
+            bc.append(f"exception code {b['exception_code']:#010x}"
+                      + (f" ({b['exception_name']})" if b.get("exception_name") else ""))
+        if b.get("manual"):
+            bc.append("crash initiated by hand: no faulting address"
+                      + (f" (raised at {b.get('raised_at_symbol') or hex(b['raised_at'])})"
+                         if b.get("raised_at") else ""))
+        elif b.get("address") is not None:
             bc.append(
                 f"faulting address {b['address']:#x} ({b['address_source']})"
                 + (f" = {b['symbol']}" if b.get("symbol") else "")
             )
+        for p in b.get("parameters", []):
+            line = f"Arg{p['index']}: {p['value']:#x}"
+            if p.get("meaning"):
+                line += f", {p['meaning']}" + (f": {p['decoded']}" if p.get("decoded") else "")
+            bc.append(line)
         pool = []
         for kind in ("nonpaged", "paged"):
             p = self.pool.get(kind) or {}
@@ -176,6 +186,71 @@ def _note(notes: list[str], what: str, e: BaseException) -> None:
     notes.append(f"could not determine {what} because {type(e).__name__}: {e}")
 
 
+def _bugcheck_section(d: Dump, notes: list[str]) -> tuple[dict[str, Any], Verdict | None]:
+    """The report's ``bugcheck`` object and its verdict: name, every parameter with its meaning,
+    the exception of 0x1E/0x3B/0x7E/0x8E, and the faulting address where the code names one. A
+    manual crash has none: the context IP is only where the crash was raised (KeBugCheckEx)."""
+    info = d.info
+    b = info.bugcheck
+    addr, src = b.address, b.address_source
+    ip = info.context.get("rip", info.context.get("eip"))
+    raised_at = None
+    if addr is None and ip and not b.manual and not b.live:
+        addr, src = ip, "context instruction pointer"
+    elif addr is None and ip:
+        raised_at = ip
+    bc: dict[str, Any] = {
+        "code": b.code,
+        "name": b.name,
+        "params": list(b.params),
+        "parameters": [p.to_dict() for p in b.parameters],
+        "manual": b.manual,
+        "exception_code": b.exception_code,
+        "exception_name": b.exception_name,
+        "address": addr,
+        "address_source": src,
+        "module": None,
+        "symbol": None,
+    }
+
+    def where(va: int) -> tuple[Any, str | None]:
+        m = d.modules.at(va)
+        if m is None:
+            return None, None
+        try:
+            return m, d.ln(va)  # type: ignore[attr-defined]
+        except Exception:
+            return m, f"{m.kd_name}+{va - m.base:#x}"
+
+    try:
+        if addr is not None:
+            m, sym = where(addr)
+            if m is not None:
+                bc["module"] = m.name
+                bc["module_base"] = m.base
+                bc["offset"] = addr - m.base
+                bc["symbol"] = sym
+        if raised_at is not None:
+            bc["raised_at"] = raised_at
+            bc["raised_at_symbol"] = where(raised_at)[1]
+    except Exception as e:
+        _note(notes, "the module at the faulting address", e)
+    ev = [str(p) for p in b.parameters if p.decoded]
+    if b.manual:
+        at = f" (raised at {bc.get('raised_at_symbol') or hex(raised_at)})" if raised_at else ""
+        return bc, Verdict(f"Bug check {b.code:#x} ({b.name}): a crash initiated by hand, "
+                           f"not a fault: there is no faulting address{at}", ev)
+    if bc["module"]:
+        text = f"Bug check {b.code:#x} ({b.name})"
+        if b.exception_code is not None:
+            text += f": {b.exception_name or 'exception'} ({b.exception_code:#010x})"
+        text += f" at {addr:#x} in {bc['module']}"
+        ev = [f"{src} = {addr:#x}",
+              f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}", *ev]
+        return bc, Verdict(text, ev)
+    return bc, None
+
+
 def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
     importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
@@ -192,45 +267,10 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         "processors": info.processors,
     }
 
-    # 1. Bug check and the module that owns the faulting address.
-    code, params = info.bugcheck_code, list(info.bugcheck_params)
-    addr, src = bugcheck.faulting_address(code, params)
-    if addr is None:
-        ip = info.context.get("rip", info.context.get("eip"))
-        if ip:
-            addr, src = ip, "context instruction pointer"
-    bc: dict[str, Any] = {
-        "code": code,
-        "name": bugcheck.name(code),
-        "params": params,
-        "address": addr,
-        "address_source": src,
-        "module": None,
-        "symbol": None,
-    }
-    try:
-        if addr is not None:
-            m = d.modules.at(addr)
-            if m is not None:
-                bc["module"] = m.name
-                bc["module_base"] = m.base
-                bc["offset"] = addr - m.base
-                try:
-                    bc["symbol"] = d.ln(addr)  # type: ignore[attr-defined]
-                except Exception:
-                    bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
-    except Exception as e:
-        _note(notes, "the module at the faulting address", e)
-    if bc["module"]:
-        verdicts.append(
-            Verdict(
-                f"Bug check {code:#x} ({bc['name']}) at {addr:#x} in {bc['module']}",
-                [
-                    f"{src} = {addr:#x}",
-                    f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}",
-                ],
-            )
-        )
+    # 1. Bug check, its parameters, and the module that owns the faulting address.
+    bc, bc_verdict = _bugcheck_section(d, notes)
+    if bc_verdict is not None:
+        verdicts.append(bc_verdict)
 
     # 2. Pool state from !vm.
     pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
