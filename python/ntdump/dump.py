@@ -11,6 +11,7 @@ from typing import Any
 
 from . import _native
 from . import bugcheck as _bugcheck
+from ._completeness import dump_cut
 from ._search import SearchMixin
 from ._symbols import SymbolsMixin
 from .modules import KernelMixin
@@ -75,6 +76,8 @@ class DumpInfo:
     context: dict[str, int] = field(default_factory=dict)
     """Registers of the crashing CPU from the header's CONTEXT (``rip``, ``rsp`` … or ``eip`` …)."""
     warnings: tuple[str, ...] = ()
+    required_dump_space: int | None = None
+    """The file size the writer intended (header RequiredDumpSpace, bytes); None when absent."""
 
     @property
     def system_datetime(self) -> _dt.datetime | None:
@@ -91,6 +94,12 @@ class DumpInfo:
     def truncated(self) -> bool:
         """True when the file is shorter than the memory it declares."""
         return self.missing_pages > 0
+
+    @property
+    def cut(self) -> dict[str, Any] | None:
+        """How much of a truncated dump is missing (file size, expected size from the header,
+        missing pages, the present fraction, and a sentence naming the cut); None when whole."""
+        return dump_cut(self)
 
     @property
     def pointer_size(self) -> int:

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._completeness import input_gap
+
 if TYPE_CHECKING:
     from .dump import Dump
 
@@ -71,6 +73,10 @@ class Report:
     suspect_drivers: list[dict[str, Any]]
     verdicts: list[Verdict]
     notes: list[str]
+    incomplete: dict[str, Any] | None = None
+    """None for a whole dump; else what is missing: the file's cut (``truncated``, ``file_size``,
+    ``expected_size``, ``missing_pages``, ``present_fraction``), ``reason`` (a sentence) and
+    ``inputs``: the analyses that met missing or unreadable data (``analysis``, ``detail``)."""
 
     # -- outputs ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +90,7 @@ class Report:
             "suspect_drivers": self.suspect_drivers,
             "verdicts": [{"text": v.text, "evidence": v.evidence} for v in self.verdicts],
             "notes": self.notes,
+            "incomplete": self.incomplete,
         }
 
     def to_json(self, **kw: Any) -> str:
@@ -137,7 +144,12 @@ class Report:
         for v in self.verdicts:
             verdicts.append(v.text)
             verdicts += [f"  - {e}" for e in v.evidence]
+        incomplete = []
+        if self.incomplete:
+            incomplete.append(self.incomplete["reason"])
+            incomplete += [f"{x['analysis']}: {x['detail']}" for x in self.incomplete["inputs"]]
         return [
+            *([("Incomplete dump", incomplete)] if incomplete else []),
             (
                 "Dump",
                 [
@@ -257,6 +269,8 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     notes: list[str] = []
     verdicts: list[Verdict] = []
     info = d.info
+    cut = info.cut  # None for a whole file
+    gaps: list[dict[str, str]] = []  # analyses that met missing or unreadable data
     dump = {
         "path": d.path,
         "machine": info.machine,
@@ -288,6 +302,9 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             if ratio is not None and ratio >= DEPLETION_RATIO:
                 pool["depleted"].append(kind)
         pool["failures"] = v.pool_allocation_failures
+        for f in v.fields:
+            if (f.pages is None and input_gap(f.source)) or "; incomplete: " in f.source:
+                gaps.append({"analysis": "!vm", "detail": f"{f.label}: {f.source}"})
         if v.pool_allocation_failures is None:
             notes.append(
                 "could not determine pool allocation failures because "
@@ -301,8 +318,14 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
     try:
         used = d.pool.used(sort=sort)  # type: ignore[attr-defined]
+        for w in used.attrs.get("warnings", []):
+            notes.append(f"!poolused: {w}")
+            if input_gap(w):
+                gaps.append({"analysis": "!poolused", "detail": w})
     except Exception as e:
         _note(notes, "pool usage by tag (!poolused)", e)
+        if input_gap(str(e)) or cut is not None:
+            gaps.append({"analysis": "!poolused", "detail": f"{type(e).__name__}: {e}"})
     suspect_tags: list[dict[str, Any]] = []
     if used is not None and len(used):
         for _, r in used.head(top).iterrows():
@@ -356,7 +379,13 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     except Exception as e:
         _note(notes, "suspicious drivers", e)
 
-    # Verdict on the pool.
+    # Verdict on the pool: never "healthy" when an input it needed was incomplete.
+    why_unsure = None
+    if cut is not None:
+        why_unsure = cut["reason"]
+    elif gaps:
+        why_unsure = "an analysis met missing or unreadable data (" + "; ".join(
+            f"{g['analysis']}: {g['detail']}" for g in gaps[:2]) + ")"
     if pool["depleted"] or pool["failures"]:
         kinds = " and ".join(pool["depleted"]) or "pool"
         ev = []
@@ -393,8 +422,20 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             text += f": tag {suspect_tags[0]['tag']!r}"
         if culprit:
             text += f", most likely leaked by {culprit}"
+        if why_unsure:
+            # What was read shows depletion; what is missing can only add to it.
+            text += f" (from an incomplete dump: {why_unsure}; numbers are lower bounds)"
         verdicts.append(Verdict(text, ev))
         pool["verdict"] = text
+    elif why_unsure:
+        ev = [
+            f"{k} pool at {100 * pool[k]['ratio']:.1f}% of its maximum in what could be read"
+            for k in ("nonpaged", "paged")
+            if pool[k] and pool[k].get("ratio") is not None
+        ]
+        ev += [f"{g['analysis']}: {g['detail']}" for g in gaps]
+        pool["verdict"] = f"pool state unknown, because {why_unsure}"
+        verdicts.append(Verdict(f"Pool state unknown, because {why_unsure}", ev))
     elif pool["nonpaged"] is not None and pool["nonpaged"].get("ratio") is not None:
         pool["verdict"] = "pool is healthy: no pool near its maximum, no failed allocations"
         verdicts.append(
@@ -415,4 +456,8 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             "pool data is not in a triage dump: a triage (mini) dump holds only the "
             "crash context, the faulting stack and a few captured ranges",
         )
-    return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes)
+    incomplete = None
+    if cut is not None or gaps:
+        incomplete = {**(cut or {"truncated": False}), "reason": why_unsure, "inputs": gaps}
+        notes.insert(0, f"the dump is incomplete: {why_unsure}")
+    return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes, incomplete)

@@ -1,0 +1,91 @@
+"""A partial dump never gives a confident verdict: founding-story dumps cut at 25, 50 and 90 % of
+their size, and a dump whose per-processor tag tables are missing, are never called healthy; the
+text and the JSON name the cut (from the header's own size) and the analyses that met missing
+pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+import ntdump
+from ntdump import forge
+from ntdump.forge.writers import write_bitmap
+
+SCHEMA = json.loads(
+    (pathlib.Path(__file__).parents[1] / "docs" / "triage-schema.json").read_text())
+
+
+def _validate(doc):
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(json.loads(json.dumps(doc)), SCHEMA)
+
+
+@pytest.mark.parametrize("machine", ["x86", "x64", "x64-win7"])
+@pytest.mark.parametrize("leak", [True, False])
+@pytest.mark.parametrize("fraction", [0.25, 0.50, 0.90])
+def test_cut_dump_is_never_healthy_and_names_the_cut(tmp_path, machine, leak, fraction):
+    st = forge.founding_story(tmp_path / "cut.dmp", machine=machine, leak=leak)
+    whole = os.path.getsize(st.path)
+    with ntdump.open(st.path) as d:  # the whole file: no cut, no incompleteness
+        assert d.info.cut is None
+        d.add_symbols(st.symbols)
+        assert ntdump.triage(d).to_dict()["incomplete"] is None
+    os.truncate(st.path, int(whole * fraction))
+    with ntdump.open(st.path) as d:
+        cut = d.info.cut
+        assert cut is not None and cut["truncated"]
+        # The header says how big the file should be: RequiredDumpSpace = the whole file.
+        assert cut["expected_size"] == whole
+        assert cut["file_size"] == int(whole * fraction)
+        assert abs(cut["present_fraction"] - fraction) < 1e-3
+        d.add_symbols(st.symbols)
+        r = ntdump.triage(d)
+    text, doc = r.text(), r.to_dict()
+    # (the temp path holds this test's name: leave it out)
+    assert "healthy" not in text.replace(str(st.path), "").lower()
+    assert "healthy" not in json.dumps({**doc, "dump": {}}).lower()
+    named = (f"cut at {100 * fraction:.1f}% of its size: "
+             f"{int(whole * fraction):,} of {whole:,} bytes")
+    assert named in text
+    assert named in doc["incomplete"]["reason"]
+    assert doc["incomplete"]["expected_size"] == whole
+    assert doc["incomplete"]["missing_pages"] == d.info.missing_pages > 0
+    assert any(named in n for n in doc["notes"])
+    if leak:  # what could be read still shows the depletion, as a lower bound
+        assert "depletion" in doc["pool"]["verdict"] and "incomplete dump" in doc["pool"]["verdict"]
+    else:
+        assert doc["pool"]["verdict"].startswith("pool state unknown, because the dump file is cut")
+        assert any(v["text"].startswith("Pool state unknown, because") for v in doc["verdicts"])
+    _validate(doc)
+
+
+def test_missing_per_processor_tables_are_reported_not_dropped(tmp_path):
+    """Windows 10 sums the per-processor tag tables: when their pages are not in the dump,
+    pool.used() warns, !vm says its sum is incomplete, and triage says "unknown, because"."""
+    st = forge.founding_story(tmp_path / "whole.dmp", machine="x64", leak=False)
+    sc = st.scenario
+    assert st.pool.per_cpu_tables
+    drop = {sc.pt.translate(t) >> 12 for t in st.pool.per_cpu_tables}
+    path = tmp_path / "gap.dmp"
+    write_bitmap(path, sc.mem, sc.header, "kernel", pages=sorted(set(sc.mem.pages) - drop))
+    with ntdump.open(path) as d:
+        assert d.info.cut is None  # nothing truncated: pages are simply not in this dump
+        d.add_symbols(st.symbols)
+        w = d.pool.used().attrs["warnings"]
+        assert len(w) == len(st.pool.per_cpu_tables)
+        assert all("unreadable" in x for x in w)
+        assert "incomplete: per-processor tag table" in d.vm().source("nonpaged_pool_usage")
+        r = ntdump.triage(d)
+    doc = r.to_dict()
+    assert doc["pool"]["verdict"].startswith("pool state unknown, because")
+    assert "healthy" not in r.text().replace(str(path), "").lower()
+    assert doc["incomplete"]["truncated"] is False
+    details = [g["detail"] for g in doc["incomplete"]["inputs"]]
+    assert all(x in details for x in w)
+    assert any(g["analysis"] == "!vm" for g in doc["incomplete"]["inputs"])
+    assert any(n.startswith("!poolused: per-processor tag table") for n in doc["notes"])
+    _validate(doc)
