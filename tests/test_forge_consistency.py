@@ -140,3 +140,37 @@ def test_the_old_demo_machine_is_impossible():
     assert "MmResidentAvailablePages 93,804 > physical" in text
     assert "is not what 2003 x86 sets" in text
     assert story.STORY_VM["MmAvailablePages"] < 79_615 - 31_369
+
+
+def _vm_lines(out: str) -> dict[str, int]:
+    vals = {}
+    for line in out.splitlines():
+        if ":" in line and "Kb)" in line:
+            label, rest = line.strip().split(":", 1)
+            vals[label] = int(rest.split()[0])
+    return vals
+
+
+def test_demo_shows_a_possible_machine_and_keeps_the_dump(tmp_path, capsys):
+    from ntdump.cli import main
+
+    out_file = tmp_path / "MEMORY.DMP"
+    assert main(["demo", "--out", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert out_file.is_file()  # kept
+    vm = _vm_lines(out)
+    assert vm["Available Pages"] <= vm["Physical Memory"] - vm["NonPagedPool Usage"]
+    assert vm["ResAvail Pages"] <= vm["Physical Memory"]
+    assert vm["NonPagedPool Usage"] <= vm["NonPagedPool Max"] < vm["Physical Memory"]
+    assert vm["PagedPool Usage"] <= vm["PagedPool Commit"] <= vm["PagedPool Maximum"]
+    # It says what it supplies in place of symbols …
+    assert "In place of symbols" in out and "nt!MmPoolFailures" in out
+    # … and its last lines point at the kept file.
+    tail = "\n".join(out.strip().splitlines()[-2:])
+    assert f"ntdump triage {out_file}" in tail
+    with ntdump.open(out_file) as d:  # the kept file is the demo's dump
+        assert ntdump.triage(d).to_dict()["pool"]["depleted"] == ["nonpaged"]
+    # Without --out the file goes, and the demo says how to keep it.
+    assert main(["demo"]) == 0
+    tail = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "deleted" in tail and "ntdump demo --out" in tail
