@@ -89,3 +89,17 @@ def test_missing_per_processor_tables_are_reported_not_dropped(tmp_path):
     assert any(g["analysis"] == "!vm" for g in doc["incomplete"]["inputs"])
     assert any(n.startswith("!poolused: per-processor tag table") for n in doc["notes"])
     _validate(doc)
+
+
+def test_real_full_dump_head_names_its_cut(shared_data):
+    """The first 16 KiB of a real Windows 10 full dump: the header's RequiredDumpSpace says how
+    big the file was; triage says how little is left and gives no pool verdict."""
+    with ntdump.open(shared_data / "dumps" / "win10-19045-x64-full-first16k.bin") as d:
+        cut = d.info.cut
+        assert cut["file_size"] == 16_384 and cut["expected_size"] == d.info.required_dump_space
+        assert cut["expected_size"] > 1 << 30 and cut["missing_pages"] > 500_000
+        r = ntdump.triage(d)
+    doc = r.to_dict()
+    assert "cut at 0.00076% of its size: 16,384 of" in doc["incomplete"]["reason"]
+    assert doc["pool"]["verdict"].startswith("pool state unknown, because the dump file is cut")
+    _validate(doc)

@@ -36,7 +36,9 @@ def dump_cut(info: Any) -> dict[str, Any] | None:
     else:
         return None
     frac = size / expected if expected else 0.0
-    reason = (f"the dump file is cut at {100 * frac:.1f}% of its size: {size:,} of {expected:,} "
+    pct = 100 * frac
+    shown = f"{pct:.1f}" if pct >= 0.1 or pct == 0 else f"{pct:.2g}"
+    reason = (f"the dump file is cut at {shown}% of its size: {size:,} of {expected:,} "
               f"bytes ({source})")
     if missing:
         mib = missing * PAGE / (1 << 20)
