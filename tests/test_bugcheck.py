@@ -99,3 +99,19 @@ def test_manual_crash_has_no_faulting_address(tmp_path):
     assert "faulting address 0x" not in text and "KeBugCheckEx (context" not in text
     assert "crash initiated by hand: no faulting address (raised at nt!KeBugCheckEx)" in text
     assert "not a fault" in doc["verdicts"][0]["text"]
+
+
+def test_kd_analyze(triage_dump):
+    from ntdump.kd import KdSession
+
+    with ntdump.open(triage_dump) as d:
+        kd = KdSession(d)
+        out = kd.run("!analyze")
+        assert out.splitlines()[0] == "SYSTEM_THREAD_EXCEPTION_NOT_HANDLED_M (1000007e)"
+        assert "Arg1: ffffffffc0000005, exception code: STATUS_ACCESS_VIOLATION" in out
+        assert "Faulting address (parameter 2): fffff804`8b58334c" in out
+        show = kd.run("!analyze -show 0x1c8 0n7000")
+        assert show.splitlines()[0] == "MANUALLY_INITIATED_POWER_BUTTON_HOLD (1c8)"
+        assert "Arg1: 0000000000001b58, time the power button was held down (ms)" in show
+        assert "no faulting address" in show
+        assert kd.run("!analyze -show") == "!analyze -show needs a bug check code"

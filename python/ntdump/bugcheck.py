@@ -193,7 +193,8 @@ PARAMETERS: dict[int, tuple[_Param, _Param, _Param, _Param]] = {
             ("", None)),
     0x154: (("the store context or data manager", None), ("exception information", None),
             ("", None), ("", None)),
-    0x1C8: (("", None), ("", None), ("", None), ("", None)),
+    0x1C8: (("time the power button was held down (ms)", None),
+            ("the nt!_POP_POWER_BUTTON_TRIAGE_BLOCK", None), ("", None), ("", None)),
 }
 """What each parameter of the common codes means (index 0 = parameter 1), and how to decode
 its value. The ``_M`` variants use their base code's entry."""
