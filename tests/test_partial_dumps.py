@@ -103,3 +103,31 @@ def test_real_full_dump_head_names_its_cut(shared_data):
     assert "cut at 0.00076% of its size: 16,384 of" in doc["incomplete"]["reason"]
     assert doc["pool"]["verdict"].startswith("pool state unknown, because the dump file is cut")
     _validate(doc)
+
+
+def test_unreadable_module_list_is_reported(tmp_path):
+    """The loader entries' page is not in the dump: no module list, so no culprit; triage says why
+    instead of a bare verdict."""
+    st = forge.founding_story(tmp_path / "whole.dmp", machine="x64")
+    sc = st.scenario
+    drop = {sc.pt.translate(sc.layout.modules[-1].ldr_entry) >> 12}
+    path = tmp_path / "nolist.dmp"
+    write_bitmap(path, sc.mem, sc.header, "kernel", pages=sorted(set(sc.mem.pages) - drop))
+    with ntdump.open(path) as d:
+        d.add_symbols(st.symbols)
+        r = ntdump.triage(d)
+    doc = r.to_dict()
+    assert any(g["analysis"] == "module list" and "unreadable" in g["detail"]
+               for g in doc["incomplete"]["inputs"])
+    assert "incomplete dump" in doc["pool"]["verdict"]
+    assert any(n.startswith("module list: ") for n in doc["notes"])
+    _validate(doc)
+
+
+def test_real_triage_dump_is_not_called_cut(triage_dump):
+    """A triage dump's RequiredDumpSpace is what its writer reserved (1,669,397 bytes for a file
+    of 1,444,532 with a valid end marker): not a cut."""
+    with ntdump.open(triage_dump) as d:
+        assert d.info.required_dump_space > d.info.file_size
+        assert d.info.cut is None
+        assert ntdump.triage(d).to_dict()["incomplete"] is None

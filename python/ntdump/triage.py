@@ -379,7 +379,19 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     except Exception as e:
         _note(notes, "suspicious drivers", e)
 
+    # The module list and unloaded drivers: entries that could not be read (the culprit may be
+    # among them).
+    try:
+        for w in getattr(d, "kernel_warnings", None) or []:
+            notes.append(f"module list: {w}")
+            if input_gap(w):
+                gaps.append({"analysis": "module list", "detail": w})
+    except Exception as e:
+        _note(notes, "the module list's warnings", e)
+
     # Verdict on the pool: never "healthy" when an input it needed was incomplete.
+    if info.dump_type == 4 and cut is None:
+        gaps = []  # a triage dump holds no pool data by design (noted below), not by loss
     why_unsure = None
     if cut is not None:
         why_unsure = cut["reason"]
@@ -424,7 +436,7 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             text += f", most likely leaked by {culprit}"
         if why_unsure:
             # What was read shows depletion; what is missing can only add to it.
-            text += f" (from an incomplete dump: {why_unsure}; numbers are lower bounds)"
+            text += f" (from an incomplete dump: {why_unsure})"
         verdicts.append(Verdict(text, ev))
         pool["verdict"] = text
     elif why_unsure:
