@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._completeness import input_gap
 
 if TYPE_CHECKING:
-    from .dump import Dump
+    from .dump import Dump, DumpInfo
 
 SCHEMA_ID = "ntdump.triage/1"
 """Version of the report's JSON schema; bumped on any incompatible change."""
@@ -198,11 +198,11 @@ def _note(notes: list[str], what: str, e: BaseException) -> None:
     notes.append(f"could not determine {what} because {type(e).__name__}: {e}")
 
 
-def _bugcheck_section(d: Dump, notes: list[str]) -> tuple[dict[str, Any], Verdict | None]:
-    """The report's ``bugcheck`` object and its verdict: name, every parameter with its meaning,
-    the exception of 0x1E/0x3B/0x7E/0x8E, and the faulting address where the code names one. A
-    manual crash has none: the context IP is only where the crash was raised (KeBugCheckEx)."""
-    info = d.info
+def _bugcheck_step(d: Dump, info: DumpInfo, notes: list[str],
+                   verdicts: list[Verdict]) -> dict[str, Any]:
+    """1. The bug check: name, every parameter with its meaning, the exception of
+    0x1E/0x3B/0x7E/0x8E, and the module that owns the faulting address where the code names one.
+    A manual crash has none: the context IP is only where the crash was raised (KeBugCheckEx)."""
     b = info.bugcheck
     addr, src = b.address, b.address_source
     ip = info.context.get("rip", info.context.get("eip"))
@@ -230,7 +230,7 @@ def _bugcheck_section(d: Dump, notes: list[str]) -> tuple[dict[str, Any], Verdic
         if m is None:
             return None, None
         try:
-            return m, d.ln(va)  # type: ignore[attr-defined]
+            return m, d.ln(va)
         except Exception:
             return m, f"{m.kd_name}+{va - m.base:#x}"
 
@@ -250,8 +250,9 @@ def _bugcheck_section(d: Dump, notes: list[str]) -> tuple[dict[str, Any], Verdic
     ev = [str(p) for p in b.parameters if p.decoded]
     if b.manual:
         at = f" (raised at {bc.get('raised_at_symbol') or hex(raised_at)})" if raised_at else ""
-        return bc, Verdict(f"Bug check {b.code:#x} ({b.name}): a crash initiated by hand, "
-                           f"not a fault: there is no faulting address{at}", ev)
+        verdicts.append(Verdict(f"Bug check {b.code:#x} ({b.name}): a crash initiated by hand, "
+                                f"not a fault: there is no faulting address{at}", ev))
+        return bc
     if bc["module"]:
         text = f"Bug check {b.code:#x} ({b.name})"
         if b.exception_code is not None:
@@ -259,45 +260,23 @@ def _bugcheck_section(d: Dump, notes: list[str]) -> tuple[dict[str, Any], Verdic
         text += f" at {addr:#x} in {bc['module']}"
         ev = [f"{src} = {addr:#x}",
               f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}", *ev]
-        return bc, Verdict(text, ev)
-    return bc, None
+        verdicts.append(Verdict(text, ev))
+    return bc
 
 
-def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
-    """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
-    importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
-    notes: list[str] = []
-    verdicts: list[Verdict] = []
-    info = d.info
-    cut = info.cut  # None for a whole file
-    gaps: list[dict[str, str]] = []  # analyses that met missing or unreadable data
-    dump = {
-        "path": d.path,
-        "machine": info.machine,
-        "pae": info.pae,
-        "build": info.build,
-        "dump_type": info.dump_type,
-        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
-        "processors": info.processors,
-    }
-
-    # 1. Bug check, its parameters, and the module that owns the faulting address.
-    bc, bc_verdict = _bugcheck_section(d, notes)
-    if bc_verdict is not None:
-        verdicts.append(bc_verdict)
-
-    # 2. Pool state from !vm.
+def _pool_step(d: Dump, notes: list[str], gaps: list[dict[str, str]]) -> dict[str, Any]:
+    """2. Pool state from !vm (fields it could not read for want of pages go to ``gaps``)."""
     pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
     try:
         v = d.vm()
         for kind in ("nonpaged", "paged"):
-            u, m = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
-            ratio = (u.pages / m.pages) if u.pages is not None and m.pages else None
+            u, mx = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
+            ratio = (u.pages / mx.pages) if u.pages is not None and mx.pages else None
             pool[kind] = {
                 "usage_kb": u.kb,
-                "max_kb": m.kb,
+                "max_kb": mx.kb,
                 "ratio": ratio,
-                "source": f"{u.source}; {m.source}",
+                "source": f"{u.source}; {mx.source}",
             }
             if ratio is not None and ratio >= DEPLETION_RATIO:
                 pool["depleted"].append(kind)
@@ -312,25 +291,30 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             )
     except Exception as e:
         _note(notes, "pool usage (!vm)", e)
+    return pool
 
-    # 3. Top tags from the tracker table.
+
+def _top_tags_step(d: Dump, pool: dict[str, Any], top: int, notes: list[str],
+                   gaps: list[dict[str, str]]) -> tuple[list[dict[str, Any]], str]:
+    """3. Top tags from the tracker table: (entries, the column sorted by). The table's warnings
+    (unreadable per-processor tables …) go to the notes, and to ``gaps`` when data was missing."""
     used = None
     sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
     try:
-        used = d.pool.used(sort=sort)  # type: ignore[attr-defined]
+        used = d.pool.used(sort=sort)
         for w in used.attrs.get("warnings", []):
             notes.append(f"!poolused: {w}")
             if input_gap(w):
                 gaps.append({"analysis": "!poolused", "detail": w})
     except Exception as e:
         _note(notes, "pool usage by tag (!poolused)", e)
-        if input_gap(str(e)) or cut is not None:
+        if input_gap(str(e)) or d.info.cut is not None:
             gaps.append({"analysis": "!poolused", "detail": f"{type(e).__name__}: {e}"})
     suspect_tags: list[dict[str, Any]] = []
     if used is not None and len(used):
         for _, r in used.head(top).iterrows():
             tag = str(r["tag"])
-            entry = {
+            entry: dict[str, Any] = {
                 "tag": tag,
                 "nonpaged_bytes": int(r["nonpaged_bytes"]),
                 "paged_bytes": int(r["paged_bytes"]),
@@ -342,10 +326,15 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 "owners": [],
             }
             suspect_tags.append(entry)
-    # 4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways).
+    return suspect_tags, sort
+
+
+def _owners_step(d: Dump, suspect_tags: list[dict[str, Any]], notes: list[str]) -> None:
+    """4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways), filled in
+    each entry's ``owners``."""
     for entry in suspect_tags[: max(1, min(3, len(suspect_tags)))]:
         try:
-            owners = d.pool.owners(entry["tag"])  # type: ignore[attr-defined]
+            owners = d.pool.owners(entry["tag"])
             entry["owners"] = [
                 {
                     "module": str(o["module"]),
@@ -357,8 +346,11 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         except Exception as e:
             _note(notes, f"the owners of pool tag {entry['tag']!r}", e)
 
-    # 5. Suspicious drivers: owners of the top tag with GUID names / paths outside SystemRoot,
-    #    plus any loaded module with those traits.
+
+def _suspect_drivers_step(d: Dump, pool: dict[str, Any], suspect_tags: list[dict[str, Any]],
+                          notes: list[str]) -> list[dict[str, Any]]:
+    """5. Suspicious drivers: owners of the top tag with GUID names / paths outside SystemRoot,
+    plus any loaded module with those traits."""
     suspect_drivers: list[dict[str, Any]] = []
     try:
         leaking = bool(pool["depleted"] or pool["failures"])
@@ -378,26 +370,28 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 )
     except Exception as e:
         _note(notes, "suspicious drivers", e)
+    return suspect_drivers
 
-    # The module list and unloaded drivers: entries that could not be read (the culprit may be
-    # among them).
+
+def _module_list_step(d: Dump, notes: list[str], gaps: list[dict[str, str]]) -> None:
+    """6. The module list and unloaded drivers: entries that could not be read (the culprit may be
+    among them) go to the notes, and to ``gaps`` when pages were missing."""
     try:
-        for w in getattr(d, "kernel_warnings", None) or []:
+        for w in d.kernel_warnings:
             notes.append(f"module list: {w}")
             if input_gap(w):
                 gaps.append({"analysis": "module list", "detail": w})
     except Exception as e:
         _note(notes, "the module list's warnings", e)
 
-    # Verdict on the pool: never "healthy" when an input it needed was incomplete.
-    if info.dump_type == 4 and cut is None:
-        gaps = []  # a triage dump holds no pool data by design (noted below), not by loss
-    why_unsure = None
-    if cut is not None:
-        why_unsure = cut["reason"]
-    elif gaps:
-        why_unsure = "an analysis met missing or unreadable data (" + "; ".join(
-            f"{g['analysis']}: {g['detail']}" for g in gaps[:2]) + ")"
+
+def _pool_verdict(pool: dict[str, Any], suspect_tags: list[dict[str, Any]],
+                  suspect_drivers: list[dict[str, Any]], sort: str,
+                  verdicts: list[Verdict], why_unsure: str | None = None,
+                  gaps: list[dict[str, str]] | None = None) -> None:
+    """The verdict on the pool (``pool["verdict"]``, and a :class:`Verdict` when it says
+    something). Never "healthy" when ``why_unsure`` (the dump is incomplete): "unknown, because
+    …" instead, and a depletion found is qualified."""
     if pool["depleted"] or pool["failures"]:
         kinds = " and ".join(pool["depleted"]) or "pool"
         ev = []
@@ -445,7 +439,7 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             for k in ("nonpaged", "paged")
             if pool[k] and pool[k].get("ratio") is not None
         ]
-        ev += [f"{g['analysis']}: {g['detail']}" for g in gaps]
+        ev += [f"{g['analysis']}: {g['detail']}" for g in gaps or []]
         pool["verdict"] = f"pool state unknown, because {why_unsure}"
         verdicts.append(Verdict(f"Pool state unknown, because {why_unsure}", ev))
     elif pool["nonpaged"] is not None and pool["nonpaged"].get("ratio") is not None:
@@ -462,6 +456,42 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         )
     else:
         pool["verdict"] = "pool state unknown (see notes)"
+
+
+def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
+    """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
+    importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
+    notes: list[str] = []
+    verdicts: list[Verdict] = []
+    info = d.info
+    dump = {
+        "path": d.path,
+        "machine": info.machine,
+        "pae": info.pae,
+        "build": info.build,
+        "dump_type": info.dump_type,
+        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
+        "processors": info.processors,
+    }
+
+    cut = info.cut  # None for a whole file
+    gaps: list[dict[str, str]] = []  # analyses that met missing or unreadable data
+
+    bc = _bugcheck_step(d, info, notes, verdicts)
+    pool = _pool_step(d, notes, gaps)
+    suspect_tags, sort = _top_tags_step(d, pool, top, notes, gaps)
+    _owners_step(d, suspect_tags, notes)
+    suspect_drivers = _suspect_drivers_step(d, pool, suspect_tags, notes)
+    _module_list_step(d, notes, gaps)
+    if info.dump_type == 4 and cut is None:
+        gaps = []  # a triage dump holds no pool data by design (noted below), not by loss
+    why_unsure = None
+    if cut is not None:
+        why_unsure = cut["reason"]
+    elif gaps:
+        why_unsure = "an analysis met missing or unreadable data (" + "; ".join(
+            f"{g['analysis']}: {g['detail']}" for g in gaps[:2]) + ")"
+    _pool_verdict(pool, suspect_tags, suspect_drivers, sort, verdicts, why_unsure, gaps)
     if info.dump_type == 4:
         notes.insert(
             0,

@@ -26,6 +26,7 @@ available, modified and commit counters fit beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def founding_story(path: str | Path, *, machine: str = "x86", fmt: str = "full",
     (:func:`story_counters`). See the module docstring for the numbers."""
     tags = server_tags(STORY_TAGS if leak else HEALTHY_TAGS,
                        STORY_NONPAGED_PAGES if leak else HEALTHY_NONPAGED_PAGES)
+    make: Callable[..., Scenario]
+    runs: Sequence[tuple[int, int]] | None
     if machine == "x86":
         family, make, runs, build, m = "2003", server2003_x86_pae, X86_RUNS, 3790, "x86"
     elif machine == "x64":
