@@ -9,8 +9,8 @@ import pytest
 
 import ntdump
 from ntdump import forge
-from ntdump.batch import fleet as fleet_mod
 from ntdump.errors import NtdumpError
+from ntdump.forge import fleet as fleet_mod
 from ntdump.forge import machine, scenario, story
 
 # !vm field → the kernel variable it shows (and the factor to its unit).
