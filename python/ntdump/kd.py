@@ -6,7 +6,9 @@
 Supported commands: ``!vm``, ``!poolused [flags] [tag] [/t N]``, ``!pool addr``, ``!poolfind tag``,
 ``lm``, ``!lmi name|addr``, ``x mod!pattern``, ``ln addr``, ``s -b|-w|-d|-q|-a|-u range pattern``,
 ``!for_each_module <command using @#Base @#End @#ModuleName>``, ``dps|dds|dqs addr [L n]``,
-``db|dd|dq addr [L n]``, ``!dh addr|name``, ``!pte addr``, ``.bugcheck``, ``vertarget``, ``r``,
+``db|dd|dq addr [L n]``, ``!dh addr|name``, ``!pte addr``, ``.bugcheck``,
+``!analyze [-v | -show code [p1 …]]`` (the bug check and what its parameters mean; with ``-v`` the
+stack, probably-caused-by and bucket id, docs/triage.md), ``vertarget``, ``r``,
 ``k``/``kb``/``kn``/``kv`` ``[count]`` (the crash stack, docs/stack.md),
 ``? expr``. Expressions: hex by default (``0x`` optional, ``0n`` decimal, backtick separators as in
 ``fffff804`7ba00000``), ``mod!symbol``, ``poi(expr)``, ``@reg``, ``+ - *``, parentheses.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import bugcheck
 from ._format import hexdump, kd_addr
+from .analyze import analyze
 from .errors import KdError, NtdumpError
 
 if TYPE_CHECKING:
@@ -383,19 +386,40 @@ class KdSession:
                 f"({bugcheck.name(i.bugcheck_code)})")
 
     def _analyze(self, args: str) -> str:
-        """``!analyze`` / ``!analyze -v``: the bug check, stack, probably-caused-by and bucket
-        (without ``-v``: the summary lines only, as kd prints them)."""
-        from .analyze import analyze
-
-        a = analyze(self.d)
-        if "-v" in args.split():
-            return a.text()
-        pc = a.probably_caused_by
-        return "\n".join([f"Bugcheck {a.bugcheck['code']:X}, "
-                          f"{{{', '.join(f'{p:x}' for p in a.bugcheck['params'])}}}", "",
-                          f"Probably caused by : {pc['image']} ( {pc['symbol']} )" if pc
-                          else "Probably caused by : unknown", "",
-                          f"FAILURE_BUCKET_ID:  {a.bucket}"])
+        """``!analyze``: the dump's bug check, name and parameters with their meanings, the
+        probable cause and the bucket id; ``!analyze -v``: everything (:mod:`ntdump.analyze`: the
+        stack too); ``!analyze -show code [p1 …]``: the meanings for a code given by hand (as
+        WinDbg's)."""
+        words = args.split()
+        if words and words[0].lower() == "-show":
+            if len(words) < 2:
+                raise KdError("!analyze -show needs a bug check code")
+            vals = [parse_number(w) for w in words[1:6]]
+            b = bugcheck.describe(vals[0], vals[1:])
+        elif words and words[0].lower() not in ("-v", "-vv"):
+            raise KdError(f"!analyze: unsupported option {words[0]!r} (use -v or -show code)")
+        else:
+            a = analyze(self.d)
+            if words:
+                return a.text()
+            b = self.d.info.bugcheck
+        w = 2 * self.ptr
+        lines = [f"{b.name} ({b.code:x})", "Arguments:"]
+        for p in b.parameters:
+            line = f"Arg{p.index}: {p.value & ((1 << (8 * self.ptr)) - 1):0{w}x}"
+            if p.meaning:
+                line += f", {p.meaning}" + (f": {p.decoded}" if p.decoded else "")
+            lines.append(line)
+        if b.manual:
+            lines.append("A crash initiated by hand: there is no faulting address.")
+        elif b.address is not None:
+            lines.append(f"Faulting address ({b.address_source}): {kd_addr(b.address, self.ptr)}")
+        if not words:
+            pc = a.probably_caused_by
+            lines += ["", f"Probably caused by : {pc['image']} ( {pc['symbol']} )" if pc
+                      else "Probably caused by : unknown", "",
+                      f"FAILURE_BUCKET_ID:  {a.bucket}"]
+        return "\n".join(lines)
 
     def _vertarget(self, args: str) -> str:
         i = self.d.info

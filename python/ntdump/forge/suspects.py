@@ -59,6 +59,7 @@ quarter-full pool, no failures, ``None`` blocks holding nothing, bug check 0xE2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,16 @@ from .pe import build_driver, build_hal, build_kernel
 from .pool import STORY_TAGS, PoolLayout, build_pool
 from .scenario import DEFAULT_DRIVERS, _place, _unloaded, _wine_folder
 from .stack import CallSite, PlantedFrame, plant_into, return_addresses
-from .story import HEALTHY_TAGS, HEALTHY_VM, STORY_VM
+from .story import (
+    HEALTHY_NONPAGED_PAGES,
+    HEALTHY_TAGS,
+    STORY_NONPAGED_PAGES,
+    WIN7_RUNS,
+    WIN10_SIZE,
+    X86_RUNS,
+    server_tags,
+    story_counters,
+)
 from .unwind import Function, lookup, runtime_functions
 from .writers import write_bitmap, write_full
 
@@ -137,6 +147,12 @@ class CrashStory:
     """Base names of every module importing ntoskrnl.exe!ExAllocatePool, in load order."""
     leaked_pointers: dict[str, int] = field(default_factory=dict)
     """module base name → how many sampled ``None`` blocks hold a pointer into it."""
+    vm: dict[str, int] = field(default_factory=dict)
+    """The ``!vm`` counters written (variable name → value; pages, or bytes for *InBytes)."""
+    tags: tuple = ()
+    """The pool tags written (:class:`~.pool.PoolTag`)."""
+    runs: tuple[tuple[int, int], ...] = ()
+    """Physical memory: ``(first page, page count)`` runs."""
 
     @property
     def machine(self) -> str:
@@ -176,13 +192,15 @@ def _culprit_function(x64: bool) -> Function:
 
 
 def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
-                leak: bool = True, fmt: str = "full", size: int = 128 << 20,
+                leak: bool = True, fmt: str = "full", size: int | None = None,
                 system_time: int | None = None) -> CrashStory:
     """Write a founding-story crash dump of ``family`` ("2003", "win7" or "win10"; see the module
     docstring) at ``path``. ``wine_dir``: a folder holding Wine's PE files (itself, or with
     ``wine-i386`` / ``wine-x86_64`` inside). ``fmt``: "full", "bitmap" or "kernel". ``size``:
-    bytes of RAM (the file is sparse). ``system_time``: the header's FILETIME (default
-    :data:`~.header.DEFAULT_SYSTEM_TIME`)."""
+    bytes of RAM (the file is sparse); None = the founding story's machine of the family
+    (:data:`~.story.X86_RUNS`, :data:`~.story.WIN7_RUNS`, :data:`~.story.WIN10_SIZE`), whose
+    ``!vm`` counters follow from its RAM (:func:`~.story.story_counters`). ``system_time``: the
+    header's FILETIME (default :data:`~.header.DEFAULT_SYSTEM_TIME`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}")
     if fmt not in ("full", "bitmap", "kernel"):
@@ -192,9 +210,20 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
     ptr = 8 if x64 else 4
     wine = _wine_folder(wine_dir, "x86_64" if x64 else "i386")
 
+    # The machine: RAM, tags and !vm counters as the founding story has them (forge.machine rules).
+    runs: Sequence[tuple[int, int]] = {"2003": X86_RUNS, "win7": WIN7_RUNS}.get(
+        family, ((0x1, 0x9F), (0x100, WIN10_SIZE // PAGE_SIZE - 0x100)))
+    if size is not None:
+        runs = ((0x1, 0x9F), (0x100, size // PAGE_SIZE - 0x100))
+    tags = server_tags(STORY_TAGS if leak else HEALTHY_TAGS,
+                       STORY_NONPAGED_PAGES if leak else HEALTHY_NONPAGED_PAGES)
+    vm = story_counters(fam.family, fam.machine, sum(n for _, n in runs),
+                        max(b + n for b, n in runs) - 1, tags, leak=leak)
+
     # Bug check and parameters (the faulting IP of 0xD1 is filled in once the culprit is placed).
     code = fam.bugcheck if leak else 0xE2
-    params: list[int] = {0x41: [0xC8, STORY_VM["MmAllocatedNonPagedPool"], 0x1F3, 0],
+    np_pages = -(-sum(t.bytes_of(False) for t in tags) // PAGE_SIZE)
+    params: list[int] = {0x41: [0xC8, np_pages, 0x1F3, 0],
                          0xC2: [8, 2, 1, 0xC8], 0xD1: [0x10, 2, 1, 0],
                          0xE2: [0, 0, 0, 0]}[code]
 
@@ -230,18 +259,10 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
         mods.append((name, root + "drivers\\" + name, (wine / name).read_bytes()))
 
     # Kernel space.
-    pages = size // PAGE_SIZE
-    mem = PhysicalMemory([(0x1, 0x9F), (0x100, pages - 0x100)])
+    mem = PhysicalMemory(list(runs))
     pt = PageTables(mem, "x64" if x64 else "pae")
     sizes = [-(-parse_pe(data).size_of_image // PAGE_SIZE) * PAGE_SIZE for _, _, data in mods]
     bases = _place(sizes[:2], fam.kernel_base) + _place(sizes[2:], fam.drivers_base)
-    vm = dict(STORY_VM if leak else HEALTHY_VM)
-    tags = STORY_TAGS if leak else HEALTHY_TAGS
-    if fam.family == "win10":  # no MmAllocatedNonPagedPool: readers sum the tracker tables
-        vm.pop("MmAllocatedNonPagedPool")
-        total = sum(t.bytes_of(False) for t in tags)
-        limit = int(total / (0.98 if leak else 0.25))
-        vm["MmMaximumNonPagedPoolInBytes"] = -(-limit // 4096) * 4096
     layout = build_kernel_space(
         pt, mem, machine=fam.machine, family=fam.family, build=fam.build,
         modules=[(n, p, d, b) for (n, p, d), b in zip(mods, bases, strict=True)],
@@ -330,4 +351,4 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
                         for i in m.image.imports)]
     return CrashStory(out, family, leak, fmt, layout, pl, code,
                       (params[0], params[1], params[2], params[3]), frames, cul, culprit_ret,
-                      importers, leaked)
+                      importers, leaked, vm, tuple(tags), tuple(runs))
