@@ -52,64 +52,16 @@ NON_FAILURE_CODES = frozenset({0xE2, 0x161, 0x1E0, 0x1E1})
 """Bug checks that are not a failure of anyone (manually initiated, live dumps): nobody is blamed
 from the stack of such a dump."""
 
-# Parameter meanings, by code (and parameter 1 for the codes that have sub-types). Source:
-# Microsoft's "Bug Check Code Reference" pages for each code.
-_MEANINGS: dict[int, tuple[str, str, str, str]] = {
-    0x0A: ("memory referenced", "IRQL at the time of the reference",
-           "0 read, 1 write, 8 execute", "address that referenced the memory"),
-    0x1E: ("exception code", "address of the exception", "parameter 0 of the exception",
-           "parameter 1 of the exception"),
-    0x3B: ("exception code", "address of the instruction that caused the exception",
-           "address of the context record", "0"),
-    0x41: ("size of the request, in bytes", "number of pages used of nonpaged pool",
-           "number of requests greater than one page", "number of pages available"),
-    0x50: ("memory referenced", "0 read, 1 write, 2 execute (10 and later)",
-           "address that referenced the memory (if known)", "type of page fault"),
-    0x7E: ("exception code", "address of the exception", "exception record address",
-           "context record address"),
-    0x8E: ("exception code", "address of the exception", "trap frame", "reserved"),
-    0xD1: ("memory referenced", "IRQL at the time of the reference",
-           "0 read, 1 write, 2 execute, 8 execute", "address that referenced the memory"),
-}
-_C2: dict[int, tuple[str, str, str, str]] = {
-    0x00: ("0x00: zero-byte pool allocation", "0", "pool type", "pool tag"),
-    0x07: ("0x07: freeing pool that was already freed", "reserved", "pool header contents",
-           "address of the block being freed"),
-    0x08: ("0x08: pool allocation at an invalid IRQL", "current IRQL", "pool type",
-           "size of the allocation, in bytes"),
-    0x09: ("0x09: pool free at an invalid IRQL", "current IRQL", "pool type",
-           "address of the pool"),
-    0x0A: ("0x0A: pool freed with the wrong tag", "address of the pool", "allocator's tag",
-           "tag used in the free"),
-    0x9B: ("0x9B: pool allocation with a tag of 0", "pool type", "size, in bytes",
-           "caller's address"),
-    0x9C: ("0x9C: pool allocation with the tag 'BIG'", "pool type", "size, in bytes",
-           "caller's address"),
-    0x9D: ("0x9D: pool allocation with a tag of no letters or digits", "the tag used",
-           "pool type", "caller's address"),
-}
-
-
 def parameter_meanings(code: int, params: list[int] | tuple[int, ...]) -> list[str]:
-    """What each of the four parameters of bug check ``code`` means (empty strings where this
-    table does not know). Uses :func:`ntdump.bugcheck.describe` (the full table, with decoded
-    values) when this build has it, and the short table here for the codes it does not describe."""
-    describe = getattr(bugcheck, "describe", None)
-    if callable(describe):
-        try:
-            bc = describe(code, list(params))
-            if getattr(bc, "described", True):
-                return [(p.meaning if p.meaning != "reserved" else "")
-                        + (f": {p.decoded}" if p.decoded else "") for p in bc.parameters]
-        except Exception:
-            pass
-    base = code & ~0x10000000
-    if base == 0xC2 and params:
-        m = _C2.get(params[0])
-        if m is not None:
-            return list(m)
-        return ["type of violation", "", "", ""]
-    return list(_MEANINGS.get(base, ("", "", "", "")))
+    """What each of the four parameters of bug check ``code`` means, with the value decoded where
+    it has a name (``access type: write``), from :func:`ntdump.bugcheck.describe` (Microsoft's Bug
+    Check Code Reference); empty strings for codes it does not describe and reserved
+    parameters."""
+    bc = bugcheck.describe(code, list(params))
+    if not bc.described:
+        return ["", "", "", ""]
+    return [(p.meaning if p.meaning != "reserved" else "")
+            + (f": {p.decoded}" if p.decoded else "") for p in bc.parameters]
 
 
 def _int(v: Any) -> int | None:
