@@ -28,7 +28,8 @@ the issue's picture (the leaking driver's thread on the 0x41 stack), which is th
 evidence must handle, not a claim about which request raised it.
 
 The modules, in load order: a forged kernel and HAL (:mod:`.pe`) whose ``ExAllocatePool`` →
-``ExAllocatePoolWithTag`` → ``KeBugCheckEx`` chain is real code (``call rel32``), eight forged
+``ExAllocatePoolWithTag`` → ``KeBugCheckEx`` chain is real code (``call rel32``; x64's
+``ExAllocatePool`` a stub, as its tail jump leaves no frame), eight forged
 boot
 drivers, a forged ``cdrom.sys`` that imports ``ExAllocatePool`` (it sorts before the culprit's
 name), then **Wine's real** ``hidclass.sys``, ``hidparse.sys``, ``usbd.sys`` (importers of
@@ -40,7 +41,8 @@ function ``VndAllocContext`` calls ``ExAllocatePool`` through its IAT slot and w
 
 The crash stack is planted by :func:`.stack.plant_into` in the layout's 8 KiB kernel stack from
 the chain of call sites (frame 0 in ``KeBugCheckEx``; the others return addresses just after a
-call): ``KeBugCheckEx`` ← ``ExAllocatePoolWithTag`` ← ``ExAllocatePool`` ← the culprit's
+call): ``KeBugCheckEx`` ← ``ExAllocatePoolWithTag`` ← ``ExAllocatePool`` (x86 only: on x64 it
+tail-jumps to ``ExAllocatePoolWithTag`` and leaves no frame) ← the culprit's
 ``VndAllocContext`` ← ``IofCallDriver`` (its ``call [rax+70h]`` / ``call [eax+38h]``: the driver's
 MajorFunction entry). x64 frames follow each function's real unwind codes (the functions come from
 :class:`.unwind.Function` with ``.pdata``); x86 frames are EBP frames. For 0xD1 the chain is
@@ -167,7 +169,8 @@ def _kernel_functions(x64: bool, code: int) -> tuple[Function, ...]:
         fns = [Function("KeBugCheckEx", (("push", "rbx"), ("alloc", 0x30)), calls=()),
                Function("ExAllocatePoolWithTag", (("push", "rbx"), ("push", "rsi"),
                                                   ("alloc", 0x28)), calls=("KeBugCheckEx",)),
-               Function("ExAllocatePool", fr, calls=("ExAllocatePoolWithTag",)),
+               # ExAllocatePool stays a stub: on x64 it tail-jumps to ExAllocatePoolWithTag
+               # (mov r8d, 'None'; jmp), so no frame of its own is on a real stack.
                # IofCallDriver: call [rax+70h] (the driver's MajorFunction[] entry).
                Function("IofCallDriver", fr, calls=(b"\xff\x50\x70",))]
         if code == 0xD1:  # the page-fault path (internal functions: no export names them)
@@ -316,9 +319,10 @@ def crash_story(path: str | Path, family: str = "2003", *, wine_dir: str | Path,
         kpf_ret = return_addresses(nt, target=kbd)[0]
         sites += [CallSite(_NT, kbd_ret), CallSite(_NT, kpf_ret), CallSite(CULPRIT, culprit_ret)]
     elif leak:
-        sites += [CallSite(_NT, call_in("ExAllocatePoolWithTag", "KeBugCheckEx")),
-                  CallSite(_NT, call_in("ExAllocatePool", "ExAllocatePoolWithTag")),
-                  CallSite(CULPRIT, culprit_ret)]
+        sites.append(CallSite(_NT, call_in("ExAllocatePoolWithTag", "KeBugCheckEx")))
+        if not x64:  # x86: a call (stdcall, two arguments to three); x64: a tail jump
+            sites.append(CallSite(_NT, call_in("ExAllocatePool", "ExAllocatePoolWithTag")))
+        sites.append(CallSite(CULPRIT, culprit_ret))
     sites.append(CallSite(_NT, iof_ret))
 
     def write(va: int, data: bytes) -> None:
