@@ -111,7 +111,12 @@ def pool_layouts() -> dict[str, Any]: ...
 def pool_page(dump: Dump, va: int) -> Any: ...
 def pool_track_table_variable(dump: Dump) -> Any: ...
 def pool_used(
-    dump: Dump, *, per_cpu: Any = None, extra: Any = ..., only_extra: bool = False
+    dump: Dump,
+    *,
+    per_cpu: Any = None,
+    extra: Any = ...,
+    only_extra: bool = False,
+    track_entries: int | None = None,
 ) -> Any: ...
 def search(
     dump: Dump,
