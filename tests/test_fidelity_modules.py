@@ -120,14 +120,15 @@ def test_loader_slot_raw_values(tmp_path: Path, family: str, machine: str, mode:
 
 
 @pytest.mark.parametrize(("family", "machine", "mode", "source"),
-                         [("xp", "x86", "x86", "unavailable"), ("win7", "x64", "x64", "unavailable"),
+                         [("xp", "x86", "x86", "unavailable"),
+                          ("win7", "x64", "x64", "unavailable"),
                           ("win10", "x64", "x64", "loader entry")])
 def test_header_paged_out(tmp_path: Path, family: str, machine: str, mode: str,
                           source: str) -> None:
     """No readable PE header: Windows 10's entry has a real TimeDateStamp field; before Windows 8
     the slot is LoadedImports, so there is no timestamp (0) rather than a wrong one."""
     p = tmp_path / "k.dmp"
-    lay, files = _build(p, family, machine, mode, missing={"lib2.sys": [0]})
+    _, files = _build(p, family, machine, mode, missing={"lib2.sys": [0]})
     with ntdump.open(p) as d:
         m = d.modules["lib2.sys"]
         assert m.timestamp_source == source

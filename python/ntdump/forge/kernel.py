@@ -230,6 +230,8 @@ class KernelLayout:
     unmapped_va: int
     stack_top: int
     corruptions: dict[str, int] = field(default_factory=dict)
+    discarded: dict[str, list[int]] = field(default_factory=dict)
+    """Module name → VAs of the discardable pages removed after initialisation."""
 
     @property
     def dtb(self) -> int:
@@ -261,6 +263,34 @@ class KernelLayout:
                      kd_debugger_data_block=self.kdbg, context_rip=rip,
                      context_rsp=self.stack_top - 0x100)
         return dataclasses.replace(hdr, **overrides)  # type: ignore[arg-type]
+
+
+_SCN_DISCARDABLE = 0x02000000
+
+
+def _discard_trailing(pt: PageTables, im: MappedImage) -> list[int]:
+    """Zero the PTEs of the pages of ``im``'s trailing discardable sections (page-rounded inward
+    from the last kept byte); returns their VAs."""
+    secs = sorted(im.info.sections, key=lambda x: x.virtual_address)
+    tail: list = []
+    for sec in reversed(secs):
+        if not sec.characteristics & _SCN_DISCARDABLE:
+            break
+        tail.append(sec)
+    if not tail or len(tail) == len(secs):
+        return []
+    first = min(x.virtual_address for x in tail)
+    kept_end = max(x.virtual_address + max(x.virtual_size, x.raw_size) for x in secs
+                   if x not in tail)
+    start = -(-max(first, kept_end) // PAGE_SIZE) * PAGE_SIZE
+    end = -(-im.size // PAGE_SIZE) * PAGE_SIZE
+    out = []
+    for rva in range(start, end, PAGE_SIZE):
+        va = im.base + rva
+        if pt.translate(va) is not None:
+            pt.set_entry(va, "pte", 0)
+            out.append(va)
+    return out
 
 
 def _loaded_imports(images: Sequence[MappedImage], bound: BindResult,
@@ -299,7 +329,8 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
                        huge_size_of_image: int | None = None,
                        vm: Mapping[str, int] | None = None,
                        boot_loaded: Sequence[str] = (),
-                       kdbg_real_zeros: bool = False) -> KernelLayout:
+                       kdbg_real_zeros: bool = False,
+                       discard_init: bool = True) -> KernelLayout:
     """Map ``modules`` and write the kernel structures; returns the :class:`KernelLayout`.
 
     ``modules``: ``(base name, full path, PE bytes, base VA)`` in load order; the first is the
@@ -321,6 +352,11 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
     array in the pool arena (load order); each listed module's LoadCount goes up by one.
     ``boot_loaded``: module names whose LoadedImports stays ``MM_SYSLDR_BOOT_LOADED`` (a boot
     driver whose list was never built or was cleared, as MiClearImports leaves it).
+    ``discard_init``: after binding, the trailing run of sections marked
+    IMAGE_SCN_MEM_DISCARDABLE (INIT, .reloc …) of every module is removed from the address space
+    (PTEs zeroed), as MmFreeDriverInitialization does once a driver is initialised (WRK
+    ``base/ntos/mm/sysload.c``: "all discardable sections at the end of the driver are
+    deleted"); pages shared with a kept section stay. ``layout.discarded`` lists the VAs.
     ``kdbg_real_zeros``: leave the KDBG fields of :data:`KDBG_ZERO_19041` 0, as a real Windows
     10 19041 kernel does (the variables still exist). ``MmPhysicalMemoryBlock`` points at a
     PHYSICAL_MEMORY_DESCRIPTOR built from the memory runs (NumberOfRuns, NumberOfPages, runs).
@@ -340,6 +376,7 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
               for name, _, data, base in modules]
     kernel = images[0]
     bound = bind_imports(images, kernel=kernel, hal=images[1] if len(images) > 1 else None)
+    discarded = {im.name: _discard_trailing(pt, im) for im in images} if discard_init else {}
 
     # Kernel variables.
     size = kdbg_size(family, build)
@@ -513,4 +550,5 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
         (w.pool_base, w.mapped_to), unmapped, stack + 0x2000,
         {k: n for k, n in (("loop_after", loop_after), ("unmapped_entry", unmapped_entry),
                            ("bad_name_length", bad_name_length),
-                           ("huge_size_of_image", huge_size_of_image)) if n is not None})
+                           ("huge_size_of_image", huge_size_of_image)) if n is not None},
+        discarded)

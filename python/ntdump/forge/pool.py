@@ -304,10 +304,14 @@ def write_minimal_kdbg(pt: PageTables, mem: PhysicalMemory, va: int, *, size: in
 
 
 def _hash_index(machine: str, build: int, key: int, mask: int) -> int:
-    if build >= 10000:  # Windows 10 decompilations (section 5.6)
+    """The tracker table hash. From Server 2003 SP1 (build 3790): WRK ``pool.c`` POOLTAG_HASH,
+    ``t = Key * 40543`` (64-bit), ``(t ^ (t >> 32)) & Mask`` — also ReactOS
+    ExpComputeHashForTag and the Windows 10 decompilations (sheet 5.6). Before (XP): the older
+    byte-folding macro the sheet attributes to 2003 (``[?]``: no public XP source)."""
+    if build >= 3790:
         t = (40543 * key) & 0xFFFFFFFFFFFFFFFF
         return (t ^ (t >> 32)) & mask
-    b = key.to_bytes(4, "little")  # 2003 WRK
+    b = key.to_bytes(4, "little")
     h = ((((b[0] << 2) ^ b[1]) << 2 ^ b[2]) << 2) ^ b[3]
     return ((40543 * h) >> 2) & mask
 
