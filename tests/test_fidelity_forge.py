@@ -35,6 +35,20 @@ def test_x64_self_map_translates_to_the_pml4(tmp_path: Path) -> None:
         assert int.from_bytes(d.read(pte_va, 8), "little") == want
 
 
+def test_pae_self_map(tmp_path: Path) -> None:
+    """2003 x86 PAE: the four PDs at 0xC0600000 (PDE_BASE), page tables from 0xC0000000."""
+    p = tmp_path / "k.dmp"
+    s = scen.server2003_x86_pae(p, fmt="full")
+    kb = s.layout.kernel_base
+    walk = s.pt.entries(kb)  # [(level, entry PA, value)] pdpte, pde, pte
+    with ntdump.open(p) as d:
+        pde_va = 0xC0600000 + (kb >> 21) * 8
+        pte_va = 0xC0000000 + (kb >> 12) * 8
+        assert d.translate(pde_va) == walk[1][1]
+        assert int.from_bytes(d.read(pde_va, 8), "little") == walk[1][2]
+        assert int.from_bytes(d.read(pte_va, 8), "little") == walk[2][2]
+
+
 def test_x86_self_map(tmp_path: Path) -> None:
     mem = forge.PhysicalMemory([(0x1, 0x9F), (0x100, 0x800)])
     pt = forge.PageTables(mem, "x86", self_map=True)
