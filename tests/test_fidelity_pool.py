@@ -257,3 +257,24 @@ def test_per_cpu_tables_absent_names_what_to_pass(tmp_path: Path) -> None:
         for tag, want in lay.expected_used.items():
             row = full[full["tag"] == tag].iloc[0]
             assert int(row["nonpaged_allocs"]) == want[0]
+
+
+@pytest.mark.parametrize(("machine", "build"), [("x86", 3790), ("x64", 3790), ("x64", 7601)])
+def test_multiprocessor_tables_before_windows10(tmp_path: Path, machine: str, build: int) -> None:
+    """WRK (2003 SP1) multiprocessor kernels keep per-processor tag tables too, with
+    ExPoolTagTables[0] = PoolTrackTable: the global table alone is processor 0's share."""
+    p = tmp_path / "k.dmp"
+    lay = _forge(p, machine, build, processors=4)
+    assert len(lay.per_cpu_tables) == 3 and lay.per_cpu_array is not None
+    with ntdump.open(p) as d:
+        u = d.pool.used(owners=0)
+        assert sorted(u.attrs["per_cpu"]) == sorted(lay.per_cpu_tables)
+        for tag, want in lay.expected_used.items():
+            row = u[u["tag"] == tag].iloc[0]
+            assert int(row["nonpaged_allocs"]) == want[0] and int(row["paged_allocs"]) == want[3]
+    q = tmp_path / "up.dmp"
+    _forge(q, machine, build, processors=1)  # a uniprocessor kernel: the global table is all
+    with ntdump.open(q) as d:
+        u = d.pool.used(owners=0)
+        assert u.attrs["per_cpu"] == [] and not any("ExPoolTagTables" in w
+                                                    for w in u.attrs["warnings"])

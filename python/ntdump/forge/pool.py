@@ -441,7 +441,7 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
                session_big_entries: int = 64,
                big_free_value: int | None = None,
                track_size_slot: str = "before", per_cpu_offset: int | None = None,
-               per_cpu_style: str = "separate") -> PoolLayout:
+               per_cpu_style: str | None = None) -> PoolLayout:
     """Write the pool tables, variables and pages (see the module docstring); returns the truth.
 
     Bad-input knobs: ``track_size_value`` / ``big_size_value`` overwrite the size variables
@@ -452,7 +452,9 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
     slots (default: 1 as InitializePool writes it, 0 on XP, whose source is not public ``[?]``).
     Placement knobs for the locating heuristics: ``track_size_slot`` ("before" the PoolTrackTable
     variable, where Volatility 2 reads it, or "after"); ``per_cpu_offset`` (bytes from the
-    variable to ExPoolTagTables, default +0x40 pointers); ``per_cpu_style`` ("separate": the
+    variable to ExPoolTagTables, default +0x40 pointers); ``per_cpu``: write per-processor tables
+    (default: Windows 10+, and multiprocessor kernels from build 3790 as WRK has them);
+    ``per_cpu_style`` (default "separate" on Windows 10+, "wrk" before; "separate": the
     sheet's Windows 10 model, one table per processor besides the global; "wrk": slot 0 is the
     global table itself, as WRK ``pool.c`` InitializePool sets ``ExPoolTagTables[0] =
     PoolTrackTable``).
@@ -475,7 +477,12 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
     variables = {"PoolTrackTable": var,
                  "PoolTrackTableSize": var + ptr if track_size_slot == "after" else var - ptr,
                  "PoolBigPageTable": var - d0, "PoolBigPageTableSize": var - d1}
-    multi = (per_cpu if per_cpu is not None else build >= 10000) and processors >= 1
+    # Per-processor tag tables: Windows 10+ (sheet 5.6, [A]); multiprocessor kernels from Server
+    # 2003 SP1 (WRK pool.c: ExPoolTagTables on non-NT_UP builds, slot 0 = PoolTrackTable).
+    default_multi = build >= 10000 or (build >= 3790 and processors > 1)
+    multi = (per_cpu if per_cpu is not None else default_multi) and processors >= 1
+    if per_cpu_style is None:
+        per_cpu_style = "separate" if build >= 10000 else "wrk"
     if multi:
         variables["ExPoolTagTables"] = var + (0x40 * ptr if per_cpu_offset is None
                                               else per_cpu_offset)

@@ -14,7 +14,7 @@
 //!    entries and the one with the most *valid non-empty* entries wins, provided at most 5% of the
 //!    entries it reads are invalid (see [`entry_valid`]). Ties go to the build's expected layout.
 //!
-//! Per-processor tables (Windows 10+, `[A]`): see [`find_per_cpu`]. Expansion and session tables need a
+//! Per-processor tables (Windows 10+, `[A]`; multiprocessor kernels from 2003 SP1, WRK): see [`find_per_cpu`]. Expansion and session tables need a
 //! PDB: callers may pass their (VA, entry count).
 
 use std::collections::{BTreeMap, HashSet};
@@ -339,7 +339,9 @@ pub fn find_per_cpu(
     global_keys: &HashSet<u32>,
 ) -> Option<(u64, Vec<u64>)> {
     let ctx = PoolContext::of(d);
-    if ctx.family < Family::Win10 {
+    // Windows 10+ (sheet, [A]); and multiprocessor kernels from Server 2003 SP1, where WRK has
+    // ExPoolTagTables with slot 0 = PoolTrackTable (a uniprocessor kernel has only the global).
+    if ctx.family < Family::Server2003 || (ctx.family < Family::Win10 && ctx.processors < 2) {
         return None;
     }
     let p = ctx.processors.min(0x800) as usize;
@@ -436,7 +438,9 @@ pub fn read_used(d: &Dump, k: &Kernel, opts: &UsedOptions) -> PoolResult<PoolUse
             match find_per_cpu(d, &info, &keys) {
                 Some((a, v)) => (v, Some(a)),
                 None => {
-                    if ctx.family >= Family::Win10 {
+                    if ctx.family >= Family::Win10
+                        || (ctx.family >= Family::Server2003 && ctx.processors > 1)
+                    {
                         warnings.push(
                             "per-processor tag tables (ExPoolTagTables) not found near the \
                              PoolTrackTable variable: totals are the global table's only; pass \
