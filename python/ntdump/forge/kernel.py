@@ -24,6 +24,7 @@ import dataclasses
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .header import Header
 from .image import BindResult, MappedImage, bind_imports, map_image
@@ -252,7 +253,7 @@ class KernelLayout:
                 return m
         raise KeyError(name)
 
-    def header(self, **overrides: object) -> Header:
+    def header(self, **overrides: Any) -> Header:
         """A dump :class:`~.header.Header` consistent with this layout (machine, PAE, build,
         DTB, PsLoadedModuleList, PsActiveProcessHead, KdDebuggerDataBlock, Rip at
         KeBugCheckEx (else the kernel entry), Rsp in a mapped stack); ``overrides`` win."""
@@ -262,7 +263,7 @@ class KernelLayout:
                      ps_active_process_head=self.ps_active_process_head,
                      kd_debugger_data_block=self.kdbg, context_rip=rip,
                      context_rsp=self.stack_top - 0x100)
-        return dataclasses.replace(hdr, **overrides)  # type: ignore[arg-type]
+        return dataclasses.replace(hdr, **overrides)
 
 
 _SCN_DISCARDABLE = 0x02000000
