@@ -466,25 +466,26 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
                                                           min(load_counts[i], 0xFFFF)))
         w.write(e + ck_off, struct.pack("<I", im.checksum))
         deps = imports[i]
-        if deps == "boot loaded":
-            raw, truth = MM_SYSLDR_BOOT_LOADED & mask, "boot loaded"
+        truth: str | tuple[str, ...]
+        if isinstance(deps, str):  # "boot loaded"
+            li_raw, truth = MM_SYSLDR_BOOT_LOADED & mask, "boot loaded"
         elif not deps:
-            raw, truth = MM_SYSLDR_NO_IMPORTS & mask, "no imports"
+            li_raw, truth = MM_SYSLDR_NO_IMPORTS & mask, "no imports"
         elif len(deps) == 1:
-            raw = entries[deps[0]] | MM_SYSLDR_SINGLE_ENTRY
+            li_raw = entries[deps[0]] | MM_SYSLDR_SINGLE_ENTRY
             truth = (modules[deps[0]][0],)
         else:
-            raw = w.alloc(ptr * (1 + len(deps)), 16)
-            w.pointer(raw, len(deps))
+            li_raw = w.alloc(ptr * (1 + len(deps)), 16)
+            w.pointer(li_raw, len(deps))
             for k, j in enumerate(deps):
-                w.pointer(raw + ptr * (1 + k), entries[j])
+                w.pointer(li_raw + ptr * (1 + k), entries[j])
             truth = tuple(modules[j][0] for j in deps)
-        w.pointer(e + li_off, raw)
+        w.pointer(e + li_off, li_raw)
         if ts_off is not None:
             w.write(e + ts_off, struct.pack("<I", im.timestamp))
             w.write(e + ts_off - 4, struct.pack("<I", im.size))  # SizeOfImageNotRounded
         infos.append(ModuleInfo(name, path, im.base, im.size, im.entry, im.timestamp,
-                                im.checksum, e, im, truth, raw))
+                                im.checksum, e, im, truth, li_raw))
     w.pointer(head, entries[0])
     w.pointer(head + ptr, entries[-1])
     unmapped = w.pool_base + (0x40000000 if is64 else 0x04000000)
