@@ -44,16 +44,20 @@ fn stack_walk<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, &dump)?;
     let d = dump.inner.clone();
-    let mut warnings = Vec::new();
-    let mut laid = HashMap::new();
-    for (name, file) in images.unwrap_or_default() {
-        match stack::layout_file(&file) {
-            Ok(img) => {
-                laid.insert(name.to_lowercase(), Arc::new(img));
+    let files = images.unwrap_or_default();
+    let (laid, mut warnings) = py.detach(move || {
+        let mut laid = HashMap::new();
+        let mut warnings = Vec::new();
+        for (name, file) in files {
+            match stack::layout_file(&file) {
+                Ok(img) => {
+                    laid.insert(name.to_lowercase(), Arc::new(img));
+                }
+                Err(e) => warnings.push(format!("image for {name}: {e}")),
             }
-            Err(e) => warnings.push(format!("image for {name}: {e}")),
         }
-    }
+        (laid, warnings)
+    });
     let provider = MapProvider { images: laid };
     let (regs, range, source) = match processor {
         None => {
