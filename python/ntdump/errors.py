@@ -12,6 +12,8 @@ Every error raised for a bad dump is an :class:`NtdumpError`; I/O problems stay 
     │   └── PageNotInDumpError(pa)           the physical page is not stored in the dump
     ├── PeFormatError                        a PE image in memory is malformed
     ├── SymbolError (also LookupError)       a symbol cannot be resolved
+    │   ├── SymbolMismatchError              a PDB/image whose GUID/age or time stamp/size differ
+    │   └── SymbolDownloadError              a symbol server failed (HTTP error, timeout, cap…)
     └── UnsupportedError                     valid, but not implemented yet (ARM64 paging)
 """
 
@@ -87,6 +89,28 @@ class PeFormatError(NtdumpError):
 
 class SymbolError(NtdumpError, LookupError):
     """A symbol cannot be resolved."""
+
+
+class SymbolMismatchError(SymbolError):
+    """A symbol file (PDB or image) found or downloaded is not the one the dump asks for: its
+    GUID/age (PDB) or time stamp/SizeOfImage (image) differ. ``expected`` and ``found`` name both;
+    ``source`` is the store or URL it came from. The file is never kept in a cache."""
+
+    def __init__(self, message: str, *, expected: str = "", found: str = "", source: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+        self.source = source
+
+
+class SymbolDownloadError(SymbolError):
+    """A symbol server could not deliver a file: HTTP error other than "not found", timeouts after
+    the retries, a truncated body, a file over the size cap, a redirect to another host. ``url``
+    names the request."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class UnsupportedError(NtdumpError, NotImplementedError):

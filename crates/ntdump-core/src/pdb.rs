@@ -6,6 +6,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+pub mod types;
+
 /// Most symbols read from one PDB (a full ntoskrnl PDB has ~30,000 publics).
 pub const MAX_SYMBOLS: usize = 2_000_000;
 
@@ -92,4 +94,70 @@ pub fn read_public_symbols(path: &Path) -> Result<PdbSymbols> {
     }
     symbols.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
     Ok(PdbSymbols { guid, age, symbols })
+}
+
+/// Where a [`PdbSymbol`] came from in the PDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymbolKind {
+    /// An `S_PUB32` record of the public symbol stream (functions and data, decorated).
+    Public,
+    /// An `S_GDATA32` / `S_LDATA32` record of the global symbol stream (a variable, undecorated).
+    Global,
+}
+
+impl SymbolKind {
+    /// `"public"` or `"global"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SymbolKind::Public => "public",
+            SymbolKind::Global => "global",
+        }
+    }
+}
+
+/// A PDB's identity and its public and global data symbols.
+#[derive(Debug, Clone)]
+pub struct PdbSymbolSet {
+    /// GUID as 32 upper-case hex digits in symbol-store order.
+    pub guid: String,
+    /// Age, as an image's RSDS record carries it.
+    pub age: u32,
+    /// (name as stored, RVA in bytes, kind), sorted by RVA, then name, then kind.
+    pub symbols: Vec<(String, u32, SymbolKind)>,
+}
+
+/// Read the public symbols and the global data symbols (`S_GDATA32`, `S_LDATA32`) of the PDB at
+/// `path`. A global whose (name, RVA) repeats a public is kept once, as the public.
+pub fn read_symbols(path: &Path) -> Result<PdbSymbolSet> {
+    use pdb::FallibleIterator;
+    let f = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut pdb = pdb::PDB::open(f).map_err(|e| perr(path, e))?;
+    let (guid, age) = types::read_identity(path)?;
+    let map = pdb.address_map().map_err(|e| perr(path, e))?;
+    let globals = pdb.global_symbols().map_err(|e| perr(path, e))?;
+    let mut it = globals.iter();
+    let mut symbols = Vec::new();
+    while let Some(sym) = it.next().map_err(|e| perr(path, e))? {
+        let (name, off, kind) = match sym.parse() {
+            Ok(pdb::SymbolData::Public(p)) => (p.name, p.offset, SymbolKind::Public),
+            Ok(pdb::SymbolData::Data(d)) => (d.name, d.offset, SymbolKind::Global),
+            _ => continue,
+        };
+        if let Some(rva) = off.to_rva(&map) {
+            symbols.push((name.to_string().into_owned(), rva.0, kind));
+            if symbols.len() >= MAX_SYMBOLS {
+                break;
+            }
+        }
+    }
+    symbols.sort_unstable_by(|a, b| {
+        a.1.cmp(&b.1)
+            .then_with(|| a.0.cmp(&b.0))
+            .then_with(|| (a.2 as u8).cmp(&(b.2 as u8)))
+    });
+    symbols.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1);
+    Ok(PdbSymbolSet { guid, age, symbols })
 }
