@@ -110,6 +110,9 @@ class SymbolsMixin:
         ordinal, or a symbol loaded with ``load_pdb`` / ``add_symbols``. ``module`` alone gives the
         base; ``+0x10`` adds an offset. Forwarders are followed. Raises :class:`SymbolError`.
         """
+        autoload = getattr(self, "_autoload", None)
+        if autoload is not None and "!" in name:
+            autoload(name.split("!", 1)[0].strip())
         try:
             return int(self._symbol_table().symbol(name))
         except SymbolError as e:
@@ -151,11 +154,17 @@ class SymbolsMixin:
         if near is None:
             raise SymbolError(f"no loaded module holds {va:#x}")
         module, name, addr, off = near
+        autoload = getattr(self, "_autoload", None)
+        if autoload is not None:
+            autoload(module)
         lst = self._mapped_sorted().get(module.lower())
         if lst:
-            # A PDB / map symbol wins when closer than the export (ties go to the export).
-            floor = va - off if addr is None else addr + 1
+            # A PDB / map symbol wins when at least as close as the export (PDB names are
+            # preferred once loaded, as in WinDbg).
+            floor = va - off if addr is None else addr
             i = bisect.bisect_right(lst, (va, "\uffff")) - 1
+            while i > 0 and lst[i - 1][0] == lst[i][0]:
+                i -= 1  # among names at one address, the alphabetically first
             if i >= 0 and lst[i][0] >= floor:
                 name, off = lst[i][1], va - lst[i][0]
         text = module if name is None else f"{module}!{name}"

@@ -12,9 +12,11 @@ from typing import Any
 from . import _native
 from ._search import SearchMixin
 from ._symbols import SymbolsMixin
+from ._symsrv import SymsrvMixin
 from .modules import KernelMixin
 from .pool import PoolMixin
 from .symbolmap import SymbolMapMixin
+from .symbols.path import SymbolPath
 from .vm import VmMixin
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
@@ -183,7 +185,8 @@ def _looks_like_dump(path: str) -> bool:
         return True  # let the native open raise the proper OSError
 
 
-class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, PoolMixin):
+class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymsrvMixin, SymbolsMixin, SearchMixin,
+           PoolMixin):
     """An open Windows kernel crash dump.
 
     Use :func:`ntdump.open`. Also a context manager; closing releases the file map once no other
@@ -198,8 +201,13 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
         machine: str | None = None,
         pae: bool | None = None,
         dtb: int | None = None,
+        symbols: str | SymbolPath | None = None,
+        offline: bool | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self._symbol_path = SymbolPath.coerce(symbols)
+        if offline is not None:
+            self._symbol_path.offline = offline
         self._raw: _native.Dump | None = None
         self._info: DumpInfo | None = None
         # Results that are costly and never change for an open dump (module list, symbol table …),
@@ -309,9 +317,17 @@ def open(
     machine: str | None = None,
     pae: bool | None = None,
     dtb: int | None = None,
+    symbols: str | SymbolPath | None = None,
+    offline: bool | None = None,
 ) -> Dump:
     """Open a Windows kernel crash dump.
 
     With ``raw=True`` (or a ``.raw/.mem/.bin`` file without a dump header) the file is a raw
-    physical image; its ``dtb`` and ``machine`` are found when not given."""
-    return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb)
+    physical image; its ``dtb`` and ``machine`` are found when not given.
+
+    ``symbols`` is a symbol path in ``_NT_SYMBOL_PATH`` syntax (``"srv*CACHE*URL"``) or a
+    :class:`~ntdump.symbols.SymbolPath`; when None, ``_NT_SYMBOL_PATH`` is read. PDBs and images
+    are fetched along it on first need; a server is contacted only when the path names one, and
+    never with ``offline=True`` (see docs/symbols.md)."""
+    return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb, symbols=symbols,
+                offline=offline)
