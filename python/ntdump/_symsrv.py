@@ -281,3 +281,59 @@ def _undecorate(name: str) -> str:
     if at and head and tail.isdigit():
         return head
     return n
+
+
+def sympath_text(d: Any, args: str, *, append: bool = False) -> str:
+    """kd ``.sympath [path]`` / ``.sympath+ path``: set (or extend) and print the symbol path."""
+    args = args.strip()
+    if args:
+        cur = d.symbol_path
+        text = f"{cur.text};{args}" if append and cur.text else args
+        new = SymbolPath(text, offline=cur.offline)
+        new.http = cur.http
+        d.set_symbol_path(new)
+    sp = d.symbol_path
+    out = [f"Symbol search path is: {sp.text or '<empty>'}",
+           f"Expanded Symbol search path is: {_expanded(sp) or '<empty>'}"]
+    out += [f"warning: {w}" for w in sp.warnings]
+    if sp.offline:
+        out.append("offline: no symbol server will be contacted")
+    return "\n".join(out)
+
+
+def _expanded(sp: SymbolPath) -> str:
+    parts = []
+    for e in sp.elements:
+        if e.kind == "srv":
+            stores = [str(sp.default_store) if s == "" else s for s in e.stores]
+            if len(stores) == 1 and stores[0].lower().startswith(("http://", "https://")):
+                stores = [str(sp.default_store), *stores]
+            parts.append("srv*" + "*".join(stores))
+        elif e.kind == "cache":
+            parts.append(f"cache*{e.stores[0] or sp.default_store}")
+        else:
+            parts.append(e.text)
+    return ";".join(parts)
+
+
+def reload_text(d: Any, args: str) -> str:
+    """kd ``.reload [/f] [module]``: look up the PDBs along the symbol path and say per module
+    what was loaded."""
+    words = [w for w in args.split() if not w.startswith("/")]
+    mod = words[0] if words else None
+    if mod is not None:
+        mod = mod.split("=")[0]
+        m = d.modules.get(mod)
+        if m is None:
+            return f"Unable to find module '{mod}'"
+        mod = m.kd_name
+    df = d.reload(mod)
+    if not d.symbol_path:
+        return "Symbol search path is: <empty>\n(no symbols to load; set one with .sympath)"
+    out = []
+    for r in df.itertuples(index=False):
+        if r.pdb is not None and r.pdb is not pd.NA:
+            out.append(f"{r.module:<20} {r.symbols} symbols from {r.pdb} ({r.how})")
+        else:
+            out.append(f"{r.module:<20} *** no symbols: {r.error}")
+    return "\n".join(out)

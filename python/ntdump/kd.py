@@ -165,6 +165,12 @@ class KdSession:
             "vertarget": self._vertarget,
             "r": self._r,
             "?": self._eval,
+            ".sympath": self._sympath,
+            ".sympath+": lambda a: self._sympath(a, append=True),
+            ".symfix": self._symfix,
+            ".symfix+": lambda a: self._symfix(a, append=True),
+            ".reload": self._reload,
+            "dt": self._dt,
         }
 
     # -- plumbing --------------------------------------------------------------------------
@@ -404,6 +410,33 @@ class KdSession:
         w = 16 if self.ptr == 8 else 8
         items = [f"{k}={v:0{w}x}" for k, v in ctx.items()]
         return "\n".join(" ".join(items[i : i + 3]) for i in range(0, len(items), 3))
+
+    def _sympath(self, args: str, append: bool = False) -> str:
+        from ._symsrv import sympath_text
+
+        return sympath_text(self.d, args, append=append)
+
+    def _symfix(self, args: str, append: bool = False) -> str:
+        from .symbols.http import MICROSOFT_SERVER
+
+        store = args.strip()
+        return self._sympath(f"srv*{store}*{MICROSOFT_SERVER}" if store
+                             else f"srv**{MICROSOFT_SERVER}", append=append)
+
+    def _reload(self, args: str) -> str:
+        from ._symsrv import reload_text
+
+        return reload_text(self.d, args)
+
+    def _dt(self, args: str) -> str:
+        parts = args.split()
+        if not parts:
+            raise KdError("Type name expected")
+        name = parts[0] if "!" in parts[0] else f"nt!{parts[0]}"
+        if len(parts) == 1:
+            return str(self.d.dt(name))  # type: ignore[attr-defined]
+        va = self.eval(" ".join(parts[1:]))
+        return str(self.d.dt(name, va))  # type: ignore[attr-defined]
 
     def _eval(self, args: str) -> str:
         v = self.eval(args)

@@ -55,7 +55,8 @@ class SymbolMapMixin:
         added.
         Raises :class:`SymbolError` when no loaded module matches.
         """
-        guid, age, syms = _native.pdb_public_symbols(os.fspath(path))  # type: ignore[attr-defined]
+        guid, age, rows = _native.pdb_symbols(os.fspath(path))  # type: ignore[attr-defined]
+        syms = [(n, rva) for n, rva, _kind in rows]  # publics and global variables
         mods = self.modules  # type: ignore[attr-defined]
         target = None
         if module is not None:
@@ -86,6 +87,8 @@ class SymbolMapMixin:
             sm.setdefault(f"{mod}!{name}", target.base + rva)
             undecorated = name.lstrip("_@").split("@")[0] if not name.startswith("?") else name
             sm.setdefault(f"{mod}!{undecorated}", target.base + rva)
+        self._cache.setdefault("pdb_paths", {})[mod] = os.fspath(path)
+        self._cache.setdefault("symbol_sources", {})[mod] = f"pdb {os.fspath(path)}"
         self._cache.pop("vm", None)
         return len(syms)
 

@@ -144,7 +144,7 @@ class SymbolPath:
     ``SymbolPath("srv*/var/cache/sym*https://msdl.microsoft.com/download/symbols")``;
     ``SymbolPath()`` reads ``_NT_SYMBOL_PATH`` (and ``_NT_ALT_SYMBOL_PATH`` before it, as the
     debuggers do); an empty path searches nothing. Keyword options: ``offline`` (never contact a
-    server), ``timeout`` (seconds per request), ``retries``, ``backoff`` (seconds),
+    server; default: ``NTDUMP_OFFLINE=1`` in the environment), ``timeout`` (seconds per request), ``retries``, ``backoff`` (seconds),
     ``max_bytes`` (size cap per file), ``allow_redirects`` (True or host patterns), ``ca_file``
     (extra trust anchors, PEM), ``progress`` (tqdm bar over ``progress_min`` bytes),
     ``negative_ttl`` (seconds a miss is remembered; 0 disables), ``default_store`` (the default
@@ -154,7 +154,7 @@ class SymbolPath:
         self,
         text: str | None = None,
         *,
-        offline: bool = False,
+        offline: bool | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
@@ -171,6 +171,8 @@ class SymbolPath:
             text = ";".join(p for p in parts if p)
         self.text = text
         self.elements, self.warnings = parse(text)
+        if offline is None:
+            offline = os.environ.get("NTDUMP_OFFLINE", "").lower() in ("1", "true", "yes")
         self.offline = offline
         self.negative_ttl = negative_ttl
         self._default_store = Path(default_store) if default_store is not None else None
