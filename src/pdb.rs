@@ -34,6 +34,13 @@ fn pdb_symbols(
     Ok((s.guid, s.age, rows))
 }
 
+/// [(name, section (1-based), offset)] of every public of the PDB at `path`, before OMAP.
+#[pyfunction]
+fn pdb_public_offsets(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String, u16, u32)>> {
+    py.detach(move || ntdump_core::pdb::read_public_offsets(&path))
+        .map_err(|e| PyCoreError(e).into())
+}
+
 fn desc<'py>(py: Python<'py>, t: &TypeDesc) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("kind", t.kind.as_str())?;
@@ -123,6 +130,7 @@ impl PyPdbTypes {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pdb_identity, m)?)?;
     m.add_function(wrap_pyfunction!(pdb_symbols, m)?)?;
+    m.add_function(wrap_pyfunction!(pdb_public_offsets, m)?)?;
     m.add_class::<PyPdbTypes>()?;
     Ok(())
 }

@@ -161,3 +161,31 @@ pub fn read_symbols(path: &Path) -> Result<PdbSymbolSet> {
     symbols.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1);
     Ok(PdbSymbolSet { guid, age, symbols })
 }
+
+/// The public symbols of the PDB at `path` as stored: (name, section number (1-based), offset in
+/// bytes within that section), before any address-map (OMAP) translation. For checking a PDB
+/// reader against another; [`read_symbols`] gives the RVAs images use.
+pub fn read_public_offsets(path: &Path) -> Result<Vec<(String, u16, u32)>> {
+    use pdb::FallibleIterator;
+    let f = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut pdb = pdb::PDB::open(f).map_err(|e| perr(path, e))?;
+    let globals = pdb.global_symbols().map_err(|e| perr(path, e))?;
+    let mut it = globals.iter();
+    let mut out = Vec::new();
+    while let Some(sym) = it.next().map_err(|e| perr(path, e))? {
+        if let Ok(pdb::SymbolData::Public(p)) = sym.parse() {
+            out.push((
+                p.name.to_string().into_owned(),
+                p.offset.section,
+                p.offset.offset,
+            ));
+            if out.len() >= MAX_SYMBOLS {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,342 @@
+"""Symbol servers over HTTP and HTTPS on a loopback server: downloads, caches, failures, and the
+real Windows 10 triage dump end to end (amdppm.sys by time stamp and size, then its PDB)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from symserver import AMDPPM_SIZE, AMDPPM_TS, SymServer, build_store, make_cert
+
+import ntdump
+from ntdump.errors import SymbolDownloadError, SymbolError, SymbolMismatchError
+from ntdump.symbols import Resolver, SymbolPath
+
+GUID_AGE = re.compile(r"^([0-9A-F]{32})([0-9A-F]+)$")
+
+
+@pytest.fixture()
+def store(shared_data: Path, tmp_path: Path) -> tuple[Path, dict]:
+    root = tmp_path / "server"
+    keys = build_store(shared_data, root)
+    return root, keys
+
+
+def _pdb_args(keys: dict) -> tuple[str, str, int]:
+    m = GUID_AGE.match(keys["pdb_key"])
+    assert m
+    return keys["pdb_name"], m.group(1), int(m.group(2), 16)
+
+
+def _quick(text: str, **kw: object) -> SymbolPath:
+    opts = {"timeout": 2.0, "retries": 2, "backoff": 0.01}
+    opts.update(kw)
+    return SymbolPath(text, **opts)  # type: ignore[arg-type]
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file()) if d.exists() else []
+
+
+def test_download_into_cache_then_cached(store: tuple[Path, dict], tmp_path: Path,
+                                         shared_data: Path) -> None:
+    root, keys = store
+    cache = tmp_path / "cache"
+    with SymServer(root) as s:
+        r = Resolver(_quick(f"srv*{cache}*{s.url}"))
+        img = r.find_image("amdppm.sys", AMDPPM_TS, AMDPPM_SIZE)
+        pdb = r.find_pdb(*_pdb_args(keys))
+        assert img == cache / "amdppm.sys" / keys["image_key"] / "amdppm.sys"
+        assert pdb == cache / "amdppm.pdb" / keys["pdb_key"] / "amdppm.pdb"
+        assert img.read_bytes() == (shared_data / "pe" / "msft" / "amdppm.sys").read_bytes()
+        n = len(s.requests)
+        assert n == 2
+        # the second time comes from the cache
+        r2 = Resolver(_quick(f"srv*{cache}*{s.url}"))
+        assert r2.find_pdb(*_pdb_args(keys)) == pdb and len(s.requests) == n
+        # no temporary files left behind
+        assert [p.name for p in _files(cache)] == ["amdppm.pdb", "amdppm.sys"]
+
+
+def test_chain_of_downstream_stores_and_default_store(store: tuple[Path, dict], tmp_path: Path
+                                                      ) -> None:
+    root, keys = store
+    c1, c2, dflt = tmp_path / "c1", tmp_path / "c2", tmp_path / "default"
+    with SymServer(root) as s:
+        r = Resolver(_quick(f"srv*{c1}*{c2}*{s.url}"))
+        got = r.find_pdb(*_pdb_args(keys))
+        assert got is not None and got.is_relative_to(c1)
+        assert len(_files(c2)) == 1  # every downstream store is filled
+        # srv*URL and srv**URL land in the default downstream store
+        for text in (f"srv*{s.url}", f"srv**{s.url}"):
+            shutil.rmtree(dflt, ignore_errors=True)
+            got = Resolver(_quick(text, default_store=dflt)).find_pdb(*_pdb_args(keys))
+            assert got is not None and got.is_relative_to(dflt)
+        # cache*DIR caches what the elements to its right find
+        cdir = tmp_path / "cachestar"
+        got = Resolver(_quick(f"cache*{cdir};srv*{c2}")).find_pdb(*_pdb_args(keys))
+        assert got is not None and got.is_relative_to(cdir)
+
+
+def test_offline_and_paths_without_servers_make_no_request(store: tuple[Path, dict],
+                                                           tmp_path: Path) -> None:
+    root, keys = store
+    with SymServer(root) as s:
+        assert Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", offline=True)
+                        ).find_pdb(*_pdb_args(keys)) is None
+        assert Resolver(_quick(f"{tmp_path};srv*{tmp_path / 'c'}")).find_pdb(*_pdb_args(keys)) \
+            is None
+        assert s.requests == []
+
+
+def test_compressed_files_on_the_server(store: tuple[Path, dict], tmp_path: Path) -> None:
+    if shutil.which("gcab") is None:
+        pytest.skip("gcab not installed")
+    root, keys = store
+    d = root / "amdppm.pdb" / keys["pdb_key"]
+    subprocess.run(["gcab", "-c", "-z", "amdppm.pd_", "amdppm.pdb"], cwd=d, check=True)
+    original = (d / "amdppm.pdb").read_bytes()
+    (d / "amdppm.pdb").unlink()
+    with SymServer(root) as s:
+        got = Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        assert got is not None and got.read_bytes() == original
+        assert [p.rsplit("/", 1)[-1] for p in s.requests] == ["amdppm.pdb", "amdppm.pd_"]
+
+
+def test_404_is_a_miss_and_is_remembered(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = store
+    with SymServer(root) as s:
+        p = _quick(f"srv*{tmp_path / 'c'}*{s.url}")
+        assert Resolver(p).find_image("nothere.sys", 0x12345678, 0x1000) is None
+        n = len(s.requests)
+        assert n == 2  # the file and its compressed form
+        assert Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")
+                        ).find_image("nothere.sys", 0x12345678, 0x1000) is None
+        assert len(s.requests) == n  # negative cache
+        assert Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", negative_ttl=0)
+                        ).find_image("nothere.sys", 0x12345678, 0x1000) is None
+        assert len(s.requests) == 2 * n
+
+
+def test_500_retried_then_error_or_success(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, keys = store
+    path = f"/amdppm.sys/{keys['image_key']}/amdppm.sys"
+    with SymServer(root) as s:
+        s.faults[path] = ("status", 500)
+        with pytest.raises(SymbolDownloadError, match="500") as ei:
+            Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", retries=2)
+                     ).find_image("amdppm.sys", AMDPPM_TS, AMDPPM_SIZE)
+        assert ei.value.url.endswith(path)
+        assert s.requests.count(path) == 3  # first try + 2 retries, then no more
+        assert _files(tmp_path / "c") == []
+        s.requests.clear()
+        s.faults[path] = ("status_then_ok", (503, 1))
+        got = Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", retries=2)
+                       ).find_image("amdppm.sys", AMDPPM_TS, AMDPPM_SIZE)
+        assert got is not None and s.requests.count(path) == 2
+
+
+def test_slow_server_times_out(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, keys = store
+    path = f"/amdppm.sys/{keys['image_key']}/amdppm.sys"
+    with SymServer(root) as s:
+        s.faults[path] = ("slow", 3.0)
+        with pytest.raises(SymbolDownloadError, match="timed out"):
+            Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", timeout=0.5, retries=1)
+                     ).find_image("amdppm.sys", AMDPPM_TS, AMDPPM_SIZE)
+        assert s.requests.count(path) == 2
+        assert _files(tmp_path / "c") == []
+
+
+def test_truncated_body_is_refused(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, keys = store
+    path = f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"
+    with SymServer(root) as s:
+        s.faults[path] = ("truncate", 5000)
+        with pytest.raises(SymbolDownloadError, match="truncated"):
+            Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", retries=1)
+                     ).find_pdb(*_pdb_args(keys))
+        assert _files(tmp_path / "c") == []
+
+
+def test_wrong_guid_from_server(store: tuple[Path, dict], tmp_path: Path,
+                                shared_data: Path) -> None:
+    root, keys = store
+    d = root / "amdppm.pdb" / keys["pdb_key"]
+    shutil.copy(shared_data / "pdb" / "msft" / "user32.pdb", d / "amdppm.pdb")
+    from ntdump import _native
+
+    other, _ = _native.pdb_identity(str(shared_data / "pdb" / "msft" / "user32.pdb"))
+    with SymServer(root) as s:
+        with pytest.raises(SymbolMismatchError) as ei:
+            Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")).find_pdb(*_pdb_args(keys))
+    msg = str(ei.value)
+    assert keys["pdb_key"][:32] in msg and other in msg and s.url in ei.value.source
+    assert _files(tmp_path / "c") == []  # never kept
+
+
+def test_wrong_image_from_server(store: tuple[Path, dict], tmp_path: Path,
+                                 shared_data: Path) -> None:
+    root, keys = store
+    d = root / "amdppm.sys" / keys["image_key"]
+    shutil.copy(shared_data / "pe" / "msft" / "Wdf01000.sys", d / "amdppm.sys")
+    with SymServer(root) as s, pytest.raises(SymbolMismatchError, match="0xc9c03000"):
+        Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")).find_image(
+            "amdppm.sys", AMDPPM_TS, AMDPPM_SIZE)
+    assert _files(tmp_path / "c") == []
+
+
+def test_oversized_file_is_refused(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, keys = store
+    with SymServer(root) as s:
+        with pytest.raises(SymbolDownloadError, match="size cap"):
+            Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", max_bytes=100_000)
+                     ).find_pdb(*_pdb_args(keys))
+        assert _files(tmp_path / "c") == []
+
+
+def test_redirects(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, keys = store
+    path = f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"
+    with SymServer(root) as s:
+        # same host: followed
+        (root / "moved").mkdir()
+        shutil.copy(root / path.lstrip("/"), root / "moved" / "amdppm.pdb")
+        s.faults[path] = ("redirect", f"{s.url}/moved/amdppm.pdb")
+        assert Resolver(_quick(f"srv*{tmp_path / 'a'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        # another host (localhost is not 127.0.0.1): refused, nothing fetched from it
+        s.faults[path] = ("redirect", f"http://localhost:{s.port}/moved/amdppm.pdb")
+        s.requests.clear()
+        with pytest.raises(SymbolDownloadError, match="another host"):
+            Resolver(_quick(f"srv*{tmp_path / 'b'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        assert "/moved/amdppm.pdb" not in s.requests
+        assert _files(tmp_path / "b") == []
+        # unless allowed
+        got = Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", allow_redirects=["localhost"])
+                       ).find_pdb(*_pdb_args(keys))
+        assert got is not None and "/moved/amdppm.pdb" in s.requests
+
+
+def test_https_with_verification(store: tuple[Path, dict], tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    root, keys = store
+    cert, key = make_cert(tmp_path)
+    with SymServer(root, tls=(cert, key)) as s:
+        assert s.url.startswith("https://")
+        with pytest.raises(SymbolDownloadError, match="TLS|certificate"):
+            Resolver(_quick(f"srv*{tmp_path / 'a'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        got = Resolver(_quick(f"srv*{tmp_path / 'b'}*{s.url}", ca_file=str(cert))
+                       ).find_pdb(*_pdb_args(keys))
+        assert got is not None and got.stat().st_size > 600_000
+
+
+_WORKER = r"""
+import sys
+from ntdump.symbols import Resolver, SymbolPath
+p = SymbolPath(sys.argv[1], timeout=10, retries=3, backoff=0.05)
+r = Resolver(p)
+a = r.find_image("amdppm.sys", 0xC9C03000, 0x3B000)
+b = r.find_pdb(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+print(a, b)
+"""
+
+
+def test_four_processes_share_one_cache(store: tuple[Path, dict], tmp_path: Path,
+                                        shared_data: Path) -> None:
+    root, keys = store
+    cache = tmp_path / "shared-cache"
+    name, guid, age = _pdb_args(keys)
+    with SymServer(root) as s:
+        procs = [subprocess.Popen([sys.executable, "-c", _WORKER, f"srv*{cache}*{s.url}",
+                                   name, guid, str(age)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "amdppm.sys" in out and "amdppm.pdb" in out
+    files = _files(cache)
+    assert [f.name for f in files] == ["amdppm.pdb", "amdppm.sys"]  # no leftovers
+    assert files[0].read_bytes() == (shared_data / "pdb" / "msft" / "amdppm.pdb").read_bytes()
+    assert files[1].read_bytes() == (shared_data / "pe" / "msft" / "amdppm.sys").read_bytes()
+
+
+def _oracle_function(pdb: Path, rva: int) -> tuple[str, int]:
+    """The function public at or below ``rva``, by llvm-pdbutil (not ntdump)."""
+    from test_pdb_oracle import llvm_publics
+
+    best = max(((r, n) for n, r, fn in llvm_publics(pdb) if fn and r <= rva), default=None)
+    assert best is not None
+    return best[1], rva - best[0]
+
+
+def test_triage_end_to_end_names_the_faulting_function(store: tuple[Path, dict],
+                                                       tmp_path: Path, triage_dump: Path,
+                                                       shared_data: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    if shutil.which("llvm-pdbutil") is None:
+        pytest.skip("llvm-pdbutil not installed (Debian package llvm)")
+    root, keys = store
+    with ntdump.open(triage_dump, symbols="") as d:
+        m = d.modules["amdppm"]
+        fault = d.info.bugcheck_params[1]
+        rva = fault - m.base
+        # the dump alone cannot name it: no image pages, so no RSDS record
+        assert d.ln(fault) == f"amdppm+{rva:#x}"
+    fn, off = _oracle_function(shared_data / "pdb" / "msft" / "amdppm.pdb", rva)
+    with SymServer(root) as s:
+        from ntdump.cli import main
+
+        sp = f"srv*{tmp_path / 'cache'}*{s.url}"
+        assert main(["triage", str(triage_dump), "--symbols", sp]) == 0
+        out = capsys.readouterr().out
+        assert f"= amdppm!{fn}+{off:#x}" in out
+        # what was fetched, in order: the image by time stamp and size, then the PDB of its RSDS
+        assert s.requests == [f"/amdppm.sys/{keys['image_key']}/amdppm.sys",
+                              f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"]
+        with ntdump.open(triage_dump, symbols=sp) as d:
+            assert d.ln(fault) == f"amdppm!{fn}+{off:#x}"
+            assert d.symbol(f"amdppm!{fn}") == fault - off
+            rl = d.reload("amdppm")
+            assert rl["how"].iloc[0] == "image from store, then its rsds"
+            assert d.image_bytes("amdppm")[:2] == b"MZ"
+            assert len(d.image_bytes("amdppm")) == AMDPPM_SIZE
+            x = d.symbols(f"amdppm!{fn}")
+            assert list(x["address"]) == [fault - off]
+        assert len(s.requests) == 2  # all later lookups from the cache
+
+
+def test_open_honours_environment(store: tuple[Path, dict], tmp_path: Path, triage_dump: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = store
+    with SymServer(root) as s:
+        monkeypatch.setenv("_NT_SYMBOL_PATH", f"srv*{tmp_path / 'c'}*{s.url}")
+        with ntdump.open(triage_dump) as d:
+            assert d.symbol_path.servers == [s.url]
+            assert "!" in d.ln(d.info.bugcheck_params[1])
+        with ntdump.open(triage_dump, offline=True) as d:
+            d.set_symbol_path(f"srv*{tmp_path / 'other'}*{s.url}", offline=True)
+            assert "!" not in d.ln(d.info.bugcheck_params[1])
+        assert len(s.requests) == 2
+
+
+def test_kd_sympath_and_reload(store: tuple[Path, dict], tmp_path: Path,
+                               triage_dump: Path) -> None:
+    from ntdump.kd import KdSession
+
+    root, _ = store
+    with SymServer(root) as s, ntdump.open(triage_dump, symbols="") as d:
+        k = KdSession(d)
+        assert "Symbol search path is: <empty>" in k.run(".sympath")
+        out = k.run(f".sympath srv*{tmp_path / 'c'}*{s.url}")
+        assert f"Symbol search path is: srv*{tmp_path / 'c'}*{s.url}" in out
+        out = k.run(".reload amdppm.sys")
+        assert "amdppm" in out and "symbols from" in out
+        assert "amdppm!" in k.run(f"ln {d.info.bugcheck_params[1]:x}")
+        assert "+0x070 MajorFunction    : [28] Ptr64 Void" in k.run("dt amdppm!_DRIVER_OBJECT")
+        with pytest.raises(SymbolError):
+            d.type_info("amdppm!_NO_SUCH_TYPE")
