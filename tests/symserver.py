@@ -69,7 +69,7 @@ class SymServer:
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 with outer._lock:
                     outer.requests.append(path)

@@ -16,12 +16,12 @@ from ntdump.symbols import (
     LocalStore,
     Resolver,
     SymbolPath,
+    cab,
     check_name,
     image_key,
     parse,
     pdb_key,
 )
-from ntdump.symbols import cab
 
 MS = "https://msdl.microsoft.com/download/symbols"
 
@@ -163,10 +163,11 @@ def test_wrong_pdb_in_store_is_refused_naming_both(shared_data: Path, tmp_path: 
     _, _, pkey = pefile_keys(shared_data / "pe" / "msft" / "amdppm.sys")
     st = tmp_path / "s"
     (st / "amdppm.pdb" / pkey).mkdir(parents=True)
-    shutil.copy(shared_data / "pdb" / "msft" / "user32.pdb", st / "amdppm.pdb" / pkey / "amdppm.pdb")
+    shutil.copy(shared_data / "pdb" / "msft" / "user32.pdb",
+                st / "amdppm.pdb" / pkey / "amdppm.pdb")
     from ntdump import _native
 
-    g2, a2 = _native.pdb_identity(str(shared_data / "pdb" / "msft" / "user32.pdb"))
+    g2, _ = _native.pdb_identity(str(shared_data / "pdb" / "msft" / "user32.pdb"))
     with pytest.raises(SymbolMismatchError) as ei:
         Resolver(SymbolPath(f"srv*{tmp_path / 'c'}*{st}")).find_pdb("amdppm.pdb", pkey[:32], 1)
     assert pkey[:32] in str(ei.value) and g2 in str(ei.value)

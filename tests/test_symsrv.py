@@ -227,7 +227,7 @@ def test_https_with_verification(store: tuple[Path, dict], tmp_path: Path) -> No
     cert, key = make_cert(tmp_path)
     with SymServer(root, tls=(cert, key)) as s:
         assert s.url.startswith("https://")
-        with pytest.raises(SymbolDownloadError, match="TLS|certificate"):
+        with pytest.raises(SymbolDownloadError, match=r"TLS|certificate"):
             Resolver(_quick(f"srv*{tmp_path / 'a'}*{s.url}")).find_pdb(*_pdb_args(keys))
         got = Resolver(_quick(f"srv*{tmp_path / 'b'}*{s.url}", ca_file=str(cert))
                        ).find_pdb(*_pdb_args(keys))

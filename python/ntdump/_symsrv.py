@@ -123,7 +123,7 @@ class SymsrvMixin:
         return mf
 
     def _add_pdb(self, m: Module, pdb: Path) -> int:
-        guid, age, syms = _native.pdb_symbols(str(pdb))  # type: ignore[attr-defined]
+        _guid, _age, syms = _native.pdb_symbols(str(pdb))  # type: ignore[attr-defined]
         key = m.kd_name.lower()
         sm = self.symbol_map
         for name, rva, _kind in syms:

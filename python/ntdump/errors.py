@@ -96,7 +96,9 @@ class SymbolMismatchError(SymbolError):
     GUID/age (PDB) or time stamp/SizeOfImage (image) differ. ``expected`` and ``found`` name both;
     ``source`` is the store or URL it came from. The file is never kept in a cache."""
 
-    def __init__(self, message: str, *, expected: str = "", found: str = "", source: str = "") -> None:
+    def __init__(
+        self, message: str, *, expected: str = "", found: str = "", source: str = ""
+    ) -> None:
         super().__init__(message)
         self.expected = expected
         self.found = found

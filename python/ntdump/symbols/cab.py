@@ -40,7 +40,9 @@ def _cstr(data: bytes, off: int, what: str) -> tuple[str, int]:
     return data[off:end].decode("latin-1"), end + 1
 
 
-def extract(data: bytes, *, max_bytes: int = 1 << 30, want: str | None = None) -> tuple[str, bytes]:
+def extract(
+    data: bytes, *, max_bytes: int = 1 << 30, want: str | None = None
+) -> tuple[str, bytes]:
     """The (name, bytes) of one file of the cabinet ``data``: the one named ``want`` (compared
     case-insensitively) when given and present, else the first. Output at most ``max_bytes``
     bytes. Raises :class:`SymbolError` naming the offset of a bad structure."""
@@ -56,7 +58,8 @@ def extract(data: bytes, *, max_bytes: int = 1 << 30, want: str | None = None) -
     if c_files == 0 or c_files > MAX_FILES:
         raise SymbolError(f"cabinet: {c_files} files (offset 0x1c), expected 1..{MAX_FILES}")
     if flags & 0x3:
-        raise SymbolError("cabinet: spans several cabinets (flags at offset 0x1e); not a store file")
+        raise SymbolError("cabinet: spans several cabinets (flags at offset 0x1e); "
+                          "not a store file")
     off = 36
     cb_folder_res = cb_data_res = 0
     if flags & 0x4:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fnmatch
 import http.client
-import socket
 import ssl
 import sys
 import time
@@ -156,7 +155,7 @@ def _get(opener: urllib.request.OpenerDirector, url: str, opts: HttpOptions) -> 
         raise _Transient(f"connection failed: {e.reason}") from None
     except SymbolDownloadError:
         raise
-    except (TimeoutError, socket.timeout) as e:
+    except TimeoutError as e:
         raise _Transient(f"timed out: {e}") from None
     except (ConnectionError, http.client.HTTPException, OSError) as e:
         raise _Transient(f"connection failed: {e}") from None
@@ -181,7 +180,7 @@ def _get(opener: urllib.request.OpenerDirector, url: str, opts: HttpOptions) -> 
             while True:
                 try:
                     chunk = resp.read(1 << 16)
-                except (TimeoutError, socket.timeout) as e:
+                except TimeoutError as e:
                     raise _Transient(f"timed out after {got} bytes: {e}") from None
                 except http.client.IncompleteRead as e:
                     raise _Transient(f"truncated body ({got + len(e.partial)} bytes)") from None

@@ -25,9 +25,9 @@ by ``;`` and searched left to right:
 ``https://host/path``                a bare URL is taken as ``srv*URL``
 ==================================  ============================================================
 
-The default downstream store is ``$NTDUMP_SYMBOL_CACHE`` when set, else ``%LOCALAPPDATA%\\ntdump\\sym``
-on Windows and ``$XDG_CACHE_HOME/ntdump/sym`` (``~/.cache/ntdump/sym``) elsewhere — the debuggers
-use ``<home directory>\\sym``.
+The default downstream store is ``$NTDUMP_SYMBOL_CACHE`` when set, else
+``%LOCALAPPDATA%\\ntdump\\sym`` on Windows and ``$XDG_CACHE_HOME/ntdump/sym``
+(``~/.cache/ntdump/sym``) elsewhere; the debuggers use ``<home directory>\\sym``.
 
 Network: only ``http(s)`` entries named in the path are contacted, never in ``offline`` mode.
 Misses (HTTP 404) are remembered for ``negative_ttl`` seconds in ``<store>/.ntdump-miss/`` of the
@@ -144,7 +144,8 @@ class SymbolPath:
     ``SymbolPath("srv*/var/cache/sym*https://msdl.microsoft.com/download/symbols")``;
     ``SymbolPath()`` reads ``_NT_SYMBOL_PATH`` (and ``_NT_ALT_SYMBOL_PATH`` before it, as the
     debuggers do); an empty path searches nothing. Keyword options: ``offline`` (never contact a
-    server; default: ``NTDUMP_OFFLINE=1`` in the environment), ``timeout`` (seconds per request), ``retries``, ``backoff`` (seconds),
+    server; default: ``NTDUMP_OFFLINE=1`` in the environment), ``timeout`` (seconds per
+    request), ``retries``, ``backoff`` (seconds),
     ``max_bytes`` (size cap per file), ``allow_redirects`` (True or host patterns), ``ca_file``
     (extra trust anchors, PEM), ``progress`` (tqdm bar over ``progress_min`` bytes),
     ``negative_ttl`` (seconds a miss is remembered; 0 disables), ``default_store`` (the default

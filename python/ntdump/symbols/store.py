@@ -60,7 +60,7 @@ def check_name(name: str) -> str:
 
 
 def check_key(key: str) -> str:
-    """``key`` upper-cased when it is 1–64 hex digits, else :class:`SymbolError`."""
+    """``key`` upper-cased when it is 1-64 hex digits, else :class:`SymbolError`."""
     if not _HEX.match(key):
         raise SymbolError(f"refusing symbol-store key {key!r}: not 1-64 hex digits")
     return key

@@ -466,7 +466,7 @@ impl TypeTable {
                 let e = self.describe_depth(*elem, depth + 1);
                 d.kind = Kind::Array;
                 d.size = u64::from(*size);
-                d.count = if e.size > 0 { d.size / e.size } else { 0 };
+                d.count = d.size.checked_div(e.size).unwrap_or(0);
                 d.name = format!("[{}] {}", d.count, e.name);
                 d.target = Some(*elem);
             }
