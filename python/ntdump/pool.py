@@ -417,7 +417,17 @@ class Pool:
     def big(self, table: tuple[int, int] | tuple[int, int, str] | None = None) -> pd.DataFrame:
         """Big allocations from ``nt!PoolBigPageTable``: va (bit 0 cleared), tag, bytes,
         pool_type, freed (bit 0 of Va was set). ``table=(VA, entries[, layout])`` skips the
-        search (values from a PDB). ``df.attrs`` says where the table is and how it was found."""
+        search; with the kernel's PDB loaded, the table comes from ``nt!PoolBigPageTable`` /
+        ``nt!PoolBigPageTableSize`` and the entry layout from its ``_POOL_TRACKER_BIG_PAGES``
+        (``attrs["symbol_source"]``, ``attrs["layout_source"]``). ``df.attrs`` says where the
+        table is and how it was found."""
+        extra: dict[str, str] = {}
+        if table is None:
+            from .symbols.kernel import big_table
+
+            found = big_table(self._dump)
+            if found is not None:
+                table, extra = found
         arg = None if table is None else (int(table[0]), int(table[1]),
                                           str(table[2]) if len(table) > 2 else "")
         raw = self._cached(f"big{arg!r}",
@@ -429,6 +439,7 @@ class Pool:
              "pool_type": [pool_type_name(int(p)) for p in c["pool_type"]], "freed": freed},
             BIG_SCHEMA, dump=self._dump.path)
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
+        df.attrs.update(extra)
         return df
 
     # -- !pool ----------------------------------------------------------------------------------
