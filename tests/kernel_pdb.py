@@ -63,7 +63,8 @@ def _types(layouts: dict, names: list[str]) -> tuple[list[str], dict[str, int]]:
             kind = spec[0]
             if kind == "BitField":
                 a = spec[1]
-                t = add(["- Kind: LF_BITFIELD", "  BitField:", f"    Type: {PRIM[a['native_type']]}",
+                t = add(["- Kind: LF_BITFIELD", "  BitField:",
+                         f"    Type: {PRIM[a['native_type']]}",
                          f"    BitSize: {a['end_bit'] - a['start_bit']}",
                          f"    BitOffset: {a['start_bit']}"])
             elif kind == "pointer64":
@@ -118,7 +119,8 @@ def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
                  "    StorageClass: IMAGE_SYM_CLASS_EXTERNAL"]
         for var, rva in sorted(variables.items()):
             lines += [f"  - Name: {var}", f"    Value: {rva - bss_rva}", "    SectionNumber: 2",
-                      "    SimpleType: IMAGE_SYM_TYPE_NULL", "    ComplexType: IMAGE_SYM_DTYPE_NULL",
+                      "    SimpleType: IMAGE_SYM_TYPE_NULL",
+                      "    ComplexType: IMAGE_SYM_DTYPE_NULL",
                       "    StorageClass: IMAGE_SYM_CLASS_EXTERNAL"]
         return "\n".join(lines) + "\n"
 

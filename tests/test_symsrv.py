@@ -306,7 +306,10 @@ def test_triage_end_to_end_names_the_faulting_function(store: tuple[Path, dict],
             assert d.image_bytes("amdppm")[:2] == b"MZ"
             assert len(d.image_bytes("amdppm")) == AMDPPM_SIZE
             x = d.symbols(f"amdppm!{fn}")
-            assert list(x["address"]) == [fault - off]
+            assert list(x["address"]) == [fault - off] and list(x["source"]) == ["pdb"]
+            assert d.ln_source(fault).startswith("pdb ") and "amdppm.pdb" in d.ln_source(fault)
+            stack = d.dps(d.info.context["rsp"], 4)
+            assert "source" in stack.columns
         assert len(s.requests) == 2  # all later lookups from the cache
 
 

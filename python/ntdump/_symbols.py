@@ -36,6 +36,7 @@ SYMBOLS_SCHEMA = {
     "address": "UInt64",
     "ordinal": "UInt32",
     "forwarder": _schema.NAME,
+    "source": _schema.LABEL,
 }
 IMPORTERS_SCHEMA = {
     "module": _schema.LABEL,
@@ -127,10 +128,16 @@ class SymbolsMixin:
     def symbols(self, pattern: str = "*") -> pd.DataFrame:
         """Exports (and loaded PDB symbols) matching ``module_glob!name_glob`` (``x nt!ExAlloc*``;
         ``*!ExAllocatePool``; no ``!`` = every module), case-insensitive. Columns: module, name,
-        address (NA for an unresolved forwarder), ordinal (NA for PDB symbols), forwarder. Sorted
-        by module load order, then address."""
-        c = dict(self._symbol_table().find(pattern))
+        address (NA for an unresolved forwarder), ordinal (NA for PDB symbols), forwarder, source
+        (``export``, ``pdb``, ``image`` (exports of an image from the symbol path) or ``map``).
+        Sorted by module load order, then address."""
+        autoload = getattr(self, "_autoload", None)
         mp, _, np_ = pattern.rpartition("!") if "!" in pattern else ("*", "", pattern)
+        if autoload is not None and "!" in pattern and not any(ch in mp for ch in "*?"):
+            autoload(mp)
+        c = dict(self._symbol_table().find(pattern))
+        c["source"] = ["export"] * len(c["name"])
+        srcs = self._cache.get("symbol_sources", {})
         extra = [(mod, va, n) for mod, lst in self._mapped_sorted().items()
                  if fnmatch.fnmatchcase(mod, mp.lower()) for va, n in lst
                  if fnmatch.fnmatchcase(n.lower(), np_.lower())]
@@ -142,6 +149,7 @@ class SymbolsMixin:
             c["address"] = list(c["address"]) + [e[1] for e in extra]
             c["ordinal"] = list(c["ordinal"]) + [None] * len(extra)
             c["forwarder"] = list(c["forwarder"]) + [None] * len(extra)
+            c["source"] = c["source"] + [srcs.get(e[0], "map").split(" ", 1)[0] for e in extra]
         return _schema.frame(c, SYMBOLS_SCHEMA, dump=self.path)
 
     def ln(self, va: int) -> str:
@@ -149,11 +157,26 @@ class SymbolsMixin:
         holding it, as ``nt!ExAllocatePool+0x10``; ``nt!ExAllocatePool`` for an exact hit;
         ``module+0x1234`` when nothing lies below ``va`` in its module. Raises
         :class:`SymbolError` when no loaded module holds ``va``."""
+        return self._ln_full(va)[0]
+
+    def ln_source(self, va: int) -> str | None:
+        """Where :meth:`ln`'s name for ``va`` comes from: ``"export"``, ``"pdb <path>"``,
+        ``"image <path> (exports)"``, ``"map"``; None when no symbol lies below ``va`` in its
+        module (or no module holds it)."""
+        try:
+            return self._ln_full(va)[1]
+        except SymbolError:
+            return None
+
+    def _ln_full(self, va: int) -> tuple[str, str | None]:
         t = self._symbol_table()
         near = t.nearest(va)
         if near is None:
             raise SymbolError(f"no loaded module holds {va:#x}")
+        source: str | None = None
         module, name, addr, off = near
+        if name is not None:
+            source = "export"
         autoload = getattr(self, "_autoload", None)
         if autoload is not None:
             autoload(module)
@@ -167,8 +190,10 @@ class SymbolsMixin:
                 i -= 1  # among names at one address, the alphabetically first
             if i >= 0 and lst[i][0] >= floor:
                 name, off = lst[i][1], va - lst[i][0]
+                srcs = self._cache.get("symbol_sources", {})
+                source = srcs.get(module.lower(), "map")
         text = module if name is None else f"{module}!{name}"
-        return text if off == 0 else f"{text}+{off:#x}"
+        return (text if off == 0 else f"{text}+{off:#x}"), source
 
     def _ln_or_none(self, va: int) -> str | None:
         try:

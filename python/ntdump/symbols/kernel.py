@@ -34,7 +34,7 @@ def big_page_layout(cat: Any) -> tuple[str | None, str]:
     """(built-in layout name or None, why) for the PDB's ``_POOL_TRACKER_BIG_PAGES``."""
     try:
         lay = cat.layout("_POOL_TRACKER_BIG_PAGES")
-    except Exception as e:  # noqa: BLE001 - a PDB without the type: say so
+    except Exception as e:
         return None, f"the PDB has no _POOL_TRACKER_BIG_PAGES ({e})"
     have = _pdb_fields(lay)
     for b in pool_layouts()["big_pages"]:
@@ -63,7 +63,7 @@ def big_table(dump: Any) -> tuple[tuple[int, int, str], dict[str, str]] | None:
     cat = None
     try:
         cat = dump.load_types("nt")
-    except Exception as e:  # noqa: BLE001 - symbols from a map, no types: keep the default
+    except Exception as e:
         attrs["layout_source"] = f"built-in (no PDB types: {e})"
     if cat is not None:
         name, why = big_page_layout(cat)
