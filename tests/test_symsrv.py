@@ -343,3 +343,32 @@ def test_kd_sympath_and_reload(store: tuple[Path, dict], tmp_path: Path,
         assert "+0x070 MajorFunction    : [28] Ptr64 Void" in k.run("dt amdppm!_DRIVER_OBJECT")
         with pytest.raises(SymbolError):
             d.type_info("amdppm!_NO_SUCH_TYPE")
+
+
+def test_image_from_the_store_serves_exports(shared_data: Path, tmp_path: Path) -> None:
+    """A driver none of whose pages are in the dump: its image is fetched by time stamp and size
+    and its exports answer ``x`` (checked against pefile's export table of the file)."""
+    import pefile
+
+    from ntdump.forge import scenario
+
+    src = shared_data / "pe" / "wine-x86_64" / "hidparse.sys"
+    pe = pefile.PE(str(src))
+    size, ts = pe.OPTIONAL_HEADER.SizeOfImage, pe.FILE_HEADER.TimeDateStamp
+    s = scenario.wine_drivers(tmp_path / "w.dmp", "x86_64", wine_dir=shared_data,
+                              missing_pages={"hidparse.sys": list(range(0, size, 0x1000))})
+    root = tmp_path / "server"
+    (root / "hidparse.sys" / f"{ts:08X}{size:x}").mkdir(parents=True)
+    shutil.copy(src, root / "hidparse.sys" / f"{ts:08X}{size:x}" / "hidparse.sys")
+    exports = [(e.name.decode(), e.address) for e in pe.DIRECTORY_ENTRY_EXPORT.symbols if e.name]
+    assert len(exports) > 10
+    with SymServer(root) as srv:
+        with ntdump.open(s.path, symbols="") as d:
+            with pytest.raises(SymbolError):
+                d.symbol(f"hidparse!{exports[0][0]}")
+        with ntdump.open(s.path, symbols=f"srv*{tmp_path / 'c'}*{srv.url}") as d:
+            base = d.modules["hidparse"].base
+            for name, rva in exports:
+                assert d.symbol(f"hidparse!{name}") == base + rva
+            assert d.ln_source(base + exports[0][1]).startswith("image ")
+            assert d.image_bytes("hidparse", mapped=False) == src.read_bytes()

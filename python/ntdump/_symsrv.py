@@ -152,9 +152,11 @@ class SymsrvMixin:
         ex = img.exports()
         sm = self.symbol_map
         if ex:
-            for name, va in zip(ex.get("name", []), ex.get("address", []), strict=False):
-                if name and va:
-                    sm.setdefault(f"{key}!{name}", int(va))
+            c = ex["columns"]
+            for name, rva, fwd in zip(c["name"], c["rva"], c["forwarder"], strict=True):
+                if name and rva and not fwd:
+                    sm.setdefault(f"{key}!{name}", m.base + int(rva))
+            self._cache.pop("symbols.mapped", None)
         self._cache.setdefault("image_paths", {})[key] = image
         self.symbol_sources.setdefault(key, f"image {image} (exports)")
 
