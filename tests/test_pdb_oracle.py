@@ -201,3 +201,36 @@ def test_typed_values_decode_by_layout(shared_data: Path) -> None:
     info = cat.frame(bf)
     assert list(info.columns) == ["offset", "name", "type", "size", "bit_position", "bit_length"]
     assert [(r.name, r.offset) for r in info.itertuples()] == [(f[0], f[1]) for f in fields]
+
+
+GDATA = re.compile(r"^\s+\d+ \| S_[GL]DATA32 \[size = \d+\] `(.*)`$")
+DATAADDR = re.compile(r"addr = (\d+):(\d+)")
+
+
+@pytest.mark.parametrize("name", ["Project1.pdb", "minimal.pdb", "vs2019_cpp_override.pdb",
+                                  "xcpt4.pdb"])
+def test_global_variables_agree_with_llvm_pdbutil(shared_data: Path, name: str) -> None:
+    """MSVC-linked PDBs: every S_GDATA32/S_LDATA32 llvm-pdbutil lists is a symbol at the same RVA
+    (kept as "public" when a public has the same name and RVA), and every "global" ntdump reads is
+    one llvm-pdbutil lists."""
+    pdb = shared_data / "pdb" / "msvc" / name
+    sect = [int(m.group(1), 16) for m in
+            re.finditer(r"^\s+([0-9A-F]+) virtual address$", _run(pdb, "-section-headers"), re.M)]
+    want = set()
+    cur = None
+    for line in _run(pdb, "-globals").splitlines():
+        m = GDATA.match(line)
+        if m:
+            cur = m.group(1)
+            continue
+        m = DATAADDR.search(line)
+        if m and cur is not None:
+            sec, off = int(m.group(1)), int(m.group(2))
+            if 1 <= sec <= len(sect):
+                want.add((cur, sect[sec - 1] + off))
+            cur = None
+    _, _, rows = _native.pdb_symbols(str(pdb))
+    every = {(n, r) for n, r, _ in rows}
+    globals_ = {(n, r) for n, r, k in rows if k == "global"}
+    assert want and want <= every
+    assert globals_ and globals_ <= want
