@@ -8,6 +8,49 @@ use crate::error::{Error, Result};
 
 pub mod types;
 
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+static HOOK: Once = Once::new();
+
+/// Run `f`, turning a panic inside the `pdb` crate into `Error::Symbol`.
+///
+/// The `pdb` crate 0.8 asserts on some malformed records (an `LF_ARRAY` with bytes after its
+/// name, an `LF_POINTER` whose kind or mode is out of range reaches `unreachable!()`); a hostile
+/// PDB must not take the interpreter down, so every entry point into it runs here. While `f`
+/// runs, the panic hook stays silent on this thread (other panics print as before).
+pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                prev(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    match r {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(Error::Symbol(format!(
+                "{}: malformed PDB (the pdb reader stopped: {msg})",
+                path.display()
+            )))
+        }
+    }
+}
+
 /// Most symbols read from one PDB (a full ntoskrnl PDB has ~30,000 publics).
 pub const MAX_SYMBOLS: usize = 2_000_000;
 
@@ -57,6 +100,10 @@ pub fn undecorate(name: &str) -> &str {
 
 /// Read the public symbols of the PDB at `path`.
 pub fn read_public_symbols(path: &Path) -> Result<PdbSymbols> {
+    guarded(path, || read_public_symbols_inner(path))
+}
+
+fn read_public_symbols_inner(path: &Path) -> Result<PdbSymbols> {
     let f = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -129,13 +176,17 @@ pub struct PdbSymbolSet {
 /// Read the public symbols and the global data symbols (`S_GDATA32`, `S_LDATA32`) of the PDB at
 /// `path`. A global whose (name, RVA) repeats a public is kept once, as the public.
 pub fn read_symbols(path: &Path) -> Result<PdbSymbolSet> {
+    guarded(path, || read_symbols_inner(path))
+}
+
+fn read_symbols_inner(path: &Path) -> Result<PdbSymbolSet> {
     use pdb::FallibleIterator;
     let f = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut pdb = pdb::PDB::open(f).map_err(|e| perr(path, e))?;
-    let (guid, age) = types::read_identity(path)?;
+    let (guid, age) = types::read_identity_inner(path)?;
     let map = pdb.address_map().map_err(|e| perr(path, e))?;
     let globals = pdb.global_symbols().map_err(|e| perr(path, e))?;
     let mut it = globals.iter();
@@ -166,6 +217,10 @@ pub fn read_symbols(path: &Path) -> Result<PdbSymbolSet> {
 /// bytes within that section), before any address-map (OMAP) translation. For checking a PDB
 /// reader against another; [`read_symbols`] gives the RVAs images use.
 pub fn read_public_offsets(path: &Path) -> Result<Vec<(String, u16, u32)>> {
+    guarded(path, || read_public_offsets_inner(path))
+}
+
+fn read_public_offsets_inner(path: &Path) -> Result<Vec<(String, u16, u32)>> {
     use pdb::FallibleIterator;
     let f = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),

@@ -285,6 +285,10 @@ fn primitive(kind: u32) -> Option<(&'static str, u64, bool, bool)> {
 impl TypeTable {
     /// Read every type record of the PDB at `path`.
     pub fn read(path: &Path) -> Result<TypeTable> {
+        super::guarded(path, || Self::read_inner(path))
+    }
+
+    fn read_inner(path: &Path) -> Result<TypeTable> {
         let f = File::open(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -305,7 +309,12 @@ impl TypeTable {
                 )));
             }
             debug_assert_eq!(t.index().0 as usize, FIRST as usize + recs.len());
-            recs.push(t.parse().map(record).unwrap_or(Rec::Other));
+            // One malformed record (the pdb crate panics on a few, see `guarded`) is `Other`,
+            // not the end of the table.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                t.parse().map(record).unwrap_or(Rec::Other)
+            }));
+            recs.push(r.unwrap_or(Rec::Other));
         }
         let mut by_name = HashMap::new();
         for (i, r) in recs.iter().enumerate() {
@@ -576,6 +585,10 @@ impl TypeTable {
 /// A PDB's identity: the GUID (32 upper-case hex digits, symbol-store order) and the age an
 /// image's RSDS record carries (the DBI stream's), without reading any symbol or type.
 pub fn read_identity(path: &Path) -> Result<(String, u32)> {
+    super::guarded(path, || read_identity_inner(path))
+}
+
+pub(crate) fn read_identity_inner(path: &Path) -> Result<(String, u32)> {
     let f = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
