@@ -18,6 +18,7 @@ import ntdump
 from ntdump import PoolTableError
 from ntdump.forge import pool as fpool
 from ntdump.forge import scenario
+from ntdump.forge.writers import write_full
 
 VM = {"MmAllocatedNonPagedPool": 31369, "MmMaximumNonPagedPoolInBytes": 31986 * 4096,
       "MmPoolFailures": 3}
@@ -35,6 +36,16 @@ def forged(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
     pl = fpool.add_to_scenario(s, region_base=base + 0x0100_0000, big_distance=(0x1F00, 0x1EF8))
     names = ["PoolBigPageTable", "PoolBigPageTableSize", "PoolTrackTable"]
     rvas = {n: pl.variables[n] - base for n in names}
+    # nt!PoolTrackTableExpansion / …Size (pointer, SIZE_T): two more variables in the same block,
+    # pointing at a tracker table (the global one, so the expected counts are known)
+    exp_var = pl.track_variable + 0x1000
+    for va, value in ((exp_var, pl.track_table), (exp_var + 8, pl.track_entries)):
+        pa = s.pt.translate(va)
+        assert pa is not None
+        s.mem.write_u64(pa, value)
+    write_full(s.path, s.mem, s.header)
+    rvas["PoolTrackTableExpansion"] = exp_var - base
+    rvas["PoolTrackTableExpansionSize"] = exp_var + 8 - base
     rvas.update({n: s.layout.variables[n] - base for n in ("MmPoolFailures",)
                  if n in s.layout.variables})
     pdb, _, _ = build(tmp, shared_data / "layouts" / "volatility2-vtypes-selected.json", rvas)
@@ -81,3 +92,17 @@ def test_pdb_names_the_big_table_vm_fields_and_types(forged) -> None:
         assert list(ti["name"]) == ["PreviousSize", "PoolIndex", "Ulong1", "BlockSize",
                                     "PoolType", "PoolTag", "ProcessBilled",
                                     "AllocatorBackTraceIndex", "PoolTagHash"]
+
+
+def test_pdb_names_the_expansion_tracker_table(forged) -> None:
+    s, pl, pdb = forged
+    with ntdump.open(s.path, symbols="") as d:
+        explicit = d.pool.used(expansion=(pl.track_table, pl.track_entries), owners=0)
+        plain = d.pool.used(owners=0)
+        assert "expansion_source" not in plain.attrs
+        d.load_pdb(pdb, module="nt")
+        via_pdb = d.pool.used(owners=0)
+        assert "nt!PoolTrackTableExpansion" in via_pdb.attrs["expansion_source"]
+        cols = ["tag", "nonpaged_allocs", "nonpaged_bytes", "paged_allocs", "paged_bytes"]
+        assert via_pdb[cols].astype(str).equals(explicit[cols].astype(str))
+        assert not via_pdb[cols].astype(str).equals(plain[cols].astype(str))

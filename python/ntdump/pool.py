@@ -317,13 +317,16 @@ class Pool:
             sort: ``"nonpaged"`` / ``"paged"`` (bytes outstanding, largest first) or ``"tag"``.
             tags: glob(s) over tags (``"Thr*"``); shorter tags are space-padded.
             top: keep the first ``top`` rows (``/t N``).
-            session: session pool (``flags & 8``); needs ``session_table=(VA, entries)`` from a
-                PDB (``nt!ExpSessionPoolTrackTable`` / ``…Size``).
+            session: session pool (``flags & 8``); needs ``session_table=(VA, entries)``, taken
+                from the loaded kernel symbols (``nt!ExpSessionPoolTrackTable`` / ``…Size``)
+                when not given.
             flags: ``!poolused`` flags: 0x1 verbose (descriptions; always filled here), 0x2 sort by
                 nonpaged bytes, 0x4 by paged bytes, 0x8 session pool.
             owners: fill the ``owners`` column for this many top rows (0: none), by :meth:`owners`.
             per_cpu: per-processor table VAs to use instead of the heuristic search.
-            expansion: ``(VA, entries)`` of ``nt!PoolTrackTableExpansion`` (from a PDB).
+            expansion: ``(VA, entries)`` of ``nt!PoolTrackTableExpansion``; from the loaded
+                kernel symbols (``…Expansion`` / ``…ExpansionSize``) when not given
+                (``attrs["expansion_source"]``).
             session_table: ``(VA, entries)`` of the session tracker table.
 
         Counts are sums over the global table, the per-processor tables (Windows 10+, when found)
@@ -342,6 +345,13 @@ class Pool:
         kw: dict[str, Any] = {}
         if per_cpu is not None:
             kw["per_cpu"] = [int(x) for x in per_cpu]
+        sym_attrs: dict[str, str] = {}
+        if expansion is None or (session and session_table is None):
+            from .symbols.kernel import tracker_tables
+
+            exp, sess, sym_attrs = tracker_tables(self._dump)
+            expansion = expansion if expansion is not None else exp
+            session_table = session_table if session_table is not None else sess
         extra = []
         if expansion is not None:
             extra.append((int(expansion[0]), int(expansion[1])))
@@ -381,6 +391,7 @@ class Pool:
                 col[i] = ", ".join(found.get(str(t), [])[:3])
             df["owners"] = pd.array(col, dtype="string")
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
+        df.attrs.update(sym_attrs)
         df.attrs["sort"] = sort
         df.attrs["session"] = session
         df.attrs["dump"] = self._dump.path

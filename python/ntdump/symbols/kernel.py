@@ -71,3 +71,29 @@ def big_table(dump: Any) -> tuple[tuple[int, int, str], dict[str, str]] | None:
         if name is not None:
             layout = name
     return (va, entries, layout), attrs
+
+
+def _pointer_pair(dump: Any, table: str, size: str) -> tuple[tuple[int, int] | None, str]:
+    sm = dump._cache.get("symbol_map", {})
+    tv, sv = sm.get(f"nt!{table}"), sm.get(f"nt!{size}")
+    if tv is None or sv is None:
+        return None, ""
+    va, n = dump.read_pointer(tv), dump.read_pointer(sv)
+    src = dump._cache.get("symbol_sources", {}).get("nt", "loaded symbols")
+    text = f"nt!{table} at {tv:#x} -> {va:#x}, nt!{size} at {sv:#x} = {n} ({src})"
+    return ((va, n) if va and n else None), text
+
+
+def tracker_tables(dump: Any) -> tuple[tuple[int, int] | None, tuple[int, int] | None,
+                                       dict[str, str]]:
+    """(expansion, session, attrs): the ``(VA, entries)`` of ``nt!PoolTrackTableExpansion`` and
+    of ``nt!ExpSessionPoolTrackTable`` from the loaded kernel symbols (None when not loaded, or
+    when the variable holds 0: no expansion table yet)."""
+    attrs: dict[str, str] = {}
+    exp, t = _pointer_pair(dump, "PoolTrackTableExpansion", "PoolTrackTableExpansionSize")
+    if t:
+        attrs["expansion_source"] = t
+    sess, t = _pointer_pair(dump, "ExpSessionPoolTrackTable", "ExpSessionPoolTrackTableSize")
+    if t:
+        attrs["session_source"] = t
+    return exp, sess, attrs
