@@ -372,3 +372,14 @@ def test_image_from_the_store_serves_exports(shared_data: Path, tmp_path: Path) 
                 assert d.symbol(f"hidparse!{name}") == base + rva
             assert d.ln_source(base + exports[0][1]).startswith("image ")
             assert d.image_bytes("hidparse", mapped=False) == src.read_bytes()
+
+
+def test_redirect_handler_is_harmless_to_other_openers() -> None:
+    """Volatility 3 builds its opener from every urllib handler class with no arguments."""
+    import urllib.request
+
+    from ntdump.symbols.http import _Redirects
+
+    h = _Redirects()
+    assert h.origin is None
+    urllib.request.build_opener(_Redirects)

@@ -61,12 +61,16 @@ class HttpOptions:
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    def __init__(self, origin: str, allowed: bool | tuple[str, ...]) -> None:
+    # Some libraries (Volatility 3's resource opener) instantiate every BaseHandler subclass
+    # with no arguments: then this handler is urllib's own, checking nothing.
+    def __init__(self, origin: str | None = None, allowed: bool | tuple[str, ...] = True) -> None:
         super().__init__()
         self.origin = origin
         self.allowed = allowed
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if self.origin is None:
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
         old = urllib.parse.urlsplit(req.full_url)
         new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
         host = (new.hostname or "").lower()
