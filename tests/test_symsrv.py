@@ -383,3 +383,18 @@ def test_redirect_handler_is_harmless_to_other_openers() -> None:
     h = _Redirects()
     assert h.origin is None
     urllib.request.build_opener(_Redirects)
+
+
+def test_vm_asks_for_the_kernel_symbols_once(store: tuple[Path, dict], tmp_path: Path,
+                                            triage_dump: Path) -> None:
+    """!vm loads nt's symbols first (WinDbg does): on the triage dump, nt's debug directory is not
+    captured, so the kernel image is asked for by time stamp and size, once."""
+    root, _ = store
+    with SymServer(root) as s, ntdump.open(triage_dump, symbols=f"srv*{tmp_path / 'c'}*{s.url}"
+                                           ) as d:
+        nt = d.modules["nt"]
+        d.vm()
+        d.vm()
+        want = f"/{nt.name}/{nt.timestamp:08X}{nt.size:x}/{nt.name}"
+        assert s.requests.count(want) == 1
+        assert "no image" in d.reload("nt")["error"].iloc[0]

@@ -349,6 +349,10 @@ class Pool:
         if expansion is None or (session and session_table is None):
             from .symbols.kernel import tracker_tables
 
+            autoload = getattr(self._dump, "_autoload", None)
+            if autoload is not None:
+                autoload("nt")
+
             exp, sess, sym_attrs = tracker_tables(self._dump)
             expansion = expansion if expansion is not None else exp
             session_table = session_table if session_table is not None else sess
@@ -435,6 +439,10 @@ class Pool:
         extra: dict[str, str] = {}
         if table is None:
             from .symbols.kernel import big_table
+
+            autoload = getattr(self._dump, "_autoload", None)
+            if autoload is not None:
+                autoload("nt")
 
             found = big_table(self._dump)
             if found is not None:

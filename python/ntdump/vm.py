@@ -149,6 +149,9 @@ class VmMixin:
     def vm(self) -> VmSummary:
         """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation
         failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
+        autoload = getattr(self, "_autoload", None)
+        if autoload is not None:
+            autoload("nt")  # the kernel's PDB along the symbol path, once (as !vm loads nt)
         v = self._cache.get("vm")
         if v is None:
             syms = {
