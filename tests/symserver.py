@@ -60,6 +60,7 @@ class SymServer:
         self.tls = tls
         self.faults: dict[str, tuple[str, Any]] = {}
         self.requests: list[str] = []
+        self.proxied: list[str] = []
         self._lock = threading.Lock()
         outer = self
 
@@ -71,6 +72,9 @@ class SymServer:
 
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
+                if path.startswith("http://"):  # a proxy request: absolute URL
+                    outer.proxied.append(path)
+                    path = "/" + path.split("/", 3)[3]
                 with outer._lock:
                     outer.requests.append(path)
                     fault = outer.faults.get(path)

@@ -398,3 +398,19 @@ def test_vm_asks_for_the_kernel_symbols_once(store: tuple[Path, dict], tmp_path:
         want = f"/{nt.name}/{nt.timestamp:08X}{nt.size:x}/{nt.name}"
         assert s.requests.count(want) == 1
         assert "no image" in d.reload("nt")["error"].iloc[0]
+
+
+def test_proxy_from_the_environment(store: tuple[Path, dict], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """http_proxy is honoured: the request for a server that does not exist reaches the
+    loopback server as a proxy request (absolute URL)."""
+    root, keys = store
+    for v in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(v, raising=False)
+    with SymServer(root) as s:
+        monkeypatch.setenv("http_proxy", s.url)
+        got = Resolver(_quick(f"srv*{tmp_path / 'c'}*http://symbols.example.invalid")
+                       ).find_pdb(*_pdb_args(keys))
+        assert got is not None
+        assert s.proxied == [f"http://symbols.example.invalid/amdppm.pdb/{keys['pdb_key']}"
+                             "/amdppm.pdb"]
