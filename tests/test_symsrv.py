@@ -296,8 +296,12 @@ def test_triage_end_to_end_names_the_faulting_function(store: tuple[Path, dict],
         out = capsys.readouterr().out
         assert f"= amdppm!{fn}+{off:#x}" in out
         # what was fetched, in order: the image by time stamp and size, then the PDB of its RSDS
-        assert s.requests == [f"/amdppm.sys/{keys['image_key']}/amdppm.sys",
-                              f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"]
+        # (triage's !vm also asks for the kernel's files, which this server does not have)
+        assert [r for r in s.requests if "amdppm" in r] == [
+            f"/amdppm.sys/{keys['image_key']}/amdppm.sys",
+            f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"]
+        assert all("amdppm" in r or "ntoskrnl" in r for r in s.requests)
+        n_after_triage = len(s.requests)
         with ntdump.open(triage_dump, symbols=sp) as d:
             assert d.ln(fault) == f"amdppm!{fn}+{off:#x}"
             assert d.symbol(f"amdppm!{fn}") == fault - off
@@ -310,7 +314,8 @@ def test_triage_end_to_end_names_the_faulting_function(store: tuple[Path, dict],
             assert d.ln_source(fault).startswith("pdb ") and "amdppm.pdb" in d.ln_source(fault)
             stack = d.dps(d.info.context["rsp"], 4)
             assert "source" in stack.columns
-        assert len(s.requests) == 2  # all later lookups from the cache
+        # all later lookups from the cache (and nt's miss from the negative cache)
+        assert len(s.requests) == n_after_triage
 
 
 def test_open_honours_environment(store: tuple[Path, dict], tmp_path: Path, triage_dump: Path,

@@ -12,20 +12,22 @@ server.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from . import _native, _schema
+from . import _schema
+from ._handle import Handle
+from ._native import pdb_symbols, pe_parse
 from .errors import PeFormatError, SymbolError, TranslationError
+from .modules import Kernel, Module
+from .pe import PeImages
+from .symbolmap import SymbolMap
+from .symbols.image import layout
 from .symbols.path import SymbolPath
 from .symbols.resolve import ModuleFiles, Resolver
 from .symbols.types import TypeCatalog, TypedValue, decode
-
-if TYPE_CHECKING:
-    from .modules import Module, ModuleList
 
 RELOAD_SCHEMA = {
     "module": _schema.LABEL,
@@ -37,31 +39,30 @@ RELOAD_SCHEMA = {
 }
 
 
-class SymsrvMixin:
-    """Methods of :class:`ntdump.Dump` that use the symbol path."""
+class SymbolServer:
+    """Feature object of :class:`ntdump.Dump`: the symbol path and the files fetched along it.
 
-    _cache: dict[str, Any]
-    path: str
-    _symbol_path: SymbolPath
+    Takes the dump's handle, its :class:`~ntdump.modules.Kernel` (the module list), its
+    :class:`~ntdump.symbolmap.SymbolMap` (where loaded symbols go; the Dump points
+    ``SymbolMap.autoload`` at :meth:`autoload`) and its :class:`~ntdump.pe.PeImages` (the
+    in-memory CodeView records)."""
 
-    if TYPE_CHECKING:
-
-        @property
-        def _d(self) -> _native.Dump: ...
-
-        @property
-        def modules(self) -> ModuleList: ...
-
-        @property
-        def symbol_map(self) -> dict[str, int]: ...
-
-        def read(self, va: int, n: int, *, pad: bool = False) -> bytes: ...
+    def __init__(self, h: Handle, kernel: Kernel, symbol_map: SymbolMap, images: PeImages,
+                 path: SymbolPath) -> None:
+        self._h = h
+        self._kernel = kernel
+        self._map = symbol_map
+        self._images = images
+        self._path = path
+        self._resolver = Resolver(path)
+        self._loaded: dict[str, ModuleFiles] = {}
+        self._image_paths: dict[str, Path] = {}
 
     # -- the path --------------------------------------------------------------------------
     @property
     def symbol_path(self) -> SymbolPath:
         """The symbol path in use (empty when none was given and ``_NT_SYMBOL_PATH`` is unset)."""
-        return self._symbol_path
+        return self._path
 
     def set_symbol_path(self, value: str | SymbolPath | None, *, offline: bool | None = None
                         ) -> SymbolPath:
@@ -69,28 +70,16 @@ class SymsrvMixin:
         sp = SymbolPath.coerce(value)
         if offline is not None:
             sp.offline = offline
-        self._symbol_path = sp
-        self._cache.pop("symsrv", None)
+        self._path = sp
+        self._resolver = Resolver(sp)
+        self._loaded.clear()
         return sp
-
-    def _resolver(self) -> Resolver:
-        r = self._cache.get("symsrv")
-        if r is None or r.path is not self._symbol_path:
-            r = Resolver(self._symbol_path)
-            self._cache["symsrv"] = r
-        return r
-
-    @property
-    def symbol_sources(self) -> dict[str, str]:
-        """Per kd module name (lower case): where its loaded symbols came from
-        (``"pdb /path/amdppm.pdb"``, ``"image /path/amdppm.sys (exports)"``, ``"map"``)."""
-        return self._cache.setdefault("symbol_sources", {})
 
     # -- per module ------------------------------------------------------------------------
     def _module(self, module: str | Module) -> Module:
         if not isinstance(module, str):
             return module
-        m = self.modules.get(module)
+        m = self._kernel.modules.get(module)
         if m is None:
             raise SymbolError(f"no loaded module named {module!r}")
         return m
@@ -99,33 +88,31 @@ class SymsrvMixin:
         """Find (and fetch, where the path names a server) the PDB of a loaded module and, with
         ``want_image``, its image file; see :mod:`ntdump.symbols.resolve`."""
         m = self._module(module)
-        cv = None
         try:
-            img = _native.pe_image(self._d, m.base, m.size or None)  # type: ignore[attr-defined]
-            cv = img.codeview()
+            cv = self._images.image(m.base, m.size or None).codeview()
         except (PeFormatError, TranslationError):
             cv = None
-        return self._resolver().module(m.kd_name, m.name, m.timestamp, m.size, cv,
-                                       want_image=want_image)
+        return self._resolver.module(m.kd_name, m.name, m.timestamp, m.size,
+                                     dict(cv) if cv is not None else None,
+                                     want_image=want_image)
 
     def _load_module(self, m: Module, *, want_image: bool = False) -> ModuleFiles:
         key = m.kd_name.lower()
-        loaded = self._cache.setdefault("symsrv.loaded", {})
-        mf = loaded.get(key)
+        mf = self._loaded.get(key)
         if mf is not None and (mf.image is not None or not want_image or mf.error):
             return mf
         mf = self.module_files(m, want_image=want_image)
-        loaded[key] = mf
-        if mf.pdb is not None and key not in self._cache.setdefault("pdb_paths", {}):
+        self._loaded[key] = mf
+        if mf.pdb is not None and key not in self._map.pdb_paths:
             self._add_pdb(m, mf.pdb)
         if mf.image is not None:
             self._add_image_exports(m, mf.image)
         return mf
 
     def _add_pdb(self, m: Module, pdb: Path) -> int:
-        _guid, _age, syms = _native.pdb_symbols(str(pdb))  # type: ignore[attr-defined]
+        _guid, _age, syms = pdb_symbols(str(pdb))
         key = m.kd_name.lower()
-        sm = self.symbol_map
+        sm = self._map.symbol_map
         for name, rva, _kind in syms:
             va = m.base + rva
             sm[f"{key}!{name}"] = va
@@ -133,134 +120,108 @@ class SymsrvMixin:
                 und = _undecorate(name)
                 if und != name:
                     sm.setdefault(f"{key}!{und}", va)
-        self._cache.setdefault("pdb_paths", {})[key] = pdb
-        self.symbol_sources[key] = f"pdb {pdb}"
-        self._cache.pop("vm", None)
-        self._cache.pop("symbols.mapped", None)
+        self._map.pdb_paths[key] = str(pdb)
+        self._map.symbol_sources[key] = f"pdb {pdb}"
+        self._h.cache.pop("vm", None)
+        self._h.cache.pop("symbols.mapped", None)
+        self._h.cache.get("types", {}).pop(key, None)
         return len(syms)
 
     def _add_image_exports(self, m: Module, image: Path) -> None:
         """Exports of a downloaded image, placed at the module's base (``x`` on a triage dump)."""
         key = m.kd_name.lower()
-        if self.symbol_sources.get(key, "").startswith("pdb"):
-            self._cache.setdefault("image_paths", {})[key] = image
+        self._image_paths[key] = image
+        if self._map.symbol_sources.get(key, "").startswith("pdb"):
             return
-        from .symbols.image import layout
-
         data, _ = layout(image.read_bytes())
-        img = _native.pe_parse(m.base, data)  # type: ignore[attr-defined]
-        ex = img.exports()
-        sm = self.symbol_map
+        ex = pe_parse(m.base, data).exports()
+        sm = self._map.symbol_map
         if ex:
             c = ex["columns"]
             for name, rva, fwd in zip(c["name"], c["rva"], c["forwarder"], strict=True):
                 if name and rva and not fwd:
                     sm.setdefault(f"{key}!{name}", m.base + int(rva))
-            self._cache.pop("symbols.mapped", None)
-        self._cache.setdefault("image_paths", {})[key] = image
-        self.symbol_sources.setdefault(key, f"image {image} (exports)")
+            self._h.cache.pop("symbols.mapped", None)
+        self._map.symbol_sources.setdefault(key, f"image {image} (exports)")
 
-    def _autoload(self, kd_name: str) -> None:
-        """Load a module's symbols along the path, once, silently (errors stay in ``reload()``)."""
-        if not self._symbol_path:
+    def autoload(self, kd_name: str) -> None:
+        """Load a module's symbols along the path, once, silently (errors stay in
+        :meth:`reload`'s table). Does nothing without a path."""
+        if not self._path:
             return
-        m = self.modules.get(kd_name)
-        if m is None:
+        m = self._kernel.modules.get(kd_name)
+        if m is None or m.kd_name.lower() in self._loaded:
             return
         try:
             self._load_module(m)
         except (SymbolError, PeFormatError, OSError) as e:  # never let a lookup fail for this
-            self._cache.setdefault("symsrv.loaded", {})[kd_name.lower()] = ModuleFiles(
-                m.kd_name, error=str(e))
+            self._loaded[m.kd_name.lower()] = ModuleFiles(m.kd_name, error=str(e))
 
     def reload(self, module: str | None = None, *, images: bool = False) -> pd.DataFrame:
         """kd ``.reload``: look up every module's PDB (or only ``module``'s) along the symbol
         path and load what is found. ``images=True`` also fetches every image file. Columns:
         module, pdb (path), image (path), how, symbols (count loaded), error."""
-        loaded = self._cache.setdefault("symsrv.loaded", {})
-        mods = [self._module(module)] if module else list(self.modules)
+        mods = [self._module(module)] if module else list(self._kernel.modules)
         rows: dict[str, list[Any]] = {k: [] for k in RELOAD_SCHEMA}
         for m in mods:
             if module:
-                loaded.pop(m.kd_name.lower(), None)
-                self._cache.get("pdb_paths", {}).pop(m.kd_name.lower(), None)
+                self._loaded.pop(m.kd_name.lower(), None)
+                self._resolver.done.pop(m.kd_name, None)
             try:
                 mf = self._load_module(m, want_image=images)
             except (SymbolError, PeFormatError, OSError) as e:
                 mf = ModuleFiles(m.kd_name, error=str(e))
-            n = sum(1 for k in self.symbol_map if k.startswith(f"{m.kd_name.lower()}!"))
+            pre = f"{m.kd_name.lower()}!"
+            n = sum(1 for k in self._map.symbol_map if k.startswith(pre))
             rows["module"].append(m.kd_name)
             rows["pdb"].append(str(mf.pdb) if mf.pdb else None)
             rows["image"].append(str(mf.image) if mf.image else None)
             rows["how"].append(mf.how or None)
             rows["symbols"].append(n)
             rows["error"].append(mf.error)
-        return _schema.frame(rows, RELOAD_SCHEMA, dump=self.path)
+        return _schema.frame(rows, RELOAD_SCHEMA, dump=self._h.path)
 
     # -- files for other features ----------------------------------------------------------
     def pdb_file(self, module: str | Module) -> Path | None:
         """The PDB loaded (or found along the path) for ``module``, or None."""
         m = self._module(module)
-        p = self._cache.get("pdb_paths", {}).get(m.kd_name.lower())
-        if p is None and self._symbol_path:
-            p = self._load_module(m).pdb
-        return p
+        p = self._map.pdb_paths.get(m.kd_name.lower())
+        if p is None and self._path:
+            return self._load_module(m).pdb
+        return Path(p) if p is not None else None
 
     def image_file(self, module: str | Module) -> Path | None:
         """The image file of ``module`` from the symbol path (fetched by name, TimeDateStamp and
         SizeOfImage), or None."""
         m = self._module(module)
-        p = self._cache.get("image_paths", {}).get(m.kd_name.lower())
-        if p is None and self._symbol_path:
+        p = self._image_paths.get(m.kd_name.lower())
+        if p is None and self._path:
             p = self._load_module(m, want_image=True).image
         return p
 
     def image_bytes(self, module: str | Module, *, mapped: bool = True) -> bytes | None:
         """The image of ``module`` from the symbol path: laid out at its RVAs as the loader maps
-        it (``mapped=True``: ``SizeOfImage`` bytes, ``.pdata``/``.xdata`` where the stack
-        walker expects them) or the file's bytes; None when the path has no copy."""
+        it (``mapped=True``: ``SizeOfImage`` bytes, ``.pdata``/``.xdata`` where a stack walker
+        expects them) or the file's bytes; None when the path has no copy."""
         p = self.image_file(module)
         if p is None:
             return None
         data = p.read_bytes()
-        if not mapped:
-            return data
-        from .symbols.image import layout
-
-        return layout(data)[0]
+        return layout(data)[0] if mapped else data
 
     # -- types -----------------------------------------------------------------------------
-    def load_types(self, module: str, pdb: str | os.PathLike[str] | None = None) -> TypeCatalog:
-        """The PDB types of ``module`` (from ``pdb`` or the module's PDB along the path)."""
-        cats = self._cache.setdefault("types", {})
-        key = module.lower()
-        if pdb is None and key in cats:
-            return cats[key]
-        if pdb is None:
-            pdb = self._cache.get("pdb_paths", {}).get(key)
-            if pdb is None:
-                m = self.modules.get(module)
-                if m is not None and self._symbol_path:
-                    pdb = self._load_module(m).pdb
-        if pdb is None:
-            raise SymbolError(f"no PDB for {module!r}: give a symbol path (ntdump.open(..., "
-                              "symbols=...)) or load_pdb()")
-        cat = TypeCatalog(_native.PdbTypes(os.fspath(pdb)), module, f"pdb {pdb}")  # type: ignore[attr-defined]
-        cats[key] = cat
-        return cat
-
     def _split_type(self, name: str) -> tuple[TypeCatalog, str]:
         mod, sep, t = name.partition("!")
         if not sep:
             mod, t = "nt", name
-        return self.load_types(mod), t
+        return self._map.types(mod), t
 
     def type_info(self, name: str) -> pd.DataFrame:
         """The layout of ``module!Type`` from the module's PDB: offset (bytes), name, type
         (WinDbg's form), size (bytes), bit_position, bit_length. ``attrs``: type, size,
         source."""
         cat, t = self._split_type(name)
-        return cat.frame(t, dump=self.path)
+        return cat.frame(t, dump=self._h.path)
 
     def dt(self, name: str, va: int | None = None) -> TypedValue | str:
         """kd's ``dt``: with ``va``, the :class:`~ntdump.symbols.TypedValue` of ``module!Type``
@@ -272,9 +233,8 @@ class SymsrvMixin:
         size = int(lay["size"])
         if size > 16 << 20:
             raise SymbolError(f"{name} is {size} bytes, over the 16 MiB dt limit")
-        data = self.read(va, size)
-        ptr = 4 if self._d.info()["machine"] == "x86" else 8
-        return decode(cat, lay, data, 0, va, ptr)
+        data = self._h.read(va, size)
+        return decode(cat, lay, data, 0, va, self._h.pointer_size)
 
 
 def _undecorate(name: str) -> str:

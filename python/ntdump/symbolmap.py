@@ -4,20 +4,22 @@ Export tables (``d.symbol``) name what a module exports; kernel *variables* such
 ``nt!MmPoolFailures``
 are not exported and need the module's PDB, as a debugger gets it from a symbol server. ntdump reads
 PDB
-public symbols itself (:meth:`SymbolMapMixin.load_pdb`, offline, no symbol server) or takes a
+public symbols itself (:meth:`SymbolMap.load_pdb`, offline, no symbol server) or takes a
 mapping of
-names to addresses (:meth:`SymbolMapMixin.add_symbols`). Both fill one per-dump table that ``vm()``,
+names to addresses (:meth:`SymbolMap.add_symbols`). Both fill one per-dump table that ``vm()``,
 ``symbol()`` and ``ln()`` consult.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
-from . import _native
+from ._handle import Handle
+from ._native import PdbTypes, pdb_symbols
 from .errors import SymbolError
+from .modules import Kernel, kd_module_name
+from .symbols.types import TypeCatalog
 
 
 def _norm(name: str, default_module: str = "nt") -> str:
@@ -27,15 +29,38 @@ def _norm(name: str, default_module: str = "nt") -> str:
     return f"{mod.lower()}!{sym}"
 
 
-class SymbolMapMixin:
-    """Methods of :class:`ntdump.Dump` that load symbols from PDBs or mappings."""
+class SymbolMap:
+    """Feature object of :class:`ntdump.Dump` that loads symbols from PDBs or mappings.
 
-    _cache: dict[str, Any]
+    Takes the dump's handle and its :class:`~ntdump.modules.Kernel` (to place a PDB at a module).
+    Loading symbols drops the cached ``!vm`` summary (it reads kernel variables by name)."""
+
+    def __init__(self, h: Handle, kernel: Kernel) -> None:
+        self._h = h
+        self._kernel = kernel
+        self.autoload: Callable[[str], None] = lambda module: None
+        """Load a module's symbols along the symbol path, once (set by :class:`ntdump.Dump` to
+        :meth:`ntdump._symsrv.SymbolServer.autoload`); features call it before they need a
+        module's PDB (``ln``, ``!vm``, the pool tables)."""
+
+    @property
+    def symbol_sources(self) -> dict[str, str]:
+        """Per kd module name (lower case): where its loaded symbols came from
+        (``"pdb /path/amdppm.pdb"``, ``"image /path/amdppm.sys (exports)"``, ``"map"``)."""
+        m: dict[str, str] = self._h.cache.setdefault("symbol_sources", {})
+        return m
+
+    @property
+    def pdb_paths(self) -> dict[str, str]:
+        """Per kd module name (lower case): the PDB its symbols were loaded from."""
+        m: dict[str, str] = self._h.cache.setdefault("pdb_paths", {})
+        return m
 
     @property
     def symbol_map(self) -> dict[str, int]:
         """Loaded symbols: ``"module!Name"`` (module in kd's lower-case form) -> VA."""
-        return self._cache.setdefault("symbol_map", {})
+        m: dict[str, int] = self._h.cache.setdefault("symbol_map", {})
+        return m
 
     def add_symbols(self, mapping: Mapping[str, int], *, module: str = "nt") -> int:
         """Add ``{"nt!MmPoolFailures": va, ...}`` (names without ``!`` belong to ``module``).
@@ -43,7 +68,7 @@ class SymbolMapMixin:
         sm = self.symbol_map
         for name, va in mapping.items():
             sm[_norm(name, module)] = int(va)
-        self._cache.pop("vm", None)
+        self._h.cache.pop("vm", None)
         return len(mapping)
 
     def load_pdb(self, path: str | os.PathLike[str], *, module: str | None = None) -> int:
@@ -55,9 +80,9 @@ class SymbolMapMixin:
         added.
         Raises :class:`SymbolError` when no loaded module matches.
         """
-        guid, age, rows = _native.pdb_symbols(os.fspath(path))  # type: ignore[attr-defined]
+        guid, age, rows = pdb_symbols(os.fspath(path))
         syms = [(n, rva) for n, rva, _kind in rows]  # publics and global variables
-        mods = self.modules  # type: ignore[attr-defined]
+        mods = self._kernel.modules
         target = None
         if module is not None:
             target = mods.get(module)
@@ -79,19 +104,35 @@ class SymbolMapMixin:
                 target = mods.get("nt")
             if target is None:
                 raise SymbolError(f"{path}: no loaded module has PDB key {key}; pass module=")
-        from .modules import kd_module_name
-
         mod = kd_module_name(target.name, target.index).lower()
         sm = self.symbol_map
         for name, rva in syms:
             sm.setdefault(f"{mod}!{name}", target.base + rva)
             undecorated = name.lstrip("_@").split("@")[0] if not name.startswith("?") else name
             sm.setdefault(f"{mod}!{undecorated}", target.base + rva)
-        self._cache.setdefault("pdb_paths", {})[mod] = os.fspath(path)
-        self._cache.setdefault("symbol_sources", {})[mod] = f"pdb {os.fspath(path)}"
-        self._cache.pop("vm", None)
+        self.pdb_paths[mod] = os.fspath(path)
+        self._h.cache.get("types", {}).pop(mod, None)
+        self.symbol_sources[mod] = f"pdb {os.fspath(path)}"
+        self._h.cache.pop("vm", None)
+        self._h.cache.pop("symbols.mapped", None)
         return len(syms)
 
-    def _mapped_symbol(self, name: str) -> int | None:
+    def types(self, module: str) -> TypeCatalog:
+        """The PDB types of ``module`` (kd name): from the PDB its symbols were loaded from,
+        loading them along the symbol path first. Raises :class:`SymbolError` without a PDB."""
+        key = module.lower()
+        cats: dict[str, TypeCatalog] = self._h.cache.setdefault("types", {})
+        cat = cats.get(key)
+        if cat is None:
+            self.autoload(module)
+            pdb = self.pdb_paths.get(key)
+            if pdb is None:
+                raise SymbolError(f"no PDB loaded for {module!r}: give a symbol path "
+                                  "(ntdump.open(..., symbols=...)) or load_pdb()")
+            cat = TypeCatalog(PdbTypes(os.fspath(pdb)), module, f"pdb {pdb}")
+            cats[key] = cat
+        return cat
+
+    def lookup(self, name: str) -> int | None:
         """A symbol from the loaded maps (``None`` when absent)."""
         return self.symbol_map.get(_norm(name))

@@ -68,7 +68,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         self.origin = origin
         self.allowed = allowed
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         if self.origin is None:
             return super().redirect_request(req, fp, code, msg, headers, newurl)
         old = urllib.parse.urlsplit(req.full_url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._native import pool_layouts
+from ..errors import SymbolError
 
 
 def _pdb_fields(lay: dict[str, Any]) -> dict[str, list[Any]]:
@@ -47,23 +48,28 @@ def big_page_layout(cat: Any) -> tuple[str | None, str]:
                   "matches no built-in layout")
 
 
-def big_table(dump: Any) -> tuple[tuple[int, int, str], dict[str, str]] | None:
+def _read_ptr(h: Any, va: int) -> int:
+    return int.from_bytes(h.read(va, h.pointer_size), "little")
+
+
+def big_table(h: Any, symbol_map: Any) -> tuple[tuple[int, int, str], dict[str, str]] | None:
     """``((table VA, entries, layout name or ""), attrs)`` from the loaded kernel symbols, or None
-    when ``nt!PoolBigPageTable`` / ``nt!PoolBigPageTableSize`` are not loaded."""
-    sm = dump._cache.get("symbol_map", {})
+    when ``nt!PoolBigPageTable`` / ``nt!PoolBigPageTableSize`` are not loaded. ``h`` is the dump's
+    handle, ``symbol_map`` its :class:`~ntdump.symbolmap.SymbolMap`."""
+    sm = symbol_map.symbol_map
     tv, sv = sm.get("nt!PoolBigPageTable"), sm.get("nt!PoolBigPageTableSize")
     if tv is None or sv is None:
         return None
-    va = dump.read_pointer(tv)
-    entries = dump.read_pointer(sv)
-    src = dump._cache.get("symbol_sources", {}).get("nt", "loaded symbols")
+    va = _read_ptr(h, tv)
+    entries = _read_ptr(h, sv)
+    src = symbol_map.symbol_sources.get("nt", "loaded symbols")
     attrs = {"symbol_source": (f"nt!PoolBigPageTable at {tv:#x} -> {va:#x}, "
                                f"nt!PoolBigPageTableSize at {sv:#x} = {entries} ({src})")}
     layout = ""
     cat = None
     try:
-        cat = dump.load_types("nt")
-    except Exception as e:
+        cat = symbol_map.types("nt")
+    except (SymbolError, OSError) as e:  # symbols from a map, no types: keep the default
         attrs["layout_source"] = f"built-in (no PDB types: {e})"
     if cat is not None:
         name, why = big_page_layout(cat)
@@ -72,28 +78,30 @@ def big_table(dump: Any) -> tuple[tuple[int, int, str], dict[str, str]] | None:
             layout = name
     return (va, entries, layout), attrs
 
-
-def _pointer_pair(dump: Any, table: str, size: str) -> tuple[tuple[int, int] | None, str]:
-    sm = dump._cache.get("symbol_map", {})
+def _pointer_pair(h: Any, symbol_map: Any, table: str, size: str
+                  ) -> tuple[tuple[int, int] | None, str]:
+    sm = symbol_map.symbol_map
     tv, sv = sm.get(f"nt!{table}"), sm.get(f"nt!{size}")
     if tv is None or sv is None:
         return None, ""
-    va, n = dump.read_pointer(tv), dump.read_pointer(sv)
-    src = dump._cache.get("symbol_sources", {}).get("nt", "loaded symbols")
+    va, n = _read_ptr(h, tv), _read_ptr(h, sv)
+    src = symbol_map.symbol_sources.get("nt", "loaded symbols")
     text = f"nt!{table} at {tv:#x} -> {va:#x}, nt!{size} at {sv:#x} = {n} ({src})"
     return ((va, n) if va and n else None), text
 
 
-def tracker_tables(dump: Any) -> tuple[tuple[int, int] | None, tuple[int, int] | None,
-                                       dict[str, str]]:
+def tracker_tables(h: Any, symbol_map: Any) -> tuple[tuple[int, int] | None,
+                                                     tuple[int, int] | None, dict[str, str]]:
     """(expansion, session, attrs): the ``(VA, entries)`` of ``nt!PoolTrackTableExpansion`` and
     of ``nt!ExpSessionPoolTrackTable`` from the loaded kernel symbols (None when not loaded, or
     when the variable holds 0: no expansion table yet)."""
     attrs: dict[str, str] = {}
-    exp, t = _pointer_pair(dump, "PoolTrackTableExpansion", "PoolTrackTableExpansionSize")
+    exp, t = _pointer_pair(h, symbol_map, "PoolTrackTableExpansion",
+                           "PoolTrackTableExpansionSize")
     if t:
         attrs["expansion_source"] = t
-    sess, t = _pointer_pair(dump, "ExpSessionPoolTrackTable", "ExpSessionPoolTrackTableSize")
+    sess, t = _pointer_pair(h, symbol_map, "ExpSessionPoolTrackTable",
+                            "ExpSessionPoolTrackTableSize")
     if t:
         attrs["session_source"] = t
     return exp, sess, attrs

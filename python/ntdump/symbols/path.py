@@ -46,9 +46,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SymbolDownloadError, SymbolError, SymbolMismatchError
+from .._native import pdb_identity
+from ..errors import PeFormatError, SymbolDownloadError, SymbolError, SymbolMismatchError
 from . import cab
 from .http import HttpOptions, Miss, fetch
+from .image import identity
 from .store import (
     FileRequest,
     LocalStore,
@@ -393,13 +395,11 @@ class SymbolPath:
 
 def check_pdb(guid: str, age: int) -> Verify:
     """A verifier: the PDB's GUID and age (the DBI stream's) must be ``guid`` / ``age``."""
-    from .. import _native
-
     want = f"{guid.strip('{}').replace('-', '').upper()} age {age}"
 
     def verify(p: Path) -> None:
         try:
-            g, a = _native.pdb_identity(str(p))  # type: ignore[attr-defined]
+            g, a = pdb_identity(str(p))
         except SymbolError as e:
             raise SymbolMismatchError(f"{p.name}: not a PDB ({e}); expected GUID/age {want}",
                                       expected=want, found="not a PDB") from None
@@ -414,9 +414,6 @@ def check_pdb(guid: str, age: int) -> Verify:
 
 def check_image(timestamp: int, size_of_image: int) -> Verify:
     """A verifier: the image's TimeDateStamp and SizeOfImage must match."""
-    from ..errors import PeFormatError
-    from .image import identity
-
     want = f"TimeDateStamp {timestamp:#x} SizeOfImage {size_of_image:#x}"
 
     def verify(p: Path) -> None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._native import pe_parse
 from ..errors import PeFormatError, SymbolError
+from .image import layout
 from .path import SymbolPath, check_image, check_pdb
 from .store import FileRequest, check_name, image_key, pdb_key
 
@@ -39,12 +41,9 @@ class ModuleFiles:
 
 def _codeview_of_file(path: Path) -> dict[str, Any] | None:
     """The CodeView record of the image file at ``path`` (native PE reader on its mapped layout)."""
-    from .. import _native
-    from .image import layout
-
     data, _ = layout(path.read_bytes())
-    img = _native.pe_parse(0, data)  # type: ignore[attr-defined]
-    return img.codeview()
+    cv = pe_parse(0, data).codeview()
+    return dict(cv) if cv is not None else None
 
 
 class Resolver:
