@@ -77,6 +77,7 @@ def test_pdb_names_the_big_table_vm_fields_and_types(forged) -> None:
         v = d.vm()
         assert v.pool_allocation_failures == 3
         assert "nt!MmPoolFailures" in v.source("pool_allocation_failures")
+        assert f"pdb {pdb}" in v.source("pool_allocation_failures")
         # dt reads a _POOL_HEADER laid out by the PDB's type, at a block the forge wrote
         blk = next(b for b in pl.blocks if b.allocated)
         h = d.dt("nt!_POOL_HEADER", blk.address)

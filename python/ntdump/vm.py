@@ -170,6 +170,11 @@ class Vm:
             }
             rows = vm_summary(self._h.native, syms)
             fields = [VmField(*r) for r in rows]
+            nt_src = self._map.symbol_sources.get("nt")
+            if nt_src:  # name the PDB (or map) the kernel's symbols came from
+                fields = [VmField(f.key, f.label, f.pages, f"{f.source} ({nt_src})", f.is_count)
+                          if f.pages is not None and f.source.startswith("nt!") else f
+                          for f in fields]
             used: list[Any] = []  # the tracker sums, read at most once per call
             fields = [self._vm_from_tracker(f, used) for f in fields]
             v = VmSummary(fields)

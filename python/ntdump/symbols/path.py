@@ -42,6 +42,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,8 +185,8 @@ class SymbolPath:
             allow_redirects=allow_redirects if allow_redirects is True
             else tuple(allow_redirects or ()),
             ca_file=ca_file, progress=progress, progress_min=progress_min)
-        self.log: list[str] = []
-        """What each lookup did (one line per store consulted), newest last."""
+        self.log: deque[str] = deque(maxlen=1000)
+        """What each lookup did (one line per store consulted), newest last (the last 1,000)."""
 
     @classmethod
     def coerce(cls, value: str | SymbolPath | None, **kw: object) -> SymbolPath:
