@@ -419,3 +419,15 @@ def test_proxy_from_the_environment(store: tuple[Path, dict], tmp_path: Path,
         assert got is not None
         assert s.proxied == [f"http://symbols.example.invalid/amdppm.pdb/{keys['pdb_key']}"
                              "/amdppm.pdb"]
+
+
+def test_a_failing_server_does_not_hide_the_next_one(store: tuple[Path, dict],
+                                                     tmp_path: Path) -> None:
+    root, keys = store
+    path = f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"
+    with SymServer(root) as bad, SymServer(root) as good:
+        bad.faults[path] = ("status", 503)
+        got = Resolver(_quick(f"srv*{tmp_path / 'a'}*{bad.url};srv*{tmp_path / 'b'}*{good.url}",
+                              retries=1)).find_pdb(*_pdb_args(keys))
+        assert got is not None and got.is_relative_to(tmp_path / "b")
+        assert bad.requests.count(path) == 2 and good.requests == [path]

@@ -227,9 +227,11 @@ class SymbolPath:
     # -- lookups ---------------------------------------------------------------------------
     def find(self, req: FileRequest, verify: Verify) -> Path | None:
         """The path of a verified copy of ``req``, searching the elements in order; None when no
-        element has it. A file that fails ``verify`` is never kept in a cache; when one did and
-        nothing else matched, its :class:`SymbolMismatchError` is raised."""
+        element has it. A file that fails ``verify`` is never kept in a cache; a server that fails
+        (after its retries) does not stop the search. When nothing matched, the first
+        :class:`SymbolMismatchError`, else the first :class:`SymbolDownloadError`, is raised."""
         mismatch: SymbolMismatchError | None = None
+        failed: SymbolDownloadError | None = None
         cache: LocalStore | None = None
         for el in self.elements:
             try:
@@ -250,8 +252,12 @@ class SymbolPath:
                     return hit
             except SymbolMismatchError as e:
                 mismatch = mismatch or e
+            except SymbolDownloadError as e:
+                failed = failed or e
         if mismatch is not None:
             raise mismatch
+        if failed is not None:
+            raise failed
         return None
 
     def _note(self, text: str) -> None:
