@@ -75,6 +75,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
         host = (new.hostname or "").lower()
         if old.scheme == "https" and new.scheme != "https":
+            fp.close()
             raise SymbolDownloadError(
                 f"{req.full_url}: refused a redirect from https to {new.scheme} ({newurl})",
                 url=req.full_url)
@@ -83,6 +84,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             isinstance(self.allowed, tuple)
             and any(fnmatch.fnmatchcase(host, p.lower()) for p in self.allowed))
         if not ok:
+            fp.close()  # the redirect response: nothing of it is read
             raise SymbolDownloadError(
                 f"{req.full_url}: refused a redirect to another host ({host}); allow it with "
                 f"allow_redirects=[{host!r}] if you trust it", url=req.full_url)
