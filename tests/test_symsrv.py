@@ -431,3 +431,36 @@ def test_a_failing_server_does_not_hide_the_next_one(store: tuple[Path, dict],
                               retries=1)).find_pdb(*_pdb_args(keys))
         assert got is not None and got.is_relative_to(tmp_path / "b")
         assert bad.requests.count(path) == 2 and good.requests == [path]
+
+
+def test_progress_bar_for_large_files(store: tuple[Path, dict], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bodies over ``progress_min`` bytes get a tqdm bar (total = Content-Length); smaller ones
+    none."""
+    import tqdm
+
+    bars: list[dict] = []
+
+    class Recorder:
+        def __init__(self, **kw: object) -> None:
+            self.kw = kw
+            self.n = 0
+            bars.append({"kw": kw, "bar": self})
+
+        def update(self, k: int) -> None:
+            self.n += k
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    root, keys = store
+    with SymServer(root) as s:
+        Resolver(_quick(f"srv*{tmp_path / 'a'}*{s.url}", progress_min=1 << 30)
+                 ).find_pdb(*_pdb_args(keys))
+        assert bars == []
+        got = Resolver(_quick(f"srv*{tmp_path / 'b'}*{s.url}", progress_min=100_000)
+                       ).find_pdb(*_pdb_args(keys))
+    assert got is not None and len(bars) == 1
+    size = got.stat().st_size
+    assert bars[0]["kw"]["total"] == size and bars[0]["bar"].n == size
