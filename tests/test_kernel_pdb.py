@@ -34,7 +34,7 @@ def forged(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
     # big-table variables 0x1F00/0x1EF8 below PoolTrackTable: outside the 0x1800-byte window the
     # PDB-less search uses (Volatility's distances), so only the PDB can name them
     pl = fpool.add_to_scenario(s, region_base=base + 0x0100_0000, big_distance=(0x1F00, 0x1EF8))
-    names = ["PoolBigPageTable", "PoolBigPageTableSize", "PoolTrackTable"]
+    names = ["PoolBigPageTable", "PoolBigPageTableSize", "PoolTrackTable", "PoolTrackTableSize"]
     rvas = {n: pl.variables[n] - base for n in names}
     # nt!PoolTrackTableExpansion / …Size (pointer, SIZE_T): two more variables in the same block,
     # pointing at a tracker table (the global one, so the expected counts are known)
@@ -104,6 +104,7 @@ def test_pdb_names_the_expansion_tracker_table(forged) -> None:
         d.load_pdb(pdb, module="nt")
         via_pdb = d.pool.used(owners=0)
         assert "nt!PoolTrackTableExpansion" in via_pdb.attrs["expansion_source"]
+        assert f"= {pl.track_entries} (pdb" in via_pdb.attrs["track_entries_source"]
         cols = ["tag", "nonpaged_allocs", "nonpaged_bytes", "paged_allocs", "paged_bytes"]
         assert via_pdb[cols].astype(str).equals(explicit[cols].astype(str))
         assert not via_pdb[cols].astype(str).equals(plain[cols].astype(str))

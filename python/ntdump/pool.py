@@ -302,6 +302,7 @@ class Pool:
         per_cpu: Sequence[int] | None = None,
         expansion: tuple[int, int] | None = None,
         session_table: tuple[int, int] | None = None,
+        track_entries: int | None = None,
     ) -> pd.DataFrame:
         """Pool use per tag, like ``!poolused``.
 
@@ -320,6 +321,9 @@ class Pool:
                 kernel symbols (``…Expansion`` / ``…ExpansionSize``) when not given
                 (``attrs["expansion_source"]``).
             session_table: ``(VA, entries)`` of the session tracker table.
+            track_entries: entries of the global table (``nt!PoolTrackTableSize`` from a PDB),
+                when the slot next to the PoolTrackTable variable does not hold it; from the
+                loaded kernel symbols when not given (``attrs["track_entries_source"]``).
 
         Counts are sums over the global table, the per-processor tables (Windows 10+, when found)
         and ``expansion``. ``df.attrs`` has the table addresses, the layout and warnings. Raises
@@ -338,12 +342,21 @@ class Pool:
         if per_cpu is not None:
             kw["per_cpu"] = [int(x) for x in per_cpu]
         sym_attrs: dict[str, str] = {}
-        if expansion is None or (session and session_table is None):
+        if expansion is None or track_entries is None or (session and session_table is None):
             smap = self._symbols.symbol_map_feature
             smap.autoload("nt")
             exp, sess, sym_attrs = tracker_tables(self._h, smap)
             expansion = expansion if expansion is not None else exp
             session_table = session_table if session_table is not None else sess
+            size_var = smap.symbol_map.get("nt!PoolTrackTableSize")
+            if track_entries is None and size_var is not None:
+                track_entries = int.from_bytes(self._h.read(size_var, self._h.pointer_size),
+                                               "little")
+                src = smap.symbol_sources.get("nt", "loaded symbols")
+                sym_attrs["track_entries_source"] = (
+                    f"nt!PoolTrackTableSize at {size_var:#x} = {track_entries} ({src})")
+        if track_entries is not None:
+            kw["track_entries"] = int(track_entries)
         extra = []
         if expansion is not None:
             extra.append((int(expansion[0]), int(expansion[1])))
