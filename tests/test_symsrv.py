@@ -464,3 +464,30 @@ def test_progress_bar_for_large_files(store: tuple[Path, dict], tmp_path: Path,
     assert got is not None and len(bars) == 1
     size = got.stat().st_size
     assert bars[0]["kw"]["total"] == size and bars[0]["bar"].n == size
+
+
+def test_stack_gets_images_from_the_symbol_path(store: tuple[Path, dict], tmp_path: Path,
+                                                triage_dump: Path, shared_data: Path) -> None:
+    """The stack walker unwinds through amdppm.sys and Wdf01000.sys when the symbol path serves
+    their images, exactly as when the files are handed to it (docs/stack.md)."""
+    root, _ = store
+    wdf = shared_data / "pe" / "msft" / "Wdf01000.sys"
+    import pefile
+
+    pe = pefile.PE(str(wdf), fast_load=True)
+    key = f"{pe.FILE_HEADER.TimeDateStamp:08X}{pe.OPTIONAL_HEADER.SizeOfImage:x}"
+    (root / "Wdf01000.sys" / key).mkdir(parents=True)
+    shutil.copy(wdf, root / "Wdf01000.sys" / key / "Wdf01000.sys")
+    amd = shared_data / "pe" / "msft" / "amdppm.sys"
+    with ntdump.open(triage_dump, symbols="") as d:
+        plain = d.stack()
+        given = d.stack(images={"amdppm.sys": str(amd), "Wdf01000.sys": str(wdf)})
+    assert list(given["how"]) != list(plain["how"])  # the images change the walk
+    with SymServer(root) as s, ntdump.open(triage_dump,
+                                           symbols=f"srv*{tmp_path / 'c'}*{s.url}") as d:
+        fetched = d.stack()
+        assert any("/Wdf01000.sys/" in r for r in s.requests)
+    cols = ["sp", "return_address", "module", "how"]
+    assert fetched[cols].astype(str).equals(given[cols].astype(str))
+    # and the symbol path names amdppm's frames from its PDB
+    assert any(str(x).startswith("amdppm!") for x in fetched["symbol"])

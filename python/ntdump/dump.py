@@ -16,9 +16,11 @@ from ._search import Search, Width, Within
 from ._symbols import Symbols
 from ._symsrv import SymbolServer
 from .bugcheck import BugCheck
+from .errors import SymbolError
 from .modules import Kernel, Module, ModuleList
 from .pe import LoadedModuleInfo, PeImages
 from .pool import Pool
+from .stack import Images, Stack, StackWalk
 from .symbolmap import SymbolMap
 from .symbols.path import SymbolPath
 from .symbols.resolve import ModuleFiles
@@ -50,10 +52,10 @@ class Dump:
     handle (and the features it needs), never the Dump: :class:`~ntdump.pe.PeImages`,
     :class:`~ntdump.modules.Kernel` (modules, KDBG), :class:`~ntdump.symbolmap.SymbolMap` (PDB and
     mapped symbols), :class:`~ntdump._symbols.Symbols` (``symbol``, ``ln``, ``importers``,
-    ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`
-    and :class:`~ntdump.vm.Vm`, and :class:`~ntdump._symsrv.SymbolServer` (the symbol path,
-    ``reload``, ``dt``, ``type_info``, files from symbol stores). The methods below delegate to
-    them.
+    ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`,
+    :class:`~ntdump.vm.Vm`, :class:`~ntdump.stack.Stack` and
+    :class:`~ntdump._symsrv.SymbolServer` (the symbol path, ``reload``, ``dt``, ``type_info``,
+    files from symbol stores). The methods below delegate to them.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Dump:
         self._search = Search(h, self._symbols)
         self._pool = Pool(h, self._kernel, self._search, self._symbols)
         self._vm = Vm(h, self._pool, self._symbol_map)
+        self._stack = Stack(h, self._kernel, self._symbols)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -355,6 +358,62 @@ class Dump:
         """The ``!vm`` summary (:class:`~ntdump.vm.VmSummary`). Fields that need kernel symbols
         beyond KDBG are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
         return self._vm.vm()
+
+    # -- stacks and processors (ntdump.stack.Stack) -----------------------------------------
+    def stack(self, processor: int | None = None, max_frames: int = 64, *,
+              images: Images | None = None) -> pd.DataFrame:
+        """The crash stack (``k``): DataFrame[frame, sp, return_address, symbol, module, how];
+        ``processor=N`` walks that processor's saved context; ``images`` supplies module image
+        files the dump lacks (by default, with a symbol path, they are fetched along it). See
+        :meth:`ntdump.stack.Stack.stack` and docs/stack.md."""
+        return self._stack.stack(processor, max_frames,
+                                 images=self._images_for_stack(images, processor, max_frames))
+
+    def stack_walk(self, processor: int | None = None, max_frames: int = 64, *,
+                   images: Images | None = None) -> StackWalk:
+        """The walk behind :meth:`stack`, frame by frame with frame bases, slots, trap frames."""
+        return self._stack.stack_walk(
+            processor, max_frames, images=self._images_for_stack(images, processor, max_frames))
+
+    def stack_text(self, command: str = "k", processor: int | None = None,
+                   max_frames: int | None = None, *, images: Images | None = None) -> str:
+        """What ``k``, ``kb``, ``kn``, ``kv`` (``kbn``, ``kvn``) print."""
+        return self._stack.stack_text(
+            command, processor, max_frames,
+            images=self._images_for_stack(images, processor, max_frames or 64))
+
+    def _images_for_stack(self, images: Images | None, processor: int | None,
+                          max_frames: int) -> Images | None:
+        """``images`` when given; else, with a symbol path, the image files of the modules the
+        walk passes through, fetched by TimeDateStamp and SizeOfImage (walked again until the
+        set of modules stops growing, at most 3 times); else None."""
+        if images is not None or not self._symsrv.symbol_path:
+            return images
+        found: dict[str, str] = {}
+        tried: set[str] = set()
+        for _ in range(3):
+            sw = self._stack.stack_walk(processor, max_frames, images=found or None)
+            new = {f.module for f in sw.frames if f.module} - tried
+            if not new:
+                break
+            for kd in sorted(new):
+                tried.add(kd)
+                m = self._kernel.modules.get(kd)
+                if m is None:
+                    continue
+                try:
+                    p = self._symsrv.image_file(m)
+                except (SymbolError, OSError):
+                    p = None
+                if p is not None:
+                    found[m.name] = str(p)
+        return found or None
+
+    @property
+    def processors(self) -> pd.DataFrame:
+        """Processors from their KPRCBs: index, prcb, rip, rsp (eip, esp on x86),
+        current_thread."""
+        return self._stack.processors
 
 
 def open(
