@@ -4,6 +4,7 @@
 mod dump;
 mod errors;
 mod kernel;
+mod pdb;
 mod pe;
 mod pool;
 mod search;
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dump::PyDump>()?;
     kernel::register(m)?;
+    pdb::register(m)?;
     pe::register(m)?;
     pool::register(m)?;
     search::register(m)?;

@@ -505,7 +505,7 @@ def test_dps_values_and_symbols(pointers: tuple[Path, Path],
     with ntdump.open(pointers[0]) as d:
         table = K + PAGE - 8 * len(PTRS)
         df = d.dps(table, 4)
-        assert list(df.columns) == ["address", "value", "symbol"]
+        assert list(df.columns) == ["address", "value", "symbol", "source"]
         assert str(df["address"].dtype) == "uint64" and str(df["value"].dtype) == "UInt64"
         assert [int(a) for a in df["address"]] == [table + 8 * i for i in range(4)]
         assert [int(v) for v in df["value"]] == PTRS[:4]

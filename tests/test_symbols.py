@@ -109,7 +109,8 @@ def test_symbols_glob(wine: Wine) -> None:
                   if s.name and fnmatch.fnmatchcase(s.name.decode().lower(), "exalloc*"))
     df = d.symbols("nt!ExAlloc*")
     assert sorted(df.name) == want and set(df.module) == {"nt"}
-    assert list(df.columns) == ["module", "name", "address", "ordinal", "forwarder"]
+    assert list(df.columns) == ["module", "name", "address", "ordinal", "forwarder", "source"]
+    assert set(df.source) == {"export"}
     assert str(df.address.dtype) == "UInt64" and str(df.name.dtype) == "string"
     assert df.attrs["dump"] == str(wine.sc.path)
     one = d.symbols("*!ExAllocatePool")

@@ -27,7 +27,7 @@ from .errors import TranslationError
 SEARCH_SCHEMA = {"address": ADDRESS, "module": NAME, "offset": UINT64}
 SEARCH_SCHEMA_MULTI = {**SEARCH_SCHEMA, "pattern": LABEL}
 #: Columns of :meth:`Search.dps`; ``value`` is nullable (NA for kd's ``????????``).
-DPS_SCHEMA = {"address": ADDRESS, "value": "UInt64", "symbol": NAME}
+DPS_SCHEMA = {"address": ADDRESS, "value": "UInt64", "symbol": NAME, "source": LABEL}
 
 #: kd refuses an ``L`` range above 256 MB unless written ``L?``.
 KD_RANGE_LIMIT = 256 << 20
@@ -383,13 +383,16 @@ class Search:
             "value": pd.array(values, dtype="UInt64"),
             "symbol": [self._symbol(v) for v in values],
         }
+        cols["source"] = [None if v is None else self._symbols.ln_source(v) for v in values]
         return frame(cols, DPS_SCHEMA, dump=self.path)
 
     def dps(self, va: int, count: int = 8) -> pd.DataFrame:
         """kd's ``dps``: ``count`` pointer-sized values from ``va``, each with its symbol.
 
         Returns ``address``, ``value`` (NA where kd prints ``????????``: the first unreadable slot,
-        after which the display stops) and ``symbol`` (``Dump.ln`` of the value, "" when unknown).
+        after which the display stops), ``symbol`` (``Dump.ln`` of the value, "" when unknown)
+        and ``source`` (where that name comes from: ``export``, ``pdb <path>`` …; see
+        ``Dump.ln_source``).
         Raises a :class:`~ntdump.TranslationError` if the first slot is unreadable."""
         return self._dxs(va, count, self._h.pointer_size)
 

@@ -38,6 +38,7 @@ SYMBOLS_SCHEMA = {
     "address": "UInt64",
     "ordinal": "UInt32",
     "forwarder": _schema.NAME,
+    "source": _schema.LABEL,
 }
 IMPORTERS_SCHEMA = {
     "module": _schema.LABEL,
@@ -65,6 +66,11 @@ class Symbols:
     @property
     def path(self) -> str:
         return self._h.path
+
+    @property
+    def symbol_map_feature(self) -> SymbolMap:
+        """The dump's :class:`~ntdump.symbolmap.SymbolMap` (loaded PDB / mapped symbols)."""
+        return self._map
 
     # -- the table -------------------------------------------------------------------------
     def _symbol_table(self) -> SymbolTable:
@@ -110,6 +116,8 @@ class Symbols:
         ordinal, or a symbol loaded with ``load_pdb`` / ``add_symbols``. ``module`` alone gives the
         base; ``+0x10`` adds an offset. Forwarders are followed. Raises :class:`SymbolError`.
         """
+        if "!" in name:
+            self._map.autoload(name.split("!", 1)[0].strip())
         try:
             return int(self._symbol_table().symbol(name))
         except SymbolError as e:
@@ -123,10 +131,15 @@ class Symbols:
     def symbols(self, pattern: str = "*") -> pd.DataFrame:
         """Exports (and loaded PDB symbols) matching ``module_glob!name_glob`` (``x nt!ExAlloc*``;
         ``*!ExAllocatePool``; no ``!`` = every module), case-insensitive. Columns: module, name,
-        address (NA for an unresolved forwarder), ordinal (NA for PDB symbols), forwarder. Sorted
-        by module load order, then address."""
-        c: dict[str, Any] = dict(self._symbol_table().find(pattern))
+        address (NA for an unresolved forwarder), ordinal (NA for PDB symbols), forwarder, source
+        (``export``, ``pdb``, ``image`` (exports of an image from the symbol path) or ``map``).
+        Sorted by module load order, then address."""
         mp, _, np_ = pattern.rpartition("!") if "!" in pattern else ("*", "", pattern)
+        if "!" in pattern and not any(ch in mp for ch in "*?"):
+            self._map.autoload(mp)
+        c: dict[str, Any] = dict(self._symbol_table().find(pattern))
+        c["source"] = ["export"] * len(c["name"])
+        srcs = self._map.symbol_sources
         extra = [(mod, va, n) for mod, lst in self._mapped_sorted().items()
                  if fnmatch.fnmatchcase(mod, mp.lower()) for va, n in lst
                  if fnmatch.fnmatchcase(n.lower(), np_.lower())]
@@ -138,27 +151,47 @@ class Symbols:
             c["address"] = list(c["address"]) + [e[1] for e in extra]
             c["ordinal"] = list(c["ordinal"]) + [None] * len(extra)
             c["forwarder"] = list(c["forwarder"]) + [None] * len(extra)
+            c["source"] = c["source"] + [srcs.get(e[0], "map").split(" ", 1)[0] for e in extra]
         return _schema.frame(c, SYMBOLS_SCHEMA, dump=self.path)
 
     def ln(self, va: int) -> str:
         """kd's ``ln``: the nearest export (or loaded PDB symbol) at or below ``va`` in the module
         holding it, as ``nt!ExAllocatePool+0x10``; ``nt!ExAllocatePool`` for an exact hit;
         ``module+0x1234`` when nothing lies below ``va`` in its module. Raises
-        :class:`SymbolError` when no loaded module holds ``va``."""
+        :class:`SymbolError` when no loaded module holds ``va``. PDB names win over exports at the
+        same address once loaded; :meth:`ln_source` says which gave the name."""
+        return self._ln_full(va)[0]
+
+    def ln_source(self, va: int) -> str | None:
+        """Where :meth:`ln`'s name for ``va`` comes from: ``"export"``, ``"pdb <path>"``,
+        ``"image <path> (exports)"``, ``"map"``; None when no symbol lies below ``va`` in its
+        module (or no module holds it)."""
+        try:
+            return self._ln_full(va)[1]
+        except SymbolError:
+            return None
+
+    def _ln_full(self, va: int) -> tuple[str, str | None]:
         t = self._symbol_table()
         near = t.nearest(va)
         if near is None:
             raise SymbolError(f"no loaded module holds {va:#x}")
         module, name, addr, off = near
+        source = "export" if name is not None else None
+        self._map.autoload(module)
         lst = self._mapped_sorted().get(module.lower())
         if lst:
-            # A PDB / map symbol wins when closer than the export (ties go to the export).
-            floor = va - off if addr is None else addr + 1
+            # A PDB / map symbol wins when at least as close as the export (PDB names are
+            # preferred once loaded, as in WinDbg).
+            floor = va - off if addr is None else addr
             i = bisect.bisect_right(lst, (va, "\uffff")) - 1
+            while i > 0 and lst[i - 1][0] == lst[i][0]:
+                i -= 1  # among names at one address, the alphabetically first
             if i >= 0 and lst[i][0] >= floor:
                 name, off = lst[i][1], va - lst[i][0]
+                source = self._map.symbol_sources.get(module.lower(), "map")
         text = module if name is None else f"{module}!{name}"
-        return text if off == 0 else f"{text}+{off:#x}"
+        return (text if off == 0 else f"{text}+{off:#x}"), source
 
     def ln_or_none(self, va: int) -> str | None:
         """:meth:`ln`, or None when no loaded module holds ``va``."""

@@ -41,6 +41,10 @@ def _open(args: argparse.Namespace) -> Dump:
         kw["machine"] = args.machine
     if getattr(args, "dtb", None) is not None:
         kw["dtb"] = args.dtb
+    if getattr(args, "symbols", None) is not None:
+        kw["symbols"] = args.symbols
+    if getattr(args, "offline", False):
+        kw["offline"] = True
     return nt_open(args.dump, **kw)
 
 
@@ -199,6 +203,15 @@ def cmd_kd(args: argparse.Namespace) -> int:
     return 0
 
 
+def symbol_args(sp: argparse.ArgumentParser) -> None:
+    """``--symbols PATH`` and ``--offline``, on every command that opens a dump."""
+    sp.add_argument("--symbols", metavar="PATH",
+                    help="symbol path in _NT_SYMBOL_PATH syntax (srv*CACHE*URL;DIR); default: "
+                    "the _NT_SYMBOL_PATH environment variable")
+    sp.add_argument("--offline", action="store_true",
+                    help="never contact a symbol server (local stores and caches only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ntdump",
@@ -211,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--raw", action="store_true", help="the file is a raw physical image")
         sp.add_argument("--machine", choices=["x86", "x64"], help="raw images: architecture")
         sp.add_argument("--dtb", type=_int, help="raw images: directory table base (hex)")
+        symbol_args(sp)
         if table:
             g = sp.add_mutually_exclusive_group()
             g.add_argument("--json", action="store_true", help="the table as JSON records")

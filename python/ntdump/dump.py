@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -13,12 +14,17 @@ from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
 from ._native import Dump as NativeDump
 from ._search import Search, Width, Within
 from ._symbols import Symbols
+from ._symsrv import SymbolServer
 from .bugcheck import BugCheck
+from .errors import SymbolError
 from .modules import Kernel, Module, ModuleList
 from .pe import LoadedModuleInfo, PeImages
 from .pool import Pool
 from .stack import Images, Stack, StackWalk
 from .symbolmap import SymbolMap
+from .symbols.path import SymbolPath
+from .symbols.resolve import ModuleFiles
+from .symbols.types import TypedValue
 from .vm import Vm, VmSummary
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
@@ -47,7 +53,9 @@ class Dump:
     :class:`~ntdump.modules.Kernel` (modules, KDBG), :class:`~ntdump.symbolmap.SymbolMap` (PDB and
     mapped symbols), :class:`~ntdump._symbols.Symbols` (``symbol``, ``ln``, ``importers``,
     ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`,
-    :class:`~ntdump.vm.Vm` and :class:`~ntdump.stack.Stack`. The methods below delegate to them.
+    :class:`~ntdump.vm.Vm`, :class:`~ntdump.stack.Stack` and
+    :class:`~ntdump._symsrv.SymbolServer` (the symbol path, ``reload``, ``dt``, ``type_info``,
+    files from symbol stores). The methods below delegate to them.
     """
 
     def __init__(
@@ -58,6 +66,8 @@ class Dump:
         machine: str | None = None,
         pae: bool | None = None,
         dtb: int | None = None,
+        symbols: str | SymbolPath | None = None,
+        offline: bool | None = None,
     ) -> None:
         self.path = os.fspath(path)
         if raw is None:
@@ -68,6 +78,11 @@ class Dump:
         self._kernel = Kernel(h, self._images)
         self._symbol_map = SymbolMap(h, self._kernel)
         self._symbols = Symbols(h, self._kernel, self._symbol_map, self._images)
+        sp = SymbolPath.coerce(symbols)
+        if offline is not None:
+            sp.offline = offline
+        self._symsrv = SymbolServer(h, self._kernel, self._symbol_map, self._images, sp)
+        self._symbol_map.autoload = self._symsrv.autoload
         self._images.resolve = self._symbols.ln_or_none
         self._search = Search(h, self._symbols)
         self._pool = Pool(h, self._kernel, self._search, self._symbols)
@@ -235,6 +250,60 @@ class Dump:
         Raises :class:`~ntdump.SymbolError` when no loaded module holds ``va``."""
         return self._symbols.ln(va)
 
+
+    def ln_source(self, va: int) -> str | None:
+        """Where :meth:`ln`'s name for ``va`` comes from (``"export"``, ``"pdb <path>"``,
+        ``"image <path> (exports)"``, ``"map"``), None when no symbol names it."""
+        return self._symbols.ln_source(va)
+
+    # -- symbol path, symbol stores and PDB types (docs/symbols.md) ------------------------
+    @property
+    def symbol_path(self) -> SymbolPath:
+        """The symbol path (:class:`~ntdump.symbols.SymbolPath`) in use."""
+        return self._symsrv.symbol_path
+
+    def set_symbol_path(self, value: str | SymbolPath | None, *, offline: bool | None = None
+                        ) -> SymbolPath:
+        """Replace the symbol path (kd ``.sympath``)."""
+        return self._symsrv.set_symbol_path(value, offline=offline)
+
+    @property
+    def symbol_sources(self) -> dict[str, str]:
+        """Per kd module name (lower case): where its loaded symbols came from."""
+        return self._symbol_map.symbol_sources
+
+    def reload(self, module: str | None = None, *, images: bool = False) -> pd.DataFrame:
+        """kd ``.reload``: find every module's PDB (or ``module``'s) along the symbol path and
+        load it; DataFrame [module, pdb, image, how, symbols, error]."""
+        return self._symsrv.reload(module, images=images)
+
+    def module_files(self, module: str | Module, *, want_image: bool = False) -> ModuleFiles:
+        """The symbol files of a module along the symbol path (fetched when needed)."""
+        return self._symsrv.module_files(module, want_image=want_image)
+
+    def pdb_file(self, module: str | Module) -> Path | None:
+        """The PDB loaded (or found along the symbol path) for ``module``, or None."""
+        return self._symsrv.pdb_file(module)
+
+    def image_file(self, module: str | Module) -> Path | None:
+        """The image file of ``module`` from the symbol path (by TimeDateStamp and SizeOfImage)."""
+        return self._symsrv.image_file(module)
+
+    def image_bytes(self, module: str | Module, *, mapped: bool = True) -> bytes | None:
+        """The image of ``module`` from the symbol path, laid out at its RVAs (``mapped``) or as
+        the file; None when the path has no copy. For the stack walker's ``.pdata``."""
+        return self._symsrv.image_bytes(module, mapped=mapped)
+
+    def dt(self, name: str, va: int | None = None) -> TypedValue | str:
+        """kd's ``dt``: ``d.dt("nt!_POOL_HEADER", va)`` -> :class:`~ntdump.symbols.TypedValue`;
+        without ``va`` the layout as WinDbg prints it. Needs the module's PDB."""
+        return self._symsrv.dt(name, va)
+
+    def type_info(self, name: str) -> pd.DataFrame:
+        """``d.type_info("nt!_EPROCESS")`` -> DataFrame [offset, name, type, size, bit_position,
+        bit_length] from the module's PDB."""
+        return self._symsrv.type_info(name)
+
     def importers(self, name: str, *, aligned: bool = True) -> pd.DataFrame:
         """Who imports ``module!name``, by import table and by pointer search: module, function,
         iat_slot, how_found, value, note."""
@@ -295,18 +364,50 @@ class Dump:
               images: Images | None = None) -> pd.DataFrame:
         """The crash stack (``k``): DataFrame[frame, sp, return_address, symbol, module, how];
         ``processor=N`` walks that processor's saved context; ``images`` supplies module image
-        files the dump lacks. See :meth:`ntdump.stack.Stack.stack` and docs/stack.md."""
-        return self._stack.stack(processor, max_frames, images=images)
+        files the dump lacks (by default, with a symbol path, they are fetched along it). See
+        :meth:`ntdump.stack.Stack.stack` and docs/stack.md."""
+        return self._stack.stack(processor, max_frames,
+                                 images=self._images_for_stack(images, processor, max_frames))
 
     def stack_walk(self, processor: int | None = None, max_frames: int = 64, *,
                    images: Images | None = None) -> StackWalk:
         """The walk behind :meth:`stack`, frame by frame with frame bases, slots, trap frames."""
-        return self._stack.stack_walk(processor, max_frames, images=images)
+        return self._stack.stack_walk(
+            processor, max_frames, images=self._images_for_stack(images, processor, max_frames))
 
     def stack_text(self, command: str = "k", processor: int | None = None,
                    max_frames: int | None = None, *, images: Images | None = None) -> str:
         """What ``k``, ``kb``, ``kn``, ``kv`` (``kbn``, ``kvn``) print."""
-        return self._stack.stack_text(command, processor, max_frames, images=images)
+        return self._stack.stack_text(
+            command, processor, max_frames,
+            images=self._images_for_stack(images, processor, max_frames or 64))
+
+    def _images_for_stack(self, images: Images | None, processor: int | None,
+                          max_frames: int) -> Images | None:
+        """``images`` when given; else, with a symbol path, the image files of the modules the
+        walk passes through, fetched by TimeDateStamp and SizeOfImage (walked again until the
+        set of modules stops growing, at most 3 times); else None."""
+        if images is not None or not self._symsrv.symbol_path:
+            return images
+        found: dict[str, str] = {}
+        tried: set[str] = set()
+        for _ in range(3):
+            sw = self._stack.stack_walk(processor, max_frames, images=found or None)
+            new = {f.module for f in sw.frames if f.module} - tried
+            if not new:
+                break
+            for kd in sorted(new):
+                tried.add(kd)
+                m = self._kernel.modules.get(kd)
+                if m is None:
+                    continue
+                try:
+                    p = self._symsrv.image_file(m)
+                except (SymbolError, OSError):
+                    p = None
+                if p is not None:
+                    found[m.name] = str(p)
+        return found or None
 
     @property
     def processors(self) -> pd.DataFrame:
@@ -322,12 +423,20 @@ def open(
     machine: str | None = None,
     pae: bool | None = None,
     dtb: int | None = None,
+    symbols: str | SymbolPath | None = None,
+    offline: bool | None = None,
 ) -> Dump:
     """Open a Windows kernel crash dump.
 
     With ``raw=True`` (or a ``.raw/.mem/.bin`` file without a dump header) the file is a raw
-    physical image; its ``dtb`` and ``machine`` are found when not given."""
-    return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb)
+    physical image; its ``dtb`` and ``machine`` are found when not given.
+
+    ``symbols`` is a symbol path in ``_NT_SYMBOL_PATH`` syntax (``"srv*CACHE*URL"``) or a
+    :class:`~ntdump.symbols.SymbolPath`; when None, ``_NT_SYMBOL_PATH`` is read (``""``: none).
+    PDBs and images are fetched along it on first need; a server is contacted only when the path
+    names one, and never with ``offline=True`` (see docs/symbols.md)."""
+    return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb, symbols=symbols,
+                offline=offline)
 
 
 __all__ = ["Dump", "DumpInfo", "PageWalk", "WalkStep", "filetime_to_datetime", "open"]

@@ -13,6 +13,8 @@ Every error raised for a bad dump is an :class:`NtdumpError`; I/O problems stay 
     ├── PeFormatError                        a PE image in memory is malformed
     ├── PoolTableError (also LookupError)    a pool table cannot be found or read
     ├── SymbolError (also LookupError)       a symbol cannot be resolved
+    │   ├── SymbolMismatchError              a PDB/image whose GUID/age or time stamp/size differ
+    │   └── SymbolDownloadError              a symbol server failed (HTTP error, timeout, cap…)
     ├── KdError (also ValueError)            a kd command or expression is not accepted
     └── UnsupportedError                     valid, but not implemented yet (ARM64 paging)
 """
@@ -115,6 +117,30 @@ class KdError(NtdumpError, ValueError):
 
 class SymbolError(NtdumpError, LookupError):
     """A symbol cannot be resolved."""
+
+
+class SymbolMismatchError(SymbolError):
+    """A symbol file (PDB or image) found or downloaded is not the one the dump asks for: its
+    GUID/age (PDB) or time stamp/SizeOfImage (image) differ. ``expected`` and ``found`` name both;
+    ``source`` is the store or URL it came from. The file is never kept in a cache."""
+
+    def __init__(
+        self, message: str, *, expected: str = "", found: str = "", source: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+        self.source = source
+
+
+class SymbolDownloadError(SymbolError):
+    """A symbol server could not deliver a file: HTTP error other than "not found", timeouts after
+    the retries, a truncated body, a file over the size cap, a redirect to another host. ``url``
+    names the request."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class UnsupportedError(NtdumpError, NotImplementedError):

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import bugcheck
 from ._format import hexdump, kd_addr
+from ._symsrv import reload_text, sympath_text
 from .analyze import analyze
 from .errors import KdError, NtdumpError
+from .symbols.http import MICROSOFT_SERVER
 
 if TYPE_CHECKING:
     from .dump import Dump
@@ -161,6 +163,12 @@ class KdSession:
             "vertarget": self._vertarget,
             "r": self._r,
             "?": self._eval,
+            ".sympath": self._sympath,
+            ".sympath+": lambda a: self._sympath(a, append=True),
+            ".symfix": self._symfix,
+            ".symfix+": lambda a: self._symfix(a, append=True),
+            ".reload": self._reload,
+            "dt": self._dt,
         }
         for k in ("k", "kb", "kn", "kv", "kbn", "knb", "kvn", "knv"):
             self._commands[k] = (lambda c: lambda a: self._k(c, a))(k)
@@ -438,6 +446,27 @@ class KdSession:
         w = 16 if self.ptr == 8 else 8
         items = [f"{k}={v:0{w}x}" for k, v in ctx.items()]
         return "\n".join(" ".join(items[i : i + 3]) for i in range(0, len(items), 3))
+
+    def _sympath(self, args: str, append: bool = False) -> str:
+        return sympath_text(self.d, args, append=append)
+
+    def _symfix(self, args: str, append: bool = False) -> str:
+        store = args.strip()
+        return self._sympath(f"srv*{store}*{MICROSOFT_SERVER}" if store
+                             else f"srv**{MICROSOFT_SERVER}", append=append)
+
+    def _reload(self, args: str) -> str:
+        return reload_text(self.d, args)
+
+    def _dt(self, args: str) -> str:
+        parts = args.split()
+        if not parts:
+            raise KdError("Type name expected")
+        name = parts[0] if "!" in parts[0] else f"nt!{parts[0]}"
+        if len(parts) == 1:
+            return str(self.d.dt(name))
+        va = self.eval(" ".join(parts[1:]))
+        return str(self.d.dt(name, va))
 
     def _k(self, command: str, args: str) -> str:
         n = self.eval(args) if args.strip() else None

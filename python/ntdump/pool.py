@@ -26,6 +26,7 @@ from ._symbols import Symbols
 from .errors import NtdumpError, PoolTableError
 from .modules import Kernel
 from .pooltags import TagTable
+from .symbols.kernel import big_table, tracker_tables
 
 USED_SCHEMA = {
     "tag": _schema.TAG,
@@ -309,16 +310,20 @@ class Pool:
             sort: ``"nonpaged"`` / ``"paged"`` (bytes outstanding, largest first) or ``"tag"``.
             tags: glob(s) over tags (``"Thr*"``); shorter tags are space-padded.
             top: keep the first ``top`` rows (``/t N``).
-            session: session pool (``flags & 8``); needs ``session_table=(VA, entries)`` from a
-                PDB (``nt!ExpSessionPoolTrackTable`` / ``…Size``).
+            session: session pool (``flags & 8``); needs ``session_table=(VA, entries)``, taken
+                from the loaded kernel symbols (``nt!ExpSessionPoolTrackTable`` / ``…Size``)
+                when not given.
             flags: ``!poolused`` flags: 0x1 verbose (descriptions; always filled here), 0x2 sort by
                 nonpaged bytes, 0x4 by paged bytes, 0x8 session pool.
             owners: fill the ``owners`` column for this many top rows (0: none), by :meth:`owners`.
             per_cpu: per-processor table VAs to use instead of the heuristic search.
-            expansion: ``(VA, entries)`` of ``nt!PoolTrackTableExpansion`` (from a PDB).
+            expansion: ``(VA, entries)`` of ``nt!PoolTrackTableExpansion``; from the loaded
+                kernel symbols (``…Expansion`` / ``…ExpansionSize``) when not given
+                (``attrs["expansion_source"]``).
             session_table: ``(VA, entries)`` of the session tracker table.
             track_entries: entries of the global table (``nt!PoolTrackTableSize`` from a PDB),
-                when the slot next to the PoolTrackTable variable does not hold it.
+                when the slot next to the PoolTrackTable variable does not hold it; from the
+                loaded kernel symbols when not given (``attrs["track_entries_source"]``).
 
         Counts are sums over the global table, the per-processor tables (Windows 10+, when found)
         and ``expansion``. ``df.attrs`` has the table addresses, the layout and warnings. Raises
@@ -336,6 +341,20 @@ class Pool:
         kw: dict[str, Any] = {}
         if per_cpu is not None:
             kw["per_cpu"] = [int(x) for x in per_cpu]
+        sym_attrs: dict[str, str] = {}
+        if expansion is None or track_entries is None or (session and session_table is None):
+            smap = self._symbols.symbol_map_feature
+            smap.autoload("nt")
+            exp, sess, sym_attrs = tracker_tables(self._h, smap)
+            expansion = expansion if expansion is not None else exp
+            session_table = session_table if session_table is not None else sess
+            size_var = smap.symbol_map.get("nt!PoolTrackTableSize")
+            if track_entries is None and size_var is not None:
+                track_entries = int.from_bytes(self._h.read(size_var, self._h.pointer_size),
+                                               "little")
+                src = smap.symbol_sources.get("nt", "loaded symbols")
+                sym_attrs["track_entries_source"] = (
+                    f"nt!PoolTrackTableSize at {size_var:#x} = {track_entries} ({src})")
         if track_entries is not None:
             kw["track_entries"] = int(track_entries)
         extra = []
@@ -377,6 +396,7 @@ class Pool:
                 col[i] = ", ".join(found.get(str(t), [])[:3])
             df["owners"] = pd.array(col, dtype="string")
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
+        df.attrs.update(sym_attrs)
         df.attrs["sort"] = sort
         df.attrs["session"] = session
         df.attrs["dump"] = self._h.path
@@ -413,7 +433,18 @@ class Pool:
     def big(self, table: tuple[int, int] | tuple[int, int, str] | None = None) -> pd.DataFrame:
         """Big allocations from ``nt!PoolBigPageTable``: va (bit 0 cleared), tag, bytes,
         pool_type, freed (bit 0 of Va was set). ``table=(VA, entries[, layout])`` skips the
-        search (values from a PDB). ``df.attrs`` says where the table is and how it was found."""
+        search; with the kernel's PDB loaded, the table comes from ``nt!PoolBigPageTable`` /
+        ``nt!PoolBigPageTableSize`` and the entry layout from its ``_POOL_TRACKER_BIG_PAGES``
+        (``attrs["symbol_source"]``, ``attrs["layout_source"]``). ``df.attrs`` says where the
+        table is and how it was found."""
+        extra: dict[str, str] = {}
+        if table is None:
+            smap = self._symbols.symbol_map_feature
+            smap.autoload("nt")
+
+            found = big_table(self._h, smap)
+            if found is not None:
+                table, extra = found
         arg = None if table is None else (int(table[0]), int(table[1]),
                                           str(table[2]) if len(table) > 2 else "")
         raw = self._cached(f"big{arg!r}",
@@ -425,6 +456,7 @@ class Pool:
              "pool_type": [pool_type_name(int(p)) for p in c["pool_type"]], "freed": freed},
             BIG_SCHEMA, dump=self._h.path)
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
+        df.attrs.update(extra)
         return df
 
     # -- !pool ----------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ names to addresses (:meth:`SymbolMap.add_symbols`). Both fill one per-dump table
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ._handle import Handle
-from ._native import pdb_public_symbols
+from ._native import PdbTypes, pdb_symbols
 from .errors import SymbolError
 from .modules import Kernel, kd_module_name
+from .symbols.types import TypeCatalog
 
 
 def _norm(name: str, default_module: str = "nt") -> str:
@@ -37,6 +38,23 @@ class SymbolMap:
     def __init__(self, h: Handle, kernel: Kernel) -> None:
         self._h = h
         self._kernel = kernel
+        self.autoload: Callable[[str], None] = lambda module: None
+        """Load a module's symbols along the symbol path, once (set by :class:`ntdump.Dump` to
+        :meth:`ntdump._symsrv.SymbolServer.autoload`); features call it before they need a
+        module's PDB (``ln``, ``!vm``, the pool tables)."""
+
+    @property
+    def symbol_sources(self) -> dict[str, str]:
+        """Per kd module name (lower case): where its loaded symbols came from
+        (``"pdb /path/amdppm.pdb"``, ``"image /path/amdppm.sys (exports)"``, ``"map"``)."""
+        m: dict[str, str] = self._h.cache.setdefault("symbol_sources", {})
+        return m
+
+    @property
+    def pdb_paths(self) -> dict[str, str]:
+        """Per kd module name (lower case): the PDB its symbols were loaded from."""
+        m: dict[str, str] = self._h.cache.setdefault("pdb_paths", {})
+        return m
 
     @property
     def symbol_map(self) -> dict[str, int]:
@@ -62,7 +80,8 @@ class SymbolMap:
         added.
         Raises :class:`SymbolError` when no loaded module matches.
         """
-        guid, age, syms = pdb_public_symbols(os.fspath(path))
+        guid, age, rows = pdb_symbols(os.fspath(path))
+        syms = [(n, rva) for n, rva, _kind in rows]  # publics and global variables
         mods = self._kernel.modules
         target = None
         if module is not None:
@@ -91,8 +110,28 @@ class SymbolMap:
             sm.setdefault(f"{mod}!{name}", target.base + rva)
             undecorated = name.lstrip("_@").split("@")[0] if not name.startswith("?") else name
             sm.setdefault(f"{mod}!{undecorated}", target.base + rva)
+        self.pdb_paths[mod] = os.fspath(path)
+        self._h.cache.get("types", {}).pop(mod, None)
+        self.symbol_sources[mod] = f"pdb {os.fspath(path)}"
         self._h.cache.pop("vm", None)
+        self._h.cache.pop("symbols.mapped", None)
         return len(syms)
+
+    def types(self, module: str) -> TypeCatalog:
+        """The PDB types of ``module`` (kd name): from the PDB its symbols were loaded from,
+        loading them along the symbol path first. Raises :class:`SymbolError` without a PDB."""
+        key = module.lower()
+        cats: dict[str, TypeCatalog] = self._h.cache.setdefault("types", {})
+        cat = cats.get(key)
+        if cat is None:
+            self.autoload(module)
+            pdb = self.pdb_paths.get(key)
+            if pdb is None:
+                raise SymbolError(f"no PDB loaded for {module!r}: give a symbol path "
+                                  "(ntdump.open(..., symbols=...)) or load_pdb()")
+            cat = TypeCatalog(PdbTypes(os.fspath(pdb)), module, f"pdb {pdb}")
+            cats[key] = cat
+        return cat
 
     def lookup(self, name: str) -> int | None:
         """A symbol from the loaded maps (``None`` when absent)."""

@@ -160,6 +160,7 @@ class Vm:
     def vm(self) -> VmSummary:
         """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation
         failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
+        self._map.autoload("nt")  # the kernel's PDB along the symbol path, once (!vm loads nt)
         v: VmSummary | None = self._h.cache.get("vm")
         if v is None:
             syms = {
@@ -169,6 +170,11 @@ class Vm:
             }
             rows = vm_summary(self._h.native, syms)
             fields = [VmField(*r) for r in rows]
+            nt_src = self._map.symbol_sources.get("nt")
+            if nt_src:  # name the PDB (or map) the kernel's symbols came from
+                fields = [VmField(f.key, f.label, f.pages, f"{f.source} ({nt_src})", f.is_count)
+                          if f.pages is not None and f.source.startswith("nt!") else f
+                          for f in fields]
             used: list[Any] = []  # the tracker sums, read at most once per call
             fields = [self._vm_from_tracker(f, used) for f in fields]
             v = VmSummary(fields)

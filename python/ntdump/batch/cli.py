@@ -23,10 +23,26 @@ def engine_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     sp.add_argument("--tmpdir", help="where compressed dumps are expanded, one at a time")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--symbols", metavar="PATH",
+                    help="symbol path (_NT_SYMBOL_PATH syntax) for every worker; workers share "
+                    "its caches safely")
+    sp.add_argument("--offline", action="store_true", help="never contact a symbol server")
+
+
+def _symbol_env(args: argparse.Namespace) -> None:
+    """Hand ``--symbols`` / ``--offline`` to the workers through the environment they inherit."""
+    import os
+
+    if getattr(args, "symbols", None) is not None:
+        os.environ["_NT_SYMBOL_PATH"] = args.symbols
+    if getattr(args, "offline", False):
+        os.environ["NTDUMP_OFFLINE"] = "1"
 
 
 def run_kw(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`ntdump.batch.run` from parsed engine arguments."""
+    """Keyword arguments of :func:`ntdump.batch.run` from parsed engine arguments (``--symbols``
+    and ``--offline`` reach the workers through the environment they inherit)."""
+    _symbol_env(args)
     engine = "dask" if args.scheduler else args.engine
     return {"engine": engine, "workers": args.workers, "scheduler": args.scheduler,
             "tmpdir": args.tmpdir, "progress": False if args.no_progress else None}

@@ -1,0 +1,209 @@
+"""Fetching files from an HTTP(S) symbol server (``srv*…*https://msdl.microsoft.com/download/symbols``).
+
+One GET per candidate (``name/KEY/name``, then ``name/KEY/name.pd_``, then ``name/KEY/file.ptr``),
+with:
+
+* TLS verification (the system's trust store, or ``ca_file``); an ``https`` server redirecting to
+  plain ``http`` is refused;
+* proxies from the environment (``https_proxy``, ``http_proxy``, ``no_proxy``; urllib's rules);
+* a timeout per request (seconds) and bounded retries with exponential backoff for timeouts,
+  connection errors, HTTP 5xx/429 and truncated bodies; 404/403/410 are an immediate miss;
+* a size cap (``max_bytes``): a larger Content-Length is refused before reading, a longer body is
+  cut off and refused;
+* redirects only to the same host, unless the host is allowed (``allow_redirects``: ``True`` for
+  any, or host names / ``*.suffix`` patterns). Microsoft's server answers with redirects to its
+  blob storage, so ``*.blob.core.windows.net`` is allowed for ``msdl.microsoft.com`` by default;
+* a tqdm progress bar on stderr for bodies over ``progress_min`` bytes (4 MiB).
+
+Nothing here writes to disk: :mod:`ntdump.symbols.path` verifies what comes back and stores it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import http.client
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..errors import SymbolDownloadError
+
+MICROSOFT_SERVER = "https://msdl.microsoft.com/download/symbols"
+"""Microsoft's public symbol server (named here for documentation; never used unless the user's
+symbol path names it)."""
+DEFAULT_REDIRECT_HOSTS = {"msdl.microsoft.com": ("*.blob.core.windows.net",)}
+USER_AGENT = "ntdump-symsrv/1"
+
+
+@dataclass
+class HttpOptions:
+    """How to talk to symbol servers. Times in seconds, sizes in bytes."""
+
+    timeout: float = 30.0
+    retries: int = 3
+    """Extra attempts after the first, for transient failures only."""
+    backoff: float = 0.5
+    """Seconds before the first retry; doubled each time."""
+    max_bytes: int = 1 << 30
+    allow_redirects: bool | Iterable[str] = ()
+    """True: any host; else host names or ``*.suffix`` patterns (plus the defaults above)."""
+    ca_file: str | None = None
+    progress: bool = True
+    progress_min: int = 4 << 20
+    user_agent: str = USER_AGENT
+    log: list[str] = field(default_factory=list)
+    """One line per request made (method, URL, outcome) — what the tests and ``.reload`` show."""
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    # Some libraries (Volatility 3's resource opener) instantiate every BaseHandler subclass
+    # with no arguments: then this handler is urllib's own, checking nothing.
+    def __init__(self, origin: str | None = None, allowed: bool | tuple[str, ...] = True) -> None:
+        super().__init__()
+        self.origin = origin
+        self.allowed = allowed
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if self.origin is None:
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+        old = urllib.parse.urlsplit(req.full_url)
+        new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        host = (new.hostname or "").lower()
+        if old.scheme == "https" and new.scheme != "https":
+            fp.close()
+            raise SymbolDownloadError(
+                f"{req.full_url}: refused a redirect from https to {new.scheme} ({newurl})",
+                url=req.full_url)
+        same = host == (old.hostname or "").lower() and new.port == old.port
+        ok = same or self.allowed is True or (
+            isinstance(self.allowed, tuple)
+            and any(fnmatch.fnmatchcase(host, p.lower()) for p in self.allowed))
+        if not ok:
+            fp.close()  # the redirect response: nothing of it is read
+            raise SymbolDownloadError(
+                f"{req.full_url}: refused a redirect to another host ({host}); allow it with "
+                f"allow_redirects=[{host!r}] if you trust it", url=req.full_url)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class Miss(Exception):
+    """The server does not have the file (404, 403, 410)."""
+
+
+def _transient(code: int) -> bool:
+    return code >= 500 or code in (408, 429)
+
+
+def fetch(url: str, opts: HttpOptions) -> bytes:
+    """The body at ``url``. Raises :class:`Miss` for a file the server does not have and
+    :class:`SymbolDownloadError` (with ``url``) for every other failure, after the retries."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise SymbolDownloadError(f"{url}: not an http(s) URL", url=url)
+    allowed: bool | tuple[str, ...]
+    if opts.allow_redirects is True:
+        allowed = True
+    else:
+        extra = () if opts.allow_redirects is False else tuple(opts.allow_redirects or ())
+        allowed = extra + DEFAULT_REDIRECT_HOSTS.get((parts.hostname or "").lower(), ())
+    ctx = ssl.create_default_context(cafile=opts.ca_file)
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler(),  # environment proxies
+        urllib.request.HTTPSHandler(context=ctx),
+        _Redirects(parts.hostname or "", allowed),
+    )
+    last: str = ""
+    for attempt in range(opts.retries + 1):
+        if attempt:
+            time.sleep(opts.backoff * (2 ** (attempt - 1)))
+        try:
+            body = _get(opener, url, opts)
+            opts.log.append(f"GET {url} -> {len(body)} bytes")
+            return body
+        except Miss:
+            opts.log.append(f"GET {url} -> not found")
+            raise
+        except _Transient as e:
+            last = str(e)
+            opts.log.append(f"GET {url} -> {last} (attempt {attempt + 1})")
+            continue
+        except SymbolDownloadError as e:
+            opts.log.append(f"GET {url} -> {e}")
+            raise
+    raise SymbolDownloadError(f"{url}: {last} (after {opts.retries + 1} attempts)", url=url)
+
+
+class _Transient(Exception):
+    pass
+
+
+def _get(opener: urllib.request.OpenerDirector, url: str, opts: HttpOptions) -> bytes:
+    req = urllib.request.Request(url, headers={"User-Agent": opts.user_agent})
+    try:
+        resp = opener.open(req, timeout=opts.timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code in (404, 403, 410):
+            raise Miss(url) from None
+        if _transient(e.code):
+            raise _Transient(f"HTTP {e.code}") from None
+        raise SymbolDownloadError(f"{url}: HTTP {e.code} {e.reason}", url=url) from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):
+            raise SymbolDownloadError(f"{url}: TLS failure: {e.reason}", url=url) from None
+        if isinstance(e.reason, SymbolDownloadError):
+            raise e.reason from None
+        raise _Transient(f"connection failed: {e.reason}") from None
+    except SymbolDownloadError:
+        raise
+    except TimeoutError as e:
+        raise _Transient(f"timed out: {e}") from None
+    except (ConnectionError, http.client.HTTPException, OSError) as e:
+        raise _Transient(f"connection failed: {e}") from None
+    with resp:
+        length = resp.headers.get("Content-Length")
+        declared = int(length) if length and length.isdigit() else None
+        if declared is not None and declared > opts.max_bytes:
+            raise SymbolDownloadError(
+                f"{url}: {declared} bytes, over the size cap of {opts.max_bytes}", url=url)
+        bar = None
+        if opts.progress and declared and declared >= opts.progress_min:
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(total=declared, unit="B", unit_scale=True, file=sys.stderr,
+                           desc=url.rsplit("/", 1)[-1], leave=False, disable=None)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                bar = None
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while True:
+                try:
+                    chunk = resp.read(1 << 16)
+                except TimeoutError as e:
+                    raise _Transient(f"timed out after {got} bytes: {e}") from None
+                except http.client.IncompleteRead as e:
+                    raise _Transient(f"truncated body ({got + len(e.partial)} bytes)") from None
+                except (ConnectionError, OSError, http.client.HTTPException) as e:
+                    raise _Transient(f"connection failed after {got} bytes: {e}") from None
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > opts.max_bytes:
+                    raise SymbolDownloadError(
+                        f"{url}: body passes the size cap of {opts.max_bytes} bytes", url=url)
+                chunks.append(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        if declared is not None and got != declared:
+            raise _Transient(f"truncated body ({got} of {declared} bytes)")
+        return b"".join(chunks)
