@@ -3,6 +3,7 @@
 
 mod dump;
 mod errors;
+mod guard;
 mod kernel;
 mod pe;
 mod pool;
