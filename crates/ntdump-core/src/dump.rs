@@ -179,10 +179,7 @@ impl Dump {
         match self.backing.shrank_at() {
             None => Ok(()),
             Some(off) => Err(Error::format(
-                format!(
-                    "file shrank while open: the page at file offset {off:#x} is past its new end \
-                     (another process truncated the dump)"
-                ),
+                "file shrank while open (another process truncated the dump); first missing page",
                 off,
             )),
         }
@@ -223,7 +220,7 @@ impl Dump {
     pub fn read_phys(&self, pa: Pa, buf: &mut [u8]) -> Result<()> {
         check_span(pa.0, buf.len(), u64::MAX).map_err(|_| Error::NotInDump {
             va: None,
-            pa: Pa(u64::MAX & !(PAGE_SIZE - 1)),
+            pa: Pa(pa.0 & !(PAGE_SIZE - 1)),
         })?;
         let r = self.phys.read(self.file(), pa, buf);
         self.check_intact()?;
@@ -235,7 +232,10 @@ impl Dump {
         // Past 2^64 nothing exists: those bytes stay zero and are not counted.
         let buf = match check_span(pa.0, buf.len(), u64::MAX) {
             Ok(()) => buf,
-            Err(first) => &mut buf[..(first - pa.0) as usize],
+            Err(fit) => {
+                buf[fit as usize..].fill(0);
+                &mut buf[..fit as usize]
+            }
         };
         let mut got = 0;
         let mut done = 0usize;
@@ -315,11 +315,11 @@ impl Dump {
         }
     }
 
-    /// Fails with [`Error::NotCaptured`] naming the first address past the top when `len` bytes at `va`
+    /// Fails with [`Error::NotCaptured`] naming `va` when `len` bytes at `va`
     /// would run past the top of the address space (and wrap to VA 0).
     pub fn check_va_span(&self, va: Va, len: usize) -> Result<()> {
-        check_span(va.0, len, self.va_top()).map_err(|first| Error::NotCaptured {
-            va: Va(first),
+        check_span(va.0, len, self.va_top()).map_err(|_| Error::NotCaptured {
+            va,
             why: "the read runs past the top of the address space",
         })
     }
@@ -345,8 +345,8 @@ impl Dump {
         // Past the top of the address space nothing exists: those bytes stay zero and are not counted.
         let buf = match check_span(va.0, buf.len(), self.va_top()) {
             Ok(()) => buf,
-            Err(first) => {
-                let keep = first.saturating_sub(va.0).min(buf.len() as u64) as usize;
+            Err(fit) => {
+                let keep = fit as usize;
                 buf[keep..].fill(0);
                 &mut buf[..keep]
             }
@@ -398,16 +398,16 @@ impl Dump {
     }
 }
 
-/// `Ok` when `len` bytes from `start` stay at or below `top`; else `Err(first address past top)`.
+/// `Ok` when `len` bytes from `start` stay at or below `top`; else `Err(how many of them do)`.
 fn check_span(start: u64, len: usize, top: u64) -> std::result::Result<(), u64> {
     if len == 0 {
         return Ok(());
     }
     if start > top {
-        return Err(start);
+        return Err(0);
     }
     match start.checked_add(len as u64 - 1) {
         Some(last) if last <= top => Ok(()),
-        _ => Err(top.wrapping_add(1).max(start)),
+        _ => Err(top - start + 1),
     }
 }

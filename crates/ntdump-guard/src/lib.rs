@@ -3,7 +3,7 @@
 //!
 //! The body runs inside `std::panic::catch_unwind`; a panic becomes the error that
 //! `crate::guard::panicked(name, payload)` builds (the bindings raise `ntdump.errors.InternalError`).
-//! `#[guarded(dump)]` / `#[guarded(self)]` also call `crate::guard::Intact::intact` on it after the body,
+//! `#[guarded(dump)]` / `#[guarded(self)]` also call `crate::guard::Intact::intact` on it after the body (its error wins over the body's result),
 //! so a call that read pages of a file shrunk under its map reports that instead of answering.
 //! Functions returning `PyResult<T>`, `Result<T, E>` or `CoreResult<T>` keep their error; any other
 //! return type `T` becomes `PyResult<T>`.
@@ -49,9 +49,8 @@ pub fn guarded(attr: TokenStream, item: TokenStream) -> TokenStream {
             ::core::result::Result::Ok(r) => #to_result,
             ::core::result::Result::Err(p) => ::core::result::Result::Err(crate::guard::panicked(#name, p)),
         };
-        let __guard_value = __guard_out?;
         #after
-        ::core::result::Result::Ok(__guard_value)
+        __guard_out
     });
     f.sig.output = syn::parse2(quote!(-> ::pyo3::PyResult<#ok_ty>)).expect("return type");
     f.block = Box::new(syn::parse2(new_body).expect("body"));
