@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
+from ._limits import DEFAULT_CHUNK, U64, check_iter_read
 from ._search import SearchMixin
 from ._symbols import SymbolsMixin
 from .modules import KernelMixin
@@ -267,6 +268,26 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
         ``pad=True``, which zero-fills such pages.
         """
         return self._d.read_phys(pa, n, pad)
+
+    def iter_read(self, va: int, n: int, *, chunk: int = DEFAULT_CHUNK, pad: bool = False,
+                  physical: bool = False) -> Iterator[bytes]:
+        """Stream ``n`` bytes at ``va`` (a PA with ``physical=True``) as chunks of at most
+        ``chunk`` bytes (default 1 MiB; at most ``MAX_READ_BYTES``), for ranges larger than one
+        :meth:`read` may return (256 MiB). Arguments are checked now; each chunk is read when
+        the iterator reaches it, and raises like :meth:`read` (or zero-fills with ``pad=True``).
+        A range running past the top of the address space raises TranslationError now."""
+        top = U64 if physical or self.info.pointer_size == 8 else 1 << 32
+        check_iter_read(va, n, chunk, top)
+        read = self.read_phys if physical else self.read
+
+        def gen() -> Iterator[bytes]:
+            off = 0
+            while off < n:
+                take = min(chunk, n - off)
+                yield read(va + off, take, pad=pad)
+                off += take
+
+        return gen()
 
     def translate(self, va: int) -> int:
         """The physical address (PA) that kernel VA ``va`` maps to."""
