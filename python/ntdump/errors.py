@@ -114,7 +114,9 @@ class ReadLimitError(NtdumpError, ValueError):
         limit: the per-call limit (bytes).
     """
 
-    def __init__(self, message: str, requested: int | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self, message: str, requested: int | None = None, limit: int | None = None
+    ) -> None:
         super().__init__(message)
         self.requested = requested
         self.limit = limit

@@ -386,7 +386,7 @@ class KdSession:
     _for_each_depth = 0
 
     def _for_each_module(self, args: str) -> str:
-        if self._for_each_depth:
+        if self._for_each_depth or _FOR_EACH.match(args):
             raise KdError("!for_each_module cannot be nested")
         self._for_each_depth += 1
         try:
