@@ -53,6 +53,14 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
         "ldr_entry",
         m.iter().map(|x| x.ldr_entry).collect::<Vec<_>>(),
     )?;
+    // False for a module that runs past the top of the address space (a kernel warning says so).
+    let space_end = dump.inner.va_top() as u128 + 1;
+    cols.set_item(
+        "range_ok",
+        m.iter()
+            .map(|x| x.range_fits(space_end))
+            .collect::<Vec<_>>(),
+    )?;
     o.set_item("modules", cols)?;
     let u = &k.unloaded;
     let ucols = PyDict::new(py);

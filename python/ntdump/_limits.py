@@ -8,6 +8,7 @@ Floor of the package (imports nothing from ntdump but ``errors``): used by ``dum
   ``Dump.iter_read`` streams larger ranges.
 * :data:`MAX_DISPLAY_BYTES` — most bytes one display command (kd ``db/dd/dq/dps``, CLI ``db``,
   ``dps``) shows.
+* :data:`MAX_SEARCH_HITS` — most hits one kd ``s`` command prints.
 * :data:`MAX_EXPR_DEPTH` — deepest nesting of parentheses, ``poi(`` and unary minus in a kd
   expression.
 """
@@ -26,6 +27,8 @@ MAX_DISPLAY_BYTES = 1 << 20
 """Bytes: most memory one display command shows (1 MiB = 65,536 lines of ``db``)."""
 MAX_EXPR_DEPTH = 64
 """Deepest nesting of ``(``, ``poi(`` and unary ``-`` in one kd expression."""
+MAX_SEARCH_HITS = 4096
+"""Hits one kd ``s`` command prints (the search stops there; ``Dump.search`` has no cap)."""
 DEFAULT_CHUNK = 1 << 20
 """Bytes: default chunk of ``Dump.iter_read``."""
 

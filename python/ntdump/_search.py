@@ -189,6 +189,8 @@ def _ranges(within: Within, elem: int) -> list[_Range] | str | None:
             if p is not None:
                 out.append(_Range(p[0], p[1], None))
             elif _is_module(x):
+                if getattr(x, "range_ok", True) is False:
+                    continue  # runs past the top of the address space: reported, not searched
                 out.append(_module_range(x))
             else:
                 raise TypeError(f"within items are modules or (start, end) pairs, not {x!r}")

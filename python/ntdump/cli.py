@@ -197,6 +197,26 @@ def _kd_command(build: Callable[[argparse.Namespace], str],
     return run
 
 
+def _lm_command(args: argparse.Namespace) -> int:
+    """``lm``: the table, or kd's text; an empty list from a dump that should have one is said
+    on stderr (with the reason) and exits 1 ("ran, but found nothing")."""
+    import warnings
+
+    from .errors import NtdumpWarning
+
+    with _open(args) as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NtdumpWarning)  # said once below, on stderr
+        mods = d.modules
+        if getattr(args, "json", False) or getattr(args, "csv", False):
+            _emit_frame(mods.to_frame(), args)
+        else:
+            print(mods.lm_text())
+        if not mods and d.info.layout != "triage":
+            print(f"ntdump: {d.empty_modules_reason()}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_vm(args: argparse.Namespace) -> int:
     import json
 
@@ -277,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         lambda a: f"!poolfind {a.tag}",
         lambda d, a: d.pool.scan(tags=[a.tag], progress=False)), table=True)
     sp.add_argument("tag")
-    add("lm", "loaded modules (lm)", _kd_command(lambda a: "lm",
-                                                   lambda d, a: d.modules.to_frame()), table=True)
+    add("lm", "loaded modules (lm); exit status 1 when the list is empty",
+        _lm_command, table=True)
     sp = add("lmi", "module information (!lmi)", _kd_command(lambda a: f"!lmi {a.module}"))
     sp.add_argument("module", help="name or address")
     sp = add("x", "examine symbols (x nt!ExAlloc*)", _kd_command(

@@ -130,4 +130,9 @@ class InternalError(NtdumpError, RuntimeError):
     """A bug in ntdump's native code (a Rust panic), caught before it reached Python."""
 
 
-__all__ += ["InternalError", "OutOfMemoryError", "ReadLimitError"]
+class NtdumpWarning(UserWarning):
+    """Something is wrong with the dump but an answer is still given (e.g. an empty module list
+    from a dump that should have one); the message says why."""
+
+
+__all__ += ["InternalError", "NtdumpWarning", "OutOfMemoryError", "ReadLimitError"]

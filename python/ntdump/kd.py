@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._limits import MAX_EXPR_DEPTH, U64, check_display, hexdump_cells, read_cells
+from ._limits import MAX_EXPR_DEPTH, MAX_SEARCH_HITS, U64, check_display, hexdump_cells, read_cells
 from .errors import NtdumpError
 
 if TYPE_CHECKING:
@@ -372,7 +372,10 @@ class KdSession:
             pattern = self.eval(rest[0], self._env)
             if width == 1:
                 pattern = bytes([pattern & 0xFF])
-        df = self.d.search(pattern, width=width, within=(start, end))  # type: ignore[attr-defined]
+        df = self.d.search(pattern, width=width, within=(start, end),  # type: ignore[attr-defined]
+                           limit=MAX_SEARCH_HITS + 1)
+        more = len(df) > MAX_SEARCH_HITS
+        df = df.iloc[:MAX_SEARCH_HITS]
         out = []
         for a in df["address"]:
             a = int(a)
@@ -381,6 +384,9 @@ class KdSession:
                             else bytes(data[i : i + 4][::-1]).hex()  # type: ignore[arg-type]
                             for i in range(0, 16, 4))
             out.append(f"{kd_addr(a, self.ptr)}  {vals}")
+        if more:
+            out.append(f"... search stopped after {MAX_SEARCH_HITS} hits "
+                       "(Dump.search in Python returns them all)")
         return "\n".join(out)
 
     _for_each_depth = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import _native, _schema
-from .errors import SymbolError
+from .errors import NtdumpWarning, SymbolError
 
 try:  # The PE methods of Module (imports, exports, sections, headers, pdb) live in pe.py.
     from .pe import ModulePeMixin
@@ -40,7 +41,11 @@ MODULE_SCHEMA = {
     "flags": _schema.UINT32,
     "load_count": _schema.COUNT,
     "ldr_entry": _schema.ADDRESS,
+    "range_ok": _schema.BOOL,
 }
+"""``end`` saturates at 2^64 - 1; ``range_ok`` is False for an entry that runs past the top of
+the address space (a corrupt loader entry, reported in ``Dump.kernel_warnings``): range-based
+analyses (search ``within=d.modules``, pool owners, ``!for_each_module``) skip such rows."""
 
 UNLOADED_SCHEMA = {
     "name": _schema.NAME,
@@ -83,6 +88,9 @@ class Module(ModulePeMixin):
     """kd's name: ``nt``, ``hal``, or the base name without extension."""
     index: int
     _dump: Dump = field(repr=False)
+    range_ok: bool = True
+    """False when ``[base, base + size)`` runs past the top of the address space (a corrupt
+    entry): range-based analyses skip the module."""
 
     @property
     def end(self) -> int:
@@ -169,7 +177,7 @@ class ModuleList:
     def to_frame(self) -> pd.DataFrame:
         """One row per module (``lm``), in load order."""
         cols: dict[str, Any] = {k: [getattr(m, k) for m in self._modules] for k in MODULE_SCHEMA}
-        cols["end"] = [m.end for m in self._modules]
+        cols["end"] = [min(m.end, (1 << 64) - 1) for m in self._modules]
         return _schema.frame(cols, MODULE_SCHEMA, dump=self._dump.path)
 
     def __repr__(self) -> str:
@@ -182,7 +190,10 @@ class ModuleList:
         ptr = self._dump.info.pointer_size
         lines = ["start             end                 module name"]
         for m in self._modules:
-            lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(m.end, ptr)}   {m.kd_name:<20} {m.path}")
+            end = min(m.end, (1 << (8 * ptr)) - 1)
+            flag = "" if m.range_ok else "   (runs past the top of the address space)"
+            lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(end, ptr)}   {m.kd_name:<20} {m.path}"
+                         f"{flag}")
         return "\n".join(lines)
 
 
@@ -227,12 +238,20 @@ class KernelMixin:
                     kd_name=kd_names[i],
                     index=i,
                     _dump=self,  # type: ignore[arg-type]
+                    range_ok=bool(c.get("range_ok", [True] * len(c["name"]))[i]),
                 )
                 for i in range(len(c["name"]))
             ]
             ml = ModuleList(self, mods, source=k["module_source"])  # type: ignore[arg-type]
             self._cache["modules"] = ml
+            if not mods and self.info.layout != "triage":  # type: ignore[attr-defined]
+                warnings.warn(NtdumpWarning(self.empty_modules_reason()), stacklevel=2)
         return ml
+
+    def empty_modules_reason(self) -> str:
+        """Why the module list is empty, in one line (from the kernel warnings)."""
+        why = "; ".join(self._kernel()["warnings"]) or "PsLoadedModuleList is empty"
+        return f"{self.path}: no loaded modules found ({why})"
 
     def unloaded_modules(self) -> pd.DataFrame:
         """Recently unloaded drivers (``lm`` 's "Unloaded modules" part): name, start, end, time."""
