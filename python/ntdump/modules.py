@@ -43,8 +43,8 @@ MODULE_SCHEMA = {
     "ldr_entry": _schema.ADDRESS,
     "range_ok": _schema.BOOL,
 }
-"""``end`` saturates at 2^64 - 1; ``range_ok`` is False for an entry that runs past the top of
-the address space (a corrupt loader entry, reported in ``Dump.kernel_warnings``): range-based
+"""``end`` saturates at the top of the address space (2^64 - 1, 2^32 - 1 on x86); ``range_ok``
+is False for an entry that runs past the top of the address space (a corrupt loader entry, reported in ``Dump.kernel_warnings``): range-based
 analyses (search ``within=d.modules``, pool owners, ``!for_each_module``) skip such rows."""
 
 UNLOADED_SCHEMA = {
@@ -177,7 +177,8 @@ class ModuleList:
     def to_frame(self) -> pd.DataFrame:
         """One row per module (``lm``), in load order."""
         cols: dict[str, Any] = {k: [getattr(m, k) for m in self._modules] for k in MODULE_SCHEMA}
-        cols["end"] = [min(m.end, (1 << 64) - 1) for m in self._modules]
+        last = (1 << (8 * self._dump.info.pointer_size)) - 1  # the top of the address space
+        cols["end"] = [min(m.end, last) for m in self._modules]
         return _schema.frame(cols, MODULE_SCHEMA, dump=self._dump.path)
 
     def __repr__(self) -> str:
