@@ -44,8 +44,9 @@ MODULE_SCHEMA = {
     "range_ok": _schema.BOOL,
 }
 """``end`` saturates at the top of the address space (2^64 - 1, 2^32 - 1 on x86); ``range_ok``
-is False for an entry that runs past the top of the address space (a corrupt loader entry, reported in ``Dump.kernel_warnings``): range-based
-analyses (search ``within=d.modules``, pool owners, ``!for_each_module``) skip such rows."""
+is False for an entry that runs past the top of the address space (a corrupt loader entry,
+reported in ``Dump.kernel_warnings``): range-based analyses (search ``within=d.modules``, pool
+owners, ``!for_each_module``) skip such rows."""
 
 UNLOADED_SCHEMA = {
     "name": _schema.NAME,
