@@ -104,7 +104,7 @@ def hexdump_cells(base: int, cells: list[int | None], width: int, addr: Callable
             for i in range(0, len(row), width):
                 w = row[i : i + width]
                 if len(w) < width or any(b is None for b in w):
-                    words.append("?" * len(value(0, width)))
+                    words.append("".join(c if c == "`" else "?" for c in value(0, width)))
                 else:
                     words.append(value(int.from_bytes(bytes(w), "little"), width))  # type: ignore[arg-type]
             out.append(f"{addr(base + off)}  " + " ".join(words))
