@@ -263,6 +263,11 @@ impl PyDump {
         Ok(o)
     }
 
+    /// Raise `DumpFormatError` if the file shrank while open (another process truncated it): the
+    /// pages past its new end read as zeros, so answers computed from them are void.
+    #[guarded(self)]
+    fn check_intact(&self) {}
+
     /// Paging mode: "x86", "pae", "x64", or None (ARM64).
     #[getter]
     #[guarded(self)]

@@ -289,6 +289,13 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
 
         return gen()
 
+    def check_intact(self) -> None:
+        """Raise :class:`~ntdump.DumpFormatError` ("file shrank while open") if another process
+        truncated the file since it was opened and a read met a vanished page. Every read
+        checks this itself; analyses that catch errors to degrade gracefully call it at the end
+        so that no answer built from the vanished (zero-filled) pages is returned."""
+        self._d.check_intact()
+
     def translate(self, va: int) -> int:
         """The physical address (PA) that kernel VA ``va`` maps to."""
         return self._d.translate(va)

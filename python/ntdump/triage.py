@@ -375,4 +375,6 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             "pool data is not in a triage dump: a triage (mini) dump holds only the "
             "crash context, the faulting stack and a few captured ranges",
         )
+    # A file truncated while open degrades the steps above to notes; the report would be void.
+    getattr(d, "check_intact", lambda: None)()
     return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes)
