@@ -53,7 +53,7 @@ pub fn guarded(attr: TokenStream, item: TokenStream) -> TokenStream {
         __guard_out
     });
     f.sig.output = syn::parse2(quote!(-> ::pyo3::PyResult<#ok_ty>)).expect("return type");
-    f.block = Box::new(syn::parse2(new_body).expect("body"));
+    *f.block = syn::parse2(new_body).expect("body");
     quote!(#f).into()
 }
 
