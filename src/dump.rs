@@ -191,7 +191,7 @@ impl PyDump {
             if !buf.is_empty() && pa.checked_add(buf.len() as u64 - 1).is_none() {
                 return Err(ntdump_core::Error::NotInDump {
                     va: None,
-                    pa: Pa(u64::MAX & !0xFFF),
+                    pa: Pa(pa & !0xFFF),
                 });
             }
             if pad {
