@@ -82,12 +82,12 @@ def test_search_over_the_whole_space_searches_the_mapped_part(st):
 
 
 def test_batch_out_is_checked_before_analysing(st, tmp_path, capsys, monkeypatch):
-    from ntdump import batch
+    import ntdump.batch.cli as batch_cli
 
     def boom(*a, **k):
         raise AssertionError("analysed before checking --out")
 
-    monkeypatch.setattr(batch, "run", boom)
+    monkeypatch.setattr(batch_cli, "run", boom)
     out_file = tmp_path / "results"
     out_file.write_text("I am a file")
     assert main(["batch", str(st.path), "--out", str(out_file), "--engine", "serial",

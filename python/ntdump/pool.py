@@ -8,44 +8,24 @@ how, per Windows family). Addresses are kernel VAs; sizes are bytes.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import _native, _schema
-from .errors import NtdumpError
+from . import _schema
+from ._handle import Handle
+from ._native import PoolScanner, pool_big, pool_page, pool_track_table_variable, pool_used
+from ._search import Search
+from ._symbols import Symbols
+from .errors import NtdumpError, PoolTableError
+from .modules import Kernel
 from .pooltags import TagTable
-
-if TYPE_CHECKING:
-    from .dump import Dump
-
-
-class PoolTableError(NtdumpError, LookupError):
-    """A pool table cannot be found or read (not in this dump, or its values are absurd).
-
-    Attributes:
-        table: ``"PoolTrackTable"``, ``"PoolBigPageTable"``, ``"pool page"`` or ``"memory"``.
-        va: the VA involved (variable or table), 0 when none.
-        reason: ``"unavailable"`` (the dump does not hold it) or ``"invalid"`` (bad values).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        table: str | None = None,
-        va: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.table = table
-        self.va = va
-        self.reason = reason
-
 
 USED_SCHEMA = {
     "tag": _schema.TAG,
@@ -159,7 +139,7 @@ def _want_bar(progress: bool | Callable[[int, int], Any] | None) -> bool:
     if progress is not None:
         return progress is True
     try:  # a notebook kernel
-        from IPython import get_ipython  # type: ignore[import-not-found]
+        from IPython import get_ipython
 
         if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
             return True
@@ -264,13 +244,24 @@ class PoolPage:
 class Pool:
     """The pool of one dump (``d.pool``). Tables are read once and cached with the dump."""
 
-    def __init__(self, dump: Dump, *, pooltag: str | os.PathLike[str] | None = None) -> None:
-        self._dump = dump
+    def __init__(
+        self,
+        h: Handle,
+        kernel: Kernel,
+        search: Search,
+        symbols: Symbols,
+        *,
+        pooltag: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._h = h
+        self._kernel = kernel
+        self._search = search
+        self._symbols = symbols
         self._tags = TagTable(pooltag)
 
     # -- helpers --------------------------------------------------------------------------------
     def _cached(self, key: str, make: Callable[[], Any]) -> Any:
-        c = self._dump._cache
+        c = self._h.cache
         k = f"pool.{key}"
         if k not in c:
             c[k] = make()
@@ -288,14 +279,14 @@ class Pool:
     def track_table_address(self) -> int:
         """VA of the ``nt!PoolTrackTable`` *variable* (read from KDBG +0x1B8). Raises
         :class:`PoolTableError` when the dump has no KDBG."""
-        return _native.pool_track_table_variable(self._dump._d)[0]  # type: ignore[attr-defined]
+        return pool_track_table_variable(self._h.native)[0]
 
     # -- !poolused ------------------------------------------------------------------------------
     def tables(self, **kw: Any) -> dict[str, Any]:
         """Where the tracker tables are and how they were read: variable, table, entries, layout,
         layout_source, layout_scores, per_cpu, per_cpu_array, extra, warnings."""
         key = repr(sorted(kw.items()))
-        raw = self._cached(f"used{key}", lambda: _native.pool_used(self._dump._d, **kw))  # type: ignore[attr-defined]
+        raw = self._cached(f"used{key}", lambda: pool_used(self._h.native, **kw))
         return {k: v for k, v in raw.items() if k != "columns"}
 
     def used(
@@ -356,13 +347,13 @@ class Pool:
         if extra:
             kw["extra"] = extra
         key = repr(sorted(kw.items()))
-        raw = self._cached(f"used{key}", lambda: _native.pool_used(self._dump._d, **kw))  # type: ignore[attr-defined]
+        raw = self._cached(f"used{key}", lambda: pool_used(self._h.native, **kw))
         c = raw["columns"]
         names = [tag_text(t) for t in c["tag"]]
         df = _schema.frame(
             {**{k: v for k, v in c.items() if k != "tag"}, "tag": names,
              "description": [self.describe(n) for n in names], "owners": [""] * len(names)},
-            USED_SCHEMA, dump=self._dump.path)
+            USED_SCHEMA, dump=self._h.path)
         pats = _tags_arg(tags)
         if pats:
             df = df[[_match(t, pats) for t in names]]
@@ -383,7 +374,7 @@ class Pool:
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
         df.attrs["sort"] = sort
         df.attrs["session"] = session
-        df.attrs["dump"] = self._dump.path
+        df.attrs["dump"] = self._h.path
         return df
 
     def used_text(self, sort: str = "nonpaged", tags: str | Iterable[str] | None = None,
@@ -421,13 +412,13 @@ class Pool:
         arg = None if table is None else (int(table[0]), int(table[1]),
                                           str(table[2]) if len(table) > 2 else "")
         raw = self._cached(f"big{arg!r}",
-                           lambda: _native.pool_big(self._dump._d, arg))  # type: ignore[attr-defined]
+                           lambda: pool_big(self._h.native, arg))
         c = raw["columns"]
         freed = np.asarray(c["freed"], dtype=bool)
         df = _schema.frame(
             {"va": c["va"], "tag": [tag_text(t) for t in c["tag"]], "bytes": c["bytes"],
              "pool_type": [pool_type_name(int(p)) for p in c["pool_type"]], "freed": freed},
-            BIG_SCHEMA, dump=self._dump.path)
+            BIG_SCHEMA, dump=self._h.path)
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
         return df
 
@@ -436,7 +427,7 @@ class Pool:
         """The pool page holding ``va`` (``!pool``). On legacy pools (builds < 18362) the page's
         header chain is walked and validated; from 19H1 the walk is not possible and the result
         says so, with the nearest header at or below ``va`` and the big-pool entry holding it."""
-        r = _native.pool_page(self._dump._d, va)  # type: ignore[attr-defined]
+        r = pool_page(self._h.native, va)
         blocks = tuple(PoolBlock._from(t) for t in r["blocks"])
         nearest = PoolBlock._from(r["nearest"]) if r["nearest"] is not None else None
         big = None
@@ -455,7 +446,7 @@ class Pool:
         tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
         desc = {t: d for t in tags if (d := self.describe(t))}
         return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
-                        big, desc, self._dump.info.pointer_size)
+                        big, desc, self._h.info.pointer_size)
 
     # -- !poolfind ------------------------------------------------------------------------------
     def scan(
@@ -483,14 +474,14 @@ class Pool:
         """
         pats = _tags_arg(tags)
         native_tags = None if pats is None else [p.encode("latin-1") for p in pats]
-        sc = _native.PoolScanner(self._dump._d, tags=native_tags, pool=pool,  # type: ignore[attr-defined]
-                                 ranges=None if ranges is None else [tuple(r) for r in ranges])
+        sc = PoolScanner(self._h.native, tags=native_tags, pool=pool,
+                                 ranges=None if ranges is None else [(a, b) for a, b in ranges])
         total = sc.pages
         cb: Callable[[int, int], Any] | None = progress if callable(progress) else None
         bar = None
         if cb is None and _want_bar(progress if not callable(progress) else None):
             try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+                from tqdm.auto import tqdm
 
                 bar = tqdm(total=total * 4096, unit="B", unit_scale=True, delay=1.0,
                            desc="pool scan", leave=False)
@@ -519,7 +510,7 @@ class Pool:
         kinds = _categorical(key, lambda v: pool_type_name(v, allocated=v >= 0))
         df = _schema.frame({"address": cols["address"].astype(np.uint64), "tag": names,
                             "size": cols["size"].astype(np.uint64), "pool_type": kinds,
-                            "allocated": alloc}, SCAN_SCHEMA, dump=self._dump.path)
+                            "allocated": alloc}, SCAN_SCHEMA, dump=self._h.path)
         df.attrs["pages"] = total
         df.attrs["warnings"] = list(sc.warnings)
         return df
@@ -543,45 +534,36 @@ class Pool:
         g["description"] = [self.describe(t) for t in g["tag"]]
         g = g.sort_values(["nonpaged_bytes", "tag"], ascending=[False, True], kind="stable")
         df = _schema.frame({k: g[k].to_numpy() for k in SUMMARY_SCHEMA}, SUMMARY_SCHEMA,
-                           dump=self._dump.path)
+                           dump=self._h.path)
         df.attrs["pages"] = s.attrs["pages"]
         return df
 
     # -- who owns a tag -------------------------------------------------------------------------
     def _image_hits(self, tags: list[bytes]) -> list[tuple[str, int, int]]:
         """(module kd name, hit VA, pattern index) for each tag's bytes inside a module image."""
-        d = self._dump
-        mods = list(d.modules)
+        modules = self._kernel.modules
+        mods = list(modules)
         if not mods:
             return []
         out: list[tuple[str, int, int]] = []
-        if hasattr(d, "search"):
-            df = d.search(list(tags) if len(tags) > 1 else tags[0], within=d.modules)
-            index = {t: i for i, t in enumerate(tags)}
-            mods_by_name = {k: m for m in mods for k in (m.name.lower(), m.kd_name.lower())}
-            pat = list(df["pattern"]) if "pattern" in df else [tags[0]] * len(df)
-            for a, m, p in zip(df["address"].to_numpy(), df["module"], pat, strict=True):
-                if m is pd.NA or m is None:
-                    continue
-                i = index.get(p if isinstance(p, bytes) else str(p).encode("latin-1"))
-                if i is not None:
-                    mod = mods_by_name.get(str(m).lower())
-                    out.append((mod.kd_name if mod is not None else str(m), int(a), i))
-            return out
-        for m in mods:  # pragma: no cover - only before Dump.search exists
-            img = d.read(m.base, m.size, pad=True)
-            for i, t in enumerate(tags):
-                pos = img.find(t)
-                while pos >= 0:
-                    out.append((m.kd_name, m.base + pos, i))
-                    pos = img.find(t, pos + 1)
+        df = self._search.search(list(tags) if len(tags) > 1 else tags[0], within=modules)
+        index = {t: i for i, t in enumerate(tags)}
+        mods_by_name = {k: m for m in mods for k in (m.name.lower(), m.kd_name.lower())}
+        pat = list(df["pattern"]) if "pattern" in df else [tags[0]] * len(df)
+        for a, m, p in zip(df["address"].to_numpy(), df["module"], pat, strict=True):
+            if m is pd.NA or m is None:
+                continue
+            i = index.get(p if isinstance(p, bytes) else str(p).encode("latin-1"))
+            if i is not None:
+                mod = mods_by_name.get(str(m).lower())
+                out.append((mod.kd_name if mod is not None else str(m), int(a), i))
         return out
 
     def _classify(self, va: int) -> tuple[str, float]:
-        x64 = self._dump.info.machine != "x86"
+        x64 = self._h.info.machine != "x86"
         table = _X64_CODE if x64 else _X86_CODE
         try:
-            before = self._dump.read(va - 4, 4)
+            before = self._h.read(va - 4, 4)
         except NtdumpError:
             return "bytes", _BYTES_SCORE
         for ops, what, score in table:
@@ -606,14 +588,11 @@ class Pool:
         return rows
 
     def _untagged(self) -> tuple[list[tuple[str, str, float]], str]:
-        d = self._dump
-        if not hasattr(d, "importers"):
-            return [], "Dump.importers is not available in this build of ntdump"
         rows: dict[str, list[str]] = {}
         notes = []
         for fn in _UNTAGGED:
             try:
-                imp = d.importers(f"nt!{fn}")
+                imp = self._symbols.importers(f"nt!{fn}")
             except NtdumpError as e:
                 notes.append(f"nt!{fn}: {e}")
                 continue
@@ -659,38 +638,27 @@ class Pool:
             rows, note = self._rank([(m, va) for m, va, _ in hits]), ""
         df = _schema.frame({"module": [r[0] for r in rows], "evidence": [r[1] for r in rows],
                             "score": [r[2] for r in rows]}, OWNERS_SCHEMA,
-                           dump=self._dump.path)
+                           dump=self._h.path)
         df.attrs["tag"] = t
         if note:
             df.attrs["note"] = note
         return df
 
     def __repr__(self) -> str:
-        return f"<ntdump.Pool of {self._dump.path!r}>"
-
-
-class PoolMixin:
-    """Adds :attr:`pool` to :class:`ntdump.Dump`."""
-
-    _cache: dict[str, Any]
-
-    @property
-    def pool(self) -> Pool:
-        """The kernel pool (:class:`Pool`): ``used()``, ``big()``, ``page(va)``, ``scan()``,
-        ``scan_summary()``, ``owners(tag)``."""
-        p = self._cache.get("pool")
-        if p is None:
-            p = Pool(self)  # type: ignore[arg-type]
-            self._cache["pool"] = p
-        return p
+        return f"<ntdump.Pool of {self._h.path!r}>"
 
 
 __all__ = [
     "BIG_SCHEMA", "OWNERS_SCHEMA", "POOL_TYPE_NAMES", "SCAN_SCHEMA", "SUMMARY_SCHEMA",
-    "USED_SCHEMA", "Pool", "PoolBlock", "PoolMixin", "PoolPage", "PoolTableError",
+    "USED_SCHEMA", "Pool", "PoolBlock", "PoolPage", "PoolTableError",
     "pool_type_name", "tag_text",
 ]
 
-# Pool growth across dumps (ntdump.trend), also reachable as ntdump.pool.diff / ntdump.pool.trend.
-from .trend import diff as diff  # noqa: E402
-from .trend import trend as trend  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    """``ntdump.pool.trend`` and ``ntdump.pool.diff``: pool growth across dumps, which lives in
+    :mod:`ntdump.trend` (a floor above this one), loaded on first use."""
+    if name in ("trend", "diff"):
+        return getattr(importlib.import_module("ntdump.trend"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
