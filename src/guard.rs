@@ -60,3 +60,11 @@ pub fn check_read_len(what: &str, n: u64) -> PyResult<usize> {
     usize::try_from(n)
         .map_err(|_| ReadLimitError::new_err((format!("{what}: {n} bytes"), n, MAX_READ_BYTES)))
 }
+
+/// For tests only: panics inside a guarded entry point, so that the suite can check that a Rust panic
+/// reaches Python as `ntdump.errors.InternalError` and not as `pyo3_runtime.PanicException`.
+#[ntdump_guard::guarded]
+#[pyfunction]
+pub fn _panic_selftest(message: &str) -> PyResult<()> {
+    panic!("{message}");
+}

@@ -127,3 +127,18 @@ def test_under_rlimit_as_every_failure_is_a_typed_ntdump_error(w10):
     assert lines["read 250 MiB padded"] == "OutOfMemoryError"
     assert lines["read_phys 250 MiB padded"] == "OutOfMemoryError"
     assert lines["iter_read 1 TiB, 250 MiB chunks"] == "OutOfMemoryError"
+
+
+def test_a_rust_panic_reaches_python_as_a_typed_error():
+    """Every entry point is #[guarded]: a panic is ntdump.errors.InternalError (an Exception), not
+    pyo3_runtime.PanicException (a BaseException that ``except Exception`` misses)."""
+    from ntdump import _native
+    from ntdump.errors import InternalError
+
+    try:
+        _native._panic_selftest("boom")
+    except Exception as e:  # must be caught here
+        assert isinstance(e, InternalError), type(e)
+        assert "boom" in str(e) and "_panic_selftest" in str(e)
+    else:
+        pytest.fail("no error")

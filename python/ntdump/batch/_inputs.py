@@ -196,11 +196,8 @@ def expand(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
     for x in inputs:
         p = Path(os.fspath(x))
         root: Path | None = None
-        if p.is_dir() and not p.is_symlink():
+        if p.is_dir():  # named by the caller: followed even when it is a link
             files, root = _walk(p), p
-        elif p.is_dir():
-            files, root = ([*_walk(p)] if follow_symlinks else [p]), (p if follow_symlinks
-                                                                      else p.parent)
         elif p.exists() or p.is_symlink():
             files = [p]
         else:
