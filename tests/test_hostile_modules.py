@@ -130,3 +130,14 @@ def test_triage_driver_count_all_ones(triage_dump, tmp_path):
         d.search(0x41414141, width=4, within=mods)  # no ValueError
         KdSession(d).run("!for_each_module s-d @#Base @#End 41414141")
         assert main(["lm", str(dst), "--json"]) == 0
+
+
+def test_batch_is_not_partial_because_of_a_module_at_top(story_top):
+    from ntdump import batch
+
+    _, path = story_top
+    res = batch.run(path, analyses=["modules", "poolused", "triage"], engine="serial",
+                    progress=False)
+    st = res["status"].iloc[0]
+    assert st["status"] == "ok", (st["failed"], st["message"])  # was "partial"
+    assert (~res["modules"]["range_ok"]).sum() == 1
