@@ -25,6 +25,8 @@ def w10(tmp_path_factory):
 
 
 def test_huge_reads_are_typed_errors_before_allocating(w10):
+    assert ntdump.MAX_READ_BYTES == MAX_READ_BYTES == 256 << 20
+    assert ntdump.ReadLimitError is ReadLimitError
     with ntdump.open(w10.path) as d:
         nt = d.modules["nt"].base
         for call in (lambda: d.read(nt, 2**40), lambda: d.read_phys(0, 2**40),
