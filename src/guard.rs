@@ -65,6 +65,6 @@ pub fn check_read_len(what: &str, n: u64) -> PyResult<usize> {
 /// reaches Python as `ntdump.errors.InternalError` and not as `pyo3_runtime.PanicException`.
 #[ntdump_guard::guarded]
 #[pyfunction]
-pub fn _panic_selftest(message: &str) -> PyResult<()> {
+pub fn panic_selftest(message: &str) -> PyResult<()> {
     panic!("{message}");
 }

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dump::PyDump>()?;
-    m.add_function(wrap_pyfunction!(guard::_panic_selftest, m)?)?;
+    m.add_function(wrap_pyfunction!(guard::panic_selftest, m)?)?;
     kernel::register(m)?;
     pe::register(m)?;
     pool::register(m)?;
