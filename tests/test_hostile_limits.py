@@ -44,8 +44,8 @@ def test_huge_reads_are_typed_errors_before_allocating(w10):
 def test_iter_read_streams_what_read_refuses(w10):
     with ntdump.open(w10.path) as d:
         nt = d.modules["nt"].base
-        whole = d.read(nt, 0x5000)
-        chunks = list(d.iter_read(nt, 0x5000, chunk=0x1800))
+        whole = d.read(nt, 0x5000, pad=True)
+        chunks = list(d.iter_read(nt, 0x5000, chunk=0x1800, pad=True))
         assert [len(c) for c in chunks] == [0x1800, 0x1800, 0x1800, 0x800]
         assert b"".join(chunks) == whole
         pa = d.info.runs[0][0] * 4096
