@@ -8,6 +8,7 @@ mod kernel;
 mod pe;
 mod pool;
 mod search;
+mod stack;
 
 use pyo3::prelude::*;
 
@@ -20,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pe::register(m)?;
     pool::register(m)?;
     search::register(m)?;
+    stack::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
