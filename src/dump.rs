@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::errors::{CoreResult, PyCoreError};
+use ntdump_guard::guarded;
 
 /// Bytes above which a read runs with the GIL released.
 const DETACH_BYTES: usize = 64 * 1024;
@@ -45,22 +46,28 @@ fn kind_str(k: EntryKind) -> &'static str {
 }
 
 impl PyDump {
+    /// Read `n` bytes with `f` straight into a new Python `bytes` object (no second copy): the length is
+    /// checked against the per-call cap first, a failed allocation is an ntdump `OutOfMemoryError`, and
+    /// large reads run with the GIL released.
     fn read_with(
         &self,
         py: Python<'_>,
-        n: usize,
-        pad: bool,
-        f: impl Fn(&Dump, &mut [u8], bool) -> Result<(), ntdump_core::Error> + Send + Sync,
+        what: &str,
+        n: u64,
+        f: impl Fn(&Dump, &mut [u8]) -> Result<(), ntdump_core::Error> + Send + Sync,
     ) -> PyResult<Py<PyBytes>> {
+        let n = crate::guard::check_read_len(what, n)?;
         let d = self.inner.clone();
-        let mut buf = vec![0u8; n];
-        let r = if n > DETACH_BYTES {
-            py.detach(|| f(&d, &mut buf, pad))
-        } else {
-            f(&d, &mut buf, pad)
-        };
-        r.map_err(PyCoreError)?;
-        Ok(PyBytes::new(py, &buf).unbind())
+        let b = PyBytes::new_with(py, n, |buf| {
+            let r = if n > DETACH_BYTES {
+                py.detach(|| f(&d, buf))
+            } else {
+                f(&d, buf)
+            };
+            r.map_err(|e| PyCoreError(e).into())
+        })
+        .map_err(|e| crate::errors::out_of_memory(py, e, what, n))?;
+        Ok(b.unbind())
     }
 }
 
@@ -70,6 +77,7 @@ impl PyDump {
     /// describe it (found by searching when omitted).
     #[new]
     #[pyo3(signature = (path, *, raw=false, machine=None, pae=None, dtb=None))]
+    #[guarded]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -93,6 +101,7 @@ impl PyDump {
     }
 
     /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).
+    #[guarded(self)]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner;
         let h = &d.header;
@@ -160,8 +169,11 @@ impl PyDump {
 
     /// `n` bytes of kernel virtual memory at `va`. With `pad=True` unreadable pages read as zeros.
     #[pyo3(signature = (va, n, pad=false))]
-    fn read(&self, py: Python<'_>, va: u64, n: usize, pad: bool) -> PyResult<Py<PyBytes>> {
-        self.read_with(py, n, pad, move |d, buf, pad| {
+    #[guarded(self)]
+    fn read(&self, py: Python<'_>, va: u64, n: u64, pad: bool) -> PyResult<Py<PyBytes>> {
+        self.read_with(py, "read", n, move |d, buf| {
+            // Even padded, a read may not run past the top of the address space (it would wrap to 0).
+            d.check_va_span(Va(va), buf.len())?;
             if pad {
                 d.read_virt_padded(Va(va), buf);
                 Ok(())
@@ -173,8 +185,15 @@ impl PyDump {
 
     /// `n` bytes of physical memory at `pa`. With `pad=True` missing pages read as zeros.
     #[pyo3(signature = (pa, n, pad=false))]
-    fn read_phys(&self, py: Python<'_>, pa: u64, n: usize, pad: bool) -> PyResult<Py<PyBytes>> {
-        self.read_with(py, n, pad, move |d, buf, pad| {
+    #[guarded(self)]
+    fn read_phys(&self, py: Python<'_>, pa: u64, n: u64, pad: bool) -> PyResult<Py<PyBytes>> {
+        self.read_with(py, "read_phys", n, move |d, buf| {
+            if !buf.is_empty() && pa.checked_add(buf.len() as u64 - 1).is_none() {
+                return Err(ntdump_core::Error::NotInDump {
+                    va: None,
+                    pa: Pa(pa & !0xFFF),
+                });
+            }
             if pad {
                 d.read_phys_padded(Pa(pa), buf);
                 Ok(())
@@ -185,11 +204,13 @@ impl PyDump {
     }
 
     /// The PA that kernel VA `va` maps to.
+    #[guarded(self)]
     fn translate(&self, va: u64) -> PyResult<u64> {
         Ok(self.inner.translate(Va(va)).map_err(PyCoreError)?.0)
     }
 
     /// Translate many VAs at once (GIL released); unmapped addresses give `None`.
+    #[guarded(self)]
     fn translate_many(&self, py: Python<'_>, vas: Vec<u64>) -> Vec<Option<u64>> {
         let d = self.inner.clone();
         py.detach(move || {
@@ -202,6 +223,7 @@ impl PyDump {
     /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),
     /// `pa` and `page_size` (bytes) when it translates, else `error` (the exception it would raise).
     #[pyo3(signature = (va, dtb=None))]
+    #[guarded(self)]
     fn walk<'py>(
         &self,
         py: Python<'py>,
@@ -241,8 +263,14 @@ impl PyDump {
         Ok(o)
     }
 
+    /// Raise `DumpFormatError` if the file shrank while open (another process truncated it): the
+    /// pages past its new end read as zeros, so answers computed from them are void.
+    #[guarded(self)]
+    fn check_intact(&self) {}
+
     /// Paging mode: "x86", "pae", "x64", or None (ARM64).
     #[getter]
+    #[guarded(self)]
     fn mode(&self) -> Option<&'static str> {
         self.inner.mode().map(|m| m.as_str())
     }

@@ -11,6 +11,21 @@ pyo3::import_exception!(ntdump.errors, PageNotInDumpError);
 pyo3::import_exception!(ntdump.errors, PeFormatError);
 pyo3::import_exception!(ntdump.errors, SymbolError);
 pyo3::import_exception!(ntdump.errors, UnsupportedError);
+pyo3::import_exception!(ntdump.errors, InternalError);
+pyo3::import_exception!(ntdump.errors, ReadLimitError);
+pyo3::import_exception!(ntdump.errors, OutOfMemoryError);
+
+/// Turn a `MemoryError` from allocating a result of `n` bytes into ntdump's `OutOfMemoryError` (also a
+/// `MemoryError`); other errors pass through.
+pub fn out_of_memory(py: pyo3::Python<'_>, e: PyErr, what: &str, n: usize) -> PyErr {
+    if e.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) {
+        OutOfMemoryError::new_err(format!(
+            "{what}: cannot allocate {n:#x} bytes for the result"
+        ))
+    } else {
+        e
+    }
+}
 
 /// Newtype so that `From<core::Error> for PyErr` can live here (orphan rule).
 pub struct PyCoreError(pub Error);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ntdump_core::kernel::Kernel;
+use ntdump_guard::guarded;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -23,6 +24,7 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
 }
 
 /// Loaded modules as columns, unloaded drivers, KDBG facts and warnings.
+#[guarded(dump)]
 #[pyfunction]
 fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, &dump)?;
@@ -83,6 +85,14 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
         "ldr_entry",
         m.iter().map(|x| x.ldr_entry).collect::<Vec<_>>(),
     )?;
+    // False for a module that runs past the top of the address space (a kernel warning says so).
+    let space_end = dump.inner.va_top() as u128 + 1;
+    cols.set_item(
+        "range_ok",
+        m.iter()
+            .map(|x| x.range_fits(space_end))
+            .collect::<Vec<_>>(),
+    )?;
     o.set_item("modules", cols)?;
     let u = &k.unloaded;
     let ucols = PyDict::new(py);
@@ -111,6 +121,7 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
 
 /// The `!vm` fields: list of (key, label, pages or count or None, source or reason, is_count).
 /// `symbols` maps kernel symbol names (without `nt!`) to VAs, for fields KDBG does not reach.
+#[guarded(dump)]
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn vm_summary(
@@ -129,6 +140,7 @@ fn vm_summary(
 }
 
 /// Public symbols of a PDB file: (guid, age, [(name, rva)]).
+#[guarded]
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn pdb_public_symbols(

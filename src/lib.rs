@@ -3,6 +3,7 @@
 
 mod dump;
 mod errors;
+mod guard;
 mod kernel;
 mod pdb;
 mod pe;
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dump::PyDump>()?;
+    m.add_function(wrap_pyfunction!(guard::panic_selftest, m)?)?;
     kernel::register(m)?;
     pdb::register(m)?;
     pe::register(m)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ntdump_core::pe::{PeImage, PeOptions, DIRECTORY_NAMES};
 use ntdump_core::symbols::{self, ModuleRef, SymbolTable};
 use ntdump_core::Va;
+use ntdump_guard::guarded;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -34,6 +35,7 @@ fn wrap(mut img: PeImage) -> PyPeImage {
 
 /// Rebuild and parse the PE image at VA `base` (GIL released). `size_hint`: the loader's SizeOfImage
 /// (bytes). `goblin=False` uses only ntdump's own readers. Raises `PeFormatError`.
+#[guarded(dump)]
 #[pyfunction]
 #[pyo3(signature = (dump, base, size_hint=None, *, goblin=true))]
 fn pe_image(
@@ -52,6 +54,7 @@ fn pe_image(
 
 /// Parse an image already laid out at its RVAs (`data[rva]`), based at VA `base`; `missing_pages` are
 /// RVAs of pages to treat as unreadable. Raises `PeFormatError`.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (base, data, missing_pages=Vec::new(), *, goblin=true))]
 fn pe_parse(
@@ -71,36 +74,42 @@ fn pe_parse(
 impl PyPeImage {
     /// Image base (VA).
     #[getter]
+    #[guarded]
     fn base(&self) -> u64 {
         self.inner.base.0
     }
 
     /// Bytes rebuilt (page-rounded SizeOfImage, capped).
     #[getter]
+    #[guarded]
     fn size(&self) -> u64 {
         self.inner.size
     }
 
     /// True for PE32+.
     #[getter]
+    #[guarded]
     fn is64(&self) -> bool {
         self.inner.is64()
     }
 
     /// RVAs of pages that could not be read (zero-filled).
     #[getter]
+    #[guarded]
     fn missing_pages(&self) -> Vec<u64> {
         self.inner.missing_pages.clone()
     }
 
     /// What was odd or cut short while reading.
     #[getter]
+    #[guarded]
     fn warnings(&self) -> Vec<String> {
         self.inner.warnings.clone()
     }
 
     /// Which reader parsed each part: {"headers", "sections", "exports", "debug"} -> "goblin" | "own" | None.
     #[getter]
+    #[guarded]
     fn parsers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let p = &self.inner.parsers;
         let o = PyDict::new(py);
@@ -112,6 +121,7 @@ impl PyPeImage {
     }
 
     /// The headers: {"e_lfanew", "file": {...}, "optional": {...}, "directories": [(index, name, rva, size)]}.
+    #[guarded]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let h = &self.inner.headers;
         let f = &h.file;
@@ -175,6 +185,7 @@ impl PyPeImage {
 
     /// Sections as columns: name, virtual_address (RVA), virtual_size, raw_size, raw_pointer,
     /// characteristics.
+    #[guarded]
     fn sections<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.inner.sections;
         let o = PyDict::new(py);
@@ -201,6 +212,7 @@ impl PyPeImage {
 
     /// The export directory: {"dll_name", "time_date_stamp", "ordinal_base", "number_of_functions",
     /// "number_of_names", "columns": {name, ordinal, rva, forwarder}}, or None.
+    #[guarded]
     fn exports<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let Some(e) = &self.inner.exports else {
             return Ok(None);
@@ -229,6 +241,7 @@ impl PyPeImage {
 
     /// Imports as columns, one row per IAT slot: dll, name, ordinal, hint, iat_rva, iat_slot (VA),
     /// value (None when unreadable), source ("descriptor" | "iat directory").
+    #[guarded]
     fn imports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let i = &self.inner.imports;
         let base = self.inner.base.0;
@@ -255,6 +268,7 @@ impl PyPeImage {
 
     /// Debug directory entries as columns: kind, kind_name, time_date_stamp, major_version,
     /// minor_version, size_of_data, address_of_raw_data (RVA), pointer_to_raw_data, characteristics.
+    #[guarded]
     fn debug<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner.debug;
         let o = PyDict::new(py);
@@ -296,6 +310,7 @@ impl PyPeImage {
 
     /// The CodeView record: {"format": "RSDS"|"NB10", "path", "pdb_name", "age", "guid" (str or None),
     /// "guid_bytes", "signature" (NB10), "key", "store_path"}, or None.
+    #[guarded]
     fn codeview<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         use ntdump_core::pe::CodeView;
         let Some(cv) = &self.inner.codeview else {
@@ -338,6 +353,7 @@ fn refs(modules: Vec<(String, u64, u64)>) -> Vec<ModuleRef> {
 
 /// Build the symbol table of `modules` = [(file name, base VA, size in bytes)] in load order, reading
 /// every image in parallel with the GIL released.
+#[guarded(dump)]
 #[pyfunction]
 fn symbol_table(
     py: Python<'_>,
@@ -351,6 +367,7 @@ fn symbol_table(
 }
 
 /// kd's names for modules [(file name, base, size)] in load order ("nt", "hal", stem, stem_<base>).
+#[guarded]
 #[pyfunction]
 fn kd_names(modules: Vec<(String, u64, u64)>) -> Vec<String> {
     symbols::kd_names(&refs(modules))
@@ -395,17 +412,20 @@ impl PySymbolTable {
 #[pymethods]
 impl PySymbolTable {
     /// VA of `module!name` (also `module!#ordinal`, `module`, `+offset`). Raises SymbolError.
+    #[guarded]
     fn symbol(&self, expr: &str) -> PyResult<u64> {
         Ok(self.inner.symbol(expr).map_err(PyCoreError)?)
     }
 
     /// kd's `ln` for `va`. Raises SymbolError when no module holds it.
+    #[guarded]
     fn ln(&self, va: u64) -> PyResult<String> {
         Ok(self.inner.ln(va).map_err(PyCoreError)?)
     }
 
     /// (module kd name, export name or "#ordinal" or None, export VA or None, offset in bytes) of the
     /// nearest export at or below `va`, or None when no module holds `va`.
+    #[guarded]
     fn nearest(&self, va: u64) -> Option<(String, Option<String>, Option<u64>, u64)> {
         let t = &self.inner;
         let (m, row, off) = t.nearest(va)?;
@@ -424,12 +444,14 @@ impl PySymbolTable {
 
     /// Exports matching `pattern` (`mod_glob!name_glob`) as columns: module, name, address, ordinal,
     /// forwarder.
+    #[guarded]
     fn find<'py>(&self, py: Python<'py>, pattern: &str) -> PyResult<Bound<'py, PyDict>> {
         let rows = self.inner.find(pattern);
         self.columns(py, &rows)
     }
 
     /// Every export as columns (see `find`).
+    #[guarded]
     fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let rows: Vec<usize> = (0..self.inner.rows.len()).collect();
         self.columns(py, &rows)
@@ -437,6 +459,7 @@ impl PySymbolTable {
 
     /// The modules as columns: kd_name, file_name, base, size, exports (count), imports (count), error,
     /// warnings (list per module).
+    #[guarded]
     fn modules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let m = &self.inner.modules;
         let o = PyDict::new(py);
@@ -471,6 +494,7 @@ impl PySymbolTable {
 
     /// Who imports `expr` (GIL released): columns module, function, iat_slot, how_found, value, note.
     #[pyo3(signature = (dump, expr, aligned=true))]
+    #[guarded(dump)]
     fn importers<'py>(
         &self,
         py: Python<'py>,
@@ -518,6 +542,7 @@ impl PySymbolTable {
     }
 
     /// Number of exports in the table.
+    #[guarded]
     fn __len__(&self) -> usize {
         self.inner.rows.len()
     }

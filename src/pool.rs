@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ntdump_core::pool::{self as core_pool, PoolError, PoolFilter, ScanOptions, TagPattern};
 use ntdump_core::Dump;
+use ntdump_guard::guarded;
 use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -30,6 +31,7 @@ fn pool_err(e: PoolError) -> PyErr {
 }
 
 /// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
+#[guarded(dump)]
 #[pyfunction]
 fn pool_track_table_variable(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<(u64, u64)> {
     let k = kernel_of(py, &dump)?;
@@ -38,6 +40,7 @@ fn pool_track_table_variable(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResul
 }
 
 /// Sum the tracker tables per tag (GIL released). Returns columns and where the tables are.
+#[guarded(dump)]
 #[pyfunction]
 #[pyo3(signature = (dump, *, per_cpu=None, extra=Vec::new(), only_extra=false, track_entries=None))]
 fn pool_used<'py>(
@@ -86,6 +89,7 @@ fn pool_used<'py>(
 }
 
 /// The big page table's used entries (GIL released). `table` = (VA, entries, layout name or "").
+#[guarded(dump)]
 #[pyfunction]
 #[pyo3(signature = (dump, table=None))]
 fn pool_big<'py>(
@@ -141,6 +145,7 @@ fn block_tuple(b: &core_pool::PoolBlock) -> BlockTuple {
 
 /// The pool page holding `va` (`!pool`): blocks as tuples (address, size, previous_size, pool_index,
 /// raw_type, pool_type, allocated, tag, contains), the walk status, and the nearest header.
+#[guarded(dump)]
 #[pyfunction]
 fn pool_page<'py>(
     py: Python<'py>,
@@ -201,6 +206,7 @@ impl PyPoolScanner {
     /// "all"; `ranges`: [start, end) VA pairs (default: all mapped kernel VA); `limit`: most pages.
     #[new]
     #[pyo3(signature = (dump, *, tags=None, pool="all", ranges=None, limit=1usize << 26))]
+    #[guarded(dump)]
     fn new(
         py: Python<'_>,
         dump: PyRef<'_, PyDump>,
@@ -236,17 +242,20 @@ impl PyPoolScanner {
 
     /// Number of 4 KiB pages to scan.
     #[getter]
+    #[guarded(self.dump)]
     fn pages(&self) -> usize {
         self.pages.len()
     }
 
     /// Warnings from listing the pages.
     #[getter]
+    #[guarded(self.dump)]
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
     }
 
     /// Scan pages `[lo, hi)` (GIL released, rayon); columns address, tag, size, pool_type, allocated.
+    #[guarded(self.dump)]
     fn run<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Bound<'py, PyDict>> {
         let hi = hi.min(self.pages.len());
         let lo = lo.min(hi);
@@ -262,6 +271,7 @@ impl PyPoolScanner {
     }
 
     /// Touch every byte of pages `[lo, hi)` once (benchmark baseline); returns a checksum.
+    #[guarded(self.dump)]
     fn touch(&self, py: Python<'_>, lo: usize, hi: usize) -> u64 {
         let hi = hi.min(self.pages.len());
         let lo = lo.min(hi);
@@ -271,6 +281,7 @@ impl PyPoolScanner {
 
 /// Every pool layout as data: {"pool_header": [...], "tracker": [...], "big_pages": [...]}, each a
 /// dict with name, size, source and fields {name: (offset, width_bytes or (bit start, bit count))}.
+#[guarded]
 #[pyfunction]
 fn pool_layouts(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     use core_pool::layout as l;

@@ -1,6 +1,7 @@
 //! Bindings for memory search and pointer display.
 
 use ntdump_core::search::{self as core_search, SearchOptions, Target};
+use ntdump_guard::guarded;
 use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -15,6 +16,7 @@ use crate::errors::PyCoreError;
 /// searches every mapped kernel-half VA instead. `align` keeps hits at addresses that are multiples of
 /// it. Returns a dict: `address` (uint64 array, sorted), `pattern` (uint32 array of indices into
 /// `patterns`), `pages_searched`, `pages_unreadable` (4 KiB pages) and `truncated`.
+#[guarded(dump)]
 #[pyfunction]
 #[pyo3(signature = (dump, patterns, ranges=None, *, align=1, kernel=false, physical=false, limit=None))]
 #[allow(clippy::too_many_arguments)]
@@ -65,6 +67,7 @@ fn search<'py>(
 }
 
 /// The mapped kernel-half VA ranges as `(start, length in bytes)`, coalesced (GIL released).
+#[guarded(dump)]
 #[pyfunction]
 fn kernel_ranges(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<Vec<(u64, u64)>> {
     let d = dump.inner.clone();

@@ -7,6 +7,7 @@ use ntdump_core::kernel::ModuleInfo;
 use ntdump_core::stack::{self, unwind as uw, ImageProvider, Registers, WalkOptions};
 use ntdump_core::triage::RangeSource;
 use ntdump_core::Error;
+use ntdump_guard::guarded;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -33,6 +34,7 @@ impl ImageProvider for MapProvider {
 
 /// Walk a stack. `processor`: None = the dump header's context; N = processor N's saved context.
 /// `images`: module base name → image *file* bytes (laid out here). Returns columns and warnings.
+#[guarded(dump)]
 #[pyfunction]
 #[pyo3(signature = (dump, processor=None, max_frames=64, images=None))]
 fn stack_walk<'py>(
@@ -123,6 +125,7 @@ fn stack_walk<'py>(
 }
 
 /// Processors: columns index, prcb, ip, sp, current_thread, context_va, has_context; and warnings.
+#[guarded(dump)]
 #[pyfunction]
 fn processors<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, &dump)?;
@@ -176,6 +179,7 @@ type FunctionRow = (
 /// Every RUNTIME_FUNCTION of a PE *file* and its decoded UNWIND_INFO: (begin, end, unwind RVA,
 /// (version, flags, prolog size, count, frame register, frame offset, [(offset, op, info, value)],
 /// chained (begin, end, unwind) or None, handler or None) or None, error or None).
+#[guarded]
 #[pyfunction]
 fn unwind_functions(py: Python<'_>, file: Vec<u8>) -> PyResult<Vec<FunctionRow>> {
     py.detach(move || {

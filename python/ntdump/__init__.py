@@ -8,17 +8,22 @@
 from __future__ import annotations
 
 from . import batch, trend
+from ._limits import MAX_READ_BYTES
 from ._native import __version__
 from .analyze import Analysis, analyze
 from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
 from .errors import (
     DumpFormatError,
+    InternalError,
     KdError,
     NtdumpError,
+    NtdumpWarning,
+    OutOfMemoryError,
     PageNotInDumpError,
     PageNotPresentError,
     PeFormatError,
     PoolTableError,
+    ReadLimitError,
     SymbolError,
     TranslationError,
     UnsupportedError,
@@ -42,13 +47,18 @@ __all__ = [
     "Dump",
     "DumpFormatError",
     "DumpInfo",
+    "InternalError",
     "KdError",
+    "MAX_READ_BYTES",
     "NtdumpError",
+    "NtdumpWarning",
+    "OutOfMemoryError",
     "PageNotInDumpError",
     "PageNotPresentError",
     "PageWalk",
     "PeFormatError",
     "PoolTableError",
+    "ReadLimitError",
     "Report",
     "SymbolError",
     "TranslationError",

@@ -190,6 +190,8 @@ def _ranges(within: Within, elem: int) -> list[_Range] | str | None:
             if p is not None:
                 out.append(_Range(p[0], p[1], None))
             elif _is_module(x):
+                if getattr(x, "range_ok", True) is False:
+                    continue  # runs past the top of the address space: reported, not searched
                 out.append(_module_range(x))
             else:
                 raise TypeError(f"within items are modules or (start, end) pairs, not {x!r}")
@@ -309,9 +311,12 @@ class Search:
                 if not 0 <= r.start <= r.end <= _SPACE_END:
                     raise ValueError(f"bad range ({r.start:#x}, {r.end:#x})")
             if not kernel:
-                native_ranges = [(r.start, r.end - r.start) for r in ranges if r.end > r.start]
-                if r_full := [r for r in ranges if r.end - r.start == _SPACE_END]:
-                    raise ValueError(f"range {r_full[0]} covers the whole address space")
+                # A length of 2^64 does not fit the native u64: search the whole space as two
+                # halves (only mapped pages are visited, as kd's s does over L?ffffffffffffffff).
+                native_ranges = [part for r in ranges if r.end > r.start
+                                 for part in ([(0, 1 << 63), (1 << 63, 1 << 63)]
+                                              if r.end - r.start == _SPACE_END
+                                              else [(r.start, r.end - r.start)])]
             if physical and any(r.name is not None for r in ranges):
                 raise ValueError("modules are virtual memory; drop physical=True")
         res = native_search(

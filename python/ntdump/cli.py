@@ -7,30 +7,66 @@ for a terminal, and exits non-zero with one clear line on stderr for an unreadab
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import forge
-from ._format import hexdump
+from ._format import kd_addr
+from ._limits import MAX_DISPLAY_BYTES, check_display, hexdump_cells, read_cells
 from .batch.cli import add_commands as add_batch_command
 from .dump import Dump
 from .dump import open as nt_open
 from .errors import NtdumpError
-from .kd import KdSession, interactive
+from .kd import KdSession, interactive, parse_number
 from .stack import stack_text, to_frame
 from .trend import add_command as add_trend_command
 from .triage import triage
 
 
 def _int(s: str) -> int:
-    """Parse an address the way kd does: hex by default, ``0x`` optional, backtick separators."""
-    s = s.strip().replace("`", "")
-    if s.lower().startswith("0n"):
-        return int(s[2:], 10)
-    return int(s, 16)
+    """Parse an address the way kd does: hex by default, ``0x`` optional, backtick separators.
+    Anything that is not a number from 0 to 2^64 - 1 is refused (argparse: one line, status 2)."""
+    try:
+        return parse_number(s)
+    except NtdumpError as e:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an address: {e}") from None
+
+
+def _length(s: str) -> int:
+    """A byte count for display commands (Python syntax: ``0x100``, ``256``), at most
+    :data:`~ntdump._limits.MAX_DISPLAY_BYTES`."""
+    try:
+        n = int(s, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a length") from None
+    if not 0 <= n <= MAX_DISPLAY_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{s} bytes is outside 0 … {MAX_DISPLAY_BYTES:#x} (the display limit; use "
+            "Dump.iter_read in Python for more)")
+    return n
+
+
+def _count(s: str) -> int:
+    """An element count for dps/dds/dqs (decimal), at most the display limit / 4."""
+    try:
+        n = int(s, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a count") from None
+    if not 0 <= n <= MAX_DISPLAY_BYTES // 4:
+        raise argparse.ArgumentTypeError(
+            f"{s} is outside 0 … {MAX_DISPLAY_BYTES // 4} (the display limit)")
+    return n
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ntdump <command>: error: …`` on stderr, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def _open(args: argparse.Namespace) -> Dump:
@@ -76,9 +112,16 @@ def cmd_pte(args: argparse.Namespace) -> int:
 
 def cmd_dump_memory(args: argparse.Namespace) -> int:
     width = {"db": 1, "dd": 4, "dq": 8}[args.command]
+    check_display(args.length, args.command)
     with _open(args) as d:
-        data = (d.read_phys if args.physical else d.read)(args.address, args.length, pad=True)
-        print("\n".join(hexdump(args.address, data, width, d.info.pointer_size)))
+        ptr = d.info.pointer_size
+        top = 1 << 64 if args.physical or ptr == 8 else 1 << 32
+        read = d.read_phys if args.physical else d.read
+        # Unreadable bytes print as ?? (as kd does); nothing past the top wraps to address 0.
+        cells = read_cells(read, args.address, args.length, top)
+        print("\n".join(hexdump_cells(
+            args.address, cells, width, lambda a: kd_addr(a, ptr),
+            lambda v, w: kd_addr(v, 4) if w == 4 else kd_addr(v))))
     return 0
 
 
@@ -156,10 +199,34 @@ def _kd_command(build: Callable[[argparse.Namespace], str],
                 _emit_frame(frame(d, args), args)
                 return 0
             s = KdSession(d)
-            print(s.run_one(build(args)))
+            out = s.run_one(build(args))
+            if s.failures:  # one line on stderr, status 2 (the text kd would have printed)
+                print(f"ntdump: {args.dump}: {' '.join(out.split())}", file=sys.stderr)
+                return 2
+            print(out)
         return 0
 
     return run
+
+
+def _lm_command(args: argparse.Namespace) -> int:
+    """``lm``: the table, or kd's text; an empty list from a dump that should have one is said
+    on stderr (with the reason) and exits 1 ("ran, but found nothing")."""
+    import warnings
+
+    from .errors import NtdumpWarning
+
+    with _open(args) as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NtdumpWarning)  # said once below, on stderr
+        mods = d.modules
+        if getattr(args, "json", False) or getattr(args, "csv", False):
+            _emit_frame(mods.to_frame(), args)
+        else:
+            print(mods.lm_text())
+        if not mods and d.info.layout != "triage":
+            print(f"ntdump: {d.empty_modules_reason()}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
@@ -197,7 +264,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_kd(args: argparse.Namespace) -> int:
     with _open(args) as d:
         if args.command_line:
-            print(KdSession(d).run(args.command_line))
+            s = KdSession(d)
+            print(s.run(args.command_line))
+            if s.failures:
+                print(f"ntdump: kd: {s.failures} command(s) failed", file=sys.stderr)
+                return 1
         else:
             interactive(d)
     return 0
@@ -213,7 +284,7 @@ def symbol_args(sp: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ntdump",
         description="Read Windows kernel crash dumps: what kd answers, from any OS.",
     )
@@ -253,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         lambda a: f"!poolfind {a.tag}",
         lambda d, a: d.pool.scan(tags=[a.tag], progress=False)), table=True)
     sp.add_argument("tag")
-    add("lm", "loaded modules (lm)", _kd_command(lambda a: "lm",
-                                                   lambda d, a: d.modules.to_frame()), table=True)
+    add("lm", "loaded modules (lm); exit status 1 when the list is empty",
+        _lm_command, table=True)
     sp = add("lmi", "module information (!lmi)", _kd_command(lambda a: f"!lmi {a.module}"))
     sp.add_argument("module", help="name or address")
     sp = add("x", "examine symbols (x nt!ExAlloc*)", _kd_command(
@@ -271,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
             (lambda n: lambda a: f"{n} {a.address} L{a.count:x}")(name),
             (lambda n: lambda d, a: getattr(d, n)(_int(a.address), a.count))(name)), table=True)
         sp.add_argument("address")
-        sp.add_argument("-n", "--count", type=int, default=16)
+        sp.add_argument("-n", "--count", type=_count, default=16)
     sp = add("dh", "PE headers of a module (!dh)", _kd_command(lambda a: f"!dh {a.module}"))
     sp.add_argument("module", help="name or address")
     sp = add("k", "the crash stack (k, kb, kn, kv)", cmd_k, table=True)
@@ -287,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("db", "dd", "dq"):
         sp = add(name, f"display memory ({name})", cmd_dump_memory)
         sp.add_argument("address", type=_int)
-        sp.add_argument("-l", "--length", type=lambda s: int(s, 0), default=0x80, help="bytes")
+        sp.add_argument("-l", "--length", type=_length, default=0x80,
+                        help=f"bytes (at most {MAX_DISPLAY_BYTES:#x})")
         sp.add_argument("--physical", action="store_true", help="address is physical (!db)")
     sp = add("triage", "the whole investigation in one report", cmd_triage)
     g = sp.add_mutually_exclusive_group()
@@ -308,14 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or one line on stderr (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # pragma: no cover - e.g. `ntdump lm x | head`
         return 0
     except (NtdumpError, OSError) as e:
         where = getattr(args, "dump", None)
-        print(f"ntdump: {where + ': ' if where else ''}{e}", file=sys.stderr)
+        print(f"ntdump: {where + ': ' if where else ''}{' '.join(str(e).split())}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ntdump: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line and status 2; NTDUMP_DEBUG=1 re-raises
+        if os.environ.get("NTDUMP_DEBUG"):
+            raise
+        where = getattr(args, "dump", None)
+        print(f"ntdump: {where + ': ' if where else ''}internal error: {type(e).__name__}: "
+              f"{' '.join(str(e).split())} (NTDUMP_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
+from ._limits import DEFAULT_CHUNK, U64, check_iter_read
 from ._native import Dump as NativeDump
 from ._search import Search, Width, Within
 from ._symbols import Symbols
@@ -149,6 +150,33 @@ class Dump:
         """
         return self._d.read_phys(pa, n, pad)
 
+    def iter_read(self, va: int, n: int, *, chunk: int = DEFAULT_CHUNK, pad: bool = False,
+                  physical: bool = False) -> Iterator[bytes]:
+        """Stream ``n`` bytes at ``va`` (a PA with ``physical=True``) as chunks of at most
+        ``chunk`` bytes (default 1 MiB; at most ``MAX_READ_BYTES``), for ranges larger than one
+        :meth:`read` may return (256 MiB). Arguments are checked now; each chunk is read when
+        the iterator reaches it, and raises like :meth:`read` (or zero-fills with ``pad=True``).
+        A range running past the top of the address space raises TranslationError now."""
+        top = U64 if physical or self.info.pointer_size == 8 else 1 << 32
+        check_iter_read(va, n, chunk, top)
+        read = self.read_phys if physical else self.read
+
+        def gen() -> Iterator[bytes]:
+            off = 0
+            while off < n:
+                take = min(chunk, n - off)
+                yield read(va + off, take, pad=pad)
+                off += take
+
+        return gen()
+
+    def check_intact(self) -> None:
+        """Raise :class:`~ntdump.DumpFormatError` ("file shrank while open") if another process
+        truncated the file since it was opened and a read met a vanished page. Every read
+        checks this itself; analyses that catch errors to degrade gracefully call it at the end
+        so that no answer built from the vanished (zero-filled) pages is returned."""
+        self._d.check_intact()
+
     def translate(self, va: int) -> int:
         """The physical address (PA) that kernel VA ``va`` maps to."""
         return self._d.translate(va)
@@ -189,6 +217,10 @@ class Dump:
         """The loaded modules (:class:`~ntdump.modules.ModuleList`), from ``PsLoadedModuleList``
         or, in triage dumps, the dump's own driver list."""
         return self._kernel.modules
+
+    def empty_modules_reason(self) -> str:
+        """Why :attr:`modules` is empty, in one line (from :attr:`kernel_warnings`)."""
+        return self._kernel.empty_modules_reason()
 
     def module(self, name_or_va: str | int) -> Module:
         """A module by name (``"nt"``, ``"amdppm.sys"``) or by an address (VA) inside it."""

@@ -159,3 +159,36 @@ __all__ = [
     "TranslationError",
     "UnsupportedError",
 ]
+
+
+class ReadLimitError(NtdumpError, ValueError):
+    """A read asked for more bytes than one call may return (``ntdump.MAX_READ_BYTES``, 256 MiB);
+    nothing was allocated. Stream larger ranges with :meth:`ntdump.Dump.iter_read`.
+
+    Attributes:
+        requested: bytes asked for.
+        limit: the per-call limit (bytes).
+    """
+
+    def __init__(
+        self, message: str, requested: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.limit = limit
+
+
+class OutOfMemoryError(NtdumpError, MemoryError):
+    """The result of a call could not be allocated (e.g. under an address-space limit)."""
+
+
+class InternalError(NtdumpError, RuntimeError):
+    """A bug in ntdump's native code (a Rust panic), caught before it reached Python."""
+
+
+class NtdumpWarning(UserWarning):
+    """Something is wrong with the dump but an answer is still given (e.g. an empty module list
+    from a dump that should have one); the message says why."""
+
+
+__all__ += ["InternalError", "NtdumpWarning", "OutOfMemoryError", "ReadLimitError"]

@@ -22,7 +22,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import bugcheck
-from ._format import hexdump, kd_addr
+from ._format import kd_addr
+from ._limits import (
+    MAX_EXPR_DEPTH,
+    MAX_SEARCH_HITS,
+    U64,
+    check_display,
+    hexdump_cells,
+    read_cells,
+)
 from ._symsrv import reload_text, sympath_text
 from .analyze import analyze
 from .errors import KdError, NtdumpError
@@ -48,6 +56,7 @@ class Expr:
         self.s = session
         self.env = env or {}
         self.toks: list[tuple[str, str]] = []
+        self.depth = 0
         pos = 0
         text = text.strip()
         while pos < len(text):
@@ -81,7 +90,7 @@ class Expr:
         v = self._atom()
         while (t := self._peek()) and t == ("op", "*"):
             self.i += 1
-            v *= self._atom()
+            v = (v * self._atom()) & 0xFFFFFFFFFFFFFFFF  # 64-bit arithmetic wraps, as in kd
         return v
 
     def _atom(self) -> int:
@@ -92,8 +101,19 @@ class Expr:
         kind, text = t
         if kind == "num":
             return parse_number(text)
+        if kind in ("op", "poi") and text != ")":
+            self.depth += 1
+            if self.depth > MAX_EXPR_DEPTH:
+                raise KdError(f"Expression nested too deep (more than {MAX_EXPR_DEPTH} levels)")
+            try:
+                return self._nested(kind, text)
+            finally:
+                self.depth -= 1
+        return self._leaf(kind, text)
+
+    def _nested(self, kind: str, text: str) -> int:
         if kind == "op" and text == "-":
-            return -self._atom()
+            return -self._atom() & 0xFFFFFFFFFFFFFFFF
         if kind == "op" and text == "(":
             v = self._sum()
             self._expect(")")
@@ -102,6 +122,9 @@ class Expr:
             v = self._sum()
             self._expect(")")
             return self.s.d.read_pointer(v)
+        raise KdError(f"Syntax error at {text!r}")
+
+    def _leaf(self, kind: str, text: str) -> int:
         if kind == "sym":
             if text.startswith("@#"):
                 if text[2:] in self.env:
@@ -126,11 +149,19 @@ class Expr:
 
 
 def parse_number(text: str) -> int:
-    """kd's numbers: hex by default, ``0x`` optional, ``0n`` for decimal, backticks ignored."""
+    """kd's numbers: hex by default, ``0x`` optional, ``0n`` for decimal, backticks ignored.
+    A number that does not fit in 64 bits is refused (KdError), never taken mod 2^64."""
     t = text.replace("`", "").strip()
-    if t.lower().startswith("0n"):
-        return int(t[2:], 10)
-    return int(t, 16)
+    digits = t[2:] if t.lower().startswith(("0n", "0x")) else t
+    if not digits or len(digits) > 64 or not digits.isascii() or not digits.isalnum():
+        raise KdError(f"Syntax error in '{text}'")
+    try:
+        v = int(digits, 10 if t.lower().startswith("0n") else 16)
+    except ValueError:
+        raise KdError(f"Syntax error in '{text}'") from None
+    if v >= U64:
+        raise KdError(f"Numeric overflow in '{text}': it does not fit in 64 bits")
+    return v
 
 
 class KdSession:
@@ -210,9 +241,14 @@ class KdSession:
             if not n and len(args) > 2:
                 n, args = args[2], [*args[:2], *args[3:]]
             count = self.eval(n, env)
-            return start, start + count * unit, args[2:]
+            return start, min(start + count * unit, self.top), args[2:]
         end = self.eval(a, env)
-        return start, end + 1, args[2:]
+        if end < start:
+            raise KdError(f"Range error: end {kd_addr(end, self.ptr)} is before the start")
+        return start, min(end + 1, self.top), args[2:]
+
+    failures = 0
+    """Commands that failed since the session started (``ntdump kd -c`` exits 1 when non-zero)."""
 
     def run(self, line: str) -> str:
         """Run one or more ``;``-separated commands (``!for_each_module`` takes the rest)."""
@@ -222,10 +258,17 @@ class KdSession:
         return "\n".join(o for o in out if o)
 
     def run_one(self, cmd: str, env: dict[str, int] | None = None) -> str:
-        """Run a single command; errors come back as kd-like error text, never exceptions."""
+        """Run a single command; errors come back as kd-like error text (one line, no Python
+        exception names), never exceptions; each failure counts in :attr:`failures`."""
+        ok, text = self._run_one(cmd, env)
+        if not ok:
+            self.failures += 1
+        return text
+
+    def _run_one(self, cmd: str, env: dict[str, int] | None) -> tuple[bool, str]:
         cmd = cmd.strip()
         if not cmd:
-            return ""
+            return True, ""
         head, _, rest = cmd.partition(" ")
         # "s-d" and "!for_each_module s-d ..." are written without a space.
         m = re.match(r"^(s)(-\w.*)$", head)
@@ -235,18 +278,20 @@ class KdSession:
             head, rest = "?", head[1:] + " " + rest
         fn = self._commands.get(head.lower())
         if fn is None:
-            return f"No export {head} found" if head.startswith("!") else (
-                f"^ Syntax error in '{cmd}'")
+            return False, (f"No export {head} found" if head.startswith("!") else (
+                f"^ Syntax error in '{_clip(cmd)}'"))
         try:
             if env is not None and head.lower() in ("s", "dps", "dds", "dqs", "db", "dd", "dq"):
-                return self._with_env(fn, rest, env)
-            return fn(rest.strip())
+                return True, self._with_env(fn, rest, env)
+            return True, fn(rest.strip())
         except KdError as e:
-            return str(e)
+            return False, _one_line(str(e))
         except NtdumpError as e:
-            return f"{type(e).__name__}: {e}"
-        except Exception as e:
-            return f"error: {type(e).__name__}: {e}"
+            return False, _one_line(f"{head}: {e}")
+        except RecursionError:
+            return False, f"{head}: input nested too deep"
+        except Exception as e:  # a bug: still one kd-like line, never a traceback
+            return False, _one_line(f"{head}: {e or type(e).__name__}")
 
     def _with_env(self, fn: Callable[[str], str], rest: str, env: dict[str, int]) -> str:
         self._env = env
@@ -287,6 +332,9 @@ class KdSession:
         toks = args.split()
         if not toks:
             raise KdError("Usage: !poolfind Tag [PoolType]")
+        if len(toks[0]) > 4 or not all(32 <= ord(c) < 127 for c in toks[0]):
+            raise KdError(f"Bad pool tag '{_clip(toks[0])}': up to 4 printable ASCII characters "
+                          "(? and * as wildcards)")
         pool = {"0": "nonpaged", "1": "paged"}.get(toks[1] if len(toks) > 1 else "", "all")
         df = self.d.pool.scan(tags=[toks[0]], pool=pool, progress=False)
         lines = [f"Scanning large pool allocation table for tag 0x{_tag_hex(toks[0])} ({toks[0]})",
@@ -339,18 +387,39 @@ class KdSession:
             pattern = self.eval(rest[0], self._env)
             if width == 1:
                 pattern = bytes([pattern & 0xFF])
-        df = self.d.search(pattern, width=width, within=(start, end))
+        df = self.d.search(pattern, width=width, within=(start, end),
+                           limit=MAX_SEARCH_HITS + 1)
+        more = len(df) > MAX_SEARCH_HITS
+        df = df.iloc[:MAX_SEARCH_HITS]
         out = []
         for a in df["address"]:
             a = int(a)
-            data = self.d.read(a, 16, pad=True)
-            vals = " ".join(data[i : i + 4][::-1].hex() for i in range(0, 16, 4))
+            data = read_cells(lambda v, k: self.d.read(v, k), a, 16, self.top)
+            vals = " ".join("????????" if None in data[i : i + 4] or len(data) < i + 4
+                            else bytes(data[i : i + 4][::-1]).hex()  # type: ignore[arg-type]
+                            for i in range(0, 16, 4))
             out.append(f"{kd_addr(a, self.ptr)}  {vals}")
+        if more:
+            out.append(f"... search stopped after {MAX_SEARCH_HITS} hits "
+                       "(Dump.search in Python returns them all)")
         return "\n".join(out)
 
+    _for_each_depth = 0
+
     def _for_each_module(self, args: str) -> str:
+        if self._for_each_depth or _FOR_EACH.match(args):
+            raise KdError("!for_each_module cannot be nested")
+        self._for_each_depth += 1
+        try:
+            return self._for_each_module_body(args)
+        finally:
+            self._for_each_depth -= 1
+
+    def _for_each_module_body(self, args: str) -> str:
         out = []
         for m in self.d.modules:
+            if getattr(m, "range_ok", True) is False:  # runs past the top of the address space
+                continue
             env = {"Base": m.base, "End": m.end, "Size": m.size}
             cmd = args.replace("@#ModuleName", m.kd_name).replace("@#ImageName", m.name)
             r = self.run_one(cmd, env)
@@ -365,18 +434,39 @@ class KdSession:
         va = self.eval(toks[0], self._env)
         n = default
         if len(toks) > 1 and toks[1][:1] in "lL":
-            n = self.eval(toks[1][1:].lstrip("?") or toks[2], self._env)
+            if toks[1][1:].lstrip("?"):
+                n = self.eval(toks[1][1:].lstrip("?"), self._env)
+            elif len(toks) > 2:
+                n = self.eval(toks[2], self._env)
+            else:
+                raise KdError("Range count expected after L")
         return va, n
 
     def _dps(self, args: str, kind: str) -> str:
         va, n = self._count(args, 16 if kind == "dps" and self.ptr == 4 else 8)
         size = {"dps": None, "dds": 4, "dqs": 8}[kind]
+        self._display_limit(n * (size or self.ptr), kind)
+        n = min(n, max(0, (self.top - va) // (size or self.ptr)))  # stop at the top: no wrap
         return self.d.dps_text(va, n, size=size)
 
     def _db(self, args: str, width: int) -> str:
-
         va, n = self._count(args, 0x80 // width)
-        return "\n".join(hexdump(va, self.d.read(va, n * width, pad=True), width, self.ptr))
+        self._display_limit(n * width, {1: "db", 4: "dd", 8: "dq"}[width])
+        cells = read_cells(lambda a, k: self.d.read(a, k), va, n * width, self.top)
+        return "\n".join(hexdump_cells(
+            va, cells, width, lambda a: kd_addr(a, self.ptr),
+            lambda v, w: kd_addr(v, 4) if w == 4 else kd_addr(v)))
+
+    def _display_limit(self, n_bytes: int, what: str) -> None:
+        try:
+            check_display(n_bytes, what)
+        except NtdumpError as e:
+            raise KdError(f"Range error: {e}") from None
+
+    @property
+    def top(self) -> int:
+        """One past the highest address: 2^32 on x86, 2^64 elsewhere."""
+        return 1 << (8 * self.ptr)
 
     def _dh(self, args: str) -> str:
         a = args.split()[-1] if args.split() else ""
@@ -483,20 +573,34 @@ def _tag_hex(tag: str) -> str:
     return b[::-1].hex()
 
 
+_FOR_EACH = re.compile(r"\s*!for_each_module", re.IGNORECASE)
+
+
 def split_commands(line: str) -> list[str]:
-    """Split on ``;`` the way kd does: ``!for_each_module`` swallows the rest of the line."""
+    """Split on ``;`` the way kd does: ``!for_each_module`` swallows the rest of the line.
+    Linear in the length of the line (one pass, no re-slicing of the remainder)."""
     out: list[str] = []
-    rest = line
-    while rest:
-        s = rest.lstrip()
-        if s.lower().startswith("!for_each_module"):
-            out.append(s)
+    pos, n = 0, len(line)
+    while pos < n:
+        if _FOR_EACH.match(line, pos):
+            out.append(line[pos:])
             break
-        cmd, sep, rest = rest.partition(";")
-        out.append(cmd)
-        if not sep:
+        end = line.find(";", pos)
+        if end < 0:
+            out.append(line[pos:])
             break
+        out.append(line[pos:end])
+        pos = end + 1
     return [c.strip() for c in out if c.strip()]
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """An error message as one line of at most ``limit`` characters."""
+    return _clip(" ".join(text.split()), limit)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def interactive(d: Dump, prompt: str | None = None) -> None:

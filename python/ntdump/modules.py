@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from . import _schema
 from ._format import kd_addr
 from ._handle import Handle
 from ._native import PeImage, kd_names, kernel_info
-from .errors import SymbolError
+from .errors import NtdumpWarning, SymbolError
 from .pe import (
     EXPORT_SCHEMA,
     IMPORT_SCHEMA,
@@ -45,7 +46,12 @@ MODULE_SCHEMA = {
     "flags": _schema.UINT32,
     "load_count": _schema.COUNT,
     "ldr_entry": _schema.ADDRESS,
+    "range_ok": _schema.BOOL,
 }
+"""``end`` saturates at the top of the address space (2^64 - 1, 2^32 - 1 on x86); ``range_ok``
+is False for an entry that runs past the top of the address space (a corrupt loader entry,
+reported in ``Dump.kernel_warnings``): range-based analyses (search ``within=d.modules``, pool
+owners, ``!for_each_module``) skip such rows."""
 
 UNLOADED_SCHEMA = {
     "name": _schema.NAME,
@@ -103,6 +109,9 @@ class Module:
     whose list was never built), ``"no imports"`` (nothing besides the kernel and the HAL, which
     are never listed), a tuple of the kd names of the imported modules, ``"unknown"`` (unreadable;
     see ``d.kernel_warnings``) or ``"not recorded"`` (triage dumps)."""
+    range_ok: bool = True
+    """False when ``[base, base + size)`` runs past the top of the address space (a corrupt
+    entry): range-based analyses skip the module."""
 
     @property
     def end(self) -> int:
@@ -255,7 +264,8 @@ class ModuleList:
         ``"unknown"``, ``"not recorded"`` or the kd names of the imported modules joined by
         ``", "`` (:attr:`Module.loaded_imports` has them as a tuple)."""
         cols: dict[str, Any] = {k: [getattr(m, k) for m in self._modules] for k in MODULE_SCHEMA}
-        cols["end"] = [m.end for m in self._modules]
+        last = (1 << (8 * self._h.pointer_size)) - 1  # the top of the address space
+        cols["end"] = [min(m.end, last) for m in self._modules]
         # One string per row (Parquet- and CSV-friendly): the kind, or the kd names joined by ", ".
         cols["loaded_imports"] = [", ".join(v) if isinstance(v, tuple) else v
                                   for v in cols["loaded_imports"]]
@@ -278,7 +288,10 @@ class ModuleList:
         ptr = self._h.pointer_size
         lines = ["start             end                 module name"]
         for m in self._modules:
-            lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(m.end, ptr)}   {m.kd_name:<20} {m.path}")
+            end = min(m.end, (1 << (8 * ptr)) - 1)
+            flag = "" if m.range_ok else "   (runs past the top of the address space)"
+            lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(end, ptr)}   {m.kd_name:<20} {m.path}"
+                         f"{flag}")
         return "\n".join(lines)
 
 
@@ -331,13 +344,21 @@ class Kernel:
                 _images=self._images,
                 timestamp_source=c["timestamp_source"][i],
                 loaded_imports=_imports_value(c, i, names),
+                range_ok=bool(c["range_ok"][i]),
             )
             for i in range(len(c["name"]))
         ]
         for i, note in enumerate(c["loaded_imports_note"]):
             if note:
                 k["warnings"].append(f"{c['name'][i]}: LoadedImports: {note}")
+        if not mods and self._h.info.layout != "triage":
+            warnings.warn(NtdumpWarning(self.empty_modules_reason()), stacklevel=4)
         return ModuleList(self._h, mods, source=k["module_source"])
+
+    def empty_modules_reason(self) -> str:
+        """Why the module list is empty, in one line (from the kernel warnings)."""
+        why = "; ".join(self._kernel()["warnings"]) or "PsLoadedModuleList is empty"
+        return f"{self._h.path}: no loaded modules found ({why})"
 
     def unloaded_modules(self) -> pd.DataFrame:
         """Recently unloaded drivers (``lm`` 's "Unloaded modules" part): name, start, end, time."""

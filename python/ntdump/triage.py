@@ -579,4 +579,6 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
     if cut is not None or gaps:
         incomplete = {**(cut or {"truncated": False}), "reason": why_unsure, "inputs": gaps}
         notes.insert(0, f"the dump is incomplete: {why_unsure}")
+    # A file truncated while open degrades the steps above to notes; the report would be void.
+    d.check_intact()
     return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes, incomplete)

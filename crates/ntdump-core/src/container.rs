@@ -90,7 +90,7 @@ pub fn parse_body(data: &[u8], hdr: &DumpHeader) -> Result<Body> {
             None,
         ),
         5 | 6 => (Layout::Bitmap, parse_bitmap(data, hdr)?, None),
-        8..=0xA => (Layout::Range, parse_range(data, hdr)?, None),
+        8..=0xA => (Layout::Range, parse_range(data, hdr, &mut warnings)?, None),
         4 => (
             Layout::Triage,
             PhysMap::empty(),
@@ -283,7 +283,7 @@ fn parse_summary_legacy(
     Ok(PhysMap::from_placed(runs, missing))
 }
 
-fn parse_range(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
+fn parse_range(data: &[u8], hdr: &DumpHeader, warnings: &mut Vec<String>) -> Result<PhysMap> {
     let len = data.len() as u64;
     let at = hdr.header_size;
     if !hdr.is64 {
@@ -315,6 +315,7 @@ fn parse_range(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
     let mut runs = Vec::new();
     let mut seen = 0u64;
     let mut i = 0u64;
+    let mut clipped = 0u64;
     while i * 16 + 16 <= meta {
         let pfn = data.u64_at(table + i * 16, "RDMP range PFN")?;
         let count = data.u64_at(table + i * 16 + 8, "RDMP range page count")?;
@@ -322,14 +323,53 @@ fn parse_range(data: &[u8], hdr: &DumpHeader) -> Result<PhysMap> {
         if pfn == 0 {
             break;
         }
+        // Validate the count as declared, before TotalNumberOfPages clips it: a range that claims more
+        // pages than any physical memory holds is corrupt whatever the total says (as for DumpType 8).
+        if pfn.checked_add(count).is_none_or(|e| e > MAX_PFN) {
+            return Err(Error::format(
+                format!(
+                    "RDMP range {}: {count:#x} pages at PFN {pfn:#x} run past any physical memory",
+                    i - 1
+                ),
+                table + (i - 1) * 16 + 8,
+            ));
+        }
         let count = match total {
-            Some(t) => count.min(t.saturating_sub(seen)),
+            Some(t) => {
+                let c = count.min(t.saturating_sub(seen));
+                clipped += count - c;
+                c
+            }
             None => count,
         };
         runs.push((pfn, count));
         seen = seen.saturating_add(count);
         if total.is_some_and(|t| seen >= t) {
             break;
+        }
+    }
+    // The pages follow the header and the range table, as in the bitmap reader.
+    let table_end = table + i * 16;
+    if first < table_end {
+        return Err(Error::format(
+            format!(
+                "RDMP FirstPageOffset {first:#x} lies inside the header or range table \
+                 (which end at {table_end:#x})"
+            ),
+            at + 0x18,
+        ));
+    }
+    if clipped > 0 {
+        warnings.push(format!(
+            "RDMP ranges declare {clipped} pages more than TotalNumberOfPages ({}); the excess is ignored",
+            total.unwrap_or(0)
+        ));
+    }
+    if let Some(t) = total {
+        if seen < t {
+            warnings.push(format!(
+                "RDMP TotalNumberOfPages is {t} but the ranges hold {seen} pages"
+            ));
         }
     }
     PhysMap::from_contiguous_runs(&runs, first, len, table, "RDMP range table")

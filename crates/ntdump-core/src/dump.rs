@@ -8,6 +8,7 @@ use crate::addr::{Pa, Va, PAGE_SIZE};
 use crate::container::{parse_body, raw_body, Layout};
 use crate::error::{Error, Result};
 use crate::header::{parse_header, DumpHeader, Machine};
+use crate::mapguard::GuardedMap;
 use crate::mmu::{walk, Mode, Walk};
 use crate::phys::PhysMap;
 use crate::raw;
@@ -15,8 +16,8 @@ use crate::triage::Triage;
 
 /// The bytes of a dump file: a read-only memory map, or an owned buffer (tests, fuzzing).
 pub enum Backing {
-    /// A read-only map of the file.
-    Mmap(memmap2::Mmap),
+    /// A read-only map of the file, guarded against the file shrinking (see [`crate::mapguard`]).
+    Mmap(GuardedMap),
     /// Bytes held in memory.
     Owned(Vec<u8>),
 }
@@ -26,11 +27,24 @@ impl Backing {
     #[inline]
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Backing::Mmap(m) => m,
+            Backing::Mmap(m) => m.bytes(),
             Backing::Owned(v) => v,
         }
     }
+
+    /// File offset (bytes) of the first page found missing because the file shrank while mapped.
+    #[inline]
+    pub fn shrank_at(&self) -> Option<u64> {
+        match self {
+            Backing::Mmap(m) => m.flag().shrank_at(),
+            Backing::Owned(_) => None,
+        }
+    }
 }
+
+/// Most bytes one read call copies ([`Dump::read_virt`] and friends take any buffer, but the bindings and
+/// the CLI refuse larger requests before allocating; stream bigger ranges in chunks). 256 MiB.
+pub const MAX_READ_BYTES: u64 = 256 << 20;
 
 /// Options for raw physical images (no header).
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,10 +82,10 @@ fn map_file(path: &Path) -> Result<Backing> {
     if len == 0 {
         return Err(Error::format("file is empty", 0));
     }
-    // SAFETY: the map is read-only and private to this process. If another process truncates the file
-    // while it is mapped, reads past the new end would fault; dumps are treated as immutable inputs and
-    // this is documented in docs/robustness.md.
-    let m = unsafe { memmap2::MmapOptions::new().map(&f) }.map_err(io)?;
+    // SAFETY: the map is read-only. Its bytes are untrusted input whatever they become; if another process
+    // truncates the file while it is mapped, the fault handler of `mapguard` maps zeros over the vanished
+    // pages and flags the map, and every read path then reports "file shrank while open".
+    let m = unsafe { GuardedMap::map(&f) }.map_err(io)?;
     Ok(Backing::Mmap(m))
 }
 
@@ -156,7 +170,22 @@ impl Dump {
         self.backing.bytes()
     }
 
-    /// File length in bytes.
+    /// `Ok` unless the file shrank while mapped (another process truncated it): then a
+    /// [`Error::Format`] "file shrank while open" naming the file offset of the first vanished page.
+    /// Every read path checks this after copying; callers that borrow pages ([`Dump::phys_page`]) call it
+    /// before trusting what they computed.
+    #[inline]
+    pub fn check_intact(&self) -> Result<()> {
+        match self.backing.shrank_at() {
+            None => Ok(()),
+            Some(off) => Err(Error::format(
+                "file shrank while open (another process truncated the dump); first missing page",
+                off,
+            )),
+        }
+    }
+
+    /// File length in bytes (as mapped at open).
     pub fn file_len(&self) -> u64 {
         self.backing.bytes().len() as u64
     }
@@ -189,11 +218,25 @@ impl Dump {
     /// Copy `buf.len()` bytes of physical memory at `pa`; fails with [`Error::NotInDump`] naming the first
     /// missing page.
     pub fn read_phys(&self, pa: Pa, buf: &mut [u8]) -> Result<()> {
-        self.phys.read(self.file(), pa, buf)
+        check_span(pa.0, buf.len(), u64::MAX).map_err(|_| Error::NotInDump {
+            va: None,
+            pa: Pa(pa.0 & !(PAGE_SIZE - 1)),
+        })?;
+        let r = self.phys.read(self.file(), pa, buf);
+        self.check_intact()?;
+        r
     }
 
     /// Like [`Dump::read_phys`] but zero-fills missing pages; returns the number of bytes that were present.
     pub fn read_phys_padded(&self, pa: Pa, buf: &mut [u8]) -> usize {
+        // Past 2^64 nothing exists: those bytes stay zero and are not counted.
+        let buf = match check_span(pa.0, buf.len(), u64::MAX) {
+            Ok(()) => buf,
+            Err(fit) => {
+                buf[fit as usize..].fill(0);
+                &mut buf[..fit as usize]
+            }
+        };
         let mut got = 0;
         let mut done = 0usize;
         while done < buf.len() {
@@ -257,6 +300,31 @@ impl Dump {
     /// Copy `buf.len()` bytes of kernel virtual memory at `va`. Pages may have different backing; the
     /// first unreadable page gives its error. Triage dumps read their captured ranges.
     pub fn read_virt(&self, va: Va, buf: &mut [u8]) -> Result<()> {
+        self.check_va_span(va, buf.len())?;
+        let r = self.read_virt_unchecked(va, buf);
+        self.check_intact()?;
+        r
+    }
+
+    /// Highest valid VA of this dump's address space (2^32 − 1 on x86, 2^64 − 1 elsewhere).
+    pub fn va_top(&self) -> u64 {
+        if self.pointer_size() == 4 {
+            u32::MAX as u64
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// Fails with [`Error::NotCaptured`] naming `va` when `len` bytes at `va`
+    /// would run past the top of the address space (and wrap to VA 0).
+    pub fn check_va_span(&self, va: Va, len: usize) -> Result<()> {
+        check_span(va.0, len, self.va_top()).map_err(|_| Error::NotCaptured {
+            va,
+            why: "the read runs past the top of the address space",
+        })
+    }
+
+    fn read_virt_unchecked(&self, va: Va, buf: &mut [u8]) -> Result<()> {
         if let Some(t) = &self.triage {
             return t.read(self.file(), va, buf);
         }
@@ -274,6 +342,15 @@ impl Dump {
 
     /// Like [`Dump::read_virt`] but zero-fills unreadable pages; returns the number of bytes that were read.
     pub fn read_virt_padded(&self, va: Va, buf: &mut [u8]) -> usize {
+        // Past the top of the address space nothing exists: those bytes stay zero and are not counted.
+        let buf = match check_span(va.0, buf.len(), self.va_top()) {
+            Ok(()) => buf,
+            Err(fit) => {
+                let keep = fit as usize;
+                buf[keep..].fill(0);
+                &mut buf[..keep]
+            }
+        };
         let mut got = 0;
         let mut done = 0usize;
         while done < buf.len() {
@@ -318,5 +395,19 @@ impl Dump {
         let mut b = [0u8; 8];
         self.read_virt(va, &mut b)?;
         Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// `Ok` when `len` bytes from `start` stay at or below `top`; else `Err(how many of them do)`.
+fn check_span(start: u64, len: usize, top: u64) -> std::result::Result<(), u64> {
+    if len == 0 {
+        return Ok(());
+    }
+    if start > top {
+        return Err(0);
+    }
+    match start.checked_add(len as u64 - 1) {
+        Some(last) if last <= top => Ok(()),
+        _ => Err(top - start + 1),
     }
 }

@@ -115,6 +115,7 @@ def run(
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     sha256: bool = True,
     mp_context: str = "spawn",
+    follow_symlinks: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Run ``analyses`` on every dump of ``inputs``; one tidy DataFrame per analysis.
 
@@ -143,6 +144,9 @@ def run(
         sha256: hash every dump (``dump_sha256``); False leaves it <NA> and saves one read of
             each file.
         mp_context: start method of the local pool, ``"spawn"`` or ``"forkserver"``.
+        follow_symlinks: follow symbolic links that leave the folder they are found in (by
+            default they give ``error`` rows). Only regular files are read either way: a FIFO
+            or a device is an ``error`` row, never opened.
 
     Returns:
         ``{analysis: DataFrame, "status": ..., "errors": ...}``; see docs/batch.md for the
@@ -183,7 +187,7 @@ def run(
             units = client.submit(expand, [os.fspath(x) for x in _as_list(inputs)],
                                   pure=False).result()
         else:
-            units = expand(inputs)
+            units = expand(inputs, follow_symlinks=follow_symlinks)
         col = Collector(len(units), progress)
         try:
             if engine == "serial":

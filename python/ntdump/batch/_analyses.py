@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import pandas as pd
 
 from .. import _schema
 from ..dump import Dump, filetime_to_datetime
+from ..errors import NtdumpWarning
 from ..modules import MODULE_SCHEMA
 from ..pool import USED_SCHEMA
 from ..triage import triage
@@ -403,7 +405,18 @@ def process(index: int, unit: Unit, spec: Spec) -> UnitResult:
                 for a in spec.analyses:
                     aname = analysis_name(a)
                     try:
-                        df = ANALYSES[a](d, unit.name) if isinstance(a, str) else a(d)
+                        # An NtdumpWarning (e.g. an empty module list) goes to the status row's
+                        # warnings, the same in every engine (never an exception under -W error).
+                        with _warnings.catch_warnings(record=True) as said:
+                            _warnings.simplefilter("always", NtdumpWarning)
+                            df = ANALYSES[a](d, unit.name) if isinstance(a, str) else a(d)
+                        for w in said:
+                            if issubclass(w.category, NtdumpWarning) and str(w.message) not in \
+                                    warnings:
+                                warnings.append(str(w.message))
+                            elif not issubclass(w.category, NtdumpWarning):
+                                _warnings.warn_explicit(w.message, w.category, w.filename,
+                                                        w.lineno)
                         if not isinstance(df, pd.DataFrame):
                             raise TypeError(f"analysis {aname} returned {type(df).__name__}, "
                                             "not a DataFrame")

@@ -5,6 +5,12 @@ A *unit* is one dump: a plain file, one member of a ``.zip`` (or ``.7z``, with `
 content of a ``.gz``. Archives are recognised by their magic bytes, not their names. Units are
 listed in a deterministic order (inputs in the order given, directory entries sorted by path,
 archive members in archive order).
+
+Only regular files are read. A FIFO, device or socket — named directly or met in a folder — is an
+``"error"`` unit, never opened (opening a FIFO blocks; a device such as ``/dev/zero`` never ends).
+A symbolic link whose target lies outside the input it was found under (e.g. to ``/etc/passwd``) is
+not followed unless ``follow_symlinks=True``; followed or not, its target must be a regular file.
+Hashing reads exactly the size the file had when it was checked.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -53,20 +60,79 @@ class Unit:
     kind: str = "file"
     size: int = -1
     error: tuple[str, str] | None = None
+    index: int | None = None
+    """Position of the member in a zip's central directory (two members may share a name)."""
+
+
+def _open_regular(path: str | os.PathLike[str]) -> tuple[IO[bytes], int]:
+    """Open ``path`` for reading only if it is a regular file; returns (file, size at open).
+
+    Opened with ``O_NONBLOCK`` (where it exists) so that a FIFO swapped in after the check cannot
+    block, and checked again on the open descriptor."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{os.fspath(path)} is not a regular file ({_kind_of(st.st_mode)})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _magic(path: Path) -> bytes:
-    with open(path, "rb") as f:
+    f, _ = _open_regular(path)
+    with f:
         return f.read(8)
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (resolved, links followed) lies under ``root`` (resolved)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
 def _walk(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (recursively), sorted by path."""
+    """Every file name under ``root`` (recursively, not following linked folders), sorted."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         out += [Path(dirpath) / f for f in filenames]
+        # Links to folders are listed as names: checked (and refused or read) like file links.
+        out += [Path(dirpath) / d for d in dirnames if os.path.islink(Path(dirpath) / d)]
     return sorted(out, key=lambda p: str(p))
+
+
+def _refusal(path: Path, root: Path | None, follow_symlinks: bool) -> tuple[str, str] | None:
+    """Why ``path`` is not read (an error tuple), or None when it may be read."""
+    try:
+        lst = os.lstat(path)
+    except OSError as e:
+        return (type(e).__name__, str(e))
+    if stat.S_ISLNK(lst.st_mode) and not follow_symlinks and root is not None \
+            and not _inside(path, root):
+        return ("SymlinkRefused", f"{path} is a symbolic link leaving {root} (to "
+                f"{os.path.realpath(path)}); pass follow_symlinks=True to follow it")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return (type(e).__name__, str(e))
+    if not stat.S_ISREG(st.st_mode):
+        return ("NotARegularFile", f"{path} is {_kind_of(st.st_mode)}; only regular files are read")
+    return None
 
 
 def _units_of_file(path: Path) -> list[Unit]:
@@ -78,8 +144,21 @@ def _units_of_file(path: Path) -> list[Unit]:
     if magic.startswith(_ZIP_MAGIC):
         try:
             with zipfile.ZipFile(path) as z:
-                return [Unit(f"{p}!{i.filename}", p, i.filename, "zip", i.file_size)
-                        for i in z.infolist() if not i.is_dir()]
+                infos = list(enumerate(z.infolist()))
+                names = [i.filename for _, i in infos if not i.is_dir()]
+                dup = {n for n in names if names.count(n) > 1} if len(set(names)) < len(names) \
+                    else set()
+                seen: dict[str, int] = {}
+                out = []
+                for k, i in infos:
+                    if i.is_dir():
+                        continue
+                    name = f"{p}!{i.filename}"
+                    if i.filename in dup:  # same name twice: analyse both, told apart by position
+                        seen[i.filename] = seen.get(i.filename, 0) + 1
+                        name = f"{name}#{seen[i.filename]}"
+                    out.append(Unit(name, p, i.filename, "zip", i.file_size, index=k))
+                return out
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             return [Unit(p, p, kind="error", error=(type(e).__name__, str(e)))]
     if magic.startswith(_GZIP_MAGIC):
@@ -100,11 +179,15 @@ def _units_of_file(path: Path) -> list[Unit]:
     return [Unit(p, p)]
 
 
-def expand(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Unit]:
+def expand(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+           follow_symlinks: bool = False) -> list[Unit]:
     """The units of ``inputs``: files, directories (recursive) and archives (one unit per member).
 
-    A path that does not exist or cannot be read becomes a unit of kind ``"error"``; nothing
-    raises. The same dump named twice is listed once.
+    A path that does not exist or cannot be read, that is not a regular file (FIFO, device …), or
+    that is a symbolic link leaving the folder it was found in (unless ``follow_symlinks``)
+    becomes a unit of kind ``"error"`` saying so; nothing raises, nothing blocks. The same dump
+    named twice is listed once; two zip members of the same name are both listed
+    (``archive!name#1``, ``archive!name#2``).
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -112,15 +195,22 @@ def expand(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) ->
     seen: set[str] = set()
     for x in inputs:
         p = Path(os.fspath(x))
-        if p.is_dir():
-            files = _walk(p)
-        elif p.exists():
+        root: Path | None = None
+        if p.is_dir():  # named by the caller: followed even when it is a link
+            files, root = _walk(p), p
+        elif p.exists() or p.is_symlink():
             files = [p]
         else:
             units.append(Unit(str(p), str(p), kind="error",
                               error=("FileNotFoundError", f"no such file or directory: {p}")))
             continue
         for f in files:
+            why = _refusal(f, root, follow_symlinks)
+            if why is not None:
+                if str(f) not in seen:
+                    seen.add(str(f))
+                    units.append(Unit(str(f), str(f), kind="error", error=why))
+                continue
             for u in _units_of_file(f):
                 if u.name not in seen:
                     seen.add(u.name)
@@ -129,9 +219,19 @@ def expand(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) ->
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """SHA-256 of a regular file's bytes, as hex: exactly the size it had when opened (a file that
+    grows meanwhile, or a device, cannot make this read forever)."""
+    f, size = _open_regular(path)
+    h = hashlib.sha256()
+    with f:
+        left = size
+        while left > 0:
+            chunk = f.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
 
 
 def _check_space(tmpdir: str, size: int, limit: int) -> None:
@@ -177,7 +277,8 @@ def materialise(unit: Unit, tmpdir: str | None, max_member_bytes: int,
     (at most ``max_member_bytes``, and never into the last :data:`DISK_RESERVE_BYTES` of free
     space), removed when the block ends, whatever happens."""
     if unit.kind == "file":
-        size = os.path.getsize(unit.path)
+        f, size = _open_regular(unit.path)  # refuses anything but a regular file
+        f.close()
         yield unit.path, (sha256_file(unit.path) if sha256 else None), size
         return
     if tmpdir is not None:
@@ -188,7 +289,9 @@ def materialise(unit: Unit, tmpdir: str | None, max_member_bytes: int,
         h = hashlib.sha256()
         _check_space(work, unit.size, max_member_bytes)
         if unit.kind == "zip":
-            with zipfile.ZipFile(unit.path) as z, z.open(unit.member or "") as src, \
+            with zipfile.ZipFile(unit.path) as z, \
+                    z.open(z.infolist()[unit.index] if unit.index is not None
+                           else (unit.member or "")) as src, \
                     open(target, "wb") as dst:
                 size = _copy_limited(src, dst, max_member_bytes, h)
         elif unit.kind == "gzip":

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -48,8 +50,19 @@ def run_kw(args: argparse.Namespace) -> dict[str, Any]:
             "tmpdir": args.tmpdir, "progress": False if args.no_progress else None}
 
 
+def _check_out(out: Path) -> None:
+    """Fail now (OSError, one line from ``ntdump``) if ``out`` cannot become the results folder:
+    it is a file, or it cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out} is not writable")
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     """``ntdump batch``: run the analyses over an archive, write Parquet, print a summary."""
+    _check_out(Path(args.out))  # before any dump is analysed
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     res = run(args.inputs, analyses=analyses, sha256=not args.no_sha256,
               max_member_bytes=args.max_member_bytes, **run_kw(args))

@@ -103,6 +103,16 @@ impl Kernel {
                 )
             }
         };
+        let space_end = d.va_top() as u128 + 1;
+        for m in &modules {
+            if !m.range_fits(space_end) {
+                warnings.push(format!(
+                    "module {:?} at {:#x} with SizeOfImage {:#x} runs past the top of the address \
+                     space; range-based analyses (search, pool owners, !for_each_module) skip it",
+                    m.name, m.base, m.size
+                ));
+            }
+        }
         if let Some(k) = &kdbg {
             if d.triage().is_none() {
                 unloaded = modules::unloaded_from_kdbg(d, &profile, k, &mut warnings);

@@ -48,6 +48,14 @@ pub struct ModuleInfo {
     pub ldr_entry: u64,
 }
 
+impl ModuleInfo {
+    /// True when `[base, base + size)` lies inside an address space ending at `space_end` (exclusive:
+    /// 2^64 on 64-bit, 2^32 on x86). A module that runs past the top cannot be a range to search or scan.
+    pub fn range_fits(&self, space_end: u128) -> bool {
+        self.base as u128 + self.size as u128 <= space_end
+    }
+}
+
 /// Most imported modules read from one LOAD_IMPORTS array.
 pub const MAX_IMPORTS: u64 = 1024;
 

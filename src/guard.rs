@@ -1,0 +1,70 @@
+//! Guards of every Python entry point (applied with `#[guarded]` from the `ntdump-guard` crate).
+//!
+//! * A Rust panic never reaches Python as `pyo3_runtime.PanicException` (a `BaseException`): it becomes
+//!   `ntdump.errors.InternalError` naming the function and the panic message.
+//! * A call that read pages of a dump whose file shrank under its map (see `ntdump_core::mapguard`)
+//!   raises `DumpFormatError("file shrank while open …")` instead of answering from zero-filled pages.
+//! * Reads are capped at [`MAX_READ_BYTES`] per call and allocate their result as a Python `bytes`
+//!   object directly, so a failed allocation is a `MemoryError`-derived ntdump error, never an abort.
+
+use std::any::Any;
+
+use pyo3::prelude::*;
+
+use crate::errors::{InternalError, PyCoreError, ReadLimitError};
+
+pub use ntdump_core::dump::MAX_READ_BYTES;
+
+/// The error for a panic caught in entry point `name`.
+pub fn panicked(name: &str, payload: Box<dyn Any + Send>) -> PyErr {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    InternalError::new_err(format!(
+        "internal error in ntdump._native.{name}: {msg} (please report it with the dump)"
+    ))
+}
+
+/// Things that can tell whether the file under their map shrank.
+pub trait Intact {
+    /// `Err(DumpFormatError)` when the dump's file shrank while mapped.
+    fn intact(&self) -> PyResult<()>;
+}
+
+impl Intact for ntdump_core::Dump {
+    fn intact(&self) -> PyResult<()> {
+        self.check_intact().map_err(|e| PyCoreError(e).into())
+    }
+}
+
+impl Intact for crate::dump::PyDump {
+    fn intact(&self) -> PyResult<()> {
+        self.inner.intact()
+    }
+}
+
+/// Refuse a read of `n` bytes above the per-call cap, before anything is allocated.
+pub fn check_read_len(what: &str, n: u64) -> PyResult<usize> {
+    if n > MAX_READ_BYTES {
+        return Err(ReadLimitError::new_err((
+            format!(
+                "{what} of {n:#x} bytes is over the per-call limit of {MAX_READ_BYTES:#x} bytes \
+                 (256 MiB); read in chunks with Dump.iter_read(va, n, chunk=…)"
+            ),
+            n,
+            MAX_READ_BYTES,
+        )));
+    }
+    usize::try_from(n)
+        .map_err(|_| ReadLimitError::new_err((format!("{what}: {n} bytes"), n, MAX_READ_BYTES)))
+}
+
+/// For tests only: panics inside a guarded entry point, so that the suite can check that a Rust panic
+/// reaches Python as `ntdump.errors.InternalError` and not as `pyo3_runtime.PanicException`.
+#[ntdump_guard::guarded]
+#[pyfunction]
+pub fn panic_selftest(message: &str) -> PyResult<()> {
+    panic!("{message}");
+}
