@@ -20,6 +20,8 @@ pub struct PyDump {
     pub(crate) inner: Arc<Dump>,
     /// The kernel view (KDBG, modules), loaded on first use; see `crate::kernel::kernel_of`.
     pub(crate) kernel: std::sync::OnceLock<Arc<ntdump_core::kernel::Kernel>>,
+    /// The symbol table of the kernel's module list, built on first use; see `crate::symbols::symbols_of`.
+    pub(crate) symbols: std::sync::OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
 }
 
 fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
@@ -89,6 +91,7 @@ impl PyDump {
         Ok(PyDump {
             inner: Arc::new(d),
             kernel: std::sync::OnceLock::new(),
+            symbols: std::sync::OnceLock::new(),
         })
     }
 

@@ -51,6 +51,9 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
         "ldr_entry",
         m.iter().map(|x| x.ldr_entry).collect::<Vec<_>>(),
     )?;
+    // One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
+    let kd = ntdump_core::symbols::kd_names(&ntdump_core::symbols::module_refs(&k));
+    cols.set_item("kd_name", kd)?;
     o.set_item("modules", cols)?;
     let u = &k.unloaded;
     let ucols = PyDict::new(py);

@@ -326,7 +326,7 @@ impl PyPeImage {
 /// The export symbols of every module of a dump (private: use `Dump.symbol`, `.symbols`, `.ln`).
 #[pyclass(frozen, name = "SymbolTable", module = "ntdump._native")]
 pub struct PySymbolTable {
-    inner: Arc<SymbolTable>,
+    pub(crate) inner: Arc<SymbolTable>,
 }
 
 fn refs(modules: Vec<(String, u64, u64)>) -> Vec<ModuleRef> {
@@ -336,24 +336,25 @@ fn refs(modules: Vec<(String, u64, u64)>) -> Vec<ModuleRef> {
         .collect()
 }
 
-/// Build the symbol table of `modules` = [(file name, base VA, size in bytes)] in load order, reading
-/// every image in parallel with the GIL released.
+/// The symbol table of the dump's own module list (built once, shared), or of `modules` =
+/// [(file name, base VA, size in bytes)] in load order; images are read in parallel with the GIL
+/// released.
 #[pyfunction]
+#[pyo3(signature = (dump, modules=None))]
 fn symbol_table(
     py: Python<'_>,
     dump: PyRef<'_, PyDump>,
-    modules: Vec<(String, u64, u64)>,
-) -> PySymbolTable {
-    let d = dump.inner.clone();
-    let refs = refs(modules);
-    let t = py.detach(move || SymbolTable::build(&d, &refs));
-    PySymbolTable { inner: Arc::new(t) }
-}
-
-/// kd's names for modules [(file name, base, size)] in load order ("nt", "hal", stem, stem_<base>).
-#[pyfunction]
-fn kd_names(modules: Vec<(String, u64, u64)>) -> Vec<String> {
-    symbols::kd_names(&refs(modules))
+    modules: Option<Vec<(String, u64, u64)>>,
+) -> PyResult<PySymbolTable> {
+    let inner = match modules {
+        None => crate::symbols::symbols_of(py, &dump)?,
+        Some(modules) => {
+            let d = dump.inner.clone();
+            let refs = refs(modules);
+            Arc::new(py.detach(move || SymbolTable::build(&d, &refs)))
+        }
+    };
+    Ok(PySymbolTable { inner })
 }
 
 impl PySymbolTable {
@@ -530,6 +531,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pe_image, m)?)?;
     m.add_function(wrap_pyfunction!(pe_parse, m)?)?;
     m.add_function(wrap_pyfunction!(symbol_table, m)?)?;
-    m.add_function(wrap_pyfunction!(kd_names, m)?)?;
     Ok(())
 }

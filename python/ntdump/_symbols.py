@@ -68,8 +68,8 @@ class SymbolsMixin:
     def _symbol_table(self) -> Any:
         t = self._cache.get("symbols")
         if t is None:
-            mods = [(m.name, m.base, m.size) for m in self.modules]
-            t = _native.symbol_table(self._d, mods)  # type: ignore[attr-defined]
+            # Built in Rust from the kernel's own module list (the one `modules` shows).
+            t = _native.symbol_table(self._d)  # type: ignore[attr-defined]
             self._cache["symbols"] = t
         return t
 

@@ -209,9 +209,7 @@ class KernelMixin:
             k = self._kernel()
             c = k["modules"]
             # One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
-            kd_names = _native.kd_names(  # type: ignore[attr-defined]
-                list(zip(c["name"], c["base"], c["size"], strict=True))
-            )
+            kd_names = c["kd_name"]
             mods = [
                 Module(
                     name=c["name"][i],

@@ -93,24 +93,7 @@ POOL_TYPE_NAMES = {
     0x204: "NonPagedPoolNxCacheAligned", 0x220: "NonPagedPoolSessionNx",
 }
 
-#: Byte sequences that put a 32-bit immediate right after them: (bytes before the tag, what, score).
-#: x64: the tag is ExAllocatePoolWithTag's 3rd argument (r8d) and ExFreePoolWithTag's 2nd (edx).
-_X64_CODE = (
-    (b"\x41\xb8", "mov r8d, imm32", 10.0),
-    (b"\xba", "mov edx, imm32", 6.0),
-    (b"\x41\xb9", "mov r9d, imm32", 4.0),
-    (b"\xb9", "mov ecx, imm32", 3.0),
-    (b"\xc7\x44\x24", "mov [rsp+x], imm32", 5.0),  # one displacement byte follows
-)
-#: x86 (stdcall): the tag is pushed.
-_X86_CODE = (
-    (b"\x68", "push imm32", 10.0),
-    (b"\xc7\x44\x24", "mov [esp+x], imm32", 5.0),
-    (b"\xba", "mov edx, imm32", 3.0),
-    (b"\xb9", "mov ecx, imm32", 3.0),
-)
-_BYTES_SCORE = 1.0
-_UNTAGGED = ("ExAllocatePool", "ExAllocatePoolWithQuota")
+#: Owners of a tag: the code patterns and scores live in ntdump-core (pool/owners.rs).
 _SCAN_BATCH = 16384  # pages (64 MiB) per native call, so progress can be shown between them
 
 
@@ -548,97 +531,25 @@ class Pool:
         return df
 
     # -- who owns a tag -------------------------------------------------------------------------
-    def _image_hits(self, tags: list[bytes]) -> list[tuple[str, int, int]]:
-        """(module kd name, hit VA, pattern index) for each tag's bytes inside a module image."""
-        d = self._dump
-        mods = list(d.modules)
-        if not mods:
-            return []
-        out: list[tuple[str, int, int]] = []
-        if hasattr(d, "search"):
-            df = d.search(list(tags) if len(tags) > 1 else tags[0], within=d.modules)
-            index = {t: i for i, t in enumerate(tags)}
-            mods_by_name = {k: m for m in mods for k in (m.name.lower(), m.kd_name.lower())}
-            pat = list(df["pattern"]) if "pattern" in df else [tags[0]] * len(df)
-            for a, m, p in zip(df["address"].to_numpy(), df["module"], pat, strict=True):
-                if m is pd.NA or m is None:
-                    continue
-                i = index.get(p if isinstance(p, bytes) else str(p).encode("latin-1"))
-                if i is not None:
-                    mod = mods_by_name.get(str(m).lower())
-                    out.append((mod.kd_name if mod is not None else str(m), int(a), i))
-            return out
-        for m in mods:  # pragma: no cover - only before Dump.search exists
-            img = d.read(m.base, m.size, pad=True)
-            for i, t in enumerate(tags):
-                pos = img.find(t)
-                while pos >= 0:
-                    out.append((m.kd_name, m.base + pos, i))
-                    pos = img.find(t, pos + 1)
-        return out
-
-    def _classify(self, va: int) -> tuple[str, float]:
-        x64 = self._dump.info.machine != "x86"
-        table = _X64_CODE if x64 else _X86_CODE
-        try:
-            before = self._dump.read(va - 4, 4)
-        except NtdumpError:
-            return "bytes", _BYTES_SCORE
-        for ops, what, score in table:
-            # "mov [rsp+x], imm32" has one displacement byte between the opcode and the tag.
-            hit = before[:3] == ops if ops.startswith(b"\xc7") else before.endswith(ops)
-            if hit:
-                return what, score
-        return "bytes", _BYTES_SCORE
-
-    def _rank(self, hits: list[tuple[str, int]]) -> list[tuple[str, str, float]]:
-        per: dict[str, dict[str, list[float]]] = {}
-        for mod, va in hits:
-            what, score = self._classify(va)
-            per.setdefault(mod, {}).setdefault(what, []).append(score)
-        rows = []
-        for mod, kinds in per.items():
-            total = sum(sum(v) for v in kinds.values())
-            ev = "; ".join(f"{len(v)}x {k}" for k, v in
-                           sorted(kinds.items(), key=lambda kv: -sum(kv[1])))
-            rows.append((mod, ev, total))
-        rows.sort(key=lambda r: (-r[2], r[0]))
-        return rows
-
-    def _untagged(self) -> tuple[list[tuple[str, str, float]], str]:
-        d = self._dump
-        if not hasattr(d, "importers"):
-            return [], "Dump.importers is not available in this build of ntdump"
-        rows: dict[str, list[str]] = {}
-        notes = []
-        for fn in _UNTAGGED:
-            try:
-                imp = d.importers(f"nt!{fn}")
-            except NtdumpError as e:
-                notes.append(f"nt!{fn}: {e}")
-                continue
-            for mod, how in zip(imp["module"], imp["how_found"], strict=True):
-                rows.setdefault(str(mod), []).append(f"imports nt!{fn} ({how})")
-        out = [(m, "; ".join(dict.fromkeys(ev)), 10.0 * len(set(ev))) for m, ev in rows.items()]
-        out.sort(key=lambda r: (-r[2], r[0]))
-        return out, "; ".join(notes)
+    def _owners_native(self, tags: list[str]) -> list[tuple[list[str], list[str], list[float], str]]:
+        """(modules, evidence, scores, note) per tag, from the core (ntdump-core pool::owners)."""
+        return _native.pool_owners(self._dump._d, [_tag_bytes(t) for t in tags])  # type: ignore[attr-defined]
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
         res: dict[str, list[str]] = {}
         plain = [t for t in tags if t != "None"]
         if "None" in tags:
-            rows, _ = self._untagged()
-            res["None"] = [r[0] for r in rows]
+            try:
+                res["None"] = self._owners_native(["None"])[0][0]
+            except NtdumpError:
+                res["None"] = []
         if plain:
             try:
-                hits = self._image_hits([_tag_bytes(t) for t in plain])
+                found = self._owners_native(plain)
             except NtdumpError:
                 return res
-            per: dict[int, list[tuple[str, int]]] = {}
-            for mod, va, p in hits:
-                per.setdefault(p, []).append((mod, va))
-            for i, t in enumerate(plain):
-                res[t] = [r[0] for r in self._rank(per.get(i, []))]
+            for t, (mods, _, _, _) in zip(plain, found, strict=True):
+                res[t] = mods
         return res
 
     def owners(self, tag: str | bytes) -> pd.DataFrame:
@@ -652,13 +563,13 @@ class Pool:
         ``nt!ExAllocatePool`` and ``nt!ExAllocatePoolWithQuota`` (10 per function).
         """
         t = _tag_bytes(tag).decode("latin-1")
-        if t == "None":
-            rows, note = self._untagged()
-        else:
-            hits = self._image_hits([_tag_bytes(t)])
-            rows, note = self._rank([(m, va) for m, va, _ in hits]), ""
-        df = _schema.frame({"module": [r[0] for r in rows], "evidence": [r[1] for r in rows],
-                            "score": [r[2] for r in rows]}, OWNERS_SCHEMA,
+        try:
+            mods, evidence, scores, note = self._owners_native([t])[0]
+        except NtdumpError as e:
+            if t != "None":
+                raise
+            mods, evidence, scores, note = [], [], [], str(e)  # untagged: evidence is optional
+        df = _schema.frame({"module": mods, "evidence": evidence, "score": scores}, OWNERS_SCHEMA,
                            dump=self._dump.path)
         df.attrs["tag"] = t
         if note:

@@ -82,6 +82,22 @@ pub struct ModuleSymbols {
     pub warnings: Vec<String>,
 }
 
+impl From<&crate::kernel::ModuleInfo> for ModuleRef {
+    fn from(m: &crate::kernel::ModuleInfo) -> Self {
+        ModuleRef {
+            name: m.name.clone(),
+            base: m.base,
+            size: m.size,
+        }
+    }
+}
+
+/// The dump's loaded modules (from [`crate::kernel::Kernel`]) as the symbol table takes them, in load
+/// order: the one module list every analysis shares.
+pub fn module_refs(k: &crate::kernel::Kernel) -> Vec<ModuleRef> {
+    k.modules.iter().map(ModuleRef::from).collect()
+}
+
 impl ModuleSymbols {
     /// True when `va` is inside `[base, base + size)`.
     pub fn contains(&self, va: u64) -> bool {
