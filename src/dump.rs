@@ -22,6 +22,8 @@ pub struct PyDump {
     pub(crate) kernel: std::sync::OnceLock<Arc<ntdump_core::kernel::Kernel>>,
     /// The symbol table of the kernel's module list, built on first use; see `crate::symbols::symbols_of`.
     pub(crate) symbols: std::sync::OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
+    /// The big pool table found by the default search, once read successfully; see `crate::pool`.
+    pub(crate) big: std::sync::OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
 }
 
 fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
@@ -92,6 +94,7 @@ impl PyDump {
             inner: Arc::new(d),
             kernel: std::sync::OnceLock::new(),
             symbols: std::sync::OnceLock::new(),
+            big: std::sync::OnceLock::new(),
         })
     }
 

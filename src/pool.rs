@@ -91,16 +91,19 @@ fn pool_big<'py>(
     dump: PyRef<'py, PyDump>,
     table: Option<(u64, u64, String)>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let k = kernel_of(py, &dump)?;
-    let d = dump.inner.clone();
-    let r = py
-        .detach(move || {
-            let given = table.as_ref().map(|(a, n, l)| (*a, *n, l.as_str()));
-            core_pool::big::read_big(&d, &k, given)
-        })
-        .map_err(pool_err)?;
+    let r = match table {
+        None => default_big(py, &dump)?,
+        Some((a, n, l)) => {
+            let k = kernel_of(py, &dump)?;
+            let d = dump.inner.clone();
+            let r = py
+                .detach(move || core_pool::big::read_big(&d, &k, Some((a, n, l.as_str()))))
+                .map_err(pool_err)?;
+            Arc::new(r)
+        }
+    };
     let o = PyDict::new(py);
-    let p = r.pages;
+    let p = r.pages.clone();
     let c = PyDict::new(py);
     c.set_item("va", p.va.into_pyarray(py))?;
     c.set_item("tag", p.tag.into_pyarray(py))?;
@@ -116,8 +119,21 @@ fn pool_big<'py>(
     o.set_item("layout", i.layout.name)?;
     o.set_item("layout_source", i.layout.source)?;
     o.set_item("how", i.how)?;
-    o.set_item("warnings", r.warnings)?;
+    o.set_item("warnings", r.warnings.clone())?;
     Ok(o)
+}
+
+/// The big pool table found by the default search, read once (GIL released) and shared.
+fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<core_pool::big::BigPool>> {
+    if let Some(b) = dump.big.get() {
+        return Ok(b.clone());
+    }
+    let k = kernel_of(py, dump)?;
+    let d = dump.inner.clone();
+    let r = py
+        .detach(move || core_pool::big::read_big(&d, &k, None))
+        .map_err(pool_err)?;
+    Ok(dump.big.get_or_init(|| Arc::new(r)).clone())
 }
 
 /// (address, size, previous_size, pool_index, raw_type, pool_type, allocated, tag, contains).
@@ -167,6 +183,13 @@ fn pool_page<'py>(
     o.set_item("corrupt_at", at)?;
     o.set_item("why", why)?;
     o.set_item("nearest", p.nearest.as_ref().map(block_tuple))?;
+    // The big allocation holding `va` (pool::big::containing), when the big table can be read.
+    let big = default_big(py, &dump).ok().and_then(|b| {
+        let g = &b.pages;
+        core_pool::big::containing(g, va)
+            .map(|i| (g.va[i], g.tag[i], g.bytes[i], g.pool_type[i], g.freed[i]))
+    });
+    o.set_item("big", big)?;
     Ok(o)
 }
 

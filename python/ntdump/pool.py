@@ -423,18 +423,10 @@ class Pool:
         blocks = tuple(PoolBlock._from(t) for t in r["blocks"])
         nearest = PoolBlock._from(r["nearest"]) if r["nearest"] is not None else None
         big = None
-        try:
-            bdf = self.big()
-        except NtdumpError:
-            bdf = None
-        if bdf is not None and len(bdf):
-            va_col = bdf["va"].to_numpy()
-            end = va_col + np.maximum(bdf["bytes"].to_numpy(), 0x1000)
-            hit = np.flatnonzero((va_col <= va) & (va < end) & ~bdf["freed"].to_numpy())
-            if len(hit):
-                row = bdf.iloc[int(hit[0])]
-                big = {"va": int(row["va"]), "tag": str(row["tag"]), "bytes": int(row["bytes"]),
-                       "pool_type": str(row["pool_type"]), "freed": bool(row["freed"])}
+        if r["big"] is not None:  # the big allocation holding va (core: pool::big::containing)
+            bva, btag, nbytes, ptype, freed = r["big"]
+            big = {"va": bva, "tag": tag_text(btag), "bytes": nbytes,
+                   "pool_type": pool_type_name(ptype), "freed": freed}
         tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
         desc = {t: d for t in tags if (d := self.describe(t))}
         return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
@@ -531,9 +523,10 @@ class Pool:
         return df
 
     # -- who owns a tag -------------------------------------------------------------------------
-    def _owners_native(self, tags: list[str]) -> list[tuple[list[str], list[str], list[float], str]]:
+    def _owners_native(self, tags: list[str]) -> list[tuple[list[str], list[str], list[float],
+                                                           str]]:
         """(modules, evidence, scores, note) per tag, from the core (ntdump-core pool::owners)."""
-        return _native.pool_owners(self._dump._d, [_tag_bytes(t) for t in tags])  # type: ignore[attr-defined]
+        return _native.pool_owners(self._dump._d, [_tag_bytes(t) for t in tags])
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
         res: dict[str, list[str]] = {}
