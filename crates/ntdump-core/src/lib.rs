@@ -18,6 +18,7 @@ pub mod pe;
 pub mod phys;
 pub mod pool;
 pub mod raw;
+pub mod scan;
 pub mod search;
 pub mod symbols;
 pub mod triage;

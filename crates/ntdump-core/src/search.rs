@@ -5,7 +5,7 @@
 //!   address space *and* in the file are searched as one slice; a match that straddles two pages stored in
 //!   different places in the file is still found (the seam check).
 //! * Work is split into chunks of at most [`SearchOptions::chunk_size`] bytes (16 MiB) overlapping by the
-//!   longest pattern's length − 1, searched on rayon's global pool (`RAYON_NUM_THREADS`). Hits are sorted
+//!   longest pattern's length − 1 (the scanner contract of [`crate::scan`]), searched on rayon's global pool (`RAYON_NUM_THREADS`). Hits are sorted
 //!   by address, then pattern, so the result never depends on the number of threads.
 //! * Every start position is tried: overlapping matches are all reported. [`SearchOptions::align`] keeps
 //!   only hits at multiples of the alignment (kd's `s -d` reports dword-aligned hits only).
@@ -32,8 +32,8 @@ pub use matcher::{Matcher, MAX_PATTERNS, MAX_PATTERN_LEN};
 use engine::{Counts, Engine, Piece};
 use source::{phys_range, Span, Spans};
 
-/// Default chunk size (bytes) of the parallel scan: 16 MiB.
-pub const CHUNK_SIZE: usize = 16 << 20;
+/// Default chunk size (bytes) of the parallel scan: 16 MiB, the [`crate::scan`] contract's chunk.
+pub const CHUNK_SIZE: usize = crate::scan::CHUNK_BYTES;
 
 /// What to search.
 #[derive(Debug, Clone, Copy)]

@@ -20,8 +20,9 @@ use crate::dump::Dump;
 use crate::error::{Error, Result};
 use crate::mmu::kernel_start;
 
-/// Pages per parallel work item (16 MiB).
-pub const CHUNK_PAGES: usize = 4096;
+/// Pages per parallel work item (16 MiB): the [`crate::scan`] contract's chunk. Pool blocks never cross
+/// a page, so chunks need no overlap (no seams).
+pub const CHUNK_PAGES: usize = crate::scan::CHUNK_PAGES;
 
 /// A tag pattern: a tag matches when `tag & mask == value & mask` (`?` = any byte, a trailing `*` =
 /// any rest).
