@@ -1,5 +1,6 @@
 //! The one place where core errors become Python exceptions (classes defined in `ntdump/errors.py`).
 
+use ntdump_core::pool::PoolError;
 use ntdump_core::Error;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError};
 use pyo3::PyErr;
@@ -11,6 +12,7 @@ pyo3::import_exception!(ntdump.errors, PageNotInDumpError);
 pyo3::import_exception!(ntdump.errors, PeFormatError);
 pyo3::import_exception!(ntdump.errors, SymbolError);
 pyo3::import_exception!(ntdump.errors, UnsupportedError);
+pyo3::import_exception!(ntdump.pool, PoolTableError);
 
 /// Newtype so that `From<core::Error> for PyErr` can live here (orphan rule).
 pub struct PyCoreError(pub Error);
@@ -44,6 +46,25 @@ impl From<PyCoreError> for PyErr {
             Error::Pe { .. } => PeFormatError::new_err(msg),
             Error::Symbol(_) => SymbolError::new_err(msg),
             Error::Unsupported(_) => UnsupportedError::new_err(msg),
+            _ => PyValueError::new_err(msg),
+        }
+    }
+}
+
+/// Newtype for the pool's errors, which say which table could not be read and why.
+pub struct PyPoolError(pub PoolError);
+
+impl From<PyPoolError> for PyErr {
+    fn from(e: PyPoolError) -> PyErr {
+        let msg = e.0.to_string();
+        match e.0 {
+            PoolError::Unavailable { table, va, .. } => {
+                PoolTableError::new_err((msg, table.as_str(), va, "unavailable"))
+            }
+            PoolError::Invalid { table, va, .. } => {
+                PoolTableError::new_err((msg, table.as_str(), va, "invalid"))
+            }
+            PoolError::Core(c) => PyCoreError(c).into(),
             _ => PyValueError::new_err(msg),
         }
     }

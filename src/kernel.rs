@@ -6,6 +6,7 @@ use ntdump_core::kernel::Kernel;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::columns::columns;
 use crate::dump::PyDump;
 use crate::errors::PyCoreError;
 
@@ -27,40 +28,28 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
 fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, &dump)?;
     let o = PyDict::new(py);
-    let m = &k.modules;
-    let cols = PyDict::new(py);
-    cols.set_item("name", m.iter().map(|x| x.name.clone()).collect::<Vec<_>>())?;
-    cols.set_item("path", m.iter().map(|x| x.path.clone()).collect::<Vec<_>>())?;
-    cols.set_item("base", m.iter().map(|x| x.base).collect::<Vec<_>>())?;
-    cols.set_item("size", m.iter().map(|x| x.size).collect::<Vec<_>>())?;
-    cols.set_item(
-        "entry_point",
-        m.iter().map(|x| x.entry_point).collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "timestamp",
-        m.iter().map(|x| x.timestamp).collect::<Vec<_>>(),
-    )?;
-    cols.set_item("checksum", m.iter().map(|x| x.checksum).collect::<Vec<_>>())?;
-    cols.set_item("flags", m.iter().map(|x| x.flags).collect::<Vec<_>>())?;
-    cols.set_item(
-        "load_count",
-        m.iter().map(|x| x.load_count).collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "ldr_entry",
-        m.iter().map(|x| x.ldr_entry).collect::<Vec<_>>(),
-    )?;
+    let cols = columns!(py, k.modules, |x| {
+        "name" => x.name.clone(),
+        "path" => x.path.clone(),
+        "base" => x.base,
+        "size" => x.size,
+        "entry_point" => x.entry_point,
+        "timestamp" => x.timestamp,
+        "checksum" => x.checksum,
+        "flags" => x.flags,
+        "load_count" => x.load_count,
+        "ldr_entry" => x.ldr_entry,
+    });
     // One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
     let kd = ntdump_core::symbols::kd_names(&ntdump_core::symbols::module_refs(&k));
     cols.set_item("kd_name", kd)?;
     o.set_item("modules", cols)?;
-    let u = &k.unloaded;
-    let ucols = PyDict::new(py);
-    ucols.set_item("name", u.iter().map(|x| x.name.clone()).collect::<Vec<_>>())?;
-    ucols.set_item("start", u.iter().map(|x| x.start).collect::<Vec<_>>())?;
-    ucols.set_item("end", u.iter().map(|x| x.end).collect::<Vec<_>>())?;
-    ucols.set_item("time", u.iter().map(|x| x.time).collect::<Vec<_>>())?;
+    let ucols = columns!(py, k.unloaded, |x| {
+        "name" => x.name.clone(),
+        "start" => x.start,
+        "end" => x.end,
+        "time" => x.time,
+    });
     o.set_item("unloaded", ucols)?;
     o.set_item("module_source", k.module_source)?;
     o.set_item("kernel_base", k.kernel_base)?;

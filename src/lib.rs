@@ -1,6 +1,7 @@
 //! Python bindings of ntdump (`ntdump._native`): argument conversion, GIL release and error mapping only.
 //! All logic lives in `ntdump-core`.
 
+mod columns;
 mod dump;
 mod errors;
 mod kernel;
