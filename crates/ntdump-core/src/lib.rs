@@ -22,6 +22,7 @@ pub mod scan;
 pub mod search;
 pub mod symbols;
 pub mod triage;
+pub mod versions;
 pub mod vm;
 
 pub use addr::{Pa, Va, PAGE_SIZE};

@@ -100,9 +100,10 @@ pub enum PoolEra {
 impl PoolEra {
     /// The era of an OS build number.
     pub fn from_build(build: u32) -> PoolEra {
+        use crate::versions::build::{VISTA, WIN10_19H1};
         match build {
-            0..=5999 => PoolEra::Xp,
-            6000..=18361 => PoolEra::Vista,
+            b if b < VISTA => PoolEra::Xp,
+            b if b < WIN10_19H1 => PoolEra::Vista,
             _ => PoolEra::SegmentHeap,
         }
     }
