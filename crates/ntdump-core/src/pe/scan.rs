@@ -24,7 +24,7 @@ pub fn find_value(
     let len = len.min(u64::MAX - base.0);
     // The engine aligns on absolute addresses: the same as offsets from `base` when `base` is aligned
     // (module bases are page aligned); otherwise filter afterwards, before applying the limit.
-    let engine_aligns = !aligned || base.0 % width == 0;
+    let engine_aligns = !aligned || base.0.is_multiple_of(width);
     let opts = SearchOptions {
         align: if aligned && engine_aligns { width } else { 1 },
         limit: if engine_aligns { Some(limit) } else { None },
@@ -35,7 +35,7 @@ pub fn find_value(
     };
     r.addresses
         .into_iter()
-        .filter(|a| !aligned || (a - base.0) % width == 0)
+        .filter(|a| !aligned || (a - base.0).is_multiple_of(width))
         .take(limit)
         .map(Va)
         .collect()

@@ -93,10 +93,12 @@ fn classify(d: &Dump, va: u64) -> (&'static str, f64) {
     ("bytes", BYTES_SCORE)
 }
 
+/// Per module, per kind of evidence (what, scores), in order of first appearance.
+type Evidence = Vec<(usize, Vec<(&'static str, Vec<f64>)>)>;
+
 /// Rank `hits` ((module index, VA), in address order) into owner rows.
 fn rank(d: &Dump, table: &SymbolTable, hits: &[(usize, u64)]) -> Vec<OwnerRow> {
-    // Per module, per kind of evidence, in order of first appearance.
-    let mut per: Vec<(usize, Vec<(&'static str, Vec<f64>)>)> = Vec::new();
+    let mut per: Evidence = Vec::new();
     let mut at: HashMap<usize, usize> = HashMap::new();
     for &(m, va) in hits {
         let (what, score) = classify(d, va);

@@ -460,14 +460,6 @@ impl SymbolTable {
 mod tests {
     use super::*;
 
-    fn m(name: &str, base: u64) -> ModuleRef {
-        ModuleRef {
-            name: name.into(),
-            base,
-            size: 0x1000,
-        }
-    }
-
     fn table() -> SymbolTable {
         let ms = |kd: &str, file: &str, base: u64| ModuleSymbols {
             kd_name: kd.into(),
