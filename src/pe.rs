@@ -339,19 +339,19 @@ impl PySymbolTable {
 impl PySymbolTable {
     /// VA of `module!name` (also `module!#ordinal`, `module`, `+offset`). Raises SymbolError.
     fn symbol(&self, expr: &str) -> PyResult<u64> {
-        Ok(self.inner.symbol(expr).map_err(PyCoreError)?)
+        Ok(self.inner.symbol(expr).map_err(PyCoreError)?.0)
     }
 
     /// kd's `ln` for `va`. Raises SymbolError when no module holds it.
     fn ln(&self, va: u64) -> PyResult<String> {
-        Ok(self.inner.ln(va).map_err(PyCoreError)?)
+        Ok(self.inner.ln(Va(va)).map_err(PyCoreError)?)
     }
 
     /// (module kd name, export name or "#ordinal" or None, export VA or None, offset in bytes) of the
     /// nearest export at or below `va`, or None when no module holds `va`.
     fn nearest(&self, va: u64) -> Option<(String, Option<String>, Option<u64>, u64)> {
         let t = &self.inner;
-        let (m, row, off) = t.nearest(va)?;
+        let (m, row, off) = t.nearest(Va(va))?;
         let (name, addr) = match row {
             Some(r) => {
                 let r = &t.rows[r];
@@ -417,7 +417,7 @@ impl PySymbolTable {
             "value" => r.value,
             "note" => r.note.clone(),
         });
-        let slots: Vec<u64> = rows.iter().map(|r| r.slot).collect();
+        let slots: Vec<u64> = rows.iter().map(|r| r.slot.0).collect();
         o.set_item("iat_slot", slots.into_pyarray(py))?;
         Ok(o)
     }

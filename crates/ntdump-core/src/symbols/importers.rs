@@ -42,7 +42,7 @@ pub struct ImporterRow {
     /// The imported name (the target's name when the slot's own name is unknown).
     pub function: String,
     /// VA of the slot.
-    pub slot: u64,
+    pub slot: Va,
     /// How it was found.
     pub how_found: HowFound,
     /// The value in the slot now; None when the slot is not readable.
@@ -57,7 +57,7 @@ impl SymbolTable {
     /// pointer-aligned offsets when `aligned`. Rows are sorted by module (load order), then slot.
     pub fn importers(&self, d: &Dump, expr: &str, aligned: bool) -> Result<Vec<ImporterRow>> {
         let (tm, row) = self.lookup(expr)?;
-        let target = self.symbol(expr)?;
+        let target = self.symbol(expr)?.0;
         let r = &self.rows[row];
         let tname = r.name.clone().unwrap_or_else(|| format!("#{}", r.ordinal));
         let ordinal = r.ordinal;
@@ -76,7 +76,7 @@ impl SymbolTable {
                     Some(v) if v == target => None,
                     Some(v) => Some(format!(
                         "the slot holds {v:#x}{}, not {tname}'s {target:#x}: patched or bound elsewhere",
-                        self.ln(v).map(|s| format!(" ({s})")).unwrap_or_default()
+                        self.ln(Va(v)).map(|s| format!(" ({s})")).unwrap_or_default()
                     )),
                     None => Some("the IAT slot is on a missing page".to_string()),
                 };
@@ -85,7 +85,7 @@ impl SymbolTable {
                     ImporterRow {
                         module: mi,
                         function: imp.name.clone().unwrap_or_else(|| tname.clone()),
-                        slot,
+                        slot: Va(slot),
                         how_found: HowFound::ImportTable,
                         value: imp.value,
                         note,
@@ -141,7 +141,7 @@ impl SymbolTable {
                     ImporterRow {
                         module: mi,
                         function,
-                        slot: va.0,
+                        slot: va,
                         how_found: HowFound::PointerSearch,
                         value: Some(target),
                         note: Some(note),

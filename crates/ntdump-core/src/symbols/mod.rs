@@ -353,7 +353,7 @@ impl SymbolTable {
 
     /// The VA of `module!name`, `module!#ordinal`, or a module alone (its base), each optionally followed by
     /// `+offset` (hex). Forwarders are followed.
-    pub fn symbol(&self, expr: &str) -> Result<u64> {
+    pub fn symbol(&self, expr: &str) -> Result<Va> {
         let (head, off) = match expr.rsplit_once('+') {
             Some((h, o)) if !h.is_empty() => (
                 h,
@@ -366,7 +366,7 @@ impl SymbolTable {
             let m = self
                 .module_index(head)
                 .ok_or_else(|| Error::Symbol(format!("{expr}: no loaded module named {head:?}")))?;
-            return Ok(self.modules[m].base.wrapping_add(off));
+            return Ok(Va(self.modules[m].base.wrapping_add(off)));
         }
         let (_, row) = self.lookup(head)?;
         let r = &self.rows[row];
@@ -376,7 +376,7 @@ impl SymbolTable {
                 r.forwarder.as_deref().unwrap_or("?")
             ))
         })?;
-        Ok(a.wrapping_add(off))
+        Ok(Va(a.wrapping_add(off)))
     }
 
     /// Rows matching `pattern` = `module_glob!name_glob` (either side may use `*` and `?`; a pattern without
@@ -405,7 +405,8 @@ impl SymbolTable {
     }
 
     /// The module holding `va` (the highest base at or below it whose range contains it).
-    pub fn module_at(&self, va: u64) -> Option<usize> {
+    pub fn module_at(&self, va: Va) -> Option<usize> {
+        let va = va.0;
         let n = self.order.partition_point(|&(b, _)| b <= va);
         self.order[..n]
             .iter()
@@ -415,8 +416,9 @@ impl SymbolTable {
     }
 
     /// The nearest export at or below `va` inside the module holding it: (module, row, offset in bytes).
-    pub fn nearest(&self, va: u64) -> Option<(usize, Option<usize>, u64)> {
+    pub fn nearest(&self, va: Va) -> Option<(usize, Option<usize>, u64)> {
         let m = self.module_at(va)?;
+        let va = va.0;
         let list = &self.by_addr[m];
         let n = list.partition_point(|&(a, _)| a <= va);
         if n == 0 {
@@ -430,10 +432,10 @@ impl SymbolTable {
     /// kd's `ln`: `nt!ExAllocatePool`, `nt!ExAllocatePool+0x10`, `nt!#12+0x4` (ordinal-only export), or
     /// `module+0x1234` when no export lies at or below `va` in its module. Fails with [`Error::Symbol`] when
     /// no module holds `va`.
-    pub fn ln(&self, va: u64) -> Result<String> {
+    pub fn ln(&self, va: Va) -> Result<String> {
         let (m, row, off) = self
             .nearest(va)
-            .ok_or_else(|| Error::Symbol(format!("no loaded module holds {va:#x}")))?;
+            .ok_or_else(|| Error::Symbol(format!("no loaded module holds {:#x}", va.0)))?;
         let mut s = self.modules[m].kd_name.clone();
         if let Some(r) = row {
             let r = &self.rows[r];
@@ -507,20 +509,23 @@ mod tests {
     #[test]
     fn lookups() {
         let t = table();
-        assert_eq!(t.symbol("nt!ExAllocatePool").unwrap(), 0x10_1000);
-        assert_eq!(t.symbol("ntoskrnl.exe!ExAllocatePool").unwrap(), 0x10_1000);
-        assert_eq!(t.symbol("NTOSKRNL!exallocatepool").unwrap(), 0x10_1000);
-        assert_eq!(t.symbol("nt!ExAllocatePool+0x10").unwrap(), 0x10_1010);
-        assert_eq!(t.symbol("nt!#4").unwrap(), 0x10_2000);
-        assert_eq!(t.symbol("nt").unwrap(), 0x10_0000);
+        assert_eq!(t.symbol("nt!ExAllocatePool").unwrap(), Va(0x10_1000));
+        assert_eq!(
+            t.symbol("ntoskrnl.exe!ExAllocatePool").unwrap(),
+            Va(0x10_1000)
+        );
+        assert_eq!(t.symbol("NTOSKRNL!exallocatepool").unwrap(), Va(0x10_1000));
+        assert_eq!(t.symbol("nt!ExAllocatePool+0x10").unwrap(), Va(0x10_1010));
+        assert_eq!(t.symbol("nt!#4").unwrap(), Va(0x10_2000));
+        assert_eq!(t.symbol("nt").unwrap(), Va(0x10_0000));
         assert_eq!(
             t.symbol("nt!KeStall").unwrap(),
-            0x20_0500,
+            Va(0x20_0500),
             "forwarder followed"
         );
         assert_eq!(
             t.symbol("hal.dll!KeStallExecutionProcessor").unwrap(),
-            0x20_0500
+            Va(0x20_0500)
         );
         assert!(matches!(t.symbol("nt!Nope"), Err(Error::Symbol(_))));
         assert!(matches!(t.symbol("foo!Bar"), Err(Error::Symbol(_))));
@@ -533,17 +538,17 @@ mod tests {
     fn ln_forms() {
         let t = table();
         // Aliases share an address: the alphabetically first name wins, deterministically.
-        assert_eq!(t.ln(0x10_1000).unwrap(), "nt!AliasOfPool");
-        assert_eq!(t.ln(0x10_1010).unwrap(), "nt!AliasOfPool+0x10");
-        assert_eq!(t.ln(0x10_1100).unwrap(), "nt!ExAllocatePoolWithTag");
-        assert_eq!(t.ln(0x10_2004).unwrap(), "nt!#4+0x4");
-        assert_eq!(t.ln(0x10_0010).unwrap(), "nt+0x10");
-        assert_eq!(t.ln(0x10_0000).unwrap(), "nt");
+        assert_eq!(t.ln(Va(0x10_1000)).unwrap(), "nt!AliasOfPool");
+        assert_eq!(t.ln(Va(0x10_1010)).unwrap(), "nt!AliasOfPool+0x10");
+        assert_eq!(t.ln(Va(0x10_1100)).unwrap(), "nt!ExAllocatePoolWithTag");
+        assert_eq!(t.ln(Va(0x10_2004)).unwrap(), "nt!#4+0x4");
+        assert_eq!(t.ln(Va(0x10_0010)).unwrap(), "nt+0x10");
+        assert_eq!(t.ln(Va(0x10_0000)).unwrap(), "nt");
         assert_eq!(
-            t.ln(0x20_0600).unwrap(),
+            t.ln(Va(0x20_0600)).unwrap(),
             "hal!KeStallExecutionProcessor+0x100"
         );
-        assert!(matches!(t.ln(0x5), Err(Error::Symbol(_))));
-        assert!(matches!(t.ln(0x11_0000), Err(Error::Symbol(_))));
+        assert!(matches!(t.ln(Va(0x5)), Err(Error::Symbol(_))));
+        assert!(matches!(t.ln(Va(0x11_0000)), Err(Error::Symbol(_))));
     }
 }
