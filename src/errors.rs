@@ -12,7 +12,7 @@ pyo3::import_exception!(ntdump.errors, PageNotInDumpError);
 pyo3::import_exception!(ntdump.errors, PeFormatError);
 pyo3::import_exception!(ntdump.errors, SymbolError);
 pyo3::import_exception!(ntdump.errors, UnsupportedError);
-pyo3::import_exception!(ntdump.pool, PoolTableError);
+pyo3::import_exception!(ntdump.errors, PoolTableError);
 
 /// Newtype so that `From<core::Error> for PyErr` can live here (orphan rule).
 pub struct PyCoreError(pub Error);

@@ -510,7 +510,7 @@ def test_dps_values_and_symbols(pointers: tuple[Path, Path],
         assert [int(a) for a in df["address"]] == [table + 8 * i for i in range(4)]
         assert [int(v) for v in df["value"]] == PTRS[:4]
         assert list(df["symbol"]) == [""] * 4  # no modules: ln knows nothing
-        monkeypatch.setattr(d, "ln", _symbols)
+        monkeypatch.setattr(d._symbols, "ln", _symbols)  # the Symbols feature dps asks
         df = d.dps(table, 4)
         assert list(df["symbol"]) == ["nt!ExAllocatePool", "nt!ExFreePoolWithTag+0x10", "", ""]
         assert [int(v) for v in d.dds(table, 2)["value"]] == [PTRS[0] & 0xFFFFFFFF, PTRS[0] >> 32]
@@ -540,7 +540,7 @@ def test_dps_stops_at_the_first_unreadable_slot(pointers: tuple[Path, Path]) -> 
 def test_dps_32_bit_layout(pointers: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     with ntdump.open(pointers[1]) as d:
         table = 0x80400000 + PAGE - 4 * len(PTRS)
-        monkeypatch.setattr(d, "ln", _symbols)
+        monkeypatch.setattr(d._symbols, "ln", _symbols)  # the Symbols feature dps asks
         df = d.dps(table, 2)
         assert [int(v) for v in df["value"]] == [PTRS[0] & 0xFFFFFFFF, PTRS[1] & 0xFFFFFFFF]
         lines = d.dps_text(table, 9).splitlines()

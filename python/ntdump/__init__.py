@@ -12,21 +12,23 @@ from ._native import __version__
 from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
 from .errors import (
     DumpFormatError,
+    KdError,
     NtdumpError,
     PageNotInDumpError,
     PageNotPresentError,
     PeFormatError,
+    PoolTableError,
     SymbolError,
     TranslationError,
     UnsupportedError,
 )
-from .pool import PoolTableError
 from .triage import Report, triage
 
 __all__ = [
     "Dump",
     "DumpFormatError",
     "DumpInfo",
+    "KdError",
     "NtdumpError",
     "PageNotInDumpError",
     "PageNotPresentError",

@@ -1,7 +1,15 @@
-"""Stubs of the private native module ``ntdump._native`` (hand-written; checked by stubtest)."""
+"""Stubs of the private native module ``ntdump._native`` (hand-written; checked by stubtest).
+
+The dict records the binding returns are typed as TypedDicts (``@type_check_only``: they exist for
+the type checker, not at runtime); keys and value types follow src/*.rs. Addresses are VAs unless
+named ``pa``/``dtb``; sizes are bytes unless named pages.
+"""
 
 from os import PathLike
-from typing import Any, final
+from typing import Any, Literal, TypedDict, final, type_check_only
+
+import numpy as np
+from numpy.typing import NDArray
 
 __version__: str
 __all__ = [
@@ -26,6 +34,272 @@ __all__ = [
     "vm_summary",
 ]
 
+# -- records (dicts built by the binding) ---------------------------------------------------------
+
+@type_check_only
+class DumpInfoDict(TypedDict, total=False):
+    machine: str
+    pae: bool
+    is64: bool
+    build: int
+    major_version: int
+    dump_type: int
+    layout: str
+    dtb: int
+    pfn_database: int
+    ps_loaded_module_list: int
+    ps_active_process_head: int
+    kd_debugger_data_block: int
+    processors: int
+    bugcheck_code: int
+    bugcheck_params: list[int]
+    system_time: int
+    system_up_time: int
+    required_dump_space: int
+    mini_dump_fields: int
+    product_type: int
+    suite_mask: int
+    attributes: int
+    comment: str
+    exception_code: int
+    exception_address: int
+    header_runs: list[tuple[int, int]] | None
+    runs: list[tuple[int, int]]
+    file_runs: list[tuple[int, int, int]]
+    present_pages: int
+    missing_pages: int
+    file_size: int
+    context: dict[str, int]
+    warnings: list[str]
+    triage_ranges: list[tuple[int, int, int]]
+    triage_data_blocks: int
+
+@type_check_only
+class WalkDict(TypedDict):
+    va: int
+    steps: list[tuple[str, int, int, int, str]]
+    pa: int | None
+    page_size: int | None
+    error: Exception | None
+
+@type_check_only
+class ModuleColumns(TypedDict):
+    name: list[str]
+    path: list[str]
+    base: list[int]
+    size: list[int]
+    entry_point: list[int]
+    timestamp: list[int]
+    checksum: list[int]
+    flags: list[int]
+    load_count: list[int]
+    ldr_entry: list[int]
+    kd_name: list[str]
+
+@type_check_only
+class UnloadedColumns(TypedDict):
+    name: list[str]
+    start: list[int]
+    end: list[int]
+    time: list[int]
+
+@type_check_only
+class Kdbg(TypedDict):
+    va: int
+    size: int
+    bytes: bytes
+
+@type_check_only
+class KernelInfo(TypedDict):
+    modules: ModuleColumns
+    unloaded: UnloadedColumns
+    module_source: str
+    kernel_base: int | None
+    family: str
+    ldr_layout_source: str
+    kdbg: Kdbg | None
+    warnings: list[str]
+
+@type_check_only
+class PeHeadersDict(TypedDict):
+    e_lfanew: int
+    file: dict[str, int]
+    optional: dict[str, int]
+    directories: list[tuple[int, str, int, int]]
+
+@type_check_only
+class SectionColumns(TypedDict):
+    name: list[str]
+    virtual_address: list[int]
+    virtual_size: list[int]
+    raw_size: list[int]
+    raw_pointer: list[int]
+    characteristics: list[int]
+
+@type_check_only
+class ExportColumns(TypedDict):
+    name: list[str | None]
+    ordinal: list[int]
+    rva: list[int]
+    forwarder: list[str | None]
+
+@type_check_only
+class ExportDirectory(TypedDict):
+    dll_name: str | None
+    time_date_stamp: int
+    ordinal_base: int
+    number_of_functions: int
+    number_of_names: int
+    columns: ExportColumns
+
+@type_check_only
+class ImportColumns(TypedDict):
+    dll: list[str]
+    name: list[str | None]
+    ordinal: list[int | None]
+    hint: list[int | None]
+    iat_rva: list[int]
+    iat_slot: NDArray[np.uint64]
+    value: list[int | None]
+    source: list[str]
+
+@type_check_only
+class DebugColumns(TypedDict):
+    kind: list[int]
+    kind_name: list[str]
+    time_date_stamp: list[int]
+    major_version: list[int]
+    minor_version: list[int]
+    size_of_data: list[int]
+    address_of_raw_data: list[int]
+    pointer_to_raw_data: list[int]
+    characteristics: list[int]
+
+@type_check_only
+class CodeViewDict(TypedDict):
+    format: str
+    path: str
+    pdb_name: str
+    age: int
+    guid: str | None
+    guid_bytes: bytes | None
+    signature: int | None
+    key: str
+    store_path: str
+
+@type_check_only
+class ParsersDict(TypedDict):
+    headers: str
+    sections: str
+    exports: str | None
+    debug: str | None
+
+@type_check_only
+class SymbolColumns(TypedDict):
+    module: list[str]
+    name: list[str | None]
+    address: list[int | None]
+    ordinal: NDArray[Any]
+    forwarder: list[str | None]
+
+@type_check_only
+class SymbolModuleColumns(TypedDict):
+    kd_name: list[str]
+    file_name: list[str]
+    base: list[int]
+    size: list[int]
+    exports: list[int]
+    imports: list[int]
+    error: list[str | None]
+    warnings: list[list[str]]
+
+@type_check_only
+class ImporterColumns(TypedDict):
+    module: list[str]
+    function: list[str]
+    iat_slot: NDArray[np.uint64]
+    how_found: list[str]
+    value: list[int | None]
+    note: list[str | None]
+
+@type_check_only
+class SearchResult(TypedDict):
+    address: NDArray[np.uint64]
+    pattern: NDArray[Any]
+    pages_searched: int
+    pages_unreadable: int
+    truncated: bool
+
+@type_check_only
+class UsedColumns(TypedDict):
+    tag: NDArray[Any]
+    nonpaged_allocs: NDArray[Any]
+    nonpaged_frees: NDArray[Any]
+    nonpaged_bytes: NDArray[Any]
+    paged_allocs: NDArray[Any]
+    paged_frees: NDArray[Any]
+    paged_bytes: NDArray[Any]
+
+@type_check_only
+class PoolUsed(TypedDict):
+    columns: UsedColumns
+    variable: int
+    table: int
+    entries: int
+    size_variable: int
+    layout: str
+    layout_source: str
+    layout_scores: Any
+    per_cpu: Any
+    per_cpu_array: Any
+    extra: Any
+    warnings: list[str]
+
+@type_check_only
+class BigColumns(TypedDict):
+    va: NDArray[np.uint64]
+    tag: NDArray[Any]
+    bytes: NDArray[Any]
+    pool_type: NDArray[Any]
+    freed: NDArray[Any]
+
+@type_check_only
+class PoolBig(TypedDict):
+    columns: BigColumns
+    table: int
+    entries: int
+    table_variable: int
+    size_variable: int
+    layout: str
+    layout_source: str
+    how: str
+    warnings: list[str]
+
+_BlockTuple = tuple[int, int, int, int, int, int, bool, int, bool]
+"""(address, size, previous_size, pool_index, raw_type, pool_type, allocated, tag, contains)."""
+
+@type_check_only
+class PoolPageDict(TypedDict):
+    va: int
+    page: int
+    header_size: int
+    blocks: list[_BlockTuple]
+    status: Literal["ok", "corrupt", "not walked"]
+    corrupt_at: int | None
+    why: str
+    nearest: _BlockTuple | None
+    big: tuple[int, int, int, int, bool] | None
+
+@type_check_only
+class ScanColumns(TypedDict):
+    address: NDArray[np.uint64]
+    tag: NDArray[Any]
+    size: NDArray[Any]
+    pool_type: NDArray[Any]
+    allocated: NDArray[np.bool_]
+
+# -- classes and functions ------------------------------------------------------------------------
+
 @final
 class Dump:
     def __new__(
@@ -37,23 +311,23 @@ class Dump:
         pae: bool | None = None,
         dtb: int | None = None,
     ) -> Dump: ...
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> DumpInfoDict: ...
     def read(self, va: int, n: int, pad: bool = False) -> bytes: ...
     def read_phys(self, pa: int, n: int, pad: bool = False) -> bytes: ...
     def translate(self, va: int) -> int: ...
     def translate_many(self, vas: list[int]) -> list[int | None]: ...
-    def walk(self, va: int, dtb: int | None = None) -> dict[str, Any]: ...
+    def walk(self, va: int, dtb: int | None = None) -> WalkDict: ...
     @property
     def mode(self) -> str | None: ...
 
 @final
 class PeImage:
-    def headers(self) -> dict[str, Any]: ...
-    def sections(self) -> dict[str, Any]: ...
-    def exports(self) -> dict[str, Any]: ...
-    def imports(self) -> dict[str, Any]: ...
-    def debug(self) -> dict[str, Any]: ...
-    def codeview(self) -> Any: ...
+    def headers(self) -> PeHeadersDict: ...
+    def sections(self) -> SectionColumns: ...
+    def exports(self) -> ExportDirectory | None: ...
+    def imports(self) -> ImportColumns: ...
+    def debug(self) -> DebugColumns: ...
+    def codeview(self) -> CodeViewDict | None: ...
     @property
     def warnings(self) -> list[str]: ...
     @property
@@ -61,7 +335,7 @@ class PeImage:
     @property
     def is64(self) -> bool: ...
     @property
-    def parsers(self) -> Any: ...
+    def parsers(self) -> ParsersDict: ...
     @property
     def size(self) -> int: ...
     @property
@@ -73,13 +347,13 @@ class PoolScanner:
         cls,
         dump: Dump,
         *,
-        tags: Any = None,
+        tags: list[bytes] | None = None,
         pool: str = "all",
-        ranges: Any = None,
-        limit: Any = ...,
+        ranges: list[tuple[int, int]] | None = None,
+        limit: int = ...,
     ) -> PoolScanner: ...
-    def run(self, lo: int, hi: int) -> Any: ...
-    def touch(self, lo: int, hi: int) -> Any: ...
+    def run(self, lo: int, hi: int) -> ScanColumns: ...
+    def touch(self, lo: int, hi: int) -> int: ...
     @property
     def pages(self) -> int: ...
     @property
@@ -89,32 +363,36 @@ class PoolScanner:
 class SymbolTable:
     def __len__(self) -> int: ...
     def symbol(self, expr: str) -> int: ...
-    def ln(self, va: int) -> Any: ...
-    def nearest(self, va: int) -> Any: ...
-    def find(self, pattern: str) -> Any: ...
-    def rows(self) -> Any: ...
-    def modules(self) -> Any: ...
-    def importers(self, dump: Dump, expr: str, aligned: bool = True) -> Any: ...
+    def ln(self, va: int) -> str: ...
+    def nearest(self, va: int) -> tuple[str, str | None, int | None, int] | None: ...
+    def find(self, pattern: str) -> SymbolColumns: ...
+    def rows(self) -> SymbolColumns: ...
+    def modules(self) -> SymbolModuleColumns: ...
+    def importers(self, dump: Dump, expr: str, aligned: bool = True) -> ImporterColumns: ...
 
-def kernel_info(dump: Dump) -> dict[str, Any]: ...
+def kernel_info(dump: Dump) -> KernelInfo: ...
 def kernel_ranges(dump: Dump) -> list[tuple[int, int]]: ...
 def pdb_public_symbols(path: str | PathLike[str]) -> tuple[str, int, list[tuple[str, int]]]: ...
 def pe_image(
     dump: Dump, base: int, size_hint: int | None = None, *, goblin: bool = True
 ) -> PeImage: ...
 def pe_parse(
-    base: int, data: bytes, missing_pages: Any = ..., *, goblin: bool = True
+    base: int, data: bytes, missing_pages: list[int] = ..., *, goblin: bool = True
 ) -> PeImage: ...
-def pool_big(dump: Dump, table: Any = None) -> Any: ...
+def pool_big(dump: Dump, table: tuple[int, int, str] | None = None) -> PoolBig: ...
 def pool_layouts() -> dict[str, Any]: ...
 def pool_owners(
     dump: Dump, tags: list[bytes]
 ) -> list[tuple[list[str], list[str], list[float], str]]: ...
-def pool_page(dump: Dump, va: int) -> Any: ...
-def pool_track_table_variable(dump: Dump) -> Any: ...
+def pool_page(dump: Dump, va: int) -> PoolPageDict: ...
+def pool_track_table_variable(dump: Dump) -> tuple[int, int]: ...
 def pool_used(
-    dump: Dump, *, per_cpu: Any = None, extra: Any = ..., only_extra: bool = False
-) -> Any: ...
+    dump: Dump,
+    *,
+    per_cpu: list[int] | None = None,
+    extra: list[tuple[int, int]] = ...,
+    only_extra: bool = False,
+) -> PoolUsed: ...
 def search(
     dump: Dump,
     patterns: list[bytes],
@@ -124,7 +402,7 @@ def search(
     kernel: bool = False,
     physical: bool = False,
     limit: int | None = None,
-) -> dict[str, Any]: ...
+) -> SearchResult: ...
 def symbol_table(
     dump: Dump, modules: list[tuple[str, int, int]] | None = None
 ) -> SymbolTable: ...

@@ -10,27 +10,28 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import _native
+from ._format import kd_hex
+from ._handle import Handle
+from ._native import kernel_ranges
+from ._native import search as native_search
 from ._schema import ADDRESS, LABEL, NAME, UINT64, frame
+from ._symbols import Symbols
 from .errors import TranslationError
 
-if TYPE_CHECKING:
-    from .dump import DumpInfo
-
-#: Columns of :meth:`SearchMixin.search` (``pattern`` only when a list of patterns is given).
+#: Columns of :meth:`Search.search` (``pattern`` only when a list of patterns is given).
 SEARCH_SCHEMA = {"address": ADDRESS, "module": NAME, "offset": UINT64}
 SEARCH_SCHEMA_MULTI = {**SEARCH_SCHEMA, "pattern": LABEL}
-#: Columns of :meth:`SearchMixin.dps`; ``value`` is nullable (NA for kd's ``????????``).
+#: Columns of :meth:`Search.dps`; ``value`` is nullable (NA for kd's ``????????``).
 DPS_SCHEMA = {"address": ADDRESS, "value": "UInt64", "symbol": NAME}
 
 #: kd refuses an ``L`` range above 256 MB unless written ``L?``.
 KD_RANGE_LIMIT = 256 << 20
-#: Widths of :meth:`SearchMixin.search`: element bytes of an int pattern, or how a str is encoded.
+#: Widths of :meth:`Search.search`: element bytes of an int pattern, or how a str is encoded.
 WIDTHS = (1, 2, 4, 8, "ascii", "unicode")
 _SPACE_END = 1 << 64
 
@@ -235,31 +236,18 @@ def _attribute(
     return names, offsets
 
 
-# -- kd formatting -----------------------------------------------------------------------------
+class Search:
+    """Feature object of :class:`ntdump.Dump` that searches memory and displays pointers.
 
+    Takes the dump's handle and its :class:`~ntdump._symbols.Symbols` (``dps`` names values)."""
 
-def kd_hex(value: int, digits: int) -> str:
-    """``value`` as kd prints it: ``digits`` hex digits, with a backtick in the middle of 16."""
-    s = f"{value:0{digits}x}"
-    return f"{s[:8]}`{s[8:]}" if digits == 16 else s
+    def __init__(self, h: Handle, symbols: Symbols) -> None:
+        self._h = h
+        self._symbols = symbols
 
-
-class SearchMixin:
-    """Methods of :class:`ntdump.Dump` that search memory and display pointers."""
-
-    if TYPE_CHECKING:
-        path: str
-
-        @property
-        def _d(self) -> _native.Dump: ...
-
-        @property
-        def info(self) -> DumpInfo: ...
-
-        @property
-        def mode(self) -> str | None: ...
-
-        def read(self, va: int, n: int, *, pad: bool = False) -> bytes: ...
+    @property
+    def path(self) -> str:
+        return self._h.path
 
     # -- search --------------------------------------------------------------------------------
 
@@ -313,7 +301,7 @@ class SearchMixin:
             if physical:
                 raise ValueError("within='kernel' is virtual memory; drop physical=True")
             kernel = True
-            default_base = 0xFFFF800000000000 if self.mode == "x64" else 0x80000000
+            default_base = 0xFFFF800000000000 if self._h.native.mode == "x64" else 0x80000000
             ranges = []
         native_ranges = None
         if isinstance(ranges, list):
@@ -326,8 +314,8 @@ class SearchMixin:
                     raise ValueError(f"range {r_full[0]} covers the whole address space")
             if physical and any(r.name is not None for r in ranges):
                 raise ValueError("modules are virtual memory; drop physical=True")
-        res = _native.search(  # type: ignore[attr-defined]
-            self._d, pats, native_ranges, align=align, kernel=kernel, physical=physical,
+        res = native_search(
+            self._h.native, pats, native_ranges, align=align, kernel=kernel, physical=physical,
             limit=limit,
         )
         addresses = res["address"]
@@ -353,7 +341,7 @@ class SearchMixin:
     def kernel_ranges(self) -> list[tuple[int, int]]:
         """Mapped kernel-half VA ranges as ``(start, end)`` (end exclusive), coalesced: every valid
         or transition page, stored in the dump or not. Triage dumps: the captured ranges."""
-        return [(s, s + n) for s, n in _native.kernel_ranges(self._d)]  # type: ignore[attr-defined]
+        return [(s, s + n) for s, n in kernel_ranges(self._h.native)]
 
     # -- dps / dds / dqs ----------------------------------------------------------------------
 
@@ -363,14 +351,14 @@ class SearchMixin:
         if count < 0:
             raise ValueError("count must be >= 0")
         try:
-            data = self.read(va, count * size)
+            data = self._h.read(va, count * size)
             return [int.from_bytes(data[i : i + size], "little") for i in range(0, len(data), size)]
         except TranslationError:
             pass
         out: list[int | None] = []
         for i in range(count):
             try:
-                out.append(int.from_bytes(self.read(va + i * size, size), "little"))
+                out.append(int.from_bytes(self._h.read(va + i * size, size), "little"))
             except TranslationError:
                 if i == 0:
                     raise
@@ -379,12 +367,11 @@ class SearchMixin:
         return out
 
     def _symbol(self, value: int | None) -> str:
-        """``self.ln(value)`` when that exists and succeeds, else ``""``."""
-        ln = getattr(self, "ln", None)
-        if ln is None or value is None:
+        """The symbol of ``value`` (``Dump.ln``) when that succeeds, else ``""``."""
+        if value is None:
             return ""
         try:
-            s = ln(value)
+            s = self._symbols.ln(value)
         except Exception:
             return ""
         return str(s) if s else ""
@@ -404,7 +391,7 @@ class SearchMixin:
         Returns ``address``, ``value`` (NA where kd prints ``????????``: the first unreadable slot,
         after which the display stops) and ``symbol`` (``Dump.ln`` of the value, "" when unknown).
         Raises a :class:`~ntdump.TranslationError` if the first slot is unreadable."""
-        return self._dxs(va, count, self.info.pointer_size)
+        return self._dxs(va, count, self._h.pointer_size)
 
     def dds(self, va: int, count: int = 8) -> pd.DataFrame:
         """kd's ``dds``: like :meth:`dps` with 4-byte values."""
@@ -420,11 +407,11 @@ class SearchMixin:
             fffff804`7c600b20  fffff804`7c640770 nt!Something+0x10
             f50b8058  e0894d1f nt!ExAllocatePool
         """
-        size = size or self.info.pointer_size
+        size = size or self._h.pointer_size
         if size not in (4, 8):
             raise ValueError("size is 4 (dds) or 8 (dqs)")
         df = self._dxs(va, count, size)
-        adigits = 16 if self.info.pointer_size == 8 else 8
+        adigits = 16 if self._h.pointer_size == 8 else 8
         vdigits = 2 * size
         unknown = "????????`????????" if size == 8 else "????????"
         lines = []

@@ -5,7 +5,7 @@ The table of every loaded module's exports is built once per dump (in parallel, 
 and cached in ``Dump._cache["symbols"]``. Module names follow kd: the kernel is ``nt`` whatever
 its file name, the HAL is ``hal``, other modules are their base name without extension; lookups
 are case-insensitive and also accept file names (``ntoskrnl.exe!ExAllocatePool``). Symbols
-loaded from PDBs or mappings (:class:`~ntdump.symbolmap.SymbolMapMixin`) are consulted after
+loaded from PDBs or mappings (:class:`~ntdump.symbolmap.SymbolMap`) are consulted after
 the exports. See docs/symbols.md.
 """
 
@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from . import _native, _schema
+from . import _schema
+from ._handle import Handle
+from ._native import SymbolTable, symbol_table
 from .errors import PeFormatError, SymbolError
+from .modules import Kernel, Module
 from .pe import (
+    DEBUG_SCHEMA,
     LoadedModuleInfo,
+    PeImages,
     debug_frame,
     not_on_disk_reasons,
     pdb_from_codeview,
-    pe_image,
 )
-
-if TYPE_CHECKING:
-    from .modules import Module, ModuleList
+from .symbolmap import SymbolMap
 
 SYMBOLS_SCHEMA = {
     "module": _schema.LABEL,
@@ -47,40 +49,35 @@ IMPORTERS_SCHEMA = {
 }
 
 
-class SymbolsMixin:
-    """Methods of :class:`ntdump.Dump` that resolve names and addresses."""
+class Symbols:
+    """Feature object of :class:`ntdump.Dump` that resolves names and addresses.
 
-    _cache: dict[str, Any]
-    path: str
+    Takes the dump's handle, its :class:`~ntdump.modules.Kernel` (the module list), its
+    :class:`~ntdump.symbolmap.SymbolMap` (PDB / mapped symbols) and its
+    :class:`~ntdump.pe.PeImages`."""
 
-    if TYPE_CHECKING:
+    def __init__(self, h: Handle, kernel: Kernel, symbol_map: SymbolMap, images: PeImages) -> None:
+        self._h = h
+        self._kernel = kernel
+        self._map = symbol_map
+        self._images = images
 
-        @property
-        def _d(self) -> _native.Dump: ...
-
-        @property
-        def modules(self) -> ModuleList: ...
-
-        @property
-        def symbol_map(self) -> dict[str, int]: ...
+    @property
+    def path(self) -> str:
+        return self._h.path
 
     # -- the table -------------------------------------------------------------------------
-    def _symbol_table(self) -> Any:
-        t = self._cache.get("symbols")
-        if t is None:
-            # Built in Rust from the kernel's own module list (the one `modules` shows).
-            t = _native.symbol_table(self._d)  # type: ignore[attr-defined]
-            self._cache["symbols"] = t
-        return t
+    def _symbol_table(self) -> SymbolTable:
+        # Built in Rust from the kernel's own module list (the one `modules` shows): no round trip.
+        return self._h.cached("symbols", lambda: symbol_table(self._h.native))
 
     def _mapped(self) -> dict[str, int]:
-        sm = getattr(self, "symbol_map", None)
-        return sm if isinstance(sm, dict) else {}
+        return self._map.symbol_map
 
     def _mapped_sorted(self) -> dict[str, list[tuple[int, str]]]:
         """Loaded (PDB / mapping) symbols per lower-case module name, sorted by address."""
         sm = self._mapped()
-        cached = self._cache.get("symbols.mapped")
+        cached = self._h.cache.get("symbols.mapped")
         if cached is not None and cached[0] == len(sm):
             return cached[1]
         per: dict[str, list[tuple[int, str]]] = {}
@@ -89,7 +86,7 @@ class SymbolsMixin:
             per.setdefault(mod, []).append((va, name))
         for v in per.values():
             v.sort()
-        self._cache["symbols.mapped"] = (len(sm), per)
+        self._h.cache["symbols.mapped"] = (len(sm), per)
         return per
 
     def symbol_modules(self) -> pd.DataFrame:
@@ -113,10 +110,9 @@ class SymbolsMixin:
         try:
             return int(self._symbol_table().symbol(name))
         except SymbolError as e:
-            mapped = getattr(self, "_mapped_symbol", None)
-            if mapped is not None and "!" in name:
+            if "!" in name:
                 head, plus, off = name.partition("+")
-                va = mapped(head.strip())
+                va = self._map.lookup(head.strip())
                 if va is not None:
                     return va + (int(off, 16) if plus else 0)
             raise SymbolError(str(e)) from None
@@ -126,7 +122,7 @@ class SymbolsMixin:
         ``*!ExAllocatePool``; no ``!`` = every module), case-insensitive. Columns: module, name,
         address (NA for an unresolved forwarder), ordinal (NA for PDB symbols), forwarder. Sorted
         by module load order, then address."""
-        c = dict(self._symbol_table().find(pattern))
+        c: dict[str, Any] = dict(self._symbol_table().find(pattern))
         mp, _, np_ = pattern.rpartition("!") if "!" in pattern else ("*", "", pattern)
         extra = [(mod, va, n) for mod, lst in self._mapped_sorted().items()
                  if fnmatch.fnmatchcase(mod, mp.lower()) for va, n in lst
@@ -161,7 +157,8 @@ class SymbolsMixin:
         text = module if name is None else f"{module}!{name}"
         return text if off == 0 else f"{text}+{off:#x}"
 
-    def _ln_or_none(self, va: int) -> str | None:
+    def ln_or_none(self, va: int) -> str | None:
+        """:meth:`ln`, or None when no loaded module holds ``va``."""
         try:
             return self.ln(va)
         except SymbolError:
@@ -182,12 +179,12 @@ class SymbolsMixin:
         (the slot's value now; NA if unreadable), note (why the ways disagree: a patched slot, an
         unreadable import name, a pointer outside the IAT). Sorted by load order, then slot.
         """
-        c = self._symbol_table().importers(self._d, name, aligned)
+        c = self._symbol_table().importers(self._h.native, name, aligned)
         return _schema.frame(c, IMPORTERS_SCHEMA, dump=self.path)
 
     # -- !lmi ------------------------------------------------------------------------------
     def _module_for(self, name_or_va: str | int) -> Module:
-        mods = self.modules
+        mods = self._kernel.modules
         if isinstance(name_or_va, int):
             m = mods.at(name_or_va)
             if m is None:
@@ -217,10 +214,10 @@ class SymbolsMixin:
         t = self._symbol_table()
         near = t.nearest(m.base)
         kd = near[0] if near is not None else getattr(m, "kd_name", m.name)
-        ptr = 4 if self._d.info()["machine"] == "x86" else 8
+        ptr = self._h.pointer_size
         hint = not_on_disk_reasons(m.name, m.path)
         try:
-            img = pe_image(self, m.base, m.size or None)  # type: ignore[arg-type]
+            img = self._images.image(m.base, m.size or None)
         except PeFormatError as e:
             return LoadedModuleInfo(
                 module=kd, base=m.base, size=m.size, image_name=m.name, path=m.path,
@@ -240,6 +237,4 @@ class SymbolsMixin:
 
 def debug_frame_empty(path: str) -> pd.DataFrame:
     """An empty debug-directory frame."""
-    from .pe import DEBUG_SCHEMA
-
     return _schema.frame({}, DEBUG_SCHEMA, dump=path)

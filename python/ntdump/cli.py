@@ -13,8 +13,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import forge
+from ._format import hexdump
+from .batch.cli import add_commands as add_batch_command
+from .dump import Dump
+from .dump import open as nt_open
 from .errors import NtdumpError
-from .kd import kd_addr
+from .kd import KdSession, interactive
+from .trend import add_command as add_trend_command
+from .triage import triage
 
 
 def _int(s: str) -> int:
@@ -25,10 +32,8 @@ def _int(s: str) -> int:
     return int(s, 16)
 
 
-def _open(args: argparse.Namespace):
-    from . import open as nt_open
-
-    kw = {}
+def _open(args: argparse.Namespace) -> Dump:
+    kw: dict[str, Any] = {}
     if getattr(args, "raw", False):
         kw["raw"] = True
     if getattr(args, "machine", None):
@@ -50,31 +55,11 @@ def cmd_pte(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hexdump(base: int, data: bytes, width: int, ptr_size: int = 8) -> list[str]:
-    out = []
-    for off in range(0, len(data), 16):
-        chunk = data[off : off + 16]
-        addr = kd_addr(base + off, ptr_size)
-        if width == 1:
-            cells = [f"{b:02x}" for b in chunk]
-            left, right = " ".join(cells[:8]), " ".join(cells[8:])
-            hexpart = f"{left}-{right}" if right else left
-            text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-            out.append(f"{addr}  {hexpart:<47}  {text}")
-        else:
-            vals = [
-                int.from_bytes(chunk[i : i + width], "little") for i in range(0, len(chunk), width)
-            ]
-            cells = [kd_addr(v, 4) if width == 4 else kd_addr(v) for v in vals]
-            out.append(f"{addr}  " + " ".join(cells))
-    return out
-
-
 def cmd_dump_memory(args: argparse.Namespace) -> int:
     width = {"db": 1, "dd": 4, "dq": 8}[args.command]
     with _open(args) as d:
         data = (d.read_phys if args.physical else d.read)(args.address, args.length, pad=True)
-        print("\n".join(_hexdump(args.address, data, width, d.info.pointer_size)))
+        print("\n".join(hexdump(args.address, data, width, d.info.pointer_size)))
     return 0
 
 
@@ -91,11 +76,6 @@ DEMO_CHAIN = (
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Forge the founding story's dump, walk the investigation in kd syntax, then triage it."""
-    from . import forge
-    from . import open as nt_open
-    from .kd import KdSession
-    from .triage import triage
-
     with tempfile.TemporaryDirectory(prefix="ntdump-demo-") as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "MEMORY.DMP"
         st = forge.founding_story(path)
@@ -135,8 +115,6 @@ def _kd_command(build: Callable[[argparse.Namespace], str],
     """A sub-command that runs a kd command line (text) or returns a table (--json/--csv)."""
 
     def run(args: argparse.Namespace) -> int:
-        from .kd import KdSession
-
         with _open(args) as d:
             if frame is not None and (getattr(args, "json", False) or getattr(args, "csv", False)):
                 _emit_frame(frame(d, args), args)
@@ -158,8 +136,6 @@ def cmd_vm(args: argparse.Namespace) -> int:
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    from .triage import triage
-
     with _open(args) as d:
         if getattr(args, "pdb", None):
             d.load_pdb(args.pdb)
@@ -174,8 +150,6 @@ def cmd_triage(args: argparse.Namespace) -> int:
 
 
 def cmd_kd(args: argparse.Namespace) -> int:
-    from .kd import KdSession, interactive
-
     with _open(args) as d:
         if args.command_line:
             print(KdSession(d).run(args.command_line))
@@ -262,9 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="forge the founding story's dump and triage it")
     sp.add_argument("--out", help="keep the forged dump at this path")
     sp.set_defaults(func=cmd_demo)
-    from .batch.cli import add_commands as add_batch_commands  # batch, trend
-
-    add_batch_commands(sub)
+    add_batch_command(sub)
+    add_trend_command(sub)
     return p
 
 

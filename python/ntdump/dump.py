@@ -3,176 +3,27 @@
 from __future__ import annotations
 
 import builtins
-import datetime as _dt
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from . import _native
-from ._search import SearchMixin
-from ._symbols import SymbolsMixin
-from .modules import KernelMixin
-from .pool import PoolMixin
-from .symbolmap import SymbolMapMixin
-from .vm import VmMixin
+import pandas as pd
+
+from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
+from ._native import Dump as NativeDump
+from ._search import Search, Width, Within
+from ._symbols import Symbols
+from .modules import Kernel, Module, ModuleList
+from .pe import LoadedModuleInfo, PeImages
+from .pool import Pool
+from .symbolmap import SymbolMap
+from .vm import Vm, VmSummary
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
-_FILETIME_EPOCH = _dt.datetime(1601, 1, 1, tzinfo=_dt.UTC)
 
+if TYPE_CHECKING:
+    from ._native import Kdbg
 
-def filetime_to_datetime(ft: int) -> _dt.datetime | None:
-    """Convert a Windows FILETIME (100 ns units since 1601-01-01 UTC) to an aware datetime."""
-    if not ft:
-        return None
-    try:
-        return _FILETIME_EPOCH + _dt.timedelta(microseconds=ft // 10)
-    except OverflowError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class DumpInfo:
-    """Header facts of a dump. Addresses are kernel VAs except ``dtb`` (a PA)."""
-
-    machine: str
-    """``"x86"``, ``"x64"`` or ``"arm64"``."""
-    pae: bool
-    build: int
-    """OS build number (the header's MinorVersion)."""
-    dump_type: int
-    """1 full, 2 summary, 3 header, 4 triage, 5/6 bitmap, 8/9/0xA range; 0 for raw images."""
-    layout: str
-    """``"full"``, ``"bitmap"``, ``"range"``, ``"triage"``, ``"raw"`` or ``"header"``."""
-    dtb: int
-    bugcheck_code: int
-    bugcheck_params: tuple[int, int, int, int]
-    processors: int
-    system_time: int
-    """FILETIME (100 ns since 1601-01-01 UTC); see :attr:`system_datetime`."""
-    system_up_time: int
-    ps_loaded_module_list: int
-    ps_active_process_head: int
-    kd_debugger_data_block: int
-    pfn_database: int
-    runs: list[tuple[int, int]]
-    """Physical memory present in the file: (base_page, page_count) runs, sorted."""
-    header_runs: list[tuple[int, int]] | None
-    """The header's own PhysicalMemoryBlock runs (full dumps), as declared."""
-    present_pages: int
-    missing_pages: int
-    """Pages the dump declares that the file is too short to hold (truncated file)."""
-    file_size: int
-    major_version: int = 0
-    product_type: int = 0
-    suite_mask: int = 0
-    attributes: int = 0
-    mini_dump_fields: int = 0
-    comment: str = ""
-    exception_code: int = 0
-    exception_address: int = 0
-    context: dict[str, int] = field(default_factory=dict)
-    """Registers of the crashing CPU from the header's CONTEXT (``rip``, ``rsp`` … or ``eip`` …)."""
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def system_datetime(self) -> _dt.datetime | None:
-        """:attr:`system_time` as an aware UTC datetime (None when absent)."""
-        return filetime_to_datetime(self.system_time)
-
-    @property
-    def truncated(self) -> bool:
-        """True when the file is shorter than the memory it declares."""
-        return self.missing_pages > 0
-
-    @property
-    def pointer_size(self) -> int:
-        """Bytes per pointer (4 on x86)."""
-        return 4 if self.machine == "x86" else 8
-
-    def __str__(self) -> str:
-        bc = ", ".join(f"{p:#x}" for p in self.bugcheck_params)
-        lines = [
-            f"Machine           : {self.machine}{' (PAE)' if self.pae else ''}",
-            f"Build             : {self.build}",
-            f"Dump type         : {self.dump_type} ({self.layout})",
-            f"DTB               : {self.dtb:#x}",
-            f"Bugcheck          : {self.bugcheck_code:#x} ({bc})",
-            f"Processors        : {self.processors}",
-            f"System time       : {self.system_datetime or '-'}",
-            f"PsLoadedModuleList: {self.ps_loaded_module_list:#x}",
-            f"KDBG              : {self.kd_debugger_data_block:#x}",
-            f"Physical memory   : {self.present_pages} pages in {len(self.runs)} runs"
-            + (f", {self.missing_pages} missing (truncated)" if self.missing_pages else ""),
-        ]
-        ip = self.context.get("rip", self.context.get("eip"))
-        if ip is not None:
-            lines.append(f"Context IP        : {ip:#x}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class WalkStep:
-    """One page-table entry read during a walk."""
-
-    level: str
-    """``"pml4e"``, ``"pdpte"``, ``"pde"`` or ``"pte"``."""
-    index: int
-    entry_pa: int
-    value: int
-    kind: str
-    """``"table"``, ``"page"``, ``"transition"``, or why it is not present."""
-
-
-@dataclass(frozen=True, slots=True)
-class PageWalk:
-    """The result of :meth:`Dump.walk`, like WinDbg's ``!pte``."""
-
-    va: int
-    steps: tuple[WalkStep, ...]
-    pa: int | None
-    page_size: int | None
-    """Bytes: 0x1000, 0x200000, 0x400000 or 0x40000000."""
-    error: Exception | None
-
-    def __iter__(self) -> Iterator[WalkStep]:
-        return iter(self.steps)
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    @property
-    def ok(self) -> bool:
-        """True when the address translates."""
-        return self.pa is not None
-
-    def __str__(self) -> str:
-        out = [f"VA {self.va:#x}"]
-        for s in self.steps:
-            out.append(
-                f"  {s.level.upper():<6} at {s.entry_pa:#014x}  contains {s.value:#018x}  "
-                f"[{s.index:#x}] {s.kind}"
-            )
-        if self.pa is not None:
-            out.append(f"  -> PA {self.pa:#x} ({self.page_size:#x}-byte page)")
-        else:
-            out.append(f"  -> {self.error}")
-        return "\n".join(out)
-
-    def to_frame(self) -> Any:
-        """The steps as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "level": [s.level for s in self.steps],
-                "index": pd.array([s.index for s in self.steps], dtype="uint64"),
-                "entry_pa": pd.array([s.entry_pa for s in self.steps], dtype="uint64"),
-                "value": pd.array([s.value for s in self.steps], dtype="uint64"),
-                "kind": [s.kind for s in self.steps],
-            }
-        )
 
 
 def _looks_like_dump(path: str) -> bool:
@@ -183,11 +34,18 @@ def _looks_like_dump(path: str) -> bool:
         return True  # let the native open raise the proper OSError
 
 
-class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, PoolMixin):
+class Dump:
     """An open Windows kernel crash dump.
 
     Use :func:`ntdump.open`. Also a context manager; closing releases the file map once no other
     reference remains.
+
+    The Dump owns the native handle and composes one feature object per concern, each taking the
+    handle (and the features it needs), never the Dump: :class:`~ntdump.pe.PeImages`,
+    :class:`~ntdump.modules.Kernel` (modules, KDBG), :class:`~ntdump.symbolmap.SymbolMap` (PDB and
+    mapped symbols), :class:`~ntdump._symbols.Symbols` (``symbol``, ``ln``, ``importers``,
+    ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`
+    and :class:`~ntdump.vm.Vm`. The methods below delegate to them.
     """
 
     def __init__(
@@ -200,26 +58,31 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
         dtb: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self._raw: _native.Dump | None = None
-        self._info: DumpInfo | None = None
-        # Results that are costly and never change for an open dump (module list, symbol table …),
-        # keyed by the name of the mixin that owns them.
-        self._cache: dict[str, Any] = {}
         if raw is None:
             raw = self.path.lower().endswith(RAW_SUFFIXES) and not _looks_like_dump(self.path)
-        self._raw = _native.Dump(self.path, raw=raw, machine=machine, pae=pae, dtb=dtb)
+        native = NativeDump(self.path, raw=raw, machine=machine, pae=pae, dtb=dtb)
+        h = self._h = Handle(self.path, native)
+        self._images = PeImages(h)
+        self._kernel = Kernel(h, self._images)
+        self._symbol_map = SymbolMap(h, self._kernel)
+        self._symbols = Symbols(h, self._kernel, self._symbol_map, self._images)
+        self._images.resolve = self._symbols.ln_or_none
+        self._search = Search(h, self._symbols)
+        self._pool = Pool(h)
+        self._vm = Vm(h, self._pool, self._symbol_map)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
-    def _d(self) -> _native.Dump:
-        if self._raw is None:
-            raise ValueError("I/O operation on a closed dump")
-        return self._raw
+    def _d(self) -> NativeDump:
+        return self._h.native
+
+    @property
+    def _cache(self) -> dict[str, Any]:
+        return self._h.cache
 
     def close(self) -> None:
         """Release the file map (further reads raise ValueError)."""
-        self._raw = None
-        self._cache.clear()
+        self._h.close()
 
     def __enter__(self) -> Dump:
         return self
@@ -228,7 +91,7 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
         self.close()
 
     def __repr__(self) -> str:
-        if self._raw is None:
+        if self._h.closed:
             return f"<ntdump.Dump {self.path!r} (closed)>"
         i = self.info
         return f"<ntdump.Dump {self.path!r} {i.machine} build {i.build} type {i.dump_type}>"
@@ -237,14 +100,7 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
     @property
     def info(self) -> DumpInfo:
         """Header fields (:class:`DumpInfo`)."""
-        if self._info is None:
-            raw = self._d.info()
-            keys = DumpInfo.__dataclass_fields__.keys()
-            kw = {k: raw[k] for k in keys if k in raw}
-            kw["bugcheck_params"] = tuple(raw["bugcheck_params"])
-            kw["warnings"] = tuple(raw["warnings"])
-            self._info = DumpInfo(**kw)
-        return self._info
+        return self._h.info
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -302,6 +158,129 @@ class Dump(KernelMixin, VmMixin, SymbolMapMixin, SymbolsMixin, SearchMixin, Pool
         return self._d.mode
 
 
+    # -- kernel and modules (ntdump.modules.Kernel) ------------------------------------------
+    @property
+    def modules(self) -> ModuleList:
+        """The loaded modules (:class:`~ntdump.modules.ModuleList`), from ``PsLoadedModuleList``
+        or, in triage dumps, the dump's own driver list."""
+        return self._kernel.modules
+
+    def module(self, name_or_va: str | int) -> Module:
+        """A module by name (``"nt"``, ``"amdppm.sys"``) or by an address (VA) inside it."""
+        return self._kernel.module(name_or_va)
+
+    def unloaded_modules(self) -> pd.DataFrame:
+        """Recently unloaded drivers (``lm`` 's "Unloaded modules" part): name, start, end, time."""
+        return self._kernel.unloaded_modules()
+
+    @property
+    def kernel_base(self) -> int | None:
+        """VA of the kernel image (KDBG.KernBase, or the first module's base)."""
+        return self._kernel.kernel_base
+
+    @property
+    def kdbg(self) -> Kdbg | None:
+        """The KDBG block: ``{"va", "size", "bytes"}``, or None when not found (see warnings)."""
+        return self._kernel.kdbg
+
+    @property
+    def kernel_warnings(self) -> list[str]:
+        """What was odd while walking kernel structures (loops, unreadable entries …)."""
+        return self._kernel.kernel_warnings
+
+    # -- loaded symbols (ntdump.symbolmap.SymbolMap) -----------------------------------------
+    @property
+    def symbol_map(self) -> dict[str, int]:
+        """Loaded symbols: ``"module!Name"`` (module in kd's lower-case form) -> VA."""
+        return self._symbol_map.symbol_map
+
+    def add_symbols(self, mapping: Mapping[str, int], *, module: str = "nt") -> int:
+        """Add ``{"nt!MmPoolFailures": va, ...}`` (names without ``!`` belong to ``module``).
+        Returns how many were added."""
+        return self._symbol_map.add_symbols(mapping, module=module)
+
+    def load_pdb(self, path: str | os.PathLike[str], *, module: str | None = None) -> int:
+        """Read the public symbols of the PDB at ``path`` and place them at ``module``'s base
+        (default: the module whose CodeView record names this PDB, or ``nt`` for a kernel PDB).
+        Returns the number of symbols added; raises :class:`~ntdump.SymbolError`."""
+        return self._symbol_map.load_pdb(path, module=module)
+
+    # -- symbols (ntdump._symbols.Symbols) ---------------------------------------------------
+    def symbol(self, name: str) -> int:
+        """The VA of ``module!name`` (``x nt!ExAllocatePool``); see
+        :meth:`ntdump._symbols.Symbols.symbol`. Raises :class:`~ntdump.SymbolError`."""
+        return self._symbols.symbol(name)
+
+    def symbols(self, pattern: str = "*") -> pd.DataFrame:
+        """Exports (and loaded PDB symbols) matching ``module_glob!name_glob`` (``x nt!ExAlloc*``):
+        module, name, address, ordinal, forwarder."""
+        return self._symbols.symbols(pattern)
+
+    def symbol_modules(self) -> pd.DataFrame:
+        """The modules as the symbol table sees them (exports/imports counts, errors)."""
+        return self._symbols.symbol_modules()
+
+    def ln(self, va: int) -> str:
+        """kd's ``ln``: the nearest symbol at or below VA ``va`` (``nt!ExAllocatePool+0x10``).
+        Raises :class:`~ntdump.SymbolError` when no loaded module holds ``va``."""
+        return self._symbols.ln(va)
+
+    def importers(self, name: str, *, aligned: bool = True) -> pd.DataFrame:
+        """Who imports ``module!name``, by import table and by pointer search: module, function,
+        iat_slot, how_found, value, note."""
+        return self._symbols.importers(name, aligned=aligned)
+
+    def lmi(self, name_or_va: str | int) -> LoadedModuleInfo:
+        """What ``!lmi`` prints for a module given by name or by an address (VA) inside it."""
+        return self._symbols.lmi(name_or_va)
+
+    # -- search and pointer display (ntdump._search.Search) ----------------------------------
+    def search(
+        self,
+        pattern: int | bytes | str | Sequence[int | bytes | str],
+        width: Width | None = None,
+        *,
+        within: Within = None,
+        physical: bool = False,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Search memory like kd's ``s``: DataFrame[address, module, offset]; see
+        :meth:`ntdump._search.Search.search` for the arguments."""
+        return self._search.search(pattern, width, within=within, physical=physical, limit=limit)
+
+    def kernel_ranges(self) -> list[tuple[int, int]]:
+        """Mapped kernel-half VA ranges as ``(start, end)`` (end exclusive), coalesced."""
+        return self._search.kernel_ranges()
+
+    def dps(self, va: int, count: int = 8) -> pd.DataFrame:
+        """kd's ``dps``: ``count`` pointer-sized values from VA ``va`` with their symbols."""
+        return self._search.dps(va, count)
+
+    def dds(self, va: int, count: int = 8) -> pd.DataFrame:
+        """kd's ``dds``: like :meth:`dps` with 4-byte values."""
+        return self._search.dds(va, count)
+
+    def dqs(self, va: int, count: int = 8) -> pd.DataFrame:
+        """kd's ``dqs``: like :meth:`dps` with 8-byte values."""
+        return self._search.dqs(va, count)
+
+    def dps_text(self, va: int, count: int = 8, *, size: int | None = None) -> str:
+        """The lines kd prints for ``dps va Lcount`` (``size=4``: ``dds``; ``size=8``: ``dqs``)."""
+        return self._search.dps_text(va, count, size=size)
+
+    # -- pool and !vm ------------------------------------------------------------------------
+    @property
+    def pool(self) -> Pool:
+        """The kernel pool (:class:`~ntdump.pool.Pool`): ``used()``, ``big()``, ``page(va)``,
+        ``scan()``, ``scan_summary()``, ``owners(tag)``."""
+        return self._pool
+
+    def vm(self) -> VmSummary:
+        """The ``!vm`` summary (:class:`~ntdump.vm.VmSummary`). Fields that need kernel symbols
+        beyond KDBG are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
+        return self._vm.vm()
+
+
 def open(
     path: str | os.PathLike[str],
     *,
@@ -315,3 +294,6 @@ def open(
     With ``raw=True`` (or a ``.raw/.mem/.bin`` file without a dump header) the file is a raw
     physical image; its ``dtb`` and ``machine`` are found when not given."""
     return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb)
+
+
+__all__ = ["Dump", "DumpInfo", "PageWalk", "WalkStep", "filetime_to_datetime", "open"]

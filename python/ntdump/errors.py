@@ -11,7 +11,9 @@ Every error raised for a bad dump is an :class:`NtdumpError`; I/O problems stay 
     │   ├── PageNotPresentError(level, pte)  a page-table entry is not present (paged out …)
     │   └── PageNotInDumpError(pa)           the physical page is not stored in the dump
     ├── PeFormatError                        a PE image in memory is malformed
+    ├── PoolTableError (also LookupError)    a pool table cannot be found or read
     ├── SymbolError (also LookupError)       a symbol cannot be resolved
+    ├── KdError (also ValueError)            a kd command or expression is not accepted
     └── UnsupportedError                     valid, but not implemented yet (ARM64 paging)
 """
 
@@ -85,6 +87,32 @@ class PeFormatError(NtdumpError):
     """A PE image in memory is malformed."""
 
 
+class PoolTableError(NtdumpError, LookupError):
+    """A pool table cannot be found or read (not in this dump, or its values are absurd).
+
+    Attributes:
+        table: ``"PoolTrackTable"``, ``"PoolBigPageTable"``, ``"pool page"`` or ``"memory"``.
+        va: the VA involved (variable or table), 0 when none.
+        reason: ``"unavailable"`` (the dump does not hold it) or ``"invalid"`` (bad values).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        table: str | None = None,
+        va: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.va = va
+        self.reason = reason
+
+
+class KdError(NtdumpError, ValueError):
+    """A command or expression kd would not accept."""
+
+
 class SymbolError(NtdumpError, LookupError):
     """A symbol cannot be resolved."""
 
@@ -95,10 +123,12 @@ class UnsupportedError(NtdumpError, NotImplementedError):
 
 __all__ = [
     "DumpFormatError",
+    "KdError",
     "NtdumpError",
     "PageNotInDumpError",
     "PageNotPresentError",
     "PeFormatError",
+    "PoolTableError",
     "SymbolError",
     "TranslationError",
     "UnsupportedError",

@@ -18,21 +18,12 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import NtdumpError
+from . import bugcheck
+from ._format import hexdump, kd_addr
+from .errors import KdError, NtdumpError
 
 if TYPE_CHECKING:
     from .dump import Dump
-
-
-class KdError(NtdumpError, ValueError):
-    """A command or expression kd would not accept."""
-
-
-def kd_addr(va: int, ptr_size: int = 8) -> str:
-    """An address as kd prints it: ``fffff804`7c600b20`` (64-bit) or ``8053a000`` (32-bit)."""
-    if ptr_size == 4:
-        return f"{va & 0xFFFFFFFF:08x}"
-    return f"{(va >> 32) & 0xFFFFFFFF:08x}`{va & 0xFFFFFFFF:08x}"
 
 
 _TOKEN = re.compile(
@@ -179,7 +170,7 @@ class KdSession:
         if mapped is not None:
             return mapped
         try:
-            return self.d.symbol(name)  # type: ignore[attr-defined]
+            return self.d.symbol(name)
         except Exception as e:
             raise KdError(f"Couldn't resolve error at '{name}'") from e
 
@@ -272,17 +263,17 @@ class KdSession:
             else:
                 tags = t
             i += 1
-        return self.d.pool.used_text(flags=flags, tags=tags, top=top)  # type: ignore[attr-defined]
+        return self.d.pool.used_text(flags=flags, tags=tags, top=top)
 
     def _pool(self, args: str) -> str:
-        return str(self.d.pool.page(self.eval(args.split()[0])))  # type: ignore[attr-defined]
+        return str(self.d.pool.page(self.eval(args.split()[0])))
 
     def _poolfind(self, args: str) -> str:
         toks = args.split()
         if not toks:
             raise KdError("Usage: !poolfind Tag [PoolType]")
         pool = {"0": "nonpaged", "1": "paged"}.get(toks[1] if len(toks) > 1 else "", "all")
-        df = self.d.pool.scan(tags=[toks[0]], pool=pool, progress=False)  # type: ignore[attr-defined]
+        df = self.d.pool.scan(tags=[toks[0]], pool=pool, progress=False)
         lines = [f"Scanning large pool allocation table for tag 0x{_tag_hex(toks[0])} ({toks[0]})",
                  ""]
         for _, r in df.iterrows():
@@ -299,16 +290,16 @@ class KdSession:
         target: Any = a
         if self.d.modules.get(a) is None:
             target = self.eval(a)
-        return str(self.d.lmi(target))  # type: ignore[attr-defined]
+        return str(self.d.lmi(target))
 
     def _x(self, args: str) -> str:
-        df = self.d.symbols(args.strip())  # type: ignore[attr-defined]
+        df = self.d.symbols(args.strip())
         return "\n".join(f"{kd_addr(int(r['address']), self.ptr)} {r['module']}!{r['name']}"
                          for _, r in df.iterrows())
 
     def _ln(self, args: str) -> str:
         va = self.eval(args)
-        return f"({kd_addr(va, self.ptr)})   {self.d.ln(va)}"  # type: ignore[attr-defined]
+        return f"({kd_addr(va, self.ptr)})   {self.d.ln(va)}"
 
     def _s(self, args: str) -> str:
         toks = shlex.split(args.replace("`", "\x00"))
@@ -316,7 +307,9 @@ class KdSession:
         width: int | str = 1
         if toks and toks[0].startswith("-"):
             flag = toks.pop(0)[1:].lower()
-            width = {"b": 1, "w": 2, "d": 4, "q": 8, "a": "ascii", "u": "unicode"}.get(flag, 0)
+            widths: dict[str, int | str] = {"b": 1, "w": 2, "d": 4, "q": 8, "a": "ascii",
+                                            "u": "unicode"}
+            width = widths.get(flag, 0)
             if not width:
                 raise KdError(f"Unknown search option -{flag}")
         unit = width if isinstance(width, int) else 1
@@ -331,7 +324,7 @@ class KdSession:
             pattern = self.eval(rest[0], self._env)
             if width == 1:
                 pattern = bytes([pattern & 0xFF])
-        df = self.d.search(pattern, width=width, within=(start, end))  # type: ignore[attr-defined]
+        df = self.d.search(pattern, width=width, within=(start, end))
         out = []
         for a in df["address"]:
             a = int(a)
@@ -363,24 +356,22 @@ class KdSession:
     def _dps(self, args: str, kind: str) -> str:
         va, n = self._count(args, 16 if kind == "dps" and self.ptr == 4 else 8)
         size = {"dps": None, "dds": 4, "dqs": 8}[kind]
-        return self.d.dps_text(va, n, size=size)  # type: ignore[attr-defined]
+        return self.d.dps_text(va, n, size=size)
 
     def _db(self, args: str, width: int) -> str:
-        from .cli import _hexdump
 
         va, n = self._count(args, 0x80 // width)
-        return "\n".join(_hexdump(va, self.d.read(va, n * width, pad=True), width, self.ptr))
+        return "\n".join(hexdump(va, self.d.read(va, n * width, pad=True), width, self.ptr))
 
     def _dh(self, args: str) -> str:
         a = args.split()[-1] if args.split() else ""
         m = self.d.modules.get(a) or self.d.module(self.eval(a))
-        return str(m.headers)  # type: ignore[attr-defined]
+        return str(m.headers)
 
     def _pte(self, args: str) -> str:
         return str(self.d.walk(self.eval(args)))
 
     def _bugcheck(self, args: str) -> str:
-        from . import bugcheck
 
         i = self.d.info
         ps = " ".join(kd_addr(p, self.ptr) for p in i.bugcheck_params)

@@ -10,19 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import _native, _schema
+from . import _schema
+from ._format import kd_addr
+from ._handle import Handle
+from ._native import PeImage, kernel_info
 from .errors import SymbolError
-
-try:  # The PE methods of Module (imports, exports, sections, headers, pdb) live in pe.py.
-    from .pe import ModulePeMixin
-except ImportError:  # pragma: no cover - only while pe.py is being written
-
-    class ModulePeMixin:  # type: ignore[no-redef]
-        """Placeholder base until ntdump.pe is present."""
-
-
-if TYPE_CHECKING:
-    from .dump import Dump
+from .pe import (
+    EXPORT_SCHEMA,
+    IMPORT_SCHEMA,
+    PdbInfo,
+    PeHeaders,
+    PeImages,
+    debug_frame,
+    headers_of,
+    pdb_from_codeview,
+    sections_frame,
+)
 
 KERNEL_NAMES = ("ntoskrnl.exe", "ntkrnlpa.exe", "ntkrnlmp.exe", "ntkrpamp.exe")
 """File names of the NT kernel: uniprocessor, PAE, multiprocessor, PAE multiprocessor."""
@@ -49,6 +52,10 @@ UNLOADED_SCHEMA = {
     "time": _schema.UINT64,
 }
 
+if TYPE_CHECKING:
+    from ._native import Kdbg, KernelInfo
+
+
 
 def kd_module_name(file_name: str, index: int | None = None) -> str:
     """The name kd gives a module: ``nt`` for the kernel, ``hal`` for hal.dll, else the base name
@@ -62,7 +69,7 @@ def kd_module_name(file_name: str, index: int | None = None) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class Module(ModulePeMixin):
+class Module:
     """A loaded kernel module (one ``PsLoadedModuleList`` entry). Addresses are VAs; sizes bytes."""
 
     name: str
@@ -82,7 +89,7 @@ class Module(ModulePeMixin):
     kd_name: str
     """kd's name: ``nt``, ``hal``, or the base name without extension."""
     index: int
-    _dump: Dump = field(repr=False)
+    _images: PeImages = field(repr=False)
 
     @property
     def end(self) -> int:
@@ -100,14 +107,77 @@ class Module(ModulePeMixin):
     def __str__(self) -> str:
         return f"{self.base:#x} {self.end:#x}   {self.kd_name:<20} {self.path}"
 
+    # -- the PE image (read once per dump; PeFormatError when headers are missing/malformed) ---
+    @property
+    def pe(self) -> PeImage:
+        """The parsed image (``ntdump.PeImage``)."""
+        return self._images.image(self.base, self.size or None)
+
+    @property
+    def headers(self) -> PeHeaders:
+        """The headers (``print(m.headers)`` looks like ``!dh``)."""
+        return headers_of(self.pe, self._images.path)
+
+    @property
+    def pdb(self) -> PdbInfo | None:
+        """The CodeView record (PDB name, GUID, age, symbol-store key), or None when absent or
+        not readable."""
+        return pdb_from_codeview(self.pe.codeview())
+
+    @property
+    def missing_pages(self) -> list[int]:
+        """RVAs of the image's pages that could not be read (zero-filled)."""
+        return list(self.pe.missing_pages)
+
+    @property
+    def pe_warnings(self) -> list[str]:
+        """What was odd or cut short while reading the image."""
+        return list(self.pe.warnings)
+
+    def sections(self) -> pd.DataFrame:
+        """The section table: name, va, rva, virtual_size, raw_size, raw_pointer, characteristics,
+        flags."""
+        return sections_frame(self.pe, self._images.path)
+
+    def exports(self) -> pd.DataFrame:
+        """Exports: name (NA for ordinal-only), ordinal, rva, address (NA for forwarders),
+        forwarder. Sorted by ordinal."""
+        e = self.pe.exports()
+        if e is None:
+            return _schema.frame({}, EXPORT_SCHEMA, dump=self._images.path)
+        c = e["columns"]
+        cols: dict[str, Any] = dict(c)
+        cols["address"] = [None if f is not None else self.base + r
+                           for r, f in zip(c["rva"], c["forwarder"], strict=True)]
+        return _schema.frame(cols, EXPORT_SCHEMA, dump=self._images.path)
+
+    def imports(self, *, resolve: bool = True) -> pd.DataFrame:
+        """One row per IAT slot: dll, name (NA when imported by ordinal or when the ILT is gone),
+        ordinal, hint, iat_slot (VA), iat_rva, value (what the slot holds now; NA if unreadable),
+        target (``Dump.ln`` of the value when ``resolve``), source ("descriptor" or, when the
+        import descriptors are unreadable, "iat directory")."""
+        c: dict[str, Any] = dict(self.pe.imports())
+        targets: list[str | None] = [None] * len(c["value"])
+        ln = self._images.resolve
+        if resolve and ln is not None:
+            targets = [ln(v) if v is not None else None for v in c["value"]]
+        c["target"] = targets
+        return _schema.frame(c, IMPORT_SCHEMA, dump=self._images.path)
+
+    def debug_directories(self) -> pd.DataFrame:
+        """The debug directory: kind, kind_name, size_of_data, address_of_raw_data (RVA),
+        pointer_to_raw_data, time_date_stamp, mapped (the data's pages are readable)."""
+        return debug_frame(self.pe, self._images.path)
+
+
 
 class ModuleList:
     """The loaded modules of a dump, in load order (the kernel first). ``!for_each_module`` is a
     loop
     over this list; ``d.search(x, within=d.modules)`` searches every module."""
 
-    def __init__(self, dump: Dump, modules: list[Module], *, source: str) -> None:
-        self._dump = dump
+    def __init__(self, h: Handle, modules: list[Module], *, source: str) -> None:
+        self._h = h
         self._modules = modules
         self._starts = sorted((m.base, i) for i, m in enumerate(modules))
         self.source = source
@@ -170,71 +240,67 @@ class ModuleList:
         """One row per module (``lm``), in load order."""
         cols: dict[str, Any] = {k: [getattr(m, k) for m in self._modules] for k in MODULE_SCHEMA}
         cols["end"] = [m.end for m in self._modules]
-        return _schema.frame(cols, MODULE_SCHEMA, dump=self._dump.path)
+        return _schema.frame(cols, MODULE_SCHEMA, dump=self._h.path)
 
     def __repr__(self) -> str:
         return f"<ModuleList {len(self)} modules from {self.source}>"
 
     def lm_text(self) -> str:
         """``lm`` as kd prints it: start, end, module name, path."""
-        from .cli import kd_addr
 
-        ptr = self._dump.info.pointer_size
+        ptr = self._h.pointer_size
         lines = ["start             end                 module name"]
         for m in self._modules:
             lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(m.end, ptr)}   {m.kd_name:<20} {m.path}")
         return "\n".join(lines)
 
 
-class KernelMixin:
-    """Methods of :class:`ntdump.Dump` about the kernel: modules, unloaded drivers, KDBG."""
+class Kernel:
+    """Feature object of :class:`ntdump.Dump` about the kernel: modules, unloaded drivers, KDBG.
 
-    _cache: dict[str, Any]
-    path: str
+    Takes the dump's handle and its :class:`~ntdump.pe.PeImages` (which every Module uses)."""
 
-    def _kernel(self) -> dict[str, Any]:
-        k = self._cache.get("kernel")
-        if k is None:
-            k = _native.kernel_info(self._d)  # type: ignore[attr-defined]
-            self._cache["kernel"] = k
-        return k
+    def __init__(self, h: Handle, images: PeImages) -> None:
+        self._h = h
+        self._images = images
+
+    def _kernel(self) -> KernelInfo:
+        return self._h.cached("kernel", lambda: kernel_info(self._h.native))
 
     @property
     def modules(self) -> ModuleList:
         """The loaded modules (:class:`ModuleList`), from ``PsLoadedModuleList`` or, in triage
-        dumps,
-        the dump's own driver list."""
-        ml = self._cache.get("modules")
-        if ml is None:
-            k = self._kernel()
-            c = k["modules"]
-            # One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
-            kd_names = c["kd_name"]
-            mods = [
-                Module(
-                    name=c["name"][i],
-                    path=c["path"][i],
-                    base=c["base"][i],
-                    size=c["size"][i],
-                    entry_point=c["entry_point"][i],
-                    timestamp=c["timestamp"][i],
-                    checksum=c["checksum"][i],
-                    flags=c["flags"][i],
-                    load_count=c["load_count"][i],
-                    ldr_entry=c["ldr_entry"][i],
-                    kd_name=kd_names[i],
-                    index=i,
-                    _dump=self,  # type: ignore[arg-type]
-                )
-                for i in range(len(c["name"]))
-            ]
-            ml = ModuleList(self, mods, source=k["module_source"])  # type: ignore[arg-type]
-            self._cache["modules"] = ml
-        return ml
+        dumps, the dump's own driver list."""
+        return self._h.cached("modules", self._module_list)
+
+    def _module_list(self) -> ModuleList:
+        k = self._kernel()
+        c = k["modules"]
+        # One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
+        names = c["kd_name"]
+        mods = [
+            Module(
+                name=c["name"][i],
+                path=c["path"][i],
+                base=c["base"][i],
+                size=c["size"][i],
+                entry_point=c["entry_point"][i],
+                timestamp=c["timestamp"][i],
+                checksum=c["checksum"][i],
+                flags=c["flags"][i],
+                load_count=c["load_count"][i],
+                ldr_entry=c["ldr_entry"][i],
+                kd_name=names[i],
+                index=i,
+                _images=self._images,
+            )
+            for i in range(len(c["name"]))
+        ]
+        return ModuleList(self._h, mods, source=k["module_source"])
 
     def unloaded_modules(self) -> pd.DataFrame:
         """Recently unloaded drivers (``lm`` 's "Unloaded modules" part): name, start, end, time."""
-        return _schema.frame(self._kernel()["unloaded"], UNLOADED_SCHEMA, dump=self.path)
+        return _schema.frame(self._kernel()["unloaded"], UNLOADED_SCHEMA, dump=self._h.path)
 
     @property
     def kernel_base(self) -> int | None:
@@ -242,7 +308,7 @@ class KernelMixin:
         return self._kernel()["kernel_base"]
 
     @property
-    def kdbg(self) -> dict[str, Any] | None:
+    def kdbg(self) -> Kdbg | None:
         """The KDBG block: ``{"va", "size", "bytes"}``, or None when not found (see warnings)."""
         return self._kernel()["kdbg"]
 

@@ -2,7 +2,7 @@
 ``.imports()`` / ``.pdb``, and ``Dump.lmi``'s :class:`LoadedModuleInfo`.
 
 The image is rebuilt from the dump's virtual memory page by page (pages that cannot be read are
-zeros and are listed in :attr:`ModulePeMixin.missing_pages`) and parsed once per dump; see
+zeros and are listed in :attr:`ntdump.modules.Module.missing_pages`) and parsed once per dump; see
 docs/symbols.md.
 Addresses are VAs, offsets from the image base are RVAs, sizes are bytes.
 """
@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from . import _native, _schema
+from . import _schema
+from ._format import kd_addr
+from ._handle import Handle
 
 if TYPE_CHECKING:
-    from .dump import Dump
+    from ._native import CodeViewDict
+from ._native import PeImage
+from ._native import pe_image as native_pe_image
+
+
+class HasHandle(Protocol):
+    """Anything holding a dump's :class:`~ntdump._handle.Handle` as ``_h`` (an ntdump.Dump)."""
+
+    _h: Handle
 
 MACHINES = {0x14C: "I386", 0x8664: "X64", 0xAA64: "ARM64", 0x1C4: "ARMNT", 0x200: "IA64"}
 """``IMAGE_FILE_HEADER.Machine`` values by name."""
@@ -265,7 +276,7 @@ class PdbInfo:
         return f"{self.name} {self.guid or f'{self.signature:08X}'} age {self.age} ({self.key})"
 
 
-def pdb_from_codeview(cv: dict[str, Any] | None) -> PdbInfo | None:
+def pdb_from_codeview(cv: CodeViewDict | None) -> PdbInfo | None:
     """A :class:`PdbInfo` from the native CodeView dict (None passes through)."""
     if cv is None:
         return None
@@ -273,16 +284,42 @@ def pdb_from_codeview(cv: dict[str, Any] | None) -> PdbInfo | None:
                    path=cv["path"], format=cv["format"], signature=cv["signature"])
 
 
-def pe_image(dump: Dump, base: int, size: int | None = None) -> Any:
-    """The parsed native image at ``base`` (cached per dump under ``"pe"``).
+class PeImages:
+    """Feature object: the PE images of a dump's modules, rebuilt from virtual memory and parsed
+    once per dump (kept in the handle's cache under ``"pe"``).
 
-    Raises PeFormatError."""
-    cache: dict[int, Any] = dump._cache.setdefault("pe", {})
-    img = cache.get(base)
-    if img is None:
-        img = _native.pe_image(dump._d, base, size)  # type: ignore[attr-defined]
-        cache[base] = img
-    return img
+    ``resolve`` names an address (``nt!ExAllocatePool+0x10``, None when unknown); the dump sets it
+    to its symbol lookup so that :meth:`ntdump.modules.Module.imports` can name IAT targets.
+    """
+
+    def __init__(self, h: Handle) -> None:
+        self._h = h
+        self.resolve: Callable[[int], str | None] | None = None
+
+    @property
+    def path(self) -> str:
+        """The dump's file name."""
+        return self._h.path
+
+    def image(self, base: int, size: int | None = None) -> PeImage:
+        """The parsed native image at VA ``base`` (``size`` bytes when known). Raises
+        :class:`~ntdump.PeFormatError`."""
+        cache: dict[int, PeImage] = self._h.cache.setdefault("pe", {})
+        img = cache.get(base)
+        if img is None:
+            img = native_pe_image(self._h.native, base, size)
+            cache[base] = img
+        return img
+
+
+def pe_image(owner: Handle | PeImages | HasHandle, base: int, size: int | None = None
+             ) -> PeImage:
+    """The parsed native image at ``base`` of a dump (``owner``: an :class:`ntdump.Dump`, its
+    handle or its :class:`PeImages`), cached per dump. Raises PeFormatError."""
+    if isinstance(owner, PeImages):
+        return owner.image(base, size)
+    h = owner if isinstance(owner, Handle) else owner._h
+    return PeImages(h).image(base, size)
 
 
 def sections_frame(img: Any, dump: str | None = None) -> pd.DataFrame:
@@ -301,82 +338,6 @@ def headers_of(img: Any, dump: str | None = None) -> PeHeaders:
     return PeHeaders(base=img.base, e_lfanew=h["e_lfanew"], file=h["file"], optional=h["optional"],
                      directories=tuple(DataDirectory(*d) for d in h["directories"]),
                      sections=sections_frame(img, dump), warnings=tuple(img.warnings))
-
-
-class ModulePeMixin:
-    """PE views of a loaded module (mixed into :class:`ntdump.modules.Module`).
-
-    Uses ``self._dump`` (the :class:`~ntdump.Dump`), ``self.base``, ``self.size`` and ``self.name``.
-    The image is read once per dump. Raises :class:`~ntdump.PeFormatError` when the headers are
-    missing or malformed.
-    """
-
-    _dump: Dump
-    base: int
-    size: int
-    name: str
-
-    @property
-    def pe(self) -> Any:
-        """The parsed image (``ntdump._native.PeImage``)."""
-        return pe_image(self._dump, self.base, self.size or None)
-
-    @property
-    def headers(self) -> PeHeaders:
-        """The headers (``print(m.headers)`` looks like ``!dh``)."""
-        return headers_of(self.pe, self._dump.path)
-
-    @property
-    def pdb(self) -> PdbInfo | None:
-        """The CodeView record (PDB name, GUID, age, symbol-store key), or None when absent or
-        not readable."""
-        return pdb_from_codeview(self.pe.codeview())
-
-    @property
-    def missing_pages(self) -> list[int]:
-        """RVAs of the image's pages that could not be read (zero-filled)."""
-        return list(self.pe.missing_pages)
-
-    @property
-    def pe_warnings(self) -> list[str]:
-        """What was odd or cut short while reading the image."""
-        return list(self.pe.warnings)
-
-    def sections(self) -> pd.DataFrame:
-        """The section table: name, va, rva, virtual_size, raw_size, raw_pointer, characteristics,
-        flags."""
-        return sections_frame(self.pe, self._dump.path)
-
-    def exports(self) -> pd.DataFrame:
-        """Exports: name (NA for ordinal-only), ordinal, rva, address (NA for forwarders),
-        forwarder. Sorted by ordinal."""
-        e = self.pe.exports()
-        if e is None:
-            return _schema.frame({}, EXPORT_SCHEMA, dump=self._dump.path)
-        c = e["columns"]
-        cols = dict(c)
-        cols["address"] = [None if f is not None else self.base + r
-                           for r, f in zip(c["rva"], c["forwarder"], strict=True)]
-        return _schema.frame(cols, EXPORT_SCHEMA, dump=self._dump.path)
-
-    def imports(self, *, resolve: bool = True) -> pd.DataFrame:
-        """One row per IAT slot: dll, name (NA when imported by ordinal or when the ILT is gone),
-        ordinal, hint, iat_slot (VA), iat_rva, value (what the slot holds now; NA if unreadable),
-        target (``Dump.ln`` of the value when ``resolve``), source ("descriptor" or, when the
-        import descriptors are unreadable, "iat directory")."""
-        c = dict(self.pe.imports())
-        targets: list[str | None] = [None] * len(c["value"])
-        if resolve:
-            ln = getattr(self._dump, "_ln_or_none", None)
-            if ln is not None:
-                targets = [ln(v) if v is not None else None for v in c["value"]]
-        c["target"] = targets
-        return _schema.frame(c, IMPORT_SCHEMA, dump=self._dump.path)
-
-    def debug_directories(self) -> pd.DataFrame:
-        """The debug directory: kind, kind_name, size_of_data, address_of_raw_data (RVA),
-        pointer_to_raw_data, time_date_stamp, mapped (the data's pages are readable)."""
-        return debug_frame(self.pe, self._dump.path)
 
 
 def debug_frame(img: Any, dump: str | None = None) -> pd.DataFrame:
@@ -458,7 +419,6 @@ class LoadedModuleInfo:
         return self.pdb.store_path if self.pdb else None
 
     def __str__(self) -> str:
-        from .cli import kd_addr
 
         stem = self.image_name.rsplit(".", 1)[0] if "." in self.image_name else self.image_name
         lines = [f"Loaded Module Info: [{self.module}] ",

@@ -8,44 +8,28 @@ how, per Windows family). Addresses are kernel VAs; sizes are bytes.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import _native, _schema
-from .errors import NtdumpError
+from . import _schema
+from ._handle import Handle
+from ._native import (
+    PoolScanner,
+    pool_big,
+    pool_owners,
+    pool_page,
+    pool_track_table_variable,
+    pool_used,
+)
+from .errors import NtdumpError, PoolTableError
 from .pooltags import TagTable
-
-if TYPE_CHECKING:
-    from .dump import Dump
-
-
-class PoolTableError(NtdumpError, LookupError):
-    """A pool table cannot be found or read (not in this dump, or its values are absurd).
-
-    Attributes:
-        table: ``"PoolTrackTable"``, ``"PoolBigPageTable"``, ``"pool page"`` or ``"memory"``.
-        va: the VA involved (variable or table), 0 when none.
-        reason: ``"unavailable"`` (the dump does not hold it) or ``"invalid"`` (bad values).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        table: str | None = None,
-        va: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.table = table
-        self.va = va
-        self.reason = reason
-
 
 USED_SCHEMA = {
     "tag": _schema.TAG,
@@ -142,7 +126,7 @@ def _want_bar(progress: bool | Callable[[int, int], Any] | None) -> bool:
     if progress is not None:
         return progress is True
     try:  # a notebook kernel
-        from IPython import get_ipython  # type: ignore[import-not-found]
+        from IPython import get_ipython
 
         if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
             return True
@@ -247,13 +231,15 @@ class PoolPage:
 class Pool:
     """The pool of one dump (``d.pool``). Tables are read once and cached with the dump."""
 
-    def __init__(self, dump: Dump, *, pooltag: str | os.PathLike[str] | None = None) -> None:
-        self._dump = dump
+    def __init__(self, h: Handle, *, pooltag: str | os.PathLike[str] | None = None) -> None:
+        # Owners (which module uses a tag) are computed in the core from the dump's own module
+        # list and symbol table, so the pool needs only the handle.
+        self._h = h
         self._tags = TagTable(pooltag)
 
     # -- helpers --------------------------------------------------------------------------------
     def _cached(self, key: str, make: Callable[[], Any]) -> Any:
-        c = self._dump._cache
+        c = self._h.cache
         k = f"pool.{key}"
         if k not in c:
             c[k] = make()
@@ -271,14 +257,14 @@ class Pool:
     def track_table_address(self) -> int:
         """VA of the ``nt!PoolTrackTable`` *variable* (read from KDBG +0x1B8). Raises
         :class:`PoolTableError` when the dump has no KDBG."""
-        return _native.pool_track_table_variable(self._dump._d)[0]  # type: ignore[attr-defined]
+        return pool_track_table_variable(self._h.native)[0]
 
     # -- !poolused ------------------------------------------------------------------------------
     def tables(self, **kw: Any) -> dict[str, Any]:
         """Where the tracker tables are and how they were read: variable, table, entries, layout,
         layout_source, layout_scores, per_cpu, per_cpu_array, extra, warnings."""
         key = repr(sorted(kw.items()))
-        raw = self._cached(f"used{key}", lambda: _native.pool_used(self._dump._d, **kw))  # type: ignore[attr-defined]
+        raw = self._cached(f"used{key}", lambda: pool_used(self._h.native, **kw))
         return {k: v for k, v in raw.items() if k != "columns"}
 
     def used(
@@ -339,13 +325,13 @@ class Pool:
         if extra:
             kw["extra"] = extra
         key = repr(sorted(kw.items()))
-        raw = self._cached(f"used{key}", lambda: _native.pool_used(self._dump._d, **kw))  # type: ignore[attr-defined]
+        raw = self._cached(f"used{key}", lambda: pool_used(self._h.native, **kw))
         c = raw["columns"]
         names = [tag_text(t) for t in c["tag"]]
         df = _schema.frame(
             {**{k: v for k, v in c.items() if k != "tag"}, "tag": names,
              "description": [self.describe(n) for n in names], "owners": [""] * len(names)},
-            USED_SCHEMA, dump=self._dump.path)
+            USED_SCHEMA, dump=self._h.path)
         pats = _tags_arg(tags)
         if pats:
             df = df[[_match(t, pats) for t in names]]
@@ -366,7 +352,7 @@ class Pool:
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
         df.attrs["sort"] = sort
         df.attrs["session"] = session
-        df.attrs["dump"] = self._dump.path
+        df.attrs["dump"] = self._h.path
         return df
 
     def used_text(self, sort: str = "nonpaged", tags: str | Iterable[str] | None = None,
@@ -404,13 +390,13 @@ class Pool:
         arg = None if table is None else (int(table[0]), int(table[1]),
                                           str(table[2]) if len(table) > 2 else "")
         raw = self._cached(f"big{arg!r}",
-                           lambda: _native.pool_big(self._dump._d, arg))  # type: ignore[attr-defined]
+                           lambda: pool_big(self._h.native, arg))
         c = raw["columns"]
         freed = np.asarray(c["freed"], dtype=bool)
         df = _schema.frame(
             {"va": c["va"], "tag": [tag_text(t) for t in c["tag"]], "bytes": c["bytes"],
              "pool_type": [pool_type_name(int(p)) for p in c["pool_type"]], "freed": freed},
-            BIG_SCHEMA, dump=self._dump.path)
+            BIG_SCHEMA, dump=self._h.path)
         df.attrs.update({k: v for k, v in raw.items() if k != "columns"})
         return df
 
@@ -419,7 +405,7 @@ class Pool:
         """The pool page holding ``va`` (``!pool``). On legacy pools (builds < 18362) the page's
         header chain is walked and validated; from 19H1 the walk is not possible and the result
         says so, with the nearest header at or below ``va`` and the big-pool entry holding it."""
-        r = _native.pool_page(self._dump._d, va)  # type: ignore[attr-defined]
+        r = pool_page(self._h.native, va)
         blocks = tuple(PoolBlock._from(t) for t in r["blocks"])
         nearest = PoolBlock._from(r["nearest"]) if r["nearest"] is not None else None
         big = None
@@ -430,7 +416,7 @@ class Pool:
         tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
         desc = {t: d for t in tags if (d := self.describe(t))}
         return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
-                        big, desc, self._dump.info.pointer_size)
+                        big, desc, self._h.info.pointer_size)
 
     # -- !poolfind ------------------------------------------------------------------------------
     def scan(
@@ -458,14 +444,14 @@ class Pool:
         """
         pats = _tags_arg(tags)
         native_tags = None if pats is None else [p.encode("latin-1") for p in pats]
-        sc = _native.PoolScanner(self._dump._d, tags=native_tags, pool=pool,  # type: ignore[attr-defined]
-                                 ranges=None if ranges is None else [tuple(r) for r in ranges])
+        sc = PoolScanner(self._h.native, tags=native_tags, pool=pool,
+                                 ranges=None if ranges is None else [(a, b) for a, b in ranges])
         total = sc.pages
         cb: Callable[[int, int], Any] | None = progress if callable(progress) else None
         bar = None
         if cb is None and _want_bar(progress if not callable(progress) else None):
             try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+                from tqdm.auto import tqdm
 
                 bar = tqdm(total=total * 4096, unit="B", unit_scale=True, delay=1.0,
                            desc="pool scan", leave=False)
@@ -494,7 +480,7 @@ class Pool:
         kinds = _categorical(key, lambda v: pool_type_name(v, allocated=v >= 0))
         df = _schema.frame({"address": cols["address"].astype(np.uint64), "tag": names,
                             "size": cols["size"].astype(np.uint64), "pool_type": kinds,
-                            "allocated": alloc}, SCAN_SCHEMA, dump=self._dump.path)
+                            "allocated": alloc}, SCAN_SCHEMA, dump=self._h.path)
         df.attrs["pages"] = total
         df.attrs["warnings"] = list(sc.warnings)
         return df
@@ -518,7 +504,7 @@ class Pool:
         g["description"] = [self.describe(t) for t in g["tag"]]
         g = g.sort_values(["nonpaged_bytes", "tag"], ascending=[False, True], kind="stable")
         df = _schema.frame({k: g[k].to_numpy() for k in SUMMARY_SCHEMA}, SUMMARY_SCHEMA,
-                           dump=self._dump.path)
+                           dump=self._h.path)
         df.attrs["pages"] = s.attrs["pages"]
         return df
 
@@ -526,7 +512,7 @@ class Pool:
     def _owners_native(self, tags: list[str]) -> list[tuple[list[str], list[str], list[float],
                                                            str]]:
         """(modules, evidence, scores, note) per tag, from the core (ntdump-core pool::owners)."""
-        return _native.pool_owners(self._dump._d, [_tag_bytes(t) for t in tags])
+        return pool_owners(self._h.native, [_tag_bytes(t) for t in tags])
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
         res: dict[str, list[str]] = {}
@@ -563,38 +549,27 @@ class Pool:
                 raise
             mods, evidence, scores, note = [], [], [], str(e)  # untagged: evidence is optional
         df = _schema.frame({"module": mods, "evidence": evidence, "score": scores}, OWNERS_SCHEMA,
-                           dump=self._dump.path)
+                           dump=self._h.path)
         df.attrs["tag"] = t
         if note:
             df.attrs["note"] = note
         return df
 
     def __repr__(self) -> str:
-        return f"<ntdump.Pool of {self._dump.path!r}>"
-
-
-class PoolMixin:
-    """Adds :attr:`pool` to :class:`ntdump.Dump`."""
-
-    _cache: dict[str, Any]
-
-    @property
-    def pool(self) -> Pool:
-        """The kernel pool (:class:`Pool`): ``used()``, ``big()``, ``page(va)``, ``scan()``,
-        ``scan_summary()``, ``owners(tag)``."""
-        p = self._cache.get("pool")
-        if p is None:
-            p = Pool(self)  # type: ignore[arg-type]
-            self._cache["pool"] = p
-        return p
+        return f"<ntdump.Pool of {self._h.path!r}>"
 
 
 __all__ = [
     "BIG_SCHEMA", "OWNERS_SCHEMA", "POOL_TYPE_NAMES", "SCAN_SCHEMA", "SUMMARY_SCHEMA",
-    "USED_SCHEMA", "Pool", "PoolBlock", "PoolMixin", "PoolPage", "PoolTableError",
+    "USED_SCHEMA", "Pool", "PoolBlock", "PoolPage", "PoolTableError",
     "pool_type_name", "tag_text",
 ]
 
-# Pool growth across dumps (ntdump.trend), also reachable as ntdump.pool.diff / ntdump.pool.trend.
-from .trend import diff as diff  # noqa: E402
-from .trend import trend as trend  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    """``ntdump.pool.trend`` and ``ntdump.pool.diff``: pool growth across dumps, which lives in
+    :mod:`ntdump.trend` (a floor above this one), loaded on first use."""
+    if name in ("trend", "diff"):
+        return getattr(importlib.import_module("ntdump.trend"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

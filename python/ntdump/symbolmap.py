@@ -4,9 +4,9 @@ Export tables (``d.symbol``) name what a module exports; kernel *variables* such
 ``nt!MmPoolFailures``
 are not exported and need the module's PDB, as a debugger gets it from a symbol server. ntdump reads
 PDB
-public symbols itself (:meth:`SymbolMapMixin.load_pdb`, offline, no symbol server) or takes a
+public symbols itself (:meth:`SymbolMap.load_pdb`, offline, no symbol server) or takes a
 mapping of
-names to addresses (:meth:`SymbolMapMixin.add_symbols`). Both fill one per-dump table that ``vm()``,
+names to addresses (:meth:`SymbolMap.add_symbols`). Both fill one per-dump table that ``vm()``,
 ``symbol()`` and ``ln()`` consult.
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
-from . import _native
+from ._handle import Handle
+from ._native import pdb_public_symbols
 from .errors import SymbolError
+from .modules import Kernel, kd_module_name
 
 
 def _norm(name: str, default_module: str = "nt") -> str:
@@ -27,15 +28,21 @@ def _norm(name: str, default_module: str = "nt") -> str:
     return f"{mod.lower()}!{sym}"
 
 
-class SymbolMapMixin:
-    """Methods of :class:`ntdump.Dump` that load symbols from PDBs or mappings."""
+class SymbolMap:
+    """Feature object of :class:`ntdump.Dump` that loads symbols from PDBs or mappings.
 
-    _cache: dict[str, Any]
+    Takes the dump's handle and its :class:`~ntdump.modules.Kernel` (to place a PDB at a module).
+    Loading symbols drops the cached ``!vm`` summary (it reads kernel variables by name)."""
+
+    def __init__(self, h: Handle, kernel: Kernel) -> None:
+        self._h = h
+        self._kernel = kernel
 
     @property
     def symbol_map(self) -> dict[str, int]:
         """Loaded symbols: ``"module!Name"`` (module in kd's lower-case form) -> VA."""
-        return self._cache.setdefault("symbol_map", {})
+        m: dict[str, int] = self._h.cache.setdefault("symbol_map", {})
+        return m
 
     def add_symbols(self, mapping: Mapping[str, int], *, module: str = "nt") -> int:
         """Add ``{"nt!MmPoolFailures": va, ...}`` (names without ``!`` belong to ``module``).
@@ -43,7 +50,7 @@ class SymbolMapMixin:
         sm = self.symbol_map
         for name, va in mapping.items():
             sm[_norm(name, module)] = int(va)
-        self._cache.pop("vm", None)
+        self._h.cache.pop("vm", None)
         return len(mapping)
 
     def load_pdb(self, path: str | os.PathLike[str], *, module: str | None = None) -> int:
@@ -55,8 +62,8 @@ class SymbolMapMixin:
         added.
         Raises :class:`SymbolError` when no loaded module matches.
         """
-        guid, age, syms = _native.pdb_public_symbols(os.fspath(path))  # type: ignore[attr-defined]
-        mods = self.modules  # type: ignore[attr-defined]
+        guid, age, syms = pdb_public_symbols(os.fspath(path))
+        mods = self._kernel.modules
         target = None
         if module is not None:
             target = mods.get(module)
@@ -78,17 +85,15 @@ class SymbolMapMixin:
                 target = mods.get("nt")
             if target is None:
                 raise SymbolError(f"{path}: no loaded module has PDB key {key}; pass module=")
-        from .modules import kd_module_name
-
         mod = kd_module_name(target.name, target.index).lower()
         sm = self.symbol_map
         for name, rva in syms:
             sm.setdefault(f"{mod}!{name}", target.base + rva)
             undecorated = name.lstrip("_@").split("@")[0] if not name.startswith("?") else name
             sm.setdefault(f"{mod}!{undecorated}", target.base + rva)
-        self._cache.pop("vm", None)
+        self._h.cache.pop("vm", None)
         return len(syms)
 
-    def _mapped_symbol(self, name: str) -> int | None:
+    def lookup(self, name: str) -> int | None:
         """A symbol from the loaded maps (``None`` when absent)."""
         return self.symbol_map.get(_norm(name))

@@ -13,18 +13,24 @@ Units: bytes; rates per hour. "Outstanding allocations" are allocations minus fr
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Callable, Mapping
-from pathlib import PurePath, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from . import batch
+from .batch.cli import engine_args
+from .batch.cli import run_kw as engine_run_kw
+from .dump import Dump
+from .dump import open as nt_open
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from .dump import Dump
 
 Source = Any
 """Batch results (``{"info": …, "poolused": …}``), dumps (:class:`ntdump.Dump`), or paths
@@ -81,8 +87,6 @@ def _from_dumps(dumps: list[Dump]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _tables(source: Source, **run_kw: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(info[dump, dump_sha256, system_time], poolused[dump, tag, counts…]) of a source."""
-    from .dump import Dump
-
     if isinstance(source, Mapping):
         if "info" not in source or "poolused" not in source:
             raise ValueError("batch results need the 'info' and 'poolused' analyses")
@@ -94,8 +98,6 @@ def _tables(source: Source, **run_kw: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     items = list(source)
     if items and all(isinstance(x, Dump) for x in items):
         return _from_dumps(items)
-    from . import batch
-
     run_kw.setdefault("engine", "serial")
     run_kw.setdefault("progress", False)
     res = batch.run(items, analyses=("info", "poolused"), **run_kw)
@@ -213,16 +215,12 @@ def _trend_types(df: pd.DataFrame) -> pd.DataFrame:
 
 # -- two dumps ------------------------------------------------------------------------------------
 def _used_and_time(x: Any) -> tuple[pd.DataFrame, int | None]:
-    from .dump import Dump
-
     if isinstance(x, pd.DataFrame):
         if "dump" in x.columns and x["dump"].nunique() > 1:
             raise ValueError("a poolused frame of several dumps: select one dump first")
         return x, None
     if isinstance(x, Dump):
         return _used_of(x), x.info.system_time or None
-    from .dump import open as nt_open
-
     with nt_open(os.fspath(x)) as d:
         return _used_of(d), d.info.system_time or None
 
@@ -314,3 +312,52 @@ def _is_series(x: Any) -> bool:
 __all__ = ["DIFF_COLUMNS", "SERIES_COLUMNS", "TREND_COLUMNS", "diff", "machine_of", "series",
            "trend", "trend_plot"]
 
+
+
+# -- the ``ntdump trend`` sub-command -------------------------------------------------------------
+def _trend_source(args: argparse.Namespace) -> Any:
+    """Saved batch results (a folder with info.parquet and poolused.parquet) or dumps."""
+    if len(args.inputs) == 1:
+        p = Path(args.inputs[0])
+        if (p / "info.parquet").is_file() and (p / "poolused.parquet").is_file():
+            return batch.read_parquet(p)
+    return batch.run(args.inputs, analyses=("info", "poolused"), sha256=True, **engine_run_kw(args))
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    """``ntdump trend``: pool growth per machine and tag; optionally a plot."""
+    src = _trend_source(args)
+    s = series(src)
+    t = trend(s)
+    top = t.head(args.top)
+    if args.json:
+        print(top.to_json(orient="records", date_format="iso"))
+    elif args.csv:
+        print(top.to_csv(index=False), end="")
+    else:
+        print(f"{'machine':<16} {'tag':<4} {'first MiB':>10} {'last MiB':>10} "
+              f"{'KiB/hour':>11} {'allocs/hour':>12} {'dumps':>5}  monotonic")
+        for _, r in top.iterrows():
+            print(f"{r['machine']!s:<16} {r['tag']!s:<4} {r['first_bytes'] / 2**20:>10.2f} "
+                  f"{r['last_bytes'] / 2**20:>10.2f} {r['bytes_per_hour'] / 1024:>+11,.1f} "
+                  f"{r['allocs_per_hour']:>+12,.1f} {r['dumps']:>5}  "
+                  f"{'yes' if r['monotonic'] else 'no'}")
+        if t.attrs.get("skipped"):
+            print(f"(machines with fewer than two dumps: {', '.join(t.attrs['skipped'])})")
+    if args.plot:
+        fig = trend_plot(s, top=args.top)
+        fig.savefig(args.plot, dpi=100)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def add_command(sub: Any) -> None:
+    """Register ``trend`` on the ``ntdump`` sub-command parser."""
+    sp = sub.add_parser("trend", help="pool growth per machine and tag across dumps")
+    engine_args(sp)
+    sp.add_argument("--top", type=int, default=10, help="rows (and plotted lines)")
+    sp.add_argument("--plot", metavar="PNG", help="write a plot of the top growing tags")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    sp.set_defaults(func=cmd_trend)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import bugcheck
 
 if TYPE_CHECKING:
-    from .dump import Dump
+    from .dump import Dump, DumpInfo
 
 SCHEMA_ID = "ntdump.triage/1"
 """Version of the report's JSON schema; bumped on any incompatible change."""
@@ -176,23 +176,9 @@ def _note(notes: list[str], what: str, e: BaseException) -> None:
     notes.append(f"could not determine {what} because {type(e).__name__}: {e}")
 
 
-def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
-    """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
-    importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
-    notes: list[str] = []
-    verdicts: list[Verdict] = []
-    info = d.info
-    dump = {
-        "path": d.path,
-        "machine": info.machine,
-        "pae": info.pae,
-        "build": info.build,
-        "dump_type": info.dump_type,
-        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
-        "processors": info.processors,
-    }
-
-    # 1. Bug check and the module that owns the faulting address.
+def _bugcheck_step(d: Dump, info: DumpInfo, notes: list[str],
+                   verdicts: list[Verdict]) -> dict[str, Any]:
+    """1. Bug check and the module that owns the faulting address."""
     code, params = info.bugcheck_code, list(info.bugcheck_params)
     addr, src = bugcheck.faulting_address(code, params)
     if addr is None:
@@ -216,7 +202,7 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 bc["module_base"] = m.base
                 bc["offset"] = addr - m.base
                 try:
-                    bc["symbol"] = d.ln(addr)  # type: ignore[attr-defined]
+                    bc["symbol"] = d.ln(addr)
                 except Exception:
                     bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
     except Exception as e:
@@ -231,19 +217,22 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 ],
             )
         )
+    return bc
 
-    # 2. Pool state from !vm.
+
+def _pool_step(d: Dump, notes: list[str]) -> dict[str, Any]:
+    """2. Pool state from !vm."""
     pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
     try:
         v = d.vm()
         for kind in ("nonpaged", "paged"):
-            u, m = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
-            ratio = (u.pages / m.pages) if u.pages is not None and m.pages else None
+            u, mx = v[f"{kind}_pool_usage"], v[f"{kind}_pool_max"]
+            ratio = (u.pages / mx.pages) if u.pages is not None and mx.pages else None
             pool[kind] = {
                 "usage_kb": u.kb,
-                "max_kb": m.kb,
+                "max_kb": mx.kb,
                 "ratio": ratio,
-                "source": f"{u.source}; {m.source}",
+                "source": f"{u.source}; {mx.source}",
             }
             if ratio is not None and ratio >= DEPLETION_RATIO:
                 pool["depleted"].append(kind)
@@ -255,19 +244,23 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
             )
     except Exception as e:
         _note(notes, "pool usage (!vm)", e)
+    return pool
 
-    # 3. Top tags from the tracker table.
+
+def _top_tags_step(d: Dump, pool: dict[str, Any], top: int,
+                   notes: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """3. Top tags from the tracker table: (entries, the column sorted by)."""
     used = None
     sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
     try:
-        used = d.pool.used(sort=sort)  # type: ignore[attr-defined]
+        used = d.pool.used(sort=sort)
     except Exception as e:
         _note(notes, "pool usage by tag (!poolused)", e)
     suspect_tags: list[dict[str, Any]] = []
     if used is not None and len(used):
         for _, r in used.head(top).iterrows():
             tag = str(r["tag"])
-            entry = {
+            entry: dict[str, Any] = {
                 "tag": tag,
                 "nonpaged_bytes": int(r["nonpaged_bytes"]),
                 "paged_bytes": int(r["paged_bytes"]),
@@ -279,10 +272,15 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 "owners": [],
             }
             suspect_tags.append(entry)
-    # 4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways).
+    return suspect_tags, sort
+
+
+def _owners_step(d: Dump, suspect_tags: list[dict[str, Any]], notes: list[str]) -> None:
+    """4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways), filled in
+    each entry's ``owners``."""
     for entry in suspect_tags[: max(1, min(3, len(suspect_tags)))]:
         try:
-            owners = d.pool.owners(entry["tag"])  # type: ignore[attr-defined]
+            owners = d.pool.owners(entry["tag"])
             entry["owners"] = [
                 {
                     "module": str(o["module"]),
@@ -294,8 +292,11 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         except Exception as e:
             _note(notes, f"the owners of pool tag {entry['tag']!r}", e)
 
-    # 5. Suspicious drivers: owners of the top tag with GUID names / paths outside SystemRoot,
-    #    plus any loaded module with those traits.
+
+def _suspect_drivers_step(d: Dump, pool: dict[str, Any], suspect_tags: list[dict[str, Any]],
+                          notes: list[str]) -> list[dict[str, Any]]:
+    """5. Suspicious drivers: owners of the top tag with GUID names / paths outside SystemRoot,
+    plus any loaded module with those traits."""
     suspect_drivers: list[dict[str, Any]] = []
     try:
         leaking = bool(pool["depleted"] or pool["failures"])
@@ -315,8 +316,14 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
                 )
     except Exception as e:
         _note(notes, "suspicious drivers", e)
+    return suspect_drivers
 
-    # Verdict on the pool.
+
+def _pool_verdict(pool: dict[str, Any], suspect_tags: list[dict[str, Any]],
+                  suspect_drivers: list[dict[str, Any]], sort: str,
+                  verdicts: list[Verdict]) -> None:
+    """The verdict on the pool (``pool["verdict"]``, and a :class:`Verdict` when it says
+    something)."""
     if pool["depleted"] or pool["failures"]:
         kinds = " and ".join(pool["depleted"]) or "pool"
         ev = []
@@ -369,6 +376,30 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         )
     else:
         pool["verdict"] = "pool state unknown (see notes)"
+
+
+def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
+    """Run the whole chain on an open dump: bug check → ``!vm`` → ``!poolused`` → tag owners →
+    importers of ``ExAllocatePool`` → suspicious drivers. Never raises for a readable dump."""
+    notes: list[str] = []
+    verdicts: list[Verdict] = []
+    info = d.info
+    dump = {
+        "path": d.path,
+        "machine": info.machine,
+        "pae": info.pae,
+        "build": info.build,
+        "dump_type": info.dump_type,
+        "system_time": info.system_datetime.isoformat() if info.system_datetime else None,
+        "processors": info.processors,
+    }
+
+    bc = _bugcheck_step(d, info, notes, verdicts)
+    pool = _pool_step(d, notes)
+    suspect_tags, sort = _top_tags_step(d, pool, top, notes)
+    _owners_step(d, suspect_tags, notes)
+    suspect_drivers = _suspect_drivers_step(d, pool, suspect_tags, notes)
+    _pool_verdict(pool, suspect_tags, suspect_drivers, sort, verdicts)
     if info.dump_type == 4:
         notes.insert(
             0,

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _native
+from ._handle import Handle
+from ._native import vm_summary
+from .pool import Pool
+from .symbolmap import SymbolMap
 
 PAGE_KB = 4
 """KB per page (4 KiB pages on every architecture ntdump reads)."""
@@ -123,10 +126,15 @@ class VmSummary:
         return f"<VmSummary {len(self.fields)} fields, warnings={self.warnings}>"
 
 
-class VmMixin:
-    """``Dump.vm()``."""
+class Vm:
+    """Feature object behind ``Dump.vm()``: takes the dump's handle, its
+    :class:`~ntdump.pool.Pool` (tracker sums) and its :class:`~ntdump.symbolmap.SymbolMap`
+    (kernel variables named by loaded symbols)."""
 
-    _cache: dict[str, Any]
+    def __init__(self, h: Handle, pool: Pool, symbol_map: SymbolMap) -> None:
+        self._h = h
+        self._pool = pool
+        self._map = symbol_map
 
     def _vm_from_tracker(self, f: VmField, memo: list[Any]) -> VmField:
         """Fill pool usage the kernel variables do not give (PagedPool always, NonPagedPool on
@@ -135,7 +143,7 @@ class VmMixin:
             return f
         try:
             if not memo:
-                memo.append(self.pool.used(owners=0))  # type: ignore[attr-defined]
+                memo.append(self._pool.used(owners=0))
             used = memo[0]
         except Exception as e:
             return VmField(f.key, f.label, None, f"{f.source}; PoolTrackTable: {e}", f.is_count)
@@ -149,17 +157,17 @@ class VmMixin:
     def vm(self) -> VmSummary:
         """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation
         failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
-        v = self._cache.get("vm")
+        v: VmSummary | None = self._h.cache.get("vm")
         if v is None:
             syms = {
                 k.split("!", 1)[1]: va
-                for k, va in self._cache.get("symbol_map", {}).items()
+                for k, va in self._map.symbol_map.items()
                 if k.startswith("nt!")
             }
-            rows = _native.vm_summary(self._d, syms)  # type: ignore[attr-defined]
+            rows = vm_summary(self._h.native, syms)
             fields = [VmField(*r) for r in rows]
             used: list[Any] = []  # the tracker sums, read at most once per call
             fields = [self._vm_from_tracker(f, used) for f in fields]
             v = VmSummary(fields)
-            self._cache["vm"] = v
+            self._h.cache["vm"] = v
         return v

@@ -13,16 +13,17 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import _schema
+from ..dump import Dump, filetime_to_datetime
+from ..modules import MODULE_SCHEMA
+from ..pool import USED_SCHEMA
+from ..triage import triage
 from ._inputs import DEFAULT_MAX_MEMBER_BYTES, MemberTooLarge, Unit, materialise
-
-if TYPE_CHECKING:
-    from ..dump import Dump
 
 Analysis = str | Callable[["Dump"], pd.DataFrame]
 
@@ -118,8 +119,6 @@ KEY_COLUMNS = {"dump": _schema.LABEL, "dump_sha256": _schema.LABEL}
 
 
 def _filetime_ts(ft: int) -> pd.Timestamp | None:
-    from ..dump import filetime_to_datetime
-
     dt = filetime_to_datetime(ft)
     if dt is None:
         return None
@@ -171,8 +170,6 @@ def modules_frame(d: Dump, name: str) -> pd.DataFrame:
 
 def triage_frame(d: Dump, name: str) -> pd.DataFrame:
     """``triage``: :func:`ntdump.triage` as one row (:data:`TRIAGE_SCHEMA`)."""
-    from ..triage import triage
-
     r = triage(d)
     r.dump["path"] = name  # the logical name, not where a compressed dump was expanded
     top = r.suspect_tags[0] if r.suspect_tags else None
@@ -205,9 +202,6 @@ ANALYSES: dict[str, Callable[[Dump, str], pd.DataFrame]] = {
 
 
 def _schemas() -> dict[str, Mapping[str, str]]:
-    from ..modules import MODULE_SCHEMA
-    from ..pool import USED_SCHEMA
-
     return {"info": INFO_SCHEMA, "vm": VM_SCHEMA, "poolused": USED_SCHEMA,
             "modules": MODULE_SCHEMA, "triage": TRIAGE_SCHEMA}
 
@@ -298,8 +292,6 @@ def process(index: int, unit: Unit, spec: Spec) -> UnitResult:
                            "error_type": unit.error[0] if unit.error else "Error",
                            "message": unit.error[1] if unit.error else ""})
         return res
-    from ..dump import Dump
-
     sha: str | None = None
     size: int | None = None
     stage = "extract" if unit.kind != "file" else "open"

@@ -28,7 +28,7 @@ ProgressArg = bool | Callable[[int, int], Any] | None
 def cores() -> int:
     """CPUs this process may use."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined]
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
 
@@ -38,7 +38,7 @@ def _in_notebook() -> bool:
     if ip is None:
         return False
     try:
-        shell = ip.get_ipython()  # type: ignore[attr-defined]
+        shell = ip.get_ipython()
         return shell is not None and "IPKernelApp" in shell.config
     except Exception:  # an unusual IPython
         return False
@@ -50,10 +50,10 @@ def _bar(total: int, desc: str) -> Any:
     try:
         if _in_notebook():
             try:
-                import ipywidgets  # type: ignore[import-not-found,import-untyped]  # noqa: F401
-                from tqdm.notebook import tqdm  # type: ignore[import-untyped]
+                import ipywidgets  # noqa: F401
+                from tqdm.notebook import tqdm
             except ImportError:
-                from tqdm.std import tqdm  # type: ignore[import-untyped]
+                from tqdm.std import tqdm
         else:
             from tqdm.std import tqdm
     except ImportError:

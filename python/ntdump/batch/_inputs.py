@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 #: Default largest decompressed member (bytes) written to the temp dir: 64 GiB.
 DEFAULT_MAX_MEMBER_BYTES = 64 << 30
@@ -86,7 +86,7 @@ def _units_of_file(path: Path) -> list[Unit]:
         return [Unit(p, p, None, "gzip")]
     if magic.startswith(_7Z_MAGIC):
         try:
-            import py7zr  # type: ignore[import-untyped,import-not-found]
+            import py7zr
         except ImportError:
             return [Unit(p, p, kind="error", error=(
                 "ImportError", "a .7z archive needs py7zr: pip install 'ntdump[7z]'"))]
@@ -193,9 +193,9 @@ def materialise(unit: Unit, tmpdir: str | None, max_member_bytes: int,
                 size = _copy_limited(src, dst, max_member_bytes, h)
         elif unit.kind == "gzip":
             with gzip.open(unit.path, "rb") as src, open(target, "wb") as dst:
-                size = _copy_limited(src, dst, max_member_bytes, h)  # type: ignore[arg-type]
+                size = _copy_limited(cast(IO[bytes], src), dst, max_member_bytes, h)
         elif unit.kind == "7z":
-            import py7zr  # type: ignore[import-untyped,import-not-found]
+            import py7zr
 
             with py7zr.SevenZipFile(unit.path, "r") as z:
                 z.extract(path=work, targets=[unit.member])

@@ -1,14 +1,17 @@
-"""The ``ntdump batch`` and ``ntdump trend`` sub-commands (registered by ``ntdump.cli``)."""
+"""The ``ntdump batch`` sub-command (registered by ``ntdump.cli``; ``ntdump trend`` is in
+:mod:`ntdump.trend`, which uses the engine arguments defined here)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
+from . import run, to_parquet
 
-def _engine_args(sp: argparse.ArgumentParser) -> None:
+
+def engine_args(sp: argparse.ArgumentParser) -> None:
+    """The input and engine arguments ``batch`` and ``trend`` share."""
     sp.add_argument("inputs", nargs="+", metavar="INPUT",
                     help="dump files, folders (recursive), .zip/.gz/.7z archives")
     sp.add_argument("--engine", choices=["local", "dask", "serial"], default="local",
@@ -20,7 +23,8 @@ def _engine_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_kw(args: argparse.Namespace) -> dict[str, Any]:
+def run_kw(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`ntdump.batch.run` from parsed engine arguments."""
     engine = "dask" if args.scheduler else args.engine
     return {"engine": engine, "workers": args.workers, "scheduler": args.scheduler,
             "tmpdir": args.tmpdir, "progress": False if args.no_progress else None}
@@ -28,11 +32,9 @@ def _run_kw(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     """``ntdump batch``: run the analyses over an archive, write Parquet, print a summary."""
-    from . import run, to_parquet
-
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     res = run(args.inputs, analyses=analyses, sha256=not args.no_sha256,
-              max_member_bytes=args.max_member_bytes, **_run_kw(args))
+              max_member_bytes=args.max_member_bytes, **run_kw(args))
     paths = to_parquet(res, args.out)
     st = res["status"]
     counts = st["status"].astype(str).value_counts().sort_index()
@@ -50,52 +52,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trend_source(args: argparse.Namespace) -> Any:
-    """Saved batch results (a folder with info.parquet and poolused.parquet) or dumps."""
-    if len(args.inputs) == 1:
-        p = Path(args.inputs[0])
-        if (p / "info.parquet").is_file() and (p / "poolused.parquet").is_file():
-            from . import read_parquet
-
-            return read_parquet(p)
-    from . import run
-
-    return run(args.inputs, analyses=("info", "poolused"), sha256=True, **_run_kw(args))
-
-
-def cmd_trend(args: argparse.Namespace) -> int:
-    """``ntdump trend``: pool growth per machine and tag; optionally a plot."""
-    from ..trend import series, trend, trend_plot
-
-    src = _trend_source(args)
-    s = series(src)
-    t = trend(s)
-    top = t.head(args.top)
-    if args.json:
-        print(top.to_json(orient="records", date_format="iso"))
-    elif args.csv:
-        print(top.to_csv(index=False), end="")
-    else:
-        print(f"{'machine':<16} {'tag':<4} {'first MiB':>10} {'last MiB':>10} "
-              f"{'KiB/hour':>11} {'allocs/hour':>12} {'dumps':>5}  monotonic")
-        for _, r in top.iterrows():
-            print(f"{r['machine']!s:<16} {r['tag']!s:<4} {r['first_bytes'] / 2**20:>10.2f} "
-                  f"{r['last_bytes'] / 2**20:>10.2f} {r['bytes_per_hour'] / 1024:>+11,.1f} "
-                  f"{r['allocs_per_hour']:>+12,.1f} {r['dumps']:>5}  "
-                  f"{'yes' if r['monotonic'] else 'no'}")
-        if t.attrs.get("skipped"):
-            print(f"(machines with fewer than two dumps: {', '.join(t.attrs['skipped'])})")
-    if args.plot:
-        fig = trend_plot(s, top=args.top)
-        fig.savefig(args.plot, dpi=100)
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
-
-
 def add_commands(sub: Any) -> None:
-    """Register ``batch`` and ``trend`` on the ``ntdump`` sub-command parser."""
+    """Register ``batch`` on the ``ntdump`` sub-command parser."""
     sp = sub.add_parser("batch", help="analyse an archive of dumps; Parquet out")
-    _engine_args(sp)
+    engine_args(sp)
     sp.add_argument("--out", required=True, help="folder for <analysis>.parquet files")
     sp.add_argument("--analyses", default="info,vm,poolused,modules,triage",
                     help="comma-separated: info, vm, poolused, modules, triage")
@@ -104,11 +64,3 @@ def add_commands(sub: Any) -> None:
     sp.add_argument("--no-sha256", action="store_true", help="do not hash the dumps")
     sp.add_argument("--show-errors", type=int, default=20, help="error lines to print")
     sp.set_defaults(func=cmd_batch)
-    sp = sub.add_parser("trend", help="pool growth per machine and tag across dumps")
-    _engine_args(sp)
-    sp.add_argument("--top", type=int, default=10, help="rows (and plotted lines)")
-    sp.add_argument("--plot", metavar="PNG", help="write a plot of the top growing tags")
-    g = sp.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
-    sp.set_defaults(func=cmd_trend)

@@ -24,6 +24,7 @@ import dataclasses
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .header import Header
 from .image import BindResult, MappedImage, bind_imports, map_image
@@ -226,7 +227,7 @@ class KernelLayout:
                 return m
         raise KeyError(name)
 
-    def header(self, **overrides: object) -> Header:
+    def header(self, **overrides: Any) -> Header:
         """A dump :class:`~.header.Header` consistent with this layout (machine, PAE, build,
         DTB, PsLoadedModuleList, PsActiveProcessHead, KdDebuggerDataBlock, Rip at
         KeBugCheckEx (else the kernel entry), Rsp in a mapped stack); ``overrides`` win."""
@@ -236,7 +237,7 @@ class KernelLayout:
                      ps_active_process_head=self.ps_active_process_head,
                      kd_debugger_data_block=self.kdbg, context_rip=rip,
                      context_rsp=self.stack_top - 0x100)
-        return dataclasses.replace(hdr, **overrides)  # type: ignore[arg-type]
+        return dataclasses.replace(hdr, **overrides)
 
 
 def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x64",

@@ -29,9 +29,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .memory import PAGE_SIZE, PhysicalMemory
 from .paging import PageTables
+from .scenario import Scenario
+from .writers import write_bitmap, write_full
 
 __all__ = ["BIG_LAYOUTS", "STORY_TAGS", "TRACKER_LAYOUTS", "BigAlloc", "PoolBlockSpec",
            "add_to_scenario",
@@ -510,27 +513,23 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
                       list(tags), placed, blocks, pages, (start, reg.cursor), expected)
 
 
-def add_to_scenario(sc: object, *, tags: Sequence[PoolTag] = STORY_TAGS,
-                    **kw: object) -> PoolLayout:
+def add_to_scenario(sc: Scenario, *, tags: Sequence[PoolTag] = STORY_TAGS,
+                    **kw: Any) -> PoolLayout:
     """Add pool structures to a written :class:`~.scenario.Scenario` (e.g. ``win10_x64``: the
     founding story's dump) and write its file again in the same format ("full", "bitmap" or
     "kernel"); ``kw`` go to :func:`build_pool`. Returns the pool's ground truth."""
-    from .writers import write_bitmap, write_full
-
-    s = sc  # a Scenario; typed loosely to keep this module free of a scenario import cycle
-    hdr = s.header  # type: ignore[attr-defined]
-    lay = s.layout  # type: ignore[attr-defined]
-    pl = build_pool(s.pt, s.mem, machine=lay.machine, build=lay.build,  # type: ignore[attr-defined]
-                    kdbg_va=lay.kdbg, processors=hdr.processors, tags=tags,
-                    **kw)  # type: ignore[arg-type]
-    fmt = s.fmt  # type: ignore[attr-defined]
+    s = sc
+    hdr = s.header
+    lay = s.layout
+    pl = build_pool(s.pt, s.mem, machine=lay.machine, build=lay.build,
+                    kdbg_va=lay.kdbg, processors=hdr.processors, tags=tags, **kw)
+    fmt = s.fmt
     if fmt == "full":
-        write_full(s.path, s.mem, hdr)  # type: ignore[attr-defined]
+        write_full(s.path, s.mem, hdr)
     elif fmt == "bitmap":
-        write_bitmap(s.path, s.mem, hdr, "full")  # type: ignore[attr-defined]
+        write_bitmap(s.path, s.mem, hdr, "full")
     elif fmt == "kernel":
-        write_bitmap(s.path, s.mem, hdr, "kernel",  # type: ignore[attr-defined]
-                     pages=sorted(s.mem.pages))  # type: ignore[attr-defined]
+        write_bitmap(s.path, s.mem, hdr, "kernel", pages=sorted(s.mem.pages))
     else:
         raise ValueError(f"add_to_scenario writes full, bitmap or kernel dumps, not {fmt!r}")
     return pl

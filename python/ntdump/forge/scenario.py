@@ -17,6 +17,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .header import DEFAULT_SYSTEM_TIME, Header
 from .image import parse_pe
@@ -239,11 +240,11 @@ def win10_x64(path: str | Path, *, fmt: str = "full", modules: Sequence[DriverSp
                       "comment": b"ntdump.forge win10_x64"}, kernel_options)
 
 
-def win7_x64(path: str | Path, **kw: object) -> Scenario:
+def win7_x64(path: str | Path, **kw: Any) -> Scenario:
     """Windows 7 SP1 x64 (build 7601, Windows 7 structure layouts); otherwise as
     :func:`win10_x64`."""
     kw.setdefault("build", 7601)
-    return win10_x64(path, family="win7", **kw)  # type: ignore[arg-type]
+    return win10_x64(path, family="win7", **kw)
 
 
 def server2003_x86_pae(path: str | Path, *, fmt: str = "full",
