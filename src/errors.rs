@@ -70,5 +70,34 @@ impl From<PyPoolError> for PyErr {
     }
 }
 
+/// A core error type that becomes a Python exception here.
+pub trait ToPyErr {
+    /// The Python exception.
+    fn to_py(self) -> PyErr;
+}
+
+impl ToPyErr for Error {
+    fn to_py(self) -> PyErr {
+        PyCoreError(self).into()
+    }
+}
+
+impl ToPyErr for PoolError {
+    fn to_py(self) -> PyErr {
+        PyPoolError(self).into()
+    }
+}
+
+/// Run core work with the GIL released and map its error: the one way the bindings call into the core
+/// for anything that touches more than a page.
+pub fn run<T, E, F>(py: pyo3::Python<'_>, f: F) -> pyo3::PyResult<T>
+where
+    F: FnOnce() -> Result<T, E> + Send,
+    T: Send,
+    E: ToPyErr + Send,
+{
+    py.detach(f).map_err(ToPyErr::to_py)
+}
+
 /// Result alias for binding code.
 pub type CoreResult<T> = Result<T, PyCoreError>;

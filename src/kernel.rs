@@ -8,7 +8,7 @@ use pyo3::types::PyDict;
 
 use crate::columns::columns;
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::run;
 
 /// The dump's kernel view, loaded once (GIL released) and shared.
 pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
@@ -16,10 +16,7 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
         return Ok(k.clone());
     }
     let inner = d.inner.clone();
-    let k = Arc::new(
-        py.detach(move || Kernel::load(&inner))
-            .map_err(PyCoreError)?,
-    );
+    let k = Arc::new(run(py, move || Kernel::load(&inner))?);
     Ok(d.kernel.get_or_init(|| k).clone())
 }
 
@@ -95,9 +92,7 @@ fn pdb_public_symbols(
     py: Python<'_>,
     path: std::path::PathBuf,
 ) -> PyResult<(String, u32, Vec<(String, u32)>)> {
-    let p = py
-        .detach(move || ntdump_core::pdb::read_public_symbols(&path))
-        .map_err(PyCoreError)?;
+    let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
     Ok((p.guid, p.age, p.symbols))
 }
 

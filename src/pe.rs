@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::columns::{columns, record};
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::{run, PyCoreError};
 
 /// A PE image read from a dump (private: use `Module.headers`, `.sections()`, `.exports()` …).
 #[pyclass(frozen, name = "PeImage", module = "ntdump._native")]
@@ -45,9 +45,9 @@ fn pe_image(
     goblin: bool,
 ) -> PyResult<PyPeImage> {
     let d = dump.inner.clone();
-    let img = py
-        .detach(move || PeImage::read_with(&d, Va(base), size_hint, opts(goblin)))
-        .map_err(PyCoreError)?;
+    let img = run(py, move || {
+        PeImage::read_with(&d, Va(base), size_hint, opts(goblin))
+    })?;
     Ok(wrap(img))
 }
 
@@ -62,9 +62,9 @@ fn pe_parse(
     missing_pages: Vec<u64>,
     goblin: bool,
 ) -> PyResult<PyPeImage> {
-    let img = py
-        .detach(move || PeImage::parse_with(Va(base), data, missing_pages, opts(goblin)))
-        .map_err(PyCoreError)?;
+    let img = run(py, move || {
+        PeImage::parse_with(Va(base), data, missing_pages, opts(goblin))
+    })?;
     Ok(wrap(img))
 }
 
@@ -406,9 +406,7 @@ impl PySymbolTable {
         let d = dump.inner.clone();
         let t = self.inner.clone();
         let expr = expr.to_string();
-        let rows = py
-            .detach(move || t.importers(&d, &expr, aligned))
-            .map_err(PyCoreError)?;
+        let rows = run(py, move || t.importers(&d, &expr, aligned))?;
         let t = &self.inner;
         let o = columns!(py, rows, |r| {
             "module" => t.modules[r.module].kd_name.clone(),

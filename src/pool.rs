@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::columns::{arrays, record};
 use crate::dump::PyDump;
-use crate::errors::{PyCoreError, PyPoolError};
+use crate::errors::{run, PyCoreError, PyPoolError};
 use crate::kernel::kernel_of;
 
 /// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
@@ -38,9 +38,7 @@ fn pool_used<'py>(
         per_cpu,
         only_extra,
     };
-    let r = py
-        .detach(move || core_pool::tracker::read_used(&d, &k, &opts))
-        .map_err(PyPoolError)?;
+    let r = run(py, move || core_pool::tracker::read_used(&d, &k, &opts))?;
     let u = r.usage;
     let c = arrays!(
         py,
@@ -78,9 +76,9 @@ fn pool_big<'py>(
         Some((a, n, l)) => {
             let k = kernel_of(py, &dump)?;
             let d = dump.inner.clone();
-            let r = py
-                .detach(move || core_pool::big::read_big(&d, &k, Some((a, n, l.as_str()))))
-                .map_err(PyPoolError)?;
+            let r = run(py, move || {
+                core_pool::big::read_big(&d, &k, Some((a, n, l.as_str())))
+            })?;
             Arc::new(r)
         }
     };
@@ -104,9 +102,7 @@ fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<core_pool::big::Bi
     }
     let k = kernel_of(py, dump)?;
     let d = dump.inner.clone();
-    let r = py
-        .detach(move || core_pool::big::read_big(&d, &k, None))
-        .map_err(PyPoolError)?;
+    let r = run(py, move || core_pool::big::read_big(&d, &k, None))?;
     Ok(dump.big.get_or_init(|| Arc::new(r)).clone())
 }
 
@@ -136,9 +132,7 @@ fn pool_page<'py>(
     va: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = dump.inner.clone();
-    let p = py
-        .detach(move || core_pool::page::pool_page(&d, va))
-        .map_err(PyCoreError)?;
+    let p = run(py, move || core_pool::page::pool_page(&d, va))?;
     let o = PyDict::new(py);
     o.set_item("va", p.va)?;
     o.set_item("page", p.page)?;
@@ -218,9 +212,9 @@ impl PyPoolScanner {
             pool: parse_filter(pool)?,
         };
         let d = dump.inner.clone();
-        let (pages, warnings) = py
-            .detach(|| core_pool::scan::kernel_pages(&d, ranges.as_deref(), limit))
-            .map_err(PyCoreError)?;
+        let (pages, warnings) = run(py, || {
+            core_pool::scan::kernel_pages(&d, ranges.as_deref(), limit)
+        })?;
         Ok(PyPoolScanner {
             dump: d,
             pages,

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::run;
 use crate::kernel::kernel_of;
 
 /// The symbol table of the dump's loaded modules, built on first use (GIL released) and shared.
@@ -49,9 +49,7 @@ fn pool_owners(
     let table = symbols_of(py, &dump)?;
     let d = dump.inner.clone();
     let t = table.clone();
-    let owners = py
-        .detach(move || tag_owners(&d, &t, &fixed))
-        .map_err(PyCoreError)?;
+    let owners = run(py, move || tag_owners(&d, &t, &fixed))?;
     Ok(owners
         .into_iter()
         .map(|o| {
