@@ -32,6 +32,17 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
         "size" => x.size,
         "entry_point" => x.entry_point,
         "timestamp" => x.timestamp,
+        "timestamp_source" => x.timestamp_source,
+        "loaded_imports_kind" => x.loaded_imports.kind(),
+        "loaded_imports" => match &x.loaded_imports {
+            ntdump_core::kernel::LoadedImports::Modules(v) => v.clone(),
+            _ => Vec::new(),
+        },
+        "loaded_imports_note" => match &x.loaded_imports {
+            ntdump_core::kernel::LoadedImports::Unknown(why) => why.clone(),
+            _ => String::new(),
+        },
+        "loaded_imports_raw" => x.loaded_imports_raw,
         "checksum" => x.checksum,
         "flags" => x.flags,
         "load_count" => x.load_count,

@@ -90,6 +90,11 @@ class ModuleColumns(TypedDict):
     size: list[int]
     entry_point: list[int]
     timestamp: list[int]
+    timestamp_source: list[str]
+    loaded_imports_kind: list[str]
+    loaded_imports: list[list[tuple[int, int | None]]]
+    loaded_imports_note: list[str]
+    loaded_imports_raw: list[int]
     checksum: list[int]
     flags: list[int]
     load_count: list[int]
@@ -392,6 +397,7 @@ def pool_used(
     per_cpu: list[int] | None = None,
     extra: list[tuple[int, int]] = ...,
     only_extra: bool = False,
+    track_entries: int | None = None,
 ) -> PoolUsed: ...
 def search(
     dump: Dump,

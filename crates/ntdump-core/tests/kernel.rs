@@ -68,11 +68,19 @@ fn profiles_follow_the_build() {
         ],
         [0x290, 0x318, 0x340, 0x360, 0x360, 0x368, 0x380]
     );
-    // Loader entry: TimeDateStamp moved (x64 0x80 before Windows 8, 0x9C after).
-    assert_eq!(Profile::select(Machine::X64, 7601).ldr.timestamp, 0x80);
-    assert_eq!(Profile::select(Machine::X64, 19041).ldr.timestamp, 0x9C);
-    assert_eq!(Profile::select(Machine::X86, 2600).ldr.timestamp, 0x44);
-    assert_eq!(Profile::select(Machine::X86, 19041).ldr.timestamp, 0x58);
+    // Loader entry: before Windows 8 the TimeDateStamp slot is a union with LoadedImports (x64 0x80,
+    // x86 0x44); from Windows 8 TimeDateStamp has its own field (x64 0x9C, x86 0x58).
+    let x64_7 = Profile::select(Machine::X64, 7601).ldr;
+    assert_eq!((x64_7.timestamp, x64_7.loaded_imports), (None, 0x80));
+    assert_eq!(
+        Profile::select(Machine::X64, 19041).ldr.timestamp,
+        Some(0x9C)
+    );
+    assert_eq!(Profile::select(Machine::X86, 2600).ldr.loaded_imports, 0x44);
+    assert_eq!(
+        Profile::select(Machine::X86, 19041).ldr.timestamp,
+        Some(0x58)
+    );
 }
 
 /// Three module entries at K+0x2000, +0x2100, +0x2200 in a list headed at K+0x1000, names at K+0x3000.
@@ -89,7 +97,10 @@ fn module_list(p: &mut Phys, l: &ntdump_core::kernel::profile::LdrLayout) -> u64
             0xFFFF_F800_1000_0000 + (i as u64) * 0x10_0000,
         );
         p.w32(pa(e + l.size_of_image), 0x8000 + i as u32);
-        p.w32(pa(e + l.timestamp), 0x5000_0000 + i as u32);
+        let ts = l
+            .timestamp
+            .expect("a Windows 10 loader entry has TimeDateStamp");
+        p.w32(pa(e + ts), 0x5000_0000 + i as u32);
         p.w32(pa(e + l.checksum), 0xC0 + i as u32);
         ustr(
             p,

@@ -173,7 +173,7 @@ def _scenario(path: str | Path, fmt: str, machine: str, family: str, build: int,
         raise ValueError("range dumps are 64-bit only")
     pages = size // PAGE_SIZE
     mem = PhysicalMemory(list(runs) if runs else [(0x1, 0x9F), (0x100, pages - 0x100)])
-    pt = PageTables(mem, "x64" if machine == "x64" else "pae")
+    pt = PageTables(mem, "x64" if machine == "x64" else "pae", self_map=True)
     sizes = [-(-parse_pe(data).size_of_image // PAGE_SIZE) * PAGE_SIZE for _, _, data in modules]
     bases = _place(sizes[:2], starts[0]) + _place(sizes[2:], starts[1])
     layout = build_kernel_space(
