@@ -8,6 +8,7 @@ mod kernel;
 mod pe;
 mod pool;
 mod search;
+mod stack;
 mod symbols;
 
 use pyo3::prelude::*;
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     search::register(m)?;
     symbols::register(m)?;
+    stack::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -29,8 +29,11 @@ __all__ = [
     "pool_page",
     "pool_track_table_variable",
     "pool_used",
+    "processors",
     "search",
+    "stack_walk",
     "symbol_table",
+    "unwind_functions",
     "vm_summary",
 ]
 
@@ -296,6 +299,28 @@ class PoolPageDict(TypedDict):
     big: tuple[int, int, int, int, bool] | None
 
 @type_check_only
+class StackWalkDict(TypedDict):
+    sp: list[int]
+    pc: list[int]
+    how: list[str]
+    frame_base: list[int]
+    slot: list[int]
+    interrupted: list[bool]
+    warnings: list[str]
+    source: str
+    stack_range: tuple[int, int] | None
+
+@type_check_only
+class ProcessorColumns(TypedDict):
+    index: list[int]
+    prcb: list[int]
+    ip: list[int | None]
+    sp: list[int | None]
+    current_thread: list[int]
+    context_va: list[int]
+    warnings: list[str]
+
+@type_check_only
 class ScanColumns(TypedDict):
     address: NDArray[np.uint64]
     tag: NDArray[Any]
@@ -391,6 +416,7 @@ def pool_owners(
 ) -> list[tuple[list[str], list[str], list[float], str]]: ...
 def pool_page(dump: Dump, va: int) -> PoolPageDict: ...
 def pool_track_table_variable(dump: Dump) -> tuple[int, int]: ...
+def processors(dump: Dump) -> ProcessorColumns: ...
 def pool_used(
     dump: Dump,
     *,
@@ -409,9 +435,32 @@ def search(
     physical: bool = False,
     limit: int | None = None,
 ) -> SearchResult: ...
+def stack_walk(
+    dump: Dump,
+    processor: int | None = None,
+    max_frames: int = 64,
+    images: dict[str, bytes] | None = None,
+) -> StackWalkDict: ...
 def symbol_table(
     dump: Dump, modules: list[tuple[str, int, int]] | None = None
 ) -> SymbolTable: ...
+def unwind_functions(
+    file: bytes,
+) -> list[
+    tuple[
+        int,
+        int,
+        int,
+        tuple[
+            int, int, int, int, int, int,
+            list[tuple[int, int, int, int]],
+            tuple[int, int, int] | None,
+            int | None,
+        ]
+        | None,
+        str | None,
+    ]
+]: ...
 def vm_summary(
     dump: Dump, symbols: dict[str, int]
 ) -> list[tuple[str, str, int | None, str, bool]]: ...

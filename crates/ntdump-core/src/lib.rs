@@ -20,6 +20,7 @@ pub mod pool;
 pub mod raw;
 pub mod scan;
 pub mod search;
+pub mod stack;
 pub mod symbols;
 pub mod triage;
 pub mod versions;

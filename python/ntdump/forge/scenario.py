@@ -26,18 +26,21 @@ from .memory import PAGE_SIZE, PhysicalMemory
 from .paging import PageTables
 from .pe import build_driver, build_hal, build_kernel
 from .triage import TriageDriver, write_triage
+from .unwind import Function
 from .writers import write_bitmap, write_full, write_range, write_raw
 
 
 @dataclass(frozen=True)
 class DriverSpec:
     """One ordinary driver of a scenario, built by :func:`~.pe.build_driver`: imports (DLL →
-    names or ordinals), pool tags (4 bytes each), exported function names."""
+    names or ordinals), pool tags (4 bytes each), exported function names, synthetic
+    :class:`~.unwind.Function` s (real prologues and unwind data, for planted stacks)."""
 
     name: str
     imports: Mapping[str, Sequence[str | int]]
     pool_tags: Sequence[bytes] = ()
     exports: Sequence[str] = ()
+    functions: Sequence[Function] = ()
 
 
 CULPRIT_GUID = "{6B1A3E41-8C52-4E0F-9A3D-2C7F1B9E0D55}"
@@ -203,7 +206,7 @@ def _story(machine: str, base_path: str, kernel: bytes, hal: bytes,
         out.append((spec.name, base_path + "drivers\\" + spec.name,
                     build_driver(spec.name, machine=machine, imports=spec.imports,
                                  pool_tags=spec.pool_tags, exports=spec.exports,
-                                 dll=bool(spec.exports))))
+                                 dll=bool(spec.exports), functions=spec.functions)))
     if leak_driver:
         out.append((CULPRIT_NAME, CULPRIT_PATH,
                     build_driver(CULPRIT_NAME, machine=machine,
