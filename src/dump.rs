@@ -9,6 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use crate::columns::record;
 use crate::errors::{CoreResult, PyCoreError};
 use ntdump_guard::guarded;
 
@@ -21,6 +22,10 @@ pub struct PyDump {
     pub(crate) inner: Arc<Dump>,
     /// The kernel view (KDBG, modules), loaded on first use; see `crate::kernel::kernel_of`.
     pub(crate) kernel: std::sync::OnceLock<Arc<ntdump_core::kernel::Kernel>>,
+    /// The symbol table of the kernel's module list, built on first use; see `crate::symbols::symbols_of`.
+    pub(crate) symbols: std::sync::OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
+    /// The big pool table found by the default search, once read successfully; see `crate::pool`.
+    pub(crate) big: std::sync::OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
 }
 
 fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
@@ -97,6 +102,8 @@ impl PyDump {
         Ok(PyDump {
             inner: Arc::new(d),
             kernel: std::sync::OnceLock::new(),
+            symbols: std::sync::OnceLock::new(),
+            big: std::sync::OnceLock::new(),
         })
     }
 
@@ -105,32 +112,37 @@ impl PyDump {
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner;
         let h = &d.header;
-        let o = PyDict::new(py);
+        let o = record!(
+            py,
+            h,
+            [
+                pae,
+                is64,
+                build,
+                major_version,
+                dump_type,
+                dtb,
+                pfn_database,
+                ps_loaded_module_list,
+                ps_active_process_head,
+                kd_debugger_data_block,
+                processors,
+                bugcheck_code,
+                system_time,
+                system_up_time,
+                required_dump_space,
+                mini_dump_fields,
+                product_type,
+                suite_mask,
+                attributes,
+                comment,
+                exception_code,
+                exception_address,
+            ]
+        );
         o.set_item("machine", h.machine.as_str())?;
-        o.set_item("pae", h.pae)?;
-        o.set_item("is64", h.is64)?;
-        o.set_item("build", h.build)?;
-        o.set_item("major_version", h.major_version)?;
-        o.set_item("dump_type", h.dump_type)?;
         o.set_item("layout", d.layout.as_str())?;
-        o.set_item("dtb", h.dtb)?;
-        o.set_item("pfn_database", h.pfn_database)?;
-        o.set_item("ps_loaded_module_list", h.ps_loaded_module_list)?;
-        o.set_item("ps_active_process_head", h.ps_active_process_head)?;
-        o.set_item("kd_debugger_data_block", h.kd_debugger_data_block)?;
-        o.set_item("processors", h.processors)?;
-        o.set_item("bugcheck_code", h.bugcheck_code)?;
         o.set_item("bugcheck_params", h.bugcheck_params.to_vec())?;
-        o.set_item("system_time", h.system_time)?;
-        o.set_item("system_up_time", h.system_up_time)?;
-        o.set_item("required_dump_space", h.required_dump_space)?;
-        o.set_item("mini_dump_fields", h.mini_dump_fields)?;
-        o.set_item("product_type", h.product_type)?;
-        o.set_item("suite_mask", h.suite_mask)?;
-        o.set_item("attributes", h.attributes)?;
-        o.set_item("comment", &h.comment)?;
-        o.set_item("exception_code", h.exception_code)?;
-        o.set_item("exception_address", h.exception_address)?;
         o.set_item("header_runs", h.runs.clone())?;
         let runs: Vec<(u64, u64)> = d
             .phys()

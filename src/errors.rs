@@ -1,5 +1,6 @@
 //! The one place where core errors become Python exceptions (classes defined in `ntdump/errors.py`).
 
+use ntdump_core::pool::PoolError;
 use ntdump_core::Error;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError};
 use pyo3::PyErr;
@@ -26,6 +27,7 @@ pub fn out_of_memory(py: pyo3::Python<'_>, e: PyErr, what: &str, n: usize) -> Py
         e
     }
 }
+pyo3::import_exception!(ntdump.errors, PoolTableError);
 
 /// Newtype so that `From<core::Error> for PyErr` can live here (orphan rule).
 pub struct PyCoreError(pub Error);
@@ -62,6 +64,54 @@ impl From<PyCoreError> for PyErr {
             _ => PyValueError::new_err(msg),
         }
     }
+}
+
+/// Newtype for the pool's errors, which say which table could not be read and why.
+pub struct PyPoolError(pub PoolError);
+
+impl From<PyPoolError> for PyErr {
+    fn from(e: PyPoolError) -> PyErr {
+        let msg = e.0.to_string();
+        match e.0 {
+            PoolError::Unavailable { table, va, .. } => {
+                PoolTableError::new_err((msg, table.as_str(), va, "unavailable"))
+            }
+            PoolError::Invalid { table, va, .. } => {
+                PoolTableError::new_err((msg, table.as_str(), va, "invalid"))
+            }
+            PoolError::Core(c) => PyCoreError(c).into(),
+            _ => PyValueError::new_err(msg),
+        }
+    }
+}
+
+/// A core error type that becomes a Python exception here.
+pub trait ToPyErr {
+    /// The Python exception.
+    fn to_py(self) -> PyErr;
+}
+
+impl ToPyErr for Error {
+    fn to_py(self) -> PyErr {
+        PyCoreError(self).into()
+    }
+}
+
+impl ToPyErr for PoolError {
+    fn to_py(self) -> PyErr {
+        PyPoolError(self).into()
+    }
+}
+
+/// Run core work with the GIL released and map its error: the one way the bindings call into the core
+/// for anything that touches more than a page.
+pub fn run<T, E, F>(py: pyo3::Python<'_>, f: F) -> pyo3::PyResult<T>
+where
+    F: FnOnce() -> Result<T, E> + Send,
+    T: Send,
+    E: ToPyErr + Send,
+{
+    py.detach(f).map_err(ToPyErr::to_py)
 }
 
 /// Result alias for binding code.

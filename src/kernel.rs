@@ -7,8 +7,9 @@ use ntdump_guard::guarded;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::columns::columns;
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::run;
 
 /// The dump's kernel view, loaded once (GIL released) and shared.
 pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
@@ -16,10 +17,7 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
         return Ok(k.clone());
     }
     let inner = d.inner.clone();
-    let k = Arc::new(
-        py.detach(move || Kernel::load(&inner))
-            .map_err(PyCoreError)?,
-    );
+    let k = Arc::new(run(py, move || Kernel::load(&inner))?);
     Ok(d.kernel.get_or_init(|| k).clone())
 }
 
@@ -29,77 +27,42 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
 fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, &dump)?;
     let o = PyDict::new(py);
-    let m = &k.modules;
-    let cols = PyDict::new(py);
-    cols.set_item("name", m.iter().map(|x| x.name.clone()).collect::<Vec<_>>())?;
-    cols.set_item("path", m.iter().map(|x| x.path.clone()).collect::<Vec<_>>())?;
-    cols.set_item("base", m.iter().map(|x| x.base).collect::<Vec<_>>())?;
-    cols.set_item("size", m.iter().map(|x| x.size).collect::<Vec<_>>())?;
-    cols.set_item(
-        "entry_point",
-        m.iter().map(|x| x.entry_point).collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "timestamp",
-        m.iter().map(|x| x.timestamp).collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "timestamp_source",
-        m.iter().map(|x| x.timestamp_source).collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "loaded_imports_kind",
-        m.iter()
-            .map(|x| x.loaded_imports.kind())
-            .collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "loaded_imports",
-        m.iter()
-            .map(|x| match &x.loaded_imports {
-                ntdump_core::kernel::LoadedImports::Modules(v) => v.clone(),
-                _ => Vec::new(),
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "loaded_imports_note",
-        m.iter()
-            .map(|x| match &x.loaded_imports {
-                ntdump_core::kernel::LoadedImports::Unknown(why) => why.clone(),
-                _ => String::new(),
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "loaded_imports_raw",
-        m.iter().map(|x| x.loaded_imports_raw).collect::<Vec<_>>(),
-    )?;
-    cols.set_item("checksum", m.iter().map(|x| x.checksum).collect::<Vec<_>>())?;
-    cols.set_item("flags", m.iter().map(|x| x.flags).collect::<Vec<_>>())?;
-    cols.set_item(
-        "load_count",
-        m.iter().map(|x| x.load_count).collect::<Vec<_>>(),
-    )?;
-    cols.set_item(
-        "ldr_entry",
-        m.iter().map(|x| x.ldr_entry).collect::<Vec<_>>(),
-    )?;
     // False for a module that runs past the top of the address space (a kernel warning says so).
     let space_end = dump.inner.va_top() as u128 + 1;
-    cols.set_item(
-        "range_ok",
-        m.iter()
-            .map(|x| x.range_fits(space_end))
-            .collect::<Vec<_>>(),
-    )?;
+    let cols = columns!(py, k.modules, |x| {
+        "name" => x.name.clone(),
+        "path" => x.path.clone(),
+        "base" => x.base,
+        "size" => x.size,
+        "entry_point" => x.entry_point,
+        "timestamp" => x.timestamp,
+        "timestamp_source" => x.timestamp_source,
+        "loaded_imports_kind" => x.loaded_imports.kind(),
+        "loaded_imports" => match &x.loaded_imports {
+            ntdump_core::kernel::LoadedImports::Modules(v) => v.clone(),
+            _ => Vec::new(),
+        },
+        "loaded_imports_note" => match &x.loaded_imports {
+            ntdump_core::kernel::LoadedImports::Unknown(why) => why.clone(),
+            _ => String::new(),
+        },
+        "loaded_imports_raw" => x.loaded_imports_raw,
+        "checksum" => x.checksum,
+        "flags" => x.flags,
+        "load_count" => x.load_count,
+        "ldr_entry" => x.ldr_entry,
+        "range_ok" => x.range_fits(space_end),
+    });
+    // One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
+    let kd = ntdump_core::symbols::kd_names(&ntdump_core::symbols::module_refs(&k));
+    cols.set_item("kd_name", kd)?;
     o.set_item("modules", cols)?;
-    let u = &k.unloaded;
-    let ucols = PyDict::new(py);
-    ucols.set_item("name", u.iter().map(|x| x.name.clone()).collect::<Vec<_>>())?;
-    ucols.set_item("start", u.iter().map(|x| x.start).collect::<Vec<_>>())?;
-    ucols.set_item("end", u.iter().map(|x| x.end).collect::<Vec<_>>())?;
-    ucols.set_item("time", u.iter().map(|x| x.time).collect::<Vec<_>>())?;
+    let ucols = columns!(py, k.unloaded, |x| {
+        "name" => x.name.clone(),
+        "start" => x.start,
+        "end" => x.end,
+        "time" => x.time,
+    });
     o.set_item("unloaded", ucols)?;
     o.set_item("module_source", k.module_source)?;
     o.set_item("kernel_base", k.kernel_base)?;
@@ -147,9 +110,7 @@ fn pdb_public_symbols(
     py: Python<'_>,
     path: std::path::PathBuf,
 ) -> PyResult<(String, u32, Vec<(String, u32)>)> {
-    let p = py
-        .detach(move || ntdump_core::pdb::read_public_symbols(&path))
-        .map_err(PyCoreError)?;
+    let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
     Ok((p.guid, p.age, p.symbols))
 }
 

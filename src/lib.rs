@@ -1,6 +1,7 @@
 //! Python bindings of ntdump (`ntdump._native`): argument conversion, GIL release and error mapping only.
 //! All logic lives in `ntdump-core`.
 
+mod columns;
 mod dump;
 mod errors;
 mod guard;
@@ -10,6 +11,7 @@ mod pe;
 mod pool;
 mod search;
 mod stack;
+mod symbols;
 
 use pyo3::prelude::*;
 
@@ -23,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pe::register(m)?;
     pool::register(m)?;
     search::register(m)?;
+    symbols::register(m)?;
     stack::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -10,8 +10,9 @@ use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::columns::{columns, record};
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::{run, PyCoreError};
 
 /// A PE image read from a dump (private: use `Module.headers`, `.sections()`, `.exports()` …).
 #[pyclass(frozen, name = "PeImage", module = "ntdump._native")]
@@ -46,9 +47,9 @@ fn pe_image(
     goblin: bool,
 ) -> PyResult<PyPeImage> {
     let d = dump.inner.clone();
-    let img = py
-        .detach(move || PeImage::read_with(&d, Va(base), size_hint, opts(goblin)))
-        .map_err(PyCoreError)?;
+    let img = run(py, move || {
+        PeImage::read_with(&d, Va(base), size_hint, opts(goblin))
+    })?;
     Ok(wrap(img))
 }
 
@@ -64,9 +65,9 @@ fn pe_parse(
     missing_pages: Vec<u64>,
     goblin: bool,
 ) -> PyResult<PyPeImage> {
-    let img = py
-        .detach(move || PeImage::parse_with(Va(base), data, missing_pages, opts(goblin)))
-        .map_err(PyCoreError)?;
+    let img = run(py, move || {
+        PeImage::parse_with(Va(base), data, missing_pages, opts(goblin))
+    })?;
     Ok(wrap(img))
 }
 
@@ -124,53 +125,55 @@ impl PyPeImage {
     #[guarded]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let h = &self.inner.headers;
-        let f = &h.file;
-        let file = PyDict::new(py);
-        file.set_item("machine", f.machine)?;
-        file.set_item("number_of_sections", f.number_of_sections)?;
-        file.set_item("time_date_stamp", f.time_date_stamp)?;
-        file.set_item("pointer_to_symbol_table", f.pointer_to_symbol_table)?;
-        file.set_item("number_of_symbols", f.number_of_symbols)?;
-        file.set_item("size_of_optional_header", f.size_of_optional_header)?;
-        file.set_item("characteristics", f.characteristics)?;
-        let o = &h.optional;
-        let opt = PyDict::new(py);
-        opt.set_item("magic", o.magic)?;
-        opt.set_item("major_linker_version", o.major_linker_version)?;
-        opt.set_item("minor_linker_version", o.minor_linker_version)?;
-        opt.set_item("size_of_code", o.size_of_code)?;
-        opt.set_item("size_of_initialized_data", o.size_of_initialized_data)?;
-        opt.set_item("size_of_uninitialized_data", o.size_of_uninitialized_data)?;
-        opt.set_item("address_of_entry_point", o.address_of_entry_point)?;
-        opt.set_item("base_of_code", o.base_of_code)?;
-        opt.set_item("base_of_data", o.base_of_data)?;
-        opt.set_item("image_base", o.image_base)?;
-        opt.set_item("section_alignment", o.section_alignment)?;
-        opt.set_item("file_alignment", o.file_alignment)?;
-        opt.set_item(
-            "major_operating_system_version",
-            o.major_operating_system_version,
-        )?;
-        opt.set_item(
-            "minor_operating_system_version",
-            o.minor_operating_system_version,
-        )?;
-        opt.set_item("major_image_version", o.major_image_version)?;
-        opt.set_item("minor_image_version", o.minor_image_version)?;
-        opt.set_item("major_subsystem_version", o.major_subsystem_version)?;
-        opt.set_item("minor_subsystem_version", o.minor_subsystem_version)?;
-        opt.set_item("win32_version_value", o.win32_version_value)?;
-        opt.set_item("size_of_image", o.size_of_image)?;
-        opt.set_item("size_of_headers", o.size_of_headers)?;
-        opt.set_item("checksum", o.checksum)?;
-        opt.set_item("subsystem", o.subsystem)?;
-        opt.set_item("dll_characteristics", o.dll_characteristics)?;
-        opt.set_item("size_of_stack_reserve", o.size_of_stack_reserve)?;
-        opt.set_item("size_of_stack_commit", o.size_of_stack_commit)?;
-        opt.set_item("size_of_heap_reserve", o.size_of_heap_reserve)?;
-        opt.set_item("size_of_heap_commit", o.size_of_heap_commit)?;
-        opt.set_item("loader_flags", o.loader_flags)?;
-        opt.set_item("number_of_rva_and_sizes", o.number_of_rva_and_sizes)?;
+        let file = record!(
+            py,
+            h.file,
+            [
+                machine,
+                number_of_sections,
+                time_date_stamp,
+                pointer_to_symbol_table,
+                number_of_symbols,
+                size_of_optional_header,
+                characteristics,
+            ]
+        );
+        let opt = record!(
+            py,
+            h.optional,
+            [
+                magic,
+                major_linker_version,
+                minor_linker_version,
+                size_of_code,
+                size_of_initialized_data,
+                size_of_uninitialized_data,
+                address_of_entry_point,
+                base_of_code,
+                base_of_data,
+                image_base,
+                section_alignment,
+                file_alignment,
+                major_operating_system_version,
+                minor_operating_system_version,
+                major_image_version,
+                minor_image_version,
+                major_subsystem_version,
+                minor_subsystem_version,
+                win32_version_value,
+                size_of_image,
+                size_of_headers,
+                checksum,
+                subsystem,
+                dll_characteristics,
+                size_of_stack_reserve,
+                size_of_stack_commit,
+                size_of_heap_reserve,
+                size_of_heap_commit,
+                loader_flags,
+                number_of_rva_and_sizes,
+            ]
+        );
         let dirs = PyList::empty(py);
         for d in &h.directories {
             dirs.append((d.index, DIRECTORY_NAMES[d.index], d.rva, d.size))?;
@@ -188,26 +191,14 @@ impl PyPeImage {
     #[guarded]
     fn sections<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.inner.sections;
-        let o = PyDict::new(py);
-        o.set_item("name", s.iter().map(|x| x.name.clone()).collect::<Vec<_>>())?;
-        o.set_item(
-            "virtual_address",
-            s.iter().map(|x| x.virtual_address).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "virtual_size",
-            s.iter().map(|x| x.virtual_size).collect::<Vec<_>>(),
-        )?;
-        o.set_item("raw_size", s.iter().map(|x| x.raw_size).collect::<Vec<_>>())?;
-        o.set_item(
-            "raw_pointer",
-            s.iter().map(|x| x.raw_pointer).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "characteristics",
-            s.iter().map(|x| x.characteristics).collect::<Vec<_>>(),
-        )?;
-        Ok(o)
+        Ok(columns!(py, s, |x| {
+            "name" => x.name.clone(),
+            "virtual_address" => x.virtual_address,
+            "virtual_size" => x.virtual_size,
+            "raw_size" => x.raw_size,
+            "raw_pointer" => x.raw_pointer,
+            "characteristics" => x.characteristics,
+        }))
     }
 
     /// The export directory: {"dll_name", "time_date_stamp", "ordinal_base", "number_of_functions",
@@ -217,24 +208,23 @@ impl PyPeImage {
         let Some(e) = &self.inner.exports else {
             return Ok(None);
         };
-        let o = PyDict::new(py);
-        o.set_item("dll_name", &e.dll_name)?;
-        o.set_item("time_date_stamp", e.time_date_stamp)?;
-        o.set_item("ordinal_base", e.ordinal_base)?;
-        o.set_item("number_of_functions", e.number_of_functions)?;
-        o.set_item("number_of_names", e.number_of_names)?;
-        let c = PyDict::new(py);
-        let en = &e.entries;
-        c.set_item(
-            "name",
-            en.iter().map(|x| x.name.clone()).collect::<Vec<_>>(),
-        )?;
-        c.set_item("ordinal", en.iter().map(|x| x.ordinal).collect::<Vec<_>>())?;
-        c.set_item("rva", en.iter().map(|x| x.rva).collect::<Vec<_>>())?;
-        c.set_item(
-            "forwarder",
-            en.iter().map(|x| x.forwarder.clone()).collect::<Vec<_>>(),
-        )?;
+        let o = record!(
+            py,
+            e,
+            [
+                dll_name,
+                time_date_stamp,
+                ordinal_base,
+                number_of_functions,
+                number_of_names,
+            ]
+        );
+        let c = columns!(py, e.entries, |x| {
+            "name" => x.name.clone(),
+            "ordinal" => x.ordinal,
+            "rva" => x.rva,
+            "forwarder" => x.forwarder.clone(),
+        });
         o.set_item("columns", c)?;
         Ok(Some(o))
     }
@@ -245,24 +235,20 @@ impl PyPeImage {
     fn imports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let i = &self.inner.imports;
         let base = self.inner.base.0;
-        let o = PyDict::new(py);
-        o.set_item("dll", i.iter().map(|x| x.dll.clone()).collect::<Vec<_>>())?;
-        o.set_item("name", i.iter().map(|x| x.name.clone()).collect::<Vec<_>>())?;
-        o.set_item("ordinal", i.iter().map(|x| x.ordinal).collect::<Vec<_>>())?;
-        o.set_item("hint", i.iter().map(|x| x.hint).collect::<Vec<_>>())?;
-        o.set_item("iat_rva", i.iter().map(|x| x.iat_rva).collect::<Vec<_>>())?;
-        o.set_item(
-            "iat_slot",
-            i.iter()
-                .map(|x| base.wrapping_add(u64::from(x.iat_rva)))
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-        o.set_item("value", i.iter().map(|x| x.value).collect::<Vec<_>>())?;
-        o.set_item(
-            "source",
-            i.iter().map(|x| x.source.as_str()).collect::<Vec<_>>(),
-        )?;
+        let o = columns!(py, i, |x| {
+            "dll" => x.dll.clone(),
+            "name" => x.name.clone(),
+            "ordinal" => x.ordinal,
+            "hint" => x.hint,
+            "iat_rva" => x.iat_rva,
+            "value" => x.value,
+            "source" => x.source.as_str(),
+        });
+        let slots: Vec<u64> = i
+            .iter()
+            .map(|x| base.wrapping_add(u64::from(x.iat_rva)))
+            .collect();
+        o.set_item("iat_slot", slots.into_pyarray(py))?;
         Ok(o)
     }
 
@@ -271,41 +257,17 @@ impl PyPeImage {
     #[guarded]
     fn debug<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner.debug;
-        let o = PyDict::new(py);
-        o.set_item("kind", d.iter().map(|x| x.kind).collect::<Vec<_>>())?;
-        o.set_item(
-            "kind_name",
-            d.iter().map(|x| x.kind_name()).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "time_date_stamp",
-            d.iter().map(|x| x.time_date_stamp).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "major_version",
-            d.iter().map(|x| x.major_version).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "minor_version",
-            d.iter().map(|x| x.minor_version).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "size_of_data",
-            d.iter().map(|x| x.size_of_data).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "address_of_raw_data",
-            d.iter().map(|x| x.address_of_raw_data).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "pointer_to_raw_data",
-            d.iter().map(|x| x.pointer_to_raw_data).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "characteristics",
-            d.iter().map(|x| x.characteristics).collect::<Vec<_>>(),
-        )?;
-        Ok(o)
+        Ok(columns!(py, d, |x| {
+            "kind" => x.kind,
+            "kind_name" => x.kind_name(),
+            "time_date_stamp" => x.time_date_stamp,
+            "major_version" => x.major_version,
+            "minor_version" => x.minor_version,
+            "size_of_data" => x.size_of_data,
+            "address_of_raw_data" => x.address_of_raw_data,
+            "pointer_to_raw_data" => x.pointer_to_raw_data,
+            "characteristics" => x.characteristics,
+        }))
     }
 
     /// The CodeView record: {"format": "RSDS"|"NB10", "path", "pdb_name", "age", "guid" (str or None),
@@ -341,7 +303,7 @@ impl PyPeImage {
 /// The export symbols of every module of a dump (private: use `Dump.symbol`, `.symbols`, `.ln`).
 #[pyclass(frozen, name = "SymbolTable", module = "ntdump._native")]
 pub struct PySymbolTable {
-    inner: Arc<SymbolTable>,
+    pub(crate) inner: Arc<SymbolTable>,
 }
 
 fn refs(modules: Vec<(String, u64, u64)>) -> Vec<ModuleRef> {
@@ -351,60 +313,40 @@ fn refs(modules: Vec<(String, u64, u64)>) -> Vec<ModuleRef> {
         .collect()
 }
 
-/// Build the symbol table of `modules` = [(file name, base VA, size in bytes)] in load order, reading
-/// every image in parallel with the GIL released.
+/// The symbol table of the dump's own module list (built once, shared), or of `modules` =
+/// [(file name, base VA, size in bytes)] in load order; images are read in parallel with the GIL
+/// released.
 #[guarded(dump)]
 #[pyfunction]
+#[pyo3(signature = (dump, modules=None))]
 fn symbol_table(
     py: Python<'_>,
     dump: PyRef<'_, PyDump>,
-    modules: Vec<(String, u64, u64)>,
-) -> PySymbolTable {
-    let d = dump.inner.clone();
-    let refs = refs(modules);
-    let t = py.detach(move || SymbolTable::build(&d, &refs));
-    PySymbolTable { inner: Arc::new(t) }
-}
-
-/// kd's names for modules [(file name, base, size)] in load order ("nt", "hal", stem, stem_<base>).
-#[guarded]
-#[pyfunction]
-fn kd_names(modules: Vec<(String, u64, u64)>) -> Vec<String> {
-    symbols::kd_names(&refs(modules))
+    modules: Option<Vec<(String, u64, u64)>>,
+) -> PyResult<PySymbolTable> {
+    let inner = match modules {
+        None => crate::symbols::symbols_of(py, &dump)?,
+        Some(modules) => {
+            let d = dump.inner.clone();
+            let refs = refs(modules);
+            Arc::new(py.detach(move || SymbolTable::build(&d, &refs)))
+        }
+    };
+    Ok(PySymbolTable { inner })
 }
 
 impl PySymbolTable {
     fn columns<'py>(&self, py: Python<'py>, rows: &[usize]) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner;
-        let r = |i: &usize| &t.rows[*i];
-        let o = PyDict::new(py);
-        o.set_item(
-            "module",
-            rows.iter()
-                .map(|i| t.modules[r(i).module].kd_name.clone())
-                .collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "name",
-            rows.iter().map(|i| r(i).name.clone()).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "address",
-            rows.iter().map(|i| r(i).address).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "ordinal",
-            rows.iter()
-                .map(|i| r(i).ordinal)
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-        o.set_item(
-            "forwarder",
-            rows.iter()
-                .map(|i| r(i).forwarder.clone())
-                .collect::<Vec<_>>(),
-        )?;
+        let rows: Vec<&symbols::SymbolRow> = rows.iter().map(|&i| &t.rows[i]).collect();
+        let o = columns!(py, rows, |r| {
+            "module" => t.modules[r.module].kd_name.clone(),
+            "name" => r.name.clone(),
+            "address" => r.address,
+            "forwarder" => r.forwarder.clone(),
+        });
+        let ordinals: Vec<u32> = rows.iter().map(|r| r.ordinal).collect();
+        o.set_item("ordinal", ordinals.into_pyarray(py))?;
         Ok(o)
     }
 }
@@ -414,13 +356,13 @@ impl PySymbolTable {
     /// VA of `module!name` (also `module!#ordinal`, `module`, `+offset`). Raises SymbolError.
     #[guarded]
     fn symbol(&self, expr: &str) -> PyResult<u64> {
-        Ok(self.inner.symbol(expr).map_err(PyCoreError)?)
+        Ok(self.inner.symbol(expr).map_err(PyCoreError)?.0)
     }
 
     /// kd's `ln` for `va`. Raises SymbolError when no module holds it.
     #[guarded]
     fn ln(&self, va: u64) -> PyResult<String> {
-        Ok(self.inner.ln(va).map_err(PyCoreError)?)
+        Ok(self.inner.ln(Va(va)).map_err(PyCoreError)?)
     }
 
     /// (module kd name, export name or "#ordinal" or None, export VA or None, offset in bytes) of the
@@ -428,7 +370,7 @@ impl PySymbolTable {
     #[guarded]
     fn nearest(&self, va: u64) -> Option<(String, Option<String>, Option<u64>, u64)> {
         let t = &self.inner;
-        let (m, row, off) = t.nearest(va)?;
+        let (m, row, off) = t.nearest(Va(va))?;
         let (name, addr) = match row {
             Some(r) => {
                 let r = &t.rows[r];
@@ -462,34 +404,16 @@ impl PySymbolTable {
     #[guarded]
     fn modules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let m = &self.inner.modules;
-        let o = PyDict::new(py);
-        o.set_item(
-            "kd_name",
-            m.iter().map(|x| x.kd_name.clone()).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "file_name",
-            m.iter().map(|x| x.file_name.clone()).collect::<Vec<_>>(),
-        )?;
-        o.set_item("base", m.iter().map(|x| x.base).collect::<Vec<_>>())?;
-        o.set_item("size", m.iter().map(|x| x.size).collect::<Vec<_>>())?;
-        o.set_item(
-            "exports",
-            m.iter().map(|x| x.export_count).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "imports",
-            m.iter().map(|x| x.imports.len()).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "error",
-            m.iter().map(|x| x.error.clone()).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "warnings",
-            m.iter().map(|x| x.warnings.clone()).collect::<Vec<_>>(),
-        )?;
-        Ok(o)
+        Ok(columns!(py, m, |x| {
+            "kd_name" => x.kd_name.clone(),
+            "file_name" => x.file_name.clone(),
+            "base" => x.base,
+            "size" => x.size,
+            "exports" => x.export_count,
+            "imports" => x.imports.len(),
+            "error" => x.error.clone(),
+            "warnings" => x.warnings.clone(),
+        }))
     }
 
     /// Who imports `expr` (GIL released): columns module, function, iat_slot, how_found, value, note.
@@ -505,39 +429,17 @@ impl PySymbolTable {
         let d = dump.inner.clone();
         let t = self.inner.clone();
         let expr = expr.to_string();
-        let rows = py
-            .detach(move || t.importers(&d, &expr, aligned))
-            .map_err(PyCoreError)?;
+        let rows = run(py, move || t.importers(&d, &expr, aligned))?;
         let t = &self.inner;
-        let o = PyDict::new(py);
-        o.set_item(
-            "module",
-            rows.iter()
-                .map(|r| t.modules[r.module].kd_name.clone())
-                .collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "function",
-            rows.iter().map(|r| r.function.clone()).collect::<Vec<_>>(),
-        )?;
-        o.set_item(
-            "iat_slot",
-            rows.iter()
-                .map(|r| r.slot)
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-        o.set_item(
-            "how_found",
-            rows.iter()
-                .map(|r| r.how_found.as_str())
-                .collect::<Vec<_>>(),
-        )?;
-        o.set_item("value", rows.iter().map(|r| r.value).collect::<Vec<_>>())?;
-        o.set_item(
-            "note",
-            rows.iter().map(|r| r.note.clone()).collect::<Vec<_>>(),
-        )?;
+        let o = columns!(py, rows, |r| {
+            "module" => t.modules[r.module].kd_name.clone(),
+            "function" => r.function.clone(),
+            "how_found" => r.how_found.as_str(),
+            "value" => r.value,
+            "note" => r.note.clone(),
+        });
+        let slots: Vec<u64> = rows.iter().map(|r| r.slot.0).collect();
+        o.set_item("iat_slot", slots.into_pyarray(py))?;
         Ok(o)
     }
 
@@ -555,6 +457,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pe_image, m)?)?;
     m.add_function(wrap_pyfunction!(pe_parse, m)?)?;
     m.add_function(wrap_pyfunction!(symbol_table, m)?)?;
-    m.add_function(wrap_pyfunction!(kd_names, m)?)?;
     Ok(())
 }

@@ -2,40 +2,24 @@
 
 use std::sync::Arc;
 
-use ntdump_core::pool::{self as core_pool, PoolError, PoolFilter, ScanOptions, TagPattern};
+use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
 use ntdump_core::Dump;
 use ntdump_guard::guarded;
-use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::columns::{arrays, record};
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::{run, PyCoreError, PyPoolError};
 use crate::kernel::kernel_of;
-
-pyo3::import_exception!(ntdump.pool, PoolTableError);
-
-fn pool_err(e: PoolError) -> PyErr {
-    let msg = e.to_string();
-    match e {
-        PoolError::Unavailable { table, va, .. } => {
-            PoolTableError::new_err((msg, table.as_str(), va, "unavailable"))
-        }
-        PoolError::Invalid { table, va, .. } => {
-            PoolTableError::new_err((msg, table.as_str(), va, "invalid"))
-        }
-        PoolError::Core(c) => PyCoreError(c).into(),
-        _ => PyValueError::new_err(msg),
-    }
-}
 
 /// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
 #[guarded(dump)]
 #[pyfunction]
 fn pool_track_table_variable(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<(u64, u64)> {
     let k = kernel_of(py, &dump)?;
-    let var = core_pool::tracker::track_table_variable(&k).map_err(pool_err)?;
+    let var = core_pool::tracker::track_table_variable(&k).map_err(PyPoolError)?;
     Ok((var, k.kdbg.as_ref().map(|g| g.va).unwrap_or(0)))
 }
 
@@ -59,32 +43,28 @@ fn pool_used<'py>(
         only_extra,
         track_entries,
     };
-    let r = py
-        .detach(move || core_pool::tracker::read_used(&d, &k, &opts))
-        .map_err(pool_err)?;
-    let o = PyDict::new(py);
+    let r = run(py, move || core_pool::tracker::read_used(&d, &k, &opts))?;
     let u = r.usage;
-    let c = PyDict::new(py);
-    c.set_item("tag", u.tag.into_pyarray(py))?;
-    c.set_item("nonpaged_allocs", u.nonpaged_allocs.into_pyarray(py))?;
-    c.set_item("nonpaged_frees", u.nonpaged_frees.into_pyarray(py))?;
-    c.set_item("nonpaged_bytes", u.nonpaged_bytes.into_pyarray(py))?;
-    c.set_item("paged_allocs", u.paged_allocs.into_pyarray(py))?;
-    c.set_item("paged_frees", u.paged_frees.into_pyarray(py))?;
-    c.set_item("paged_bytes", u.paged_bytes.into_pyarray(py))?;
-    o.set_item("columns", c)?;
+    let c = arrays!(
+        py,
+        u,
+        [
+            tag,
+            nonpaged_allocs,
+            nonpaged_frees,
+            nonpaged_bytes,
+            paged_allocs,
+            paged_frees,
+            paged_bytes,
+        ]
+    );
     let g = &r.global;
-    o.set_item("variable", g.variable)?;
-    o.set_item("table", g.table)?;
-    o.set_item("entries", g.entries)?;
-    o.set_item("size_variable", g.size_variable)?;
+    let o = record!(py, g, [variable, table, entries, size_variable]);
+    o.set_item("columns", c)?;
     o.set_item("layout", g.layout.name)?;
     o.set_item("layout_source", g.layout.source)?;
     o.set_item("layout_scores", g.scores.clone())?;
-    o.set_item("per_cpu", r.per_cpu)?;
-    o.set_item("per_cpu_array", r.per_cpu_array)?;
-    o.set_item("extra", r.extra)?;
-    o.set_item("warnings", r.warnings)?;
+    o.update(record!(py, r, [per_cpu, per_cpu_array, extra, warnings]).as_mapping())?;
     Ok(o)
 }
 
@@ -97,33 +77,39 @@ fn pool_big<'py>(
     dump: PyRef<'py, PyDump>,
     table: Option<(u64, u64, String)>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let k = kernel_of(py, &dump)?;
-    let d = dump.inner.clone();
-    let r = py
-        .detach(move || {
-            let given = table.as_ref().map(|(a, n, l)| (*a, *n, l.as_str()));
-            core_pool::big::read_big(&d, &k, given)
-        })
-        .map_err(pool_err)?;
-    let o = PyDict::new(py);
-    let p = r.pages;
-    let c = PyDict::new(py);
-    c.set_item("va", p.va.into_pyarray(py))?;
-    c.set_item("tag", p.tag.into_pyarray(py))?;
-    c.set_item("bytes", p.bytes.into_pyarray(py))?;
-    c.set_item("pool_type", p.pool_type.into_pyarray(py))?;
-    c.set_item("freed", p.freed.into_pyarray(py))?;
-    o.set_item("columns", c)?;
+    let r = match table {
+        None => default_big(py, &dump)?,
+        Some((a, n, l)) => {
+            let k = kernel_of(py, &dump)?;
+            let d = dump.inner.clone();
+            let r = run(py, move || {
+                core_pool::big::read_big(&d, &k, Some((a, n, l.as_str())))
+            })?;
+            Arc::new(r)
+        }
+    };
+    let p = r.pages.clone();
     let i = &r.info;
-    o.set_item("table", i.table)?;
-    o.set_item("entries", i.entries)?;
-    o.set_item("table_variable", i.table_variable)?;
-    o.set_item("size_variable", i.size_variable)?;
+    let o = record!(py, i, [table, entries, table_variable, size_variable, how]);
+    o.set_item(
+        "columns",
+        arrays!(py, p, [va, tag, bytes, pool_type, freed]),
+    )?;
     o.set_item("layout", i.layout.name)?;
     o.set_item("layout_source", i.layout.source)?;
-    o.set_item("how", i.how)?;
-    o.set_item("warnings", r.warnings)?;
+    o.set_item("warnings", r.warnings.clone())?;
     Ok(o)
+}
+
+/// The big pool table found by the default search, read once (GIL released) and shared.
+fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<core_pool::big::BigPool>> {
+    if let Some(b) = dump.big.get() {
+        return Ok(b.clone());
+    }
+    let k = kernel_of(py, dump)?;
+    let d = dump.inner.clone();
+    let r = run(py, move || core_pool::big::read_big(&d, &k, None))?;
+    Ok(dump.big.get_or_init(|| Arc::new(r)).clone())
 }
 
 /// (address, size, previous_size, pool_index, raw_type, pool_type, allocated, tag, contains).
@@ -153,9 +139,7 @@ fn pool_page<'py>(
     va: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = dump.inner.clone();
-    let p = py
-        .detach(move || core_pool::page::pool_page(&d, va))
-        .map_err(PyCoreError)?;
+    let p = run(py, move || core_pool::page::pool_page(&d, va))?;
     let o = PyDict::new(py);
     o.set_item("va", p.va)?;
     o.set_item("page", p.page)?;
@@ -174,6 +158,13 @@ fn pool_page<'py>(
     o.set_item("corrupt_at", at)?;
     o.set_item("why", why)?;
     o.set_item("nearest", p.nearest.as_ref().map(block_tuple))?;
+    // The big allocation holding `va` (pool::big::containing), when the big table can be read.
+    let big = default_big(py, &dump).ok().and_then(|b| {
+        let g = &b.pages;
+        core_pool::big::containing(g, va)
+            .map(|i| (g.va[i], g.tag[i], g.bytes[i], g.pool_type[i], g.freed[i]))
+    });
+    o.set_item("big", big)?;
     Ok(o)
 }
 
@@ -229,9 +220,9 @@ impl PyPoolScanner {
             pool: parse_filter(pool)?,
         };
         let d = dump.inner.clone();
-        let (pages, warnings) = py
-            .detach(|| core_pool::scan::kernel_pages(&d, ranges.as_deref(), limit))
-            .map_err(PyCoreError)?;
+        let (pages, warnings) = run(py, || {
+            core_pool::scan::kernel_pages(&d, ranges.as_deref(), limit)
+        })?;
         Ok(PyPoolScanner {
             dump: d,
             pages,
@@ -261,13 +252,7 @@ impl PyPoolScanner {
         let lo = lo.min(hi);
         let r =
             py.detach(|| core_pool::scan::scan_pages(&self.dump, &self.pages[lo..hi], &self.opts));
-        let c = PyDict::new(py);
-        c.set_item("address", r.address.into_pyarray(py))?;
-        c.set_item("tag", r.tag.into_pyarray(py))?;
-        c.set_item("size", r.size.into_pyarray(py))?;
-        c.set_item("pool_type", r.pool_type.into_pyarray(py))?;
-        c.set_item("allocated", r.allocated.into_pyarray(py))?;
-        Ok(c)
+        Ok(arrays!(py, r, [address, tag, size, pool_type, allocated]))
     }
 
     /// Touch every byte of pages `[lo, hi)` once (benchmark baseline); returns a checksum.

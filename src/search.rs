@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::dump::PyDump;
-use crate::errors::PyCoreError;
+use crate::errors::{run, PyCoreError};
 
 /// Search a dump for byte patterns, with the GIL released (private: use `Dump.search`).
 ///
@@ -71,8 +71,7 @@ fn search<'py>(
 #[pyfunction]
 fn kernel_ranges(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<Vec<(u64, u64)>> {
     let d = dump.inner.clone();
-    py.detach(move || core_search::kernel_ranges(&d))
-        .map_err(|e| PyCoreError(e).into())
+    run(py, move || core_search::kernel_ranges(&d))
 }
 
 /// Add this file's functions and classes to the native module.

@@ -64,11 +64,11 @@ fuzz_target!(|data: &[u8]| {
     ];
     let t = SymbolTable::build(&d, &modules);
     for va in [BASE, BASE + 0x1000, BASE + 0x1234, BASE + 0xFFFF, 0x10] {
-        let _ = t.ln(va);
+        let _ = t.ln(Va(va));
     }
     for (k, r) in t.rows.iter().take(32).enumerate() {
         if let Some(a) = r.address {
-            let _ = t.ln(a);
+            let _ = t.ln(Va(a));
         }
         if let Some(n) = &r.name {
             let _ = t.symbol(&format!("nt!{n}"));

@@ -19,7 +19,6 @@ __all__ = [
     "PoolScanner",
     "SymbolTable",
     "__version__",
-    "kd_names",
     "kernel_info",
     "kernel_ranges",
     "pdb_identity",
@@ -31,6 +30,7 @@ __all__ = [
     "pe_parse",
     "pool_big",
     "pool_layouts",
+    "pool_owners",
     "pool_page",
     "pool_track_table_variable",
     "pool_used",
@@ -108,6 +108,7 @@ class ModuleColumns(TypedDict):
     load_count: list[int]
     ldr_entry: list[int]
     range_ok: list[bool]
+    kd_name: list[str]
 
 @type_check_only
 class UnloadedColumns(TypedDict):
@@ -301,6 +302,7 @@ class PoolPageDict(TypedDict):
     corrupt_at: int | None
     why: str
     nearest: _BlockTuple | None
+    big: tuple[int, int, int, int, bool] | None
 
 @type_check_only
 class StackWalkDict(TypedDict):
@@ -405,7 +407,6 @@ class SymbolTable:
     def modules(self) -> SymbolModuleColumns: ...
     def importers(self, dump: Dump, expr: str, aligned: bool = True) -> ImporterColumns: ...
 
-def kd_names(modules: list[tuple[str, int, int]]) -> list[str]: ...
 def kernel_info(dump: Dump) -> KernelInfo: ...
 def kernel_ranges(dump: Dump) -> list[tuple[int, int]]: ...
 def panic_selftest(message: str) -> None: ...
@@ -432,6 +433,9 @@ def pe_parse(
 ) -> PeImage: ...
 def pool_big(dump: Dump, table: tuple[int, int, str] | None = None) -> PoolBig: ...
 def pool_layouts() -> dict[str, Any]: ...
+def pool_owners(
+    dump: Dump, tags: list[bytes]
+) -> list[tuple[list[str], list[str], list[float], str]]: ...
 def pool_page(dump: Dump, va: int) -> PoolPageDict: ...
 def pool_track_table_variable(dump: Dump) -> tuple[int, int]: ...
 def processors(dump: Dump) -> ProcessorColumns: ...
@@ -459,7 +463,9 @@ def stack_walk(
     max_frames: int = 64,
     images: dict[str, bytes] | None = None,
 ) -> StackWalkDict: ...
-def symbol_table(dump: Dump, modules: list[tuple[str, int, int]]) -> SymbolTable: ...
+def symbol_table(
+    dump: Dump, modules: list[tuple[str, int, int]] | None = None
+) -> SymbolTable: ...
 def unwind_functions(
     file: bytes,
 ) -> list[

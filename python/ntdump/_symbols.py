@@ -74,11 +74,8 @@ class Symbols:
 
     # -- the table -------------------------------------------------------------------------
     def _symbol_table(self) -> SymbolTable:
-        def make() -> SymbolTable:
-            mods = [(m.name, m.base, m.size) for m in self._kernel.modules]
-            return symbol_table(self._h.native, mods)
-
-        return self._h.cached("symbols", make)
+        # Built in Rust from the kernel's own module list (the one `modules` shows): no round trip.
+        return self._h.cached("symbols", lambda: symbol_table(self._h.native))
 
     def _mapped(self) -> dict[str, int]:
         return self._map.symbol_map

@@ -14,7 +14,7 @@ import pandas as pd
 from . import _schema
 from ._format import kd_addr
 from ._handle import Handle
-from ._native import PeImage, kd_names, kernel_info
+from ._native import PeImage, kernel_info
 from .errors import NtdumpWarning, SymbolError
 from .pe import (
     EXPORT_SCHEMA,
@@ -326,7 +326,7 @@ class Kernel:
         k = self._kernel()
         c = k["modules"]
         # One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
-        names = kd_names(list(zip(c["name"], c["base"], c["size"], strict=True)))
+        names = c["kd_name"]
         mods = [
             Module(
                 name=c["name"][i],

@@ -20,11 +20,15 @@ import pandas as pd
 
 from . import _schema
 from ._handle import Handle
-from ._native import PoolScanner, pool_big, pool_page, pool_track_table_variable, pool_used
-from ._search import Search
-from ._symbols import Symbols
+from ._native import (
+    PoolScanner,
+    pool_big,
+    pool_owners,
+    pool_page,
+    pool_track_table_variable,
+    pool_used,
+)
 from .errors import NtdumpError, PoolTableError
-from .modules import Kernel
 from .pooltags import TagTable
 from .symbols.kernel import big_table, tracker_tables
 
@@ -74,24 +78,7 @@ POOL_TYPE_NAMES = {
     0x204: "NonPagedPoolNxCacheAligned", 0x220: "NonPagedPoolSessionNx",
 }
 
-#: Byte sequences that put a 32-bit immediate right after them: (bytes before the tag, what, score).
-#: x64: the tag is ExAllocatePoolWithTag's 3rd argument (r8d) and ExFreePoolWithTag's 2nd (edx).
-_X64_CODE = (
-    (b"\x41\xb8", "mov r8d, imm32", 10.0),
-    (b"\xba", "mov edx, imm32", 6.0),
-    (b"\x41\xb9", "mov r9d, imm32", 4.0),
-    (b"\xb9", "mov ecx, imm32", 3.0),
-    (b"\xc7\x44\x24", "mov [rsp+x], imm32", 5.0),  # one displacement byte follows
-)
-#: x86 (stdcall): the tag is pushed.
-_X86_CODE = (
-    (b"\x68", "push imm32", 10.0),
-    (b"\xc7\x44\x24", "mov [esp+x], imm32", 5.0),
-    (b"\xba", "mov edx, imm32", 3.0),
-    (b"\xb9", "mov ecx, imm32", 3.0),
-)
-_BYTES_SCORE = 1.0
-_UNTAGGED = ("ExAllocatePool", "ExAllocatePoolWithQuota")
+#: Owners of a tag: the code patterns and scores live in ntdump-core (pool/owners.rs).
 _SCAN_BATCH = 16384  # pages (64 MiB) per native call, so progress can be shown between them
 
 
@@ -245,19 +232,10 @@ class PoolPage:
 class Pool:
     """The pool of one dump (``d.pool``). Tables are read once and cached with the dump."""
 
-    def __init__(
-        self,
-        h: Handle,
-        kernel: Kernel,
-        search: Search,
-        symbols: Symbols,
-        *,
-        pooltag: str | os.PathLike[str] | None = None,
-    ) -> None:
+    def __init__(self, h: Handle, *, pooltag: str | os.PathLike[str] | None = None) -> None:
+        # Owners (which module uses a tag) are computed in the core from the dump's own module
+        # list and symbol table, so the pool needs only the handle.
         self._h = h
-        self._kernel = kernel
-        self._search = search
-        self._symbols = symbols
         self._tags = TagTable(pooltag)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -468,18 +446,10 @@ class Pool:
         blocks = tuple(PoolBlock._from(t) for t in r["blocks"])
         nearest = PoolBlock._from(r["nearest"]) if r["nearest"] is not None else None
         big = None
-        try:
-            bdf = self.big()
-        except NtdumpError:
-            bdf = None
-        if bdf is not None and len(bdf):
-            va_col = bdf["va"].to_numpy()
-            end = va_col + np.maximum(bdf["bytes"].to_numpy(), 0x1000)
-            hit = np.flatnonzero((va_col <= va) & (va < end) & ~bdf["freed"].to_numpy())
-            if len(hit):
-                row = bdf.iloc[int(hit[0])]
-                big = {"va": int(row["va"]), "tag": str(row["tag"]), "bytes": int(row["bytes"]),
-                       "pool_type": str(row["pool_type"]), "freed": bool(row["freed"])}
+        if r["big"] is not None:  # the big allocation holding va (core: pool::big::containing)
+            bva, btag, nbytes, ptype, freed = r["big"]
+            big = {"va": bva, "tag": tag_text(btag), "bytes": nbytes,
+                   "pool_type": pool_type_name(ptype), "freed": freed}
         tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
         desc = {t: d for t in tags if (d := self.describe(t))}
         return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
@@ -576,85 +546,26 @@ class Pool:
         return df
 
     # -- who owns a tag -------------------------------------------------------------------------
-    def _image_hits(self, tags: list[bytes]) -> list[tuple[str, int, int]]:
-        """(module kd name, hit VA, pattern index) for each tag's bytes inside a module image."""
-        modules = self._kernel.modules
-        mods = list(modules)
-        if not mods:
-            return []
-        out: list[tuple[str, int, int]] = []
-        df = self._search.search(list(tags) if len(tags) > 1 else tags[0], within=modules)
-        index = {t: i for i, t in enumerate(tags)}
-        mods_by_name = {k: m for m in mods for k in (m.name.lower(), m.kd_name.lower())}
-        pat = list(df["pattern"]) if "pattern" in df else [tags[0]] * len(df)
-        for a, m, p in zip(df["address"].to_numpy(), df["module"], pat, strict=True):
-            if m is pd.NA or m is None:
-                continue
-            i = index.get(p if isinstance(p, bytes) else str(p).encode("latin-1"))
-            if i is not None:
-                mod = mods_by_name.get(str(m).lower())
-                out.append((mod.kd_name if mod is not None else str(m), int(a), i))
-        return out
-
-    def _classify(self, va: int) -> tuple[str, float]:
-        x64 = self._h.info.machine != "x86"
-        table = _X64_CODE if x64 else _X86_CODE
-        try:
-            before = self._h.read(va - 4, 4)
-        except NtdumpError:
-            return "bytes", _BYTES_SCORE
-        for ops, what, score in table:
-            # "mov [rsp+x], imm32" has one displacement byte between the opcode and the tag.
-            hit = before[:3] == ops if ops.startswith(b"\xc7") else before.endswith(ops)
-            if hit:
-                return what, score
-        return "bytes", _BYTES_SCORE
-
-    def _rank(self, hits: list[tuple[str, int]]) -> list[tuple[str, str, float]]:
-        per: dict[str, dict[str, list[float]]] = {}
-        for mod, va in hits:
-            what, score = self._classify(va)
-            per.setdefault(mod, {}).setdefault(what, []).append(score)
-        rows = []
-        for mod, kinds in per.items():
-            total = sum(sum(v) for v in kinds.values())
-            ev = "; ".join(f"{len(v)}x {k}" for k, v in
-                           sorted(kinds.items(), key=lambda kv: -sum(kv[1])))
-            rows.append((mod, ev, total))
-        rows.sort(key=lambda r: (-r[2], r[0]))
-        return rows
-
-    def _untagged(self) -> tuple[list[tuple[str, str, float]], str]:
-        rows: dict[str, list[str]] = {}
-        notes = []
-        for fn in _UNTAGGED:
-            try:
-                imp = self._symbols.importers(f"nt!{fn}")
-            except NtdumpError as e:
-                notes.append(f"nt!{fn}: {e}")
-                continue
-            for mod, how in zip(imp["module"], imp["how_found"], strict=True):
-                rows.setdefault(str(mod), []).append(f"imports nt!{fn} ({how})")
-        out = [(m, "; ".join(dict.fromkeys(ev)), 10.0 * len(set(ev))) for m, ev in rows.items()]
-        out.sort(key=lambda r: (-r[2], r[0]))
-        return out, "; ".join(notes)
+    def _owners_native(self, tags: list[str]) -> list[tuple[list[str], list[str], list[float],
+                                                           str]]:
+        """(modules, evidence, scores, note) per tag, from the core (ntdump-core pool::owners)."""
+        return pool_owners(self._h.native, [_tag_bytes(t) for t in tags])
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
         res: dict[str, list[str]] = {}
         plain = [t for t in tags if t != "None"]
         if "None" in tags:
-            rows, _ = self._untagged()
-            res["None"] = [r[0] for r in rows]
+            try:
+                res["None"] = self._owners_native(["None"])[0][0]
+            except NtdumpError:
+                res["None"] = []
         if plain:
             try:
-                hits = self._image_hits([_tag_bytes(t) for t in plain])
+                found = self._owners_native(plain)
             except NtdumpError:
                 return res
-            per: dict[int, list[tuple[str, int]]] = {}
-            for mod, va, p in hits:
-                per.setdefault(p, []).append((mod, va))
-            for i, t in enumerate(plain):
-                res[t] = [r[0] for r in self._rank(per.get(i, []))]
+            for t, (mods, _, _, _) in zip(plain, found, strict=True):
+                res[t] = mods
         return res
 
     def owners(self, tag: str | bytes) -> pd.DataFrame:
@@ -668,13 +579,13 @@ class Pool:
         ``nt!ExAllocatePool`` and ``nt!ExAllocatePoolWithQuota`` (10 per function).
         """
         t = _tag_bytes(tag).decode("latin-1")
-        if t == "None":
-            rows, note = self._untagged()
-        else:
-            hits = self._image_hits([_tag_bytes(t)])
-            rows, note = self._rank([(m, va) for m, va, _ in hits]), ""
-        df = _schema.frame({"module": [r[0] for r in rows], "evidence": [r[1] for r in rows],
-                            "score": [r[2] for r in rows]}, OWNERS_SCHEMA,
+        try:
+            mods, evidence, scores, note = self._owners_native([t])[0]
+        except NtdumpError as e:
+            if t != "None":
+                raise
+            mods, evidence, scores, note = [], [], [], str(e)  # untagged: evidence is optional
+        df = _schema.frame({"module": mods, "evidence": evidence, "score": scores}, OWNERS_SCHEMA,
                            dump=self._h.path)
         df.attrs["tag"] = t
         if note:

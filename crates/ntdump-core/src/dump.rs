@@ -9,7 +9,7 @@ use crate::container::{parse_body, raw_body, Layout};
 use crate::error::{Error, Result};
 use crate::header::{parse_header, DumpHeader, Machine};
 use crate::mapguard::GuardedMap;
-use crate::mmu::{walk, Mode, Walk};
+use crate::mmu::{walk, Leaves, Mode, Walk};
 use crate::phys::PhysMap;
 use crate::raw;
 use crate::triage::Triage;
@@ -205,6 +205,23 @@ impl Dump {
         self.mode
     }
 
+    /// Paging mode, or [`Error::Unsupported`] for ARM64: what every reader of the page tables calls.
+    pub fn paging(&self) -> Result<Mode> {
+        self.mode.ok_or_else(|| {
+            Error::Unsupported("ARM64 address translation is not implemented yet".into())
+        })
+    }
+
+    /// The leaves of the kernel page tables (the mapped-page model; [`Error::Unsupported`] for ARM64).
+    pub fn leaves(&self) -> Result<Leaves<'_>> {
+        Ok(Leaves::new(
+            &self.phys,
+            self.file(),
+            self.paging()?,
+            self.dtb,
+        ))
+    }
+
     /// Directory table base used for kernel translation (PA).
     pub fn dtb(&self) -> u64 {
         self.dtb
@@ -283,17 +300,13 @@ impl Dump {
 
     /// Walk the page tables rooted at `dtb` (a PA) for `va`.
     pub fn walk_with(&self, va: Va, dtb: u64) -> Result<Walk> {
-        let mode = self.mode.ok_or_else(|| {
-            Error::Unsupported("ARM64 address translation is not implemented yet".into())
-        })?;
+        let mode = self.paging()?;
         Ok(walk(mode, dtb, va, |pa| self.read_entry(mode, pa)))
     }
 
     /// Translate a kernel VA to a PA. Triage dumps have no physical memory: this fails there.
     pub fn translate(&self, va: Va) -> Result<Pa> {
-        let mode = self.mode.ok_or_else(|| {
-            Error::Unsupported("ARM64 address translation is not implemented yet".into())
-        })?;
+        let mode = self.paging()?;
         Ok(crate::mmu::translate(mode, self.dtb, va, |pa| self.read_entry(mode, pa))?.0)
     }
 

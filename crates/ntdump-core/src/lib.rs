@@ -19,10 +19,12 @@ pub mod pe;
 pub mod phys;
 pub mod pool;
 pub mod raw;
+pub mod scan;
 pub mod search;
 pub mod stack;
 pub mod symbols;
 pub mod triage;
+pub mod versions;
 pub mod vm;
 
 pub use addr::{Pa, Va, PAGE_SIZE};

@@ -5,7 +5,7 @@
 //!   address space *and* in the file are searched as one slice; a match that straddles two pages stored in
 //!   different places in the file is still found (the seam check).
 //! * Work is split into chunks of at most [`SearchOptions::chunk_size`] bytes (16 MiB) overlapping by the
-//!   longest pattern's length − 1, searched on rayon's global pool (`RAYON_NUM_THREADS`). Hits are sorted
+//!   longest pattern's length − 1 (the scanner contract of [`crate::scan`]), searched on rayon's global pool (`RAYON_NUM_THREADS`). Hits are sorted
 //!   by address, then pattern, so the result never depends on the number of threads.
 //! * Every start position is tried: overlapping matches are all reported. [`SearchOptions::align`] keeps
 //!   only hits at multiples of the alignment (kd's `s -d` reports dword-aligned hits only).
@@ -24,16 +24,16 @@ use std::ops::ControlFlow;
 use crate::addr::PAGE_SHIFT;
 use crate::dump::Dump;
 use crate::error::{Error, Result};
-use crate::mmu::Mode;
+use crate::mmu::{va_end, Leaf};
 
+pub use crate::mmu::kernel_start;
 pub use matcher::{Matcher, MAX_PATTERNS, MAX_PATTERN_LEN};
-pub use source::kernel_start;
 
 use engine::{Counts, Engine, Piece};
-use source::{phys_range, va_end, Leaves, Span, Spans};
+use source::{phys_range, Span, Spans};
 
-/// Default chunk size (bytes) of the parallel scan: 16 MiB.
-pub const CHUNK_SIZE: usize = 16 << 20;
+/// Default chunk size (bytes) of the parallel scan: 16 MiB, the [`crate::scan`] contract's chunk.
+pub const CHUNK_SIZE: usize = crate::scan::CHUNK_BYTES;
 
 /// What to search.
 #[derive(Debug, Clone, Copy)]
@@ -148,7 +148,8 @@ fn finish(engine: Engine<'_, '_>, unreadable: impl FnOnce(&Counts) -> u64) -> Se
 /// Search `dump` for `patterns` (each 1 to [`MAX_PATTERN_LEN`] bytes) in `target`.
 ///
 /// A hit lies entirely inside one range of the target (ranges that overlap or touch are merged first).
-/// Errors: bad patterns or ranges ([`Error::Argument`]), virtual search of an ARM64 dump, or page tables
+/// Errors: bad patterns or ranges ([`Error::Argument`]), virtual search of an ARM64 dump
+/// ([`Error::Unsupported`]), or page tables
 /// that loop ([`Error::Format`]). Unreadable memory is never an error.
 pub fn search<P: AsRef<[u8]>>(
     dump: &Dump,
@@ -197,7 +198,7 @@ pub fn search<P: AsRef<[u8]>>(
             }
         }
         Target::Kernel => {
-            let mode = kernel_mode(dump)?;
+            let mode = dump.paging()?;
             let ranges = [(kernel_start(mode), va_end(mode))];
             if dump.triage().is_some() {
                 search_triage(dump, &ranges, engine, true)
@@ -206,11 +207,6 @@ pub fn search<P: AsRef<[u8]>>(
             }
         }
     }
-}
-
-fn kernel_mode(dump: &Dump) -> Result<Mode> {
-    dump.mode()
-        .ok_or_else(|| Error::Argument("ARM64 address translation is not implemented yet".into()))
 }
 
 /// Pages of `ranges` not searched, up to where the search stopped.
@@ -260,7 +256,7 @@ fn search_tables<'a>(
     mut engine: Engine<'a, '_>,
     kernel: bool,
 ) -> Result<SearchResult> {
-    let mut leaves = Leaves::new(dump)?;
+    let mut leaves = dump.leaves()?;
     let phys = dump.phys();
     let mut missing = 0u64;
     let mut spans = Spans::new(dump.file(), &mut engine);
@@ -275,16 +271,13 @@ fn search_tables<'a>(
         flow
     };
     'ranges: for &(s, e) in ranges {
-        let mut on_leaf = |l: source::Leaf| {
-            let (a, b) = (
-                (l.va as u128).max(s as u128),
-                (l.va as u128 + l.size as u128).min(e),
-            );
+        let mut on_leaf = |l: Leaf| {
+            let (a, b) = ((l.va.0 as u128).max(s as u128), l.va_end().min(e));
             if a >= b {
                 return ControlFlow::Continue(());
             }
             let (va, len) = (a as u64, (b - a) as u64);
-            let pa = l.pa + (va - l.va);
+            let pa = l.pa.0 + (va - l.va.0);
             if let Some(r) = &mut run {
                 let joins = r.0 as u128 + r.2 as u128 == a
                     && r.1 as u128 + r.2 as u128 == pa as u128
@@ -345,7 +338,7 @@ pub fn search_slices<P: AsRef<[u8]>>(
 /// or transition leaf (4 KiB, 2/4 MiB, 1 GiB pages) whether or not its frame is stored in the dump. Triage
 /// dumps give their captured ranges in that half.
 pub fn kernel_ranges(dump: &Dump) -> Result<Vec<(u64, u64)>> {
-    let mode = kernel_mode(dump)?;
+    let mode = dump.paging()?;
     let (start, end) = (kernel_start(mode), va_end(mode));
     let mut out: Vec<(u64, u128)> = Vec::new();
     let mut add = |s: u64, e: u128| match out.last_mut() {
@@ -360,9 +353,9 @@ pub fn kernel_ranges(dump: &Dump) -> Result<Vec<(u64, u64)>> {
             }
         }
     } else {
-        let mut leaves = Leaves::new(dump)?;
+        let mut leaves = dump.leaves()?;
         let _ = leaves.for_each(start, end, &mut |l| {
-            add(l.va, l.va as u128 + l.size as u128);
+            add(l.va.0, l.va_end());
             ControlFlow::Continue(())
         })?;
     }

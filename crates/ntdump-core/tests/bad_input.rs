@@ -235,4 +235,13 @@ fn arm64_headers_parse_translation_is_a_clear_error() {
         Err(Error::Unsupported(m)) => assert!(m.contains("ARM64"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // Every reader of the page tables says the same (search, mapped ranges, the pool scan's pages).
+    let opts = ntdump_core::search::SearchOptions::default();
+    let r = ntdump_core::search::search(&d, &[b"x"], ntdump_core::search::Target::Kernel, &opts);
+    assert!(matches!(r, Err(Error::Unsupported(_))), "{r:?}");
+    let r = ntdump_core::search::kernel_ranges(&d);
+    assert!(matches!(r, Err(Error::Unsupported(_))), "{r:?}");
+    let r = ntdump_core::pool::scan::kernel_pages(&d, None, 10);
+    assert!(matches!(r, Err(Error::Unsupported(_))), "{r:?}");
+    assert!(matches!(d.leaves(), Err(Error::Unsupported(_))));
 }

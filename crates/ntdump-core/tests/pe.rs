@@ -195,9 +195,9 @@ fn wine_images_goblin_and_own_readers_agree() {
         .collect();
     let t = SymbolTable::build(&d, &mods);
     let addr = BASE + u64::from(ex.rva);
-    assert_eq!(t.symbol("nt!ExAllocatePool").unwrap(), addr);
-    assert_eq!(t.ln(addr).unwrap(), "nt!ExAllocatePool");
-    assert_eq!(t.ln(addr + 3).unwrap(), "nt!ExAllocatePool+0x3");
+    assert_eq!(t.symbol("nt!ExAllocatePool").unwrap(), Va(addr));
+    assert_eq!(t.ln(Va(addr)).unwrap(), "nt!ExAllocatePool");
+    assert_eq!(t.ln(Va(addr + 3)).unwrap(), "nt!ExAllocatePool+0x3");
     // The IATs are not bound here: the import tables name the function, the pointer search finds nothing.
     let rows = t.importers(&d, "nt!ExAllocatePool", true).unwrap();
     let who: Vec<&str> = rows

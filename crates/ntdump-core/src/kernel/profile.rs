@@ -26,12 +26,13 @@ pub enum Family {
 impl Family {
     /// The family of an OS build number.
     pub fn from_build(build: u32) -> Family {
+        use crate::versions::build::*;
         match build {
-            0..=2999 => Family::Xp,
-            3000..=3999 => Family::Server2003,
-            4000..=7999 => Family::Win7,
-            8000..=9999 => Family::Win8,
-            10000..=21999 => Family::Win10,
+            b if b < SERVER_2003_FAMILY => Family::Xp,
+            b if b < VISTA_FAMILY => Family::Server2003,
+            b if b < WIN8_FAMILY => Family::Win7,
+            b if b < WIN10_FAMILY => Family::Win8,
+            b if b < WIN11 => Family::Win10,
             _ => Family::Win11,
         }
     }
@@ -188,7 +189,9 @@ impl Profile {
             Family::Server2003 => 0x318,
             Family::Win7 => 0x340,
             Family::Win8 => 0x360,
-            Family::Win10 if build < 17763 => 0x368,
+            // [sheet §3.3]: 8/8.1 0x360, 10 1607–1803 0x368, 1809+ 0x380 (before 1607: the 8.1 size).
+            Family::Win10 if build < crate::versions::build::WIN10_1607 => 0x360,
+            Family::Win10 if build < crate::versions::build::WIN10_1809 => 0x368,
             _ => 0x380,
         };
         Profile {

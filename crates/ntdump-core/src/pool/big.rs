@@ -36,44 +36,12 @@ pub const VALIDATE_ENTRIES: u64 = 4096;
 /// Bytes searched on each side of the PoolTrackTable variable.
 pub const SEARCH_WINDOW: i64 = 0x1800;
 
-/// Volatility 2's distances (bytes): PoolBigPageTable = PoolTrackTable − d0, PoolBigPageTableSize =
-/// PoolTrackTable − d1, by (major, minor, 64-bit) — `bigpagepools.py` `BigPageTableMagic`. 8.1 x64 has two
-/// builds: 9600 (−5200, −5176) and 9601 (−5192, −5200).
-/// A Volatility 2 distance entry: ((major, minor, 64-bit), (d0, d1) in bytes).
-pub type Vol2Distance = ((u32, u32, bool), (i64, i64));
+/// Volatility 2's distances, kept with the other version data in [`crate::versions`].
+pub use crate::versions::{Vol2Distance, VOL2_DISTANCES};
 
-/// The table itself (see [`vol2_distance`]).
-pub const VOL2_DISTANCES: [Vol2Distance; 10] = [
-    ((5, 1, false), (8, 12)),
-    ((5, 2, false), (24, 28)),
-    ((5, 2, true), (48, 56)),
-    ((6, 0, false), (20, 24)),
-    ((6, 0, true), (40, 48)),
-    ((6, 1, false), (20, 24)),
-    ((6, 1, true), (40, 48)),
-    ((6, 2, false), (92, 88)),
-    ((6, 2, true), (-5200, -5224)),
-    ((6, 3, false), (116, 120)),
-];
-
-/// Volatility 2's distances for a machine and build, if it has them.
+/// Volatility 2's distances for a machine and build, if it has them ([`crate::versions::vol2_distance`]).
 pub fn vol2_distance(machine: Machine, build: u32) -> Option<(i64, i64)> {
-    let x64 = machine != Machine::X86;
-    let ver = match build {
-        2600 => (5, 1),
-        3790 => (5, 2),
-        6000..=6002 => (6, 0),
-        7600..=7601 => (6, 1),
-        9200 => (6, 2),
-        9600 if x64 => return Some((-5200, -5176)),
-        9601 if x64 => return Some((-5192, -5200)),
-        9600 | 9601 => (6, 3),
-        _ => return None,
-    };
-    VOL2_DISTANCES
-        .iter()
-        .find(|(k, _)| *k == (ver.0, ver.1, x64))
-        .map(|(_, v)| *v)
+    crate::versions::vol2_distance(machine != Machine::X86, build)
 }
 
 /// Where the big page table is.

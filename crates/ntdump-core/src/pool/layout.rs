@@ -305,12 +305,13 @@ pub fn tracker_candidates(machine: Machine, build: u32) -> Vec<&'static TrackerL
     } else {
         vec![&TRACKER_X64_28, &TRACKER_X64_38, &TRACKER_X64_50]
     };
+    use crate::versions::build::{WIN10_1607, WIN10_19H1, WIN11, X86_TRACKER_40};
     let primary = match (x86, build) {
-        (true, b) if b >= 21292 => 2,
-        (true, b) if b >= 18362 => 1,
+        (true, b) if b >= X86_TRACKER_40 => 2,
+        (true, b) if b >= WIN10_19H1 => 1,
         (true, _) => 0,
-        (false, b) if b >= 22000 => 2,
-        (false, b) if b >= 14393 => 1,
+        (false, b) if b >= WIN11 => 2,
+        (false, b) if b >= WIN10_1607 => 1,
         (false, _) => 0,
     };
     let p = v.remove(primary);
@@ -476,7 +477,9 @@ pub fn big_candidates(machine: Machine, build: u32) -> Vec<&'static BigPageLayou
         (Family::Win7 | Family::Win8, true) => vec![&BIG_VISTA_X86],
         (Family::Win7 | Family::Win8, false) => vec![&BIG_VISTA_X64],
         (_, true) => vec![&BIG_WIN10_X86],
-        (_, false) if build >= 20348 => vec![&BIG_WIN11_X64, &BIG_WIN10_X64],
+        (_, false) if build >= crate::versions::build::SERVER_2022 => {
+            vec![&BIG_WIN11_X64, &BIG_WIN10_X64]
+        }
         (_, false) => vec![&BIG_WIN10_X64, &BIG_WIN11_X64],
     }
 }

@@ -6,12 +6,14 @@
 //! * [`big`]: find `nt!PoolBigPageTable` near the PoolTrackTable variable and list big allocations.
 //! * [`page`]: walk the headers of one pool page (legacy pool, builds < 18362).
 //! * [`scan`]: find valid pool headers over mapped kernel memory (rayon, sorted output).
+//! * [`owners`]: which loaded driver allocates with a tag (tag bytes in the images, by code pattern).
 //!
 //! Every count, size and pointer read from the dump is bounded; failures are [`PoolError`]s that say
 //! which table could not be read and why.
 
 pub mod big;
 pub mod layout;
+pub mod owners;
 pub mod page;
 pub mod scan;
 pub mod tracker;
@@ -98,9 +100,10 @@ pub enum PoolEra {
 impl PoolEra {
     /// The era of an OS build number.
     pub fn from_build(build: u32) -> PoolEra {
+        use crate::versions::build::{VISTA, WIN10_19H1};
         match build {
-            0..=5999 => PoolEra::Xp,
-            6000..=18361 => PoolEra::Vista,
+            b if b < VISTA => PoolEra::Xp,
+            b if b < WIN10_19H1 => PoolEra::Vista,
             _ => PoolEra::SegmentHeap,
         }
     }

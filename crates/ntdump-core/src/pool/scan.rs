@@ -5,7 +5,7 @@
 //! BlockSize is non-zero and the block ends inside the page; the stored PoolType is possible for the
 //! era ([`super::PoolEra::decode_type`]); on legacy pools (before 19H1) PreviousSize fits before it.
 //!
-//! Pages are listed first ([`kernel_pages`], VA order), then scanned in parallel (rayon) in chunks of
+//! Pages are listed first ([`kernel_pages`], VA order, from the page-table leaves), then scanned in parallel (rayon) in chunks of
 //! [`CHUNK_PAGES`]; hits are concatenated in page order, so output is sorted by address and does not
 //! depend on the thread count. Small pool blocks never straddle a page, so pages are independent.
 
@@ -13,13 +13,16 @@ use rayon::prelude::*;
 
 use super::layout::pool_header;
 use super::{PoolContext, PoolEra};
-use crate::addr::{Va, PAGE_SIZE};
+use std::ops::ControlFlow;
+
+use crate::addr::{Va, PAGE_SHIFT, PAGE_SIZE};
 use crate::dump::Dump;
 use crate::error::{Error, Result};
-use crate::mmu::Mode;
+use crate::mmu::kernel_start;
 
-/// Pages per parallel work item (16 MiB).
-pub const CHUNK_PAGES: usize = 4096;
+/// Pages per parallel work item (16 MiB): the [`crate::scan`] contract's chunk. Pool blocks never cross
+/// a page, so chunks need no overlap (no seams).
+pub const CHUNK_PAGES: usize = crate::scan::CHUNK_PAGES;
 
 /// A tag pattern: a tag matches when `tag & mask == value & mask` (`?` = any byte, a trailing `*` =
 /// any rest).
@@ -126,30 +129,16 @@ impl ScanHits {
 pub type PageRef = (u64, u64);
 
 /// Mapped kernel pages whose frames are stored in the dump, in VA order, over `ranges` ([start, end)
-/// VA pairs; default: every mapped kernel-half range, from [`crate::search::kernel_ranges`]). Each range
-/// is translated with [`Dump::walk`], skipping every unmapped subtree at the level where it ends. In a
-/// triage dump the captured ranges are listed with frame [`VIRTUAL_ONLY`] (read through
-/// [`Dump::read_virt`]). At most `limit` pages (a warning says where it stopped).
+/// VA pairs; default: the whole kernel half), from the leaves of the page tables ([`crate::mmu::Leaves`],
+/// which skip every unmapped subtree at the level where it ends). In a triage dump the captured ranges
+/// are listed with frame [`VIRTUAL_ONLY`] (read through [`Dump::read_virt`]). At most `limit` pages (a
+/// warning says where it stopped). ARM64 gives [`crate::Error::Unsupported`].
 pub fn kernel_pages(
     d: &Dump,
     ranges: Option<&[(u64, u64)]>,
     limit: usize,
 ) -> Result<(Vec<PageRef>, Vec<String>)> {
-    let mode = d.mode().ok_or_else(|| {
-        Error::Argument("ARM64 address translation is not implemented yet".into())
-    })?;
-    let spec = mode.spec();
-    let found: Vec<(u64, u64)>;
-    let ranges = match ranges {
-        Some(r) => r,
-        None => {
-            found = crate::search::kernel_ranges(d)?
-                .into_iter()
-                .map(|(s, n)| (s, s.saturating_add(n)))
-                .collect();
-            &found
-        }
-    };
+    let mode = d.paging()?;
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut push = |v: u64, pfn: u64, out: &mut Vec<PageRef>| -> bool {
@@ -162,55 +151,59 @@ pub fn kernel_pages(
         out.push((v, pfn));
         true
     };
-    'ranges: for &(start, end) in ranges {
-        let mut va = start & !(PAGE_SIZE - 1);
-        if d.triage().is_some() {
+    if d.triage().is_some() {
+        let found: Vec<(u64, u64)>;
+        let ranges = match ranges {
+            Some(r) => r,
+            None => {
+                found = crate::search::kernel_ranges(d)?
+                    .into_iter()
+                    .map(|(s, n)| (s, s.saturating_add(n)))
+                    .collect();
+                &found
+            }
+        };
+        'triage: for &(start, end) in ranges {
+            let mut va = start & !(PAGE_SIZE - 1);
             while va < end {
                 if !push(va, VIRTUAL_ONLY, &mut out) {
-                    break 'ranges;
+                    break 'triage;
                 }
                 va = match va.checked_add(PAGE_SIZE) {
                     Some(n) => n,
                     None => break,
                 };
             }
-            continue;
         }
-        while va < end {
-            let w = d.walk(Va(va))?;
-            let next = match w.result {
-                Ok((pa, size)) => {
-                    let page_base = va & !(size - 1);
-                    let pa_base = pa.0 & !(size - 1);
-                    let first = (va - page_base) / PAGE_SIZE;
-                    for k in first..size / PAGE_SIZE {
-                        let v = page_base + k * PAGE_SIZE;
-                        if v >= end {
-                            break;
-                        }
-                        let pfn = (pa_base + k * PAGE_SIZE) >> 12;
-                        if d.phys_page(pfn).is_some() && !push(v, pfn, &mut out) {
-                            break 'ranges;
-                        }
-                    }
-                    page_base.checked_add(size)
+        return Ok((out, warnings));
+    }
+    let whole = [(kernel_start(mode), u64::MAX)];
+    let ranges = ranges.unwrap_or(&whole);
+    let mut leaves = d.leaves()?;
+    for &(start, end) in ranges {
+        // `u64::MAX` as the end of the default range stands for 2^64.
+        let end128 = if end == u64::MAX {
+            1u128 << 64
+        } else {
+            end as u128
+        };
+        let lo = start & !(PAGE_SIZE - 1);
+        let flow = leaves.for_each(lo, end128, &mut |l| {
+            let first = lo.saturating_sub(l.va.0) / PAGE_SIZE;
+            for k in first..l.size / PAGE_SIZE {
+                let v = l.va.0 + k * PAGE_SIZE;
+                if v as u128 >= end128 {
+                    break;
                 }
-                Err(_) => {
-                    let Some(level) = w.steps.len().checked_sub(1) else {
-                        break; // the top-level table is unreadable: nothing in this range is
-                    };
-                    let span = 1u64 << spec.levels[level].shift;
-                    (va & !(span - 1)).checked_add(span)
+                let pfn = (l.pa.0 + k * PAGE_SIZE) >> PAGE_SHIFT;
+                if d.phys_page(pfn).is_some() && !push(v, pfn, &mut out) {
+                    return ControlFlow::Break(());
                 }
-            };
-            match next {
-                // x64: jump the non-canonical hole.
-                Some(n) if mode == Mode::X64 && n == 0x0000_8000_0000_0000 => {
-                    va = 0xFFFF_8000_0000_0000
-                }
-                Some(n) => va = n,
-                None => break,
             }
+            ControlFlow::Continue(())
+        })?;
+        if flow.is_break() {
+            break;
         }
     }
     Ok((out, warnings))

@@ -1,8 +1,9 @@
 //! The search engine: takes pieces of memory in address order, scans them on rayon, and finds the hits
 //! that straddle a seam between two pieces that are adjacent in the address space but not in the file.
 //!
-//! * Chunks: a piece is cut into chunks of `chunk_size` bytes; a chunk's haystack runs `max_len - 1`
-//!   bytes past its end (clipped to the piece), and a hit counts only if it starts inside the chunk.
+//! * Chunks ([`crate::scan`], the contract every scanner follows): a piece is cut into chunks of
+//!   `chunk_size` bytes; a chunk's haystack runs `max_len - 1` bytes past its end (clipped to the piece),
+//!   and a hit counts only if it starts inside the chunk.
 //! * Seams: where piece *i* starts at the address where piece *i−1* ends, the last `max_len − 1` bytes of
 //!   *i−1* and the first `max_len − 1` bytes of the pieces from *i* on are copied into a small buffer; a hit
 //!   there counts if it starts in *i−1* and ends in *i* or later. A hit crossing several seams is counted
@@ -297,30 +298,26 @@ impl<'a, 'm> Engine<'a, 'm> {
         if self.batch.is_empty() {
             return;
         }
-        let ovl = self.m.max_len() - 1;
+        let ovl = crate::scan::overlap(self.m.max_len());
         let mut tasks: Vec<Vec<Chunk<'a>>> = Vec::new();
         let mut cur: Vec<Chunk<'a>> = Vec::new();
         let mut cur_bytes = 0usize;
         for q in &self.batch {
-            let (p, n) = (q.piece, q.piece.data.len());
-            let mut start = 0usize;
-            while start < n {
-                let report = self.chunk_size.min(n - start);
-                let hay_end = (start + report).saturating_add(ovl).min(n);
+            let p = q.piece;
+            for c in crate::scan::chunks(p.data.len(), self.chunk_size, ovl) {
                 cur.push(Chunk {
                     piece: Piece {
-                        addr: p.addr + start as u64,
-                        data: &p.data[start..hay_end],
+                        addr: p.addr + c.start as u64,
+                        data: &p.data[c.start..c.hay_end],
                     },
-                    report_len: report,
-                    back: if start == 0 { q.back } else { None },
+                    report_len: c.report,
+                    back: if c.start == 0 { q.back } else { None },
                 });
-                cur_bytes += report;
+                cur_bytes += c.report;
                 if cur_bytes >= TASK_BYTES {
                     tasks.push(std::mem::take(&mut cur));
                     cur_bytes = 0;
                 }
-                start += report;
             }
         }
         if !cur.is_empty() {
@@ -348,8 +345,7 @@ impl<'a, 'm> Engine<'a, 'm> {
         }
         self.hits.sort_unstable();
         self.hits.dedup();
-        if self.hits.len() > self.limit {
-            self.hits.truncate(self.limit);
+        if crate::scan::keep_first(&mut self.hits, Some(self.limit)) {
             self.counts.truncated = true;
         }
         (self.hits, self.counts)

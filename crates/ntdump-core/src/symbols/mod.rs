@@ -10,33 +10,22 @@
 //! import tables (descriptor, ILT name, IAT slot), and by scanning every module's memory for the function's
 //! address as a pointer-sized value (the founding story's `!for_each_module s-d @#Base @#End <addr>`).
 
-use std::collections::{BTreeMap, HashMap};
+mod importers;
+mod names;
+
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use crate::addr::Va;
 use crate::dump::Dump;
 use crate::error::{Error, Result};
-use crate::pe::{scan, Import, ImportSource, PeImage, MAX_IMAGE_SIZE};
+use crate::pe::{Import, PeImage};
 
-/// File names of the NT kernel: uniprocessor, PAE, multiprocessor, PAE multiprocessor.
-pub const KERNEL_NAMES: [&str; 4] = [
-    "ntoskrnl.exe",
-    "ntkrnlpa.exe",
-    "ntkrnlmp.exe",
-    "ntkrpamp.exe",
-];
-/// File names of HALs (the loader may record the one it chose under its own name).
-pub const HAL_NAMES: [&str; 8] = [
-    "hal.dll",
-    "halacpi.dll",
-    "halaacpi.dll",
-    "halapic.dll",
-    "halmacpi.dll",
-    "halmps.dll",
-    "halsp.dll",
-    "halborg.dll",
-];
+pub use importers::{HowFound, ImporterRow};
+use names::stem;
+pub use names::{glob_match, kd_names, HAL_NAMES, KERNEL_NAMES};
+
 /// Deepest chain of forwarders followed.
 const MAX_FORWARDS: usize = 8;
 /// Most pointer-search hits kept per module by [`SymbolTable::importers`].
@@ -82,6 +71,22 @@ pub struct ModuleSymbols {
     pub warnings: Vec<String>,
 }
 
+impl From<&crate::kernel::ModuleInfo> for ModuleRef {
+    fn from(m: &crate::kernel::ModuleInfo) -> Self {
+        ModuleRef {
+            name: m.name.clone(),
+            base: m.base,
+            size: m.size,
+        }
+    }
+}
+
+/// The dump's loaded modules (from [`crate::kernel::Kernel`]) as the symbol table takes them, in load
+/// order: the one module list every analysis shares.
+pub fn module_refs(k: &crate::kernel::Kernel) -> Vec<ModuleRef> {
+    k.modules.iter().map(ModuleRef::from).collect()
+}
+
 impl ModuleSymbols {
     /// True when `va` is inside `[base, base + size)`.
     pub fn contains(&self, va: u64) -> bool {
@@ -104,45 +109,6 @@ pub struct SymbolRow {
     pub forwarder: Option<String>,
 }
 
-/// How [`SymbolTable::importers`] found a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HowFound {
-    /// Named by the module's import table only.
-    ImportTable,
-    /// Found by the pointer search only.
-    PointerSearch,
-    /// Both.
-    Both,
-}
-
-impl HowFound {
-    /// `"import table"`, `"pointer search"` or `"both"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HowFound::ImportTable => "import table",
-            HowFound::PointerSearch => "pointer search",
-            HowFound::Both => "both",
-        }
-    }
-}
-
-/// One importer of a function: a module and a slot (VA) holding, or meant to hold, its address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImporterRow {
-    /// Index into [`SymbolTable::modules`].
-    pub module: usize,
-    /// The imported name (the target's name when the slot's own name is unknown).
-    pub function: String,
-    /// VA of the slot.
-    pub slot: u64,
-    /// How it was found.
-    pub how_found: HowFound,
-    /// The value in the slot now; None when the slot is not readable.
-    pub value: Option<u64>,
-    /// Why the two ways disagree, or what the slot is when it is not an import.
-    pub note: Option<String>,
-}
-
 /// The exports of every module of a dump, indexed by name and by address.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolTable {
@@ -154,71 +120,6 @@ pub struct SymbolTable {
     by_ordinal: HashMap<(usize, u32), Vec<usize>>,
     by_addr: Vec<Vec<(u64, usize)>>,
     order: Vec<(u64, usize)>,
-}
-
-fn stem(name: &str) -> &str {
-    match name.rfind('.') {
-        Some(i) if i > 0 => &name[..i],
-        _ => name,
-    }
-}
-
-/// kd's names for modules given in load order: `nt`, `hal`, else the base name without extension; repeats
-/// get `_<base in hex>`.
-pub fn kd_names(modules: &[ModuleRef]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(modules.len());
-    let (mut nt, mut hal) = (false, false);
-    for (i, m) in modules.iter().enumerate() {
-        let low = m.name.to_ascii_lowercase();
-        let name =
-            if !nt && (KERNEL_NAMES.contains(&low.as_str()) || (i == 0 && low.ends_with(".exe"))) {
-                nt = true;
-                "nt".to_string()
-            } else if !hal
-                && (HAL_NAMES.contains(&low.as_str())
-                    || (i == 1 && low.starts_with("hal") && low.ends_with(".dll")))
-            {
-                hal = true;
-                "hal".to_string()
-            } else {
-                stem(&m.name).to_string()
-            };
-        let taken = out.iter().any(|o| o.eq_ignore_ascii_case(&name));
-        out.push(if taken {
-            format!("{name}_{:x}", m.base)
-        } else {
-            name
-        });
-    }
-    out
-}
-
-/// Glob match, ASCII case-insensitive: `*` any run of bytes, `?` one byte. Allocation-free, and
-/// O(pattern × text) at worst (export names are ASCII; others match byte for byte).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    if p == b"*" {
-        return true;
-    }
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi].eq_ignore_ascii_case(&t[ti])) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 fn parse_int(s: &str) -> Option<u64> {
@@ -452,7 +353,7 @@ impl SymbolTable {
 
     /// The VA of `module!name`, `module!#ordinal`, or a module alone (its base), each optionally followed by
     /// `+offset` (hex). Forwarders are followed.
-    pub fn symbol(&self, expr: &str) -> Result<u64> {
+    pub fn symbol(&self, expr: &str) -> Result<Va> {
         let (head, off) = match expr.rsplit_once('+') {
             Some((h, o)) if !h.is_empty() => (
                 h,
@@ -465,7 +366,7 @@ impl SymbolTable {
             let m = self
                 .module_index(head)
                 .ok_or_else(|| Error::Symbol(format!("{expr}: no loaded module named {head:?}")))?;
-            return Ok(self.modules[m].base.wrapping_add(off));
+            return Ok(Va(self.modules[m].base.wrapping_add(off)));
         }
         let (_, row) = self.lookup(head)?;
         let r = &self.rows[row];
@@ -475,7 +376,7 @@ impl SymbolTable {
                 r.forwarder.as_deref().unwrap_or("?")
             ))
         })?;
-        Ok(a.wrapping_add(off))
+        Ok(Va(a.wrapping_add(off)))
     }
 
     /// Rows matching `pattern` = `module_glob!name_glob` (either side may use `*` and `?`; a pattern without
@@ -504,7 +405,8 @@ impl SymbolTable {
     }
 
     /// The module holding `va` (the highest base at or below it whose range contains it).
-    pub fn module_at(&self, va: u64) -> Option<usize> {
+    pub fn module_at(&self, va: Va) -> Option<usize> {
+        let va = va.0;
         let n = self.order.partition_point(|&(b, _)| b <= va);
         self.order[..n]
             .iter()
@@ -514,8 +416,9 @@ impl SymbolTable {
     }
 
     /// The nearest export at or below `va` inside the module holding it: (module, row, offset in bytes).
-    pub fn nearest(&self, va: u64) -> Option<(usize, Option<usize>, u64)> {
+    pub fn nearest(&self, va: Va) -> Option<(usize, Option<usize>, u64)> {
         let m = self.module_at(va)?;
+        let va = va.0;
         let list = &self.by_addr[m];
         let n = list.partition_point(|&(a, _)| a <= va);
         if n == 0 {
@@ -529,10 +432,10 @@ impl SymbolTable {
     /// kd's `ln`: `nt!ExAllocatePool`, `nt!ExAllocatePool+0x10`, `nt!#12+0x4` (ordinal-only export), or
     /// `module+0x1234` when no export lies at or below `va` in its module. Fails with [`Error::Symbol`] when
     /// no module holds `va`.
-    pub fn ln(&self, va: u64) -> Result<String> {
+    pub fn ln(&self, va: Va) -> Result<String> {
         let (m, row, off) = self
             .nearest(va)
-            .ok_or_else(|| Error::Symbol(format!("no loaded module holds {va:#x}")))?;
+            .ok_or_else(|| Error::Symbol(format!("no loaded module holds {:#x}", va.0)))?;
         let mut s = self.modules[m].kd_name.clone();
         if let Some(r) = row {
             let r = &self.rows[r];
@@ -553,195 +456,11 @@ impl SymbolTable {
     fn dll_is(&self, dll: &str, m: usize) -> bool {
         self.module_index(dll) == Some(m)
     }
-
-    /// Who imports `expr` (`module!name`), found two ways: the import tables, and a scan of every module's
-    /// memory (bounded by [`MAX_IMAGE_SIZE`]) for the function's address as a pointer-sized value, at
-    /// pointer-aligned offsets when `aligned`. Rows are sorted by module (load order), then slot.
-    pub fn importers(&self, d: &Dump, expr: &str, aligned: bool) -> Result<Vec<ImporterRow>> {
-        let (tm, row) = self.lookup(expr)?;
-        let target = self.symbol(expr)?;
-        let r = &self.rows[row];
-        let tname = r.name.clone().unwrap_or_else(|| format!("#{}", r.ordinal));
-        let ordinal = r.ordinal;
-        let width = d.pointer_size() as usize;
-        let mut rows: BTreeMap<(usize, u64), ImporterRow> = BTreeMap::new();
-        for (mi, m) in self.modules.iter().enumerate() {
-            for imp in &m.imports {
-                let Some(dll) = &imp.dll else { continue };
-                let by_name = imp.name.as_deref() == r.name.as_deref() && imp.name.is_some();
-                let by_ord = imp.name.is_none() && imp.ordinal.map(u32::from) == Some(ordinal);
-                if !(by_name || by_ord) || !self.dll_is(dll, tm) {
-                    continue;
-                }
-                let slot = m.base.wrapping_add(u64::from(imp.iat_rva));
-                let note = match imp.value {
-                    Some(v) if v == target => None,
-                    Some(v) => Some(format!(
-                        "the slot holds {v:#x}{}, not {tname}'s {target:#x}: patched or bound elsewhere",
-                        self.ln(v).map(|s| format!(" ({s})")).unwrap_or_default()
-                    )),
-                    None => Some("the IAT slot is on a missing page".to_string()),
-                };
-                rows.insert(
-                    (mi, slot),
-                    ImporterRow {
-                        module: mi,
-                        function: imp.name.clone().unwrap_or_else(|| tname.clone()),
-                        slot,
-                        how_found: HowFound::ImportTable,
-                        value: imp.value,
-                        note,
-                    },
-                );
-            }
-        }
-        let hits: Vec<Vec<Va>> = self
-            .modules
-            .par_iter()
-            .map(|m| {
-                let len = m.size.min(MAX_IMAGE_SIZE);
-                scan::find_value(
-                    d,
-                    Va(m.base),
-                    len,
-                    target,
-                    width,
-                    aligned,
-                    MAX_HITS_PER_MODULE,
-                )
-            })
-            .collect();
-        for (mi, list) in hits.into_iter().enumerate() {
-            let full = list.len() >= MAX_HITS_PER_MODULE;
-            let by_rva: HashMap<u32, &Import> = if list.is_empty() {
-                HashMap::new()
-            } else {
-                self.modules[mi]
-                    .imports
-                    .iter()
-                    .map(|i| (i.iat_rva, i))
-                    .collect()
-            };
-            let last = list.last().copied();
-            for va in list {
-                let key = (mi, va.0);
-                if let Some(row) = rows.get_mut(&key) {
-                    row.how_found = HowFound::Both;
-                    if row.value == Some(target) {
-                        row.note = None;
-                    }
-                    continue;
-                }
-                let (function, mut note) = self.describe_hit(mi, va.0, &tname, &by_rva);
-                if full && Some(va) == last {
-                    note.push_str(&format!(
-                        "; the pointer search stopped after {MAX_HITS_PER_MODULE} hits in this module"
-                    ));
-                }
-                rows.insert(
-                    key,
-                    ImporterRow {
-                        module: mi,
-                        function,
-                        slot: va.0,
-                        how_found: HowFound::PointerSearch,
-                        value: Some(target),
-                        note: Some(note),
-                    },
-                );
-            }
-        }
-        Ok(rows.into_values().collect())
-    }
-
-    /// What a pointer-search hit in module `mi` at `va` is, when the import table did not name it.
-    fn describe_hit(
-        &self,
-        mi: usize,
-        va: u64,
-        tname: &str,
-        by_rva: &HashMap<u32, &Import>,
-    ) -> (String, String) {
-        let m = &self.modules[mi];
-        let rva = va - m.base;
-        let imp = u32::try_from(rva).ok().and_then(|r| by_rva.get(&r));
-        if let Some(imp) = imp {
-            return match (&imp.dll, &imp.name, imp.source) {
-                (Some(dll), Some(n), _) => (
-                    n.clone(),
-                    format!("IAT slot importing {dll}!{n}, which resolves to the same address"),
-                ),
-                (Some(dll), None, _) => (
-                    tname.to_string(),
-                    format!("IAT slot of {dll}; the import's name is not readable (ILT discarded or paged out)"),
-                ),
-                (None, _, ImportSource::IatDirectory | ImportSource::Descriptor) => (
-                    tname.to_string(),
-                    "IAT slot (from the IAT directory; the import descriptors are not readable)".to_string(),
-                ),
-            };
-        }
-        if let Some((r, s)) = m.iat_directory {
-            if rva >= u64::from(r) && rva < u64::from(r) + u64::from(s) {
-                return (
-                    tname.to_string(),
-                    "inside the IAT directory, but no import descriptor names this slot"
-                        .to_string(),
-                );
-            }
-        }
-        (
-            tname.to_string(),
-            "not an IAT slot: a pointer elsewhere in the image".to_string(),
-        )
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn m(name: &str, base: u64) -> ModuleRef {
-        ModuleRef {
-            name: name.into(),
-            base,
-            size: 0x1000,
-        }
-    }
-
-    #[test]
-    fn kd_naming() {
-        let n = kd_names(&[
-            m("ntkrnlmp.exe", 0x1000),
-            m("halmacpi.dll", 0x2000),
-            m("ACPI.sys", 0x3000),
-            m("{6B1A2C3D-0000-1111-2222-333344445555}.sys", 0x4000),
-            m("acpi.SYS", 0x5000),
-        ]);
-        assert_eq!(
-            n,
-            [
-                "nt",
-                "hal",
-                "ACPI",
-                "{6B1A2C3D-0000-1111-2222-333344445555}",
-                "acpi_5000"
-            ]
-        );
-        assert_eq!(kd_names(&[m("weird.exe", 0)]), ["nt"]);
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("ExAlloc*", "ExAllocatePool"));
-        assert!(glob_match("exalloc*", "ExAllocatePool"));
-        assert!(glob_match("*Pool", "ExAllocatePool"));
-        assert!(glob_match("Ex?llocate*Tag", "ExAllocatePoolWithTag"));
-        assert!(!glob_match("ExAlloc", "ExAllocatePool"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-        assert!(!glob_match("a*b*c", "aXXbYY"));
-    }
 
     fn table() -> SymbolTable {
         let ms = |kd: &str, file: &str, base: u64| ModuleSymbols {
@@ -790,20 +509,23 @@ mod tests {
     #[test]
     fn lookups() {
         let t = table();
-        assert_eq!(t.symbol("nt!ExAllocatePool").unwrap(), 0x10_1000);
-        assert_eq!(t.symbol("ntoskrnl.exe!ExAllocatePool").unwrap(), 0x10_1000);
-        assert_eq!(t.symbol("NTOSKRNL!exallocatepool").unwrap(), 0x10_1000);
-        assert_eq!(t.symbol("nt!ExAllocatePool+0x10").unwrap(), 0x10_1010);
-        assert_eq!(t.symbol("nt!#4").unwrap(), 0x10_2000);
-        assert_eq!(t.symbol("nt").unwrap(), 0x10_0000);
+        assert_eq!(t.symbol("nt!ExAllocatePool").unwrap(), Va(0x10_1000));
+        assert_eq!(
+            t.symbol("ntoskrnl.exe!ExAllocatePool").unwrap(),
+            Va(0x10_1000)
+        );
+        assert_eq!(t.symbol("NTOSKRNL!exallocatepool").unwrap(), Va(0x10_1000));
+        assert_eq!(t.symbol("nt!ExAllocatePool+0x10").unwrap(), Va(0x10_1010));
+        assert_eq!(t.symbol("nt!#4").unwrap(), Va(0x10_2000));
+        assert_eq!(t.symbol("nt").unwrap(), Va(0x10_0000));
         assert_eq!(
             t.symbol("nt!KeStall").unwrap(),
-            0x20_0500,
+            Va(0x20_0500),
             "forwarder followed"
         );
         assert_eq!(
             t.symbol("hal.dll!KeStallExecutionProcessor").unwrap(),
-            0x20_0500
+            Va(0x20_0500)
         );
         assert!(matches!(t.symbol("nt!Nope"), Err(Error::Symbol(_))));
         assert!(matches!(t.symbol("foo!Bar"), Err(Error::Symbol(_))));
@@ -816,17 +538,17 @@ mod tests {
     fn ln_forms() {
         let t = table();
         // Aliases share an address: the alphabetically first name wins, deterministically.
-        assert_eq!(t.ln(0x10_1000).unwrap(), "nt!AliasOfPool");
-        assert_eq!(t.ln(0x10_1010).unwrap(), "nt!AliasOfPool+0x10");
-        assert_eq!(t.ln(0x10_1100).unwrap(), "nt!ExAllocatePoolWithTag");
-        assert_eq!(t.ln(0x10_2004).unwrap(), "nt!#4+0x4");
-        assert_eq!(t.ln(0x10_0010).unwrap(), "nt+0x10");
-        assert_eq!(t.ln(0x10_0000).unwrap(), "nt");
+        assert_eq!(t.ln(Va(0x10_1000)).unwrap(), "nt!AliasOfPool");
+        assert_eq!(t.ln(Va(0x10_1010)).unwrap(), "nt!AliasOfPool+0x10");
+        assert_eq!(t.ln(Va(0x10_1100)).unwrap(), "nt!ExAllocatePoolWithTag");
+        assert_eq!(t.ln(Va(0x10_2004)).unwrap(), "nt!#4+0x4");
+        assert_eq!(t.ln(Va(0x10_0010)).unwrap(), "nt+0x10");
+        assert_eq!(t.ln(Va(0x10_0000)).unwrap(), "nt");
         assert_eq!(
-            t.ln(0x20_0600).unwrap(),
+            t.ln(Va(0x20_0600)).unwrap(),
             "hal!KeStallExecutionProcessor+0x100"
         );
-        assert!(matches!(t.ln(0x5), Err(Error::Symbol(_))));
-        assert!(matches!(t.ln(0x11_0000), Err(Error::Symbol(_))));
+        assert!(matches!(t.ln(Va(0x5)), Err(Error::Symbol(_))));
+        assert!(matches!(t.ln(Va(0x11_0000)), Err(Error::Symbol(_))));
     }
 }

@@ -3,6 +3,15 @@
 //! The three modes are data ([`ModeSpec`]); one walker serves them all (WINDOWS_INTERNALS.md §2.1–2.3:
 //! Intel SDM layouts as used by Volatility 3, MemProcFS and Rekall). Windows transition PTEs (valid clear,
 //! transition set, prototype clear) are followed: the page is still in RAM.
+//!
+//! One page-table model: an entry's bits are interpreted by [`decode`] (what it is) and [`leaf_frame`]
+//! (where a leaf's page starts, and its size) only. [`walk`]/[`translate`] follow one VA down through
+//! them; [`Leaves`] enumerates every leaf over a VA range with the same two functions (search, the pool
+//! scan, the mapped-range listing).
+
+mod leaves;
+
+pub use leaves::{kernel_start, va_end, Leaf, Leaves};
 
 use crate::addr::{Pa, Va, PAGE_SIZE};
 use crate::error::{Error, NotPresentKind, PtLevel, Result};
@@ -177,6 +186,50 @@ pub fn classify_invalid(mode: Mode, e: u64) -> EntryKind {
     }
 }
 
+/// Decode an entry `value` read at level `depth` (0 = the top) of `mode`: the one place where the bits of
+/// a page-table entry are interpreted (valid bit 0, PS bit 7 where the level allows large pages, the
+/// software formats of [`classify_invalid`]). A PS bit in an x64 PML4E is reserved: reported invalid.
+/// A transition entry above the last level is followed as a table by every reader.
+#[inline]
+pub fn decode(mode: Mode, depth: usize, value: u64) -> EntryKind {
+    let spec = mode.spec();
+    let Some(l) = spec.levels.get(depth) else {
+        return EntryKind::NotPresent(NotPresentKind::Invalid);
+    };
+    let last = depth + 1 == spec.levels.len();
+    if value & 1 == 0 {
+        return classify_invalid(mode, value);
+    }
+    if last || (l.large != 0 && value & 0x80 != 0) {
+        EntryKind::Page
+    } else if l.level == PtLevel::Pml4e && value & 0x80 != 0 {
+        EntryKind::NotPresent(NotPresentKind::Invalid)
+    } else {
+        EntryKind::Table
+    }
+}
+
+/// For an entry [`decode`] calls a page (or a transition entry at the last level), read at level `depth`:
+/// the PA where the mapped page starts and the page's size in bytes (4 KiB, 2/4 MiB or 1 GiB).
+#[inline]
+pub fn leaf_frame(mode: Mode, depth: usize, value: u64) -> (Pa, u64) {
+    let spec = mode.spec();
+    let last = depth + 1 >= spec.levels.len();
+    let large = spec.levels.get(depth).map_or(0, |l| l.large);
+    if last || large == 0 {
+        (Pa(value & spec.frame_mask), PAGE_SIZE)
+    } else if mode == Mode::X86 {
+        // 4 MiB page: PA[31:22] from the entry, PA[35:32] from PDE bits 16:13 (PSE-36).
+        (
+            Pa((value & 0xFFC0_0000) | (((value >> 13) & 0xF) << 32)),
+            large,
+        )
+    } else {
+        // 2 MiB / 1 GiB page: clear bit 12 (PAT) and the low bits.
+        (Pa(value & spec.frame_mask & !(large - 1)), large)
+    }
+}
+
 /// Translate `va` with the tables rooted at `dtb`, reading entries through `read_entry(pa) -> Result<u64>`.
 /// Records every step. The walk is at most four reads; it cannot loop.
 pub fn walk<F>(mode: Mode, dtb: u64, va: Va, read_entry: F) -> Walk
@@ -236,23 +289,7 @@ where
             }
         };
         let last = i + 1 == spec.levels.len();
-        let present = value & 1 != 0;
-        let kind = if present {
-            if last || (l.large != 0 && value & 0x80 != 0) {
-                EntryKind::Page
-            } else {
-                EntryKind::Table
-            }
-        } else {
-            classify_invalid(mode, value)
-        };
-        // PAE PDPTEs have no PS bit; x64 PML4Es with PS set are reserved: report both as invalid.
-        let kind =
-            if present && l.large == 0 && !last && value & 0x80 != 0 && l.level == PtLevel::Pml4e {
-                EntryKind::NotPresent(NotPresentKind::Invalid)
-            } else {
-                kind
-            };
+        let kind = decode(mode, i, value);
         if record {
             steps.push(WalkStep {
                 level: l.level,
@@ -266,26 +303,15 @@ where
             EntryKind::Table => table = value & spec.frame_mask,
             EntryKind::Transition if !last => table = value & spec.frame_mask,
             EntryKind::Transition => {
-                let pa = Pa((value & spec.frame_mask) | (va.0 & (PAGE_SIZE - 1)));
+                let pa = Pa(leaf_frame(mode, i, value).0 .0 | va.page_offset());
                 return Walk {
                     steps,
                     result: Ok((pa, PAGE_SIZE)),
                 };
             }
             EntryKind::Page => {
-                let (frame, size) = if last {
-                    (value & spec.frame_mask, PAGE_SIZE)
-                } else if mode == Mode::X86 {
-                    // 4 MiB page: PA[31:22] from the entry, PA[35:32] from PDE bits 16:13 (PSE-36).
-                    (
-                        (value & 0xFFC0_0000) | (((value >> 13) & 0xF) << 32),
-                        l.large,
-                    )
-                } else {
-                    // 2 MiB / 1 GiB page: clear bit 12 (PAT) and the low bits.
-                    (value & spec.frame_mask & !(l.large - 1), l.large)
-                };
-                let pa = Pa(frame | (va.0 & (size - 1)));
+                let (frame, size) = leaf_frame(mode, i, value);
+                let pa = Pa(frame.0 | (va.0 & (size - 1)));
                 return Walk {
                     steps,
                     result: Ok((pa, size)),
