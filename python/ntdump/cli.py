@@ -19,7 +19,8 @@ from .batch.cli import add_commands as add_batch_command
 from .dump import Dump
 from .dump import open as nt_open
 from .errors import NtdumpError
-from .kd import KdSession, interactive
+from ._native import __version__
+from .kd import ADDRESS_SYNTAX, KdSession, interactive, read_with_holes
 from .trend import add_command as add_trend_command
 from .triage import triage
 
@@ -30,6 +31,11 @@ def _int(s: str) -> int:
     if s.lower().startswith("0n"):
         return int(s[2:], 10)
     return int(s, 16)
+
+
+def _description(summary: str) -> str:
+    """A sub-command's ``--help`` text: what it does, then how addresses are written."""
+    return f"{summary[:1].upper()}{summary[1:]}.\n\n{ADDRESS_SYNTAX}"
 
 
 def _open(args: argparse.Namespace) -> Dump:
@@ -58,8 +64,8 @@ def cmd_pte(args: argparse.Namespace) -> int:
 def cmd_dump_memory(args: argparse.Namespace) -> int:
     width = {"db": 1, "dd": 4, "dq": 8}[args.command]
     with _open(args) as d:
-        data = (d.read_phys if args.physical else d.read)(args.address, args.length, pad=True)
-        print("\n".join(hexdump(args.address, data, width, d.info.pointer_size)))
+        data, valid = read_with_holes(d, args.address, args.length, physical=args.physical)
+        print("\n".join(hexdump(args.address, data, width, d.info.pointer_size, valid)))
     return 0
 
 
@@ -120,7 +126,11 @@ def _kd_command(build: Callable[[argparse.Namespace], str],
                 _emit_frame(frame(d, args), args)
                 return 0
             s = KdSession(d)
-            print(s.run_one(build(args)))
+            out = s.run_one(build(args))
+            if s.last_error is not None:
+                print(f"ntdump: {args.dump}: {s.last_error}", file=sys.stderr)
+                return 1
+            print(out)
         return 0
 
     return run
@@ -163,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ntdump",
         description="Read Windows kernel crash dumps: what kd answers, from any OS.",
     )
+    p.add_argument("--version", action="version", version=f"ntdump {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def dump_arg(sp: argparse.ArgumentParser, table: bool = False) -> None:
@@ -176,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--csv", action="store_true", help="the table as CSV")
 
     def add(name: str, help: str, func, table: bool = False, **extra: Any):
-        sp = sub.add_parser(name, help=help)
+        sp = sub.add_parser(name, help=help, description=_description(help),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         dump_arg(sp, table)
         sp.set_defaults(func=func, **extra)
         return sp
@@ -198,8 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         lambda a: f"!poolfind {a.tag}",
         lambda d, a: d.pool.scan(tags=[a.tag], progress=False)), table=True)
     sp.add_argument("tag")
-    add("lm", "loaded modules (lm)", _kd_command(lambda a: "lm",
-                                                   lambda d, a: d.modules.to_frame()), table=True)
+    sp = add("lm", "loaded modules (lm), sorted by start address", _kd_command(
+        lambda a: "lm " + " ".join(a.options), lambda d, a: d.modules.to_frame()), table=True)
+    sp.add_argument("options", nargs="*", help="kd's lm options: o (loaded only), l (symbols "
+                    "loaded), v (verbose), m PATTERN, M PATH_PATTERN, a ADDRESS, sm, 1m; e.g. "
+                    "'ntdump lm DUMP v m amd*' or 'ntdump lm DUMP vm amdppm'")
     sp = add("lmi", "module information (!lmi)", _kd_command(lambda a: f"!lmi {a.module}"))
     sp.add_argument("module", help="name or address")
     sp = add("x", "examine symbols (x nt!ExAlloc*)", _kd_command(
@@ -233,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pdb", help="kernel PDB to load first (enables symbol-only fields)")
     sp = add("kd", "WinDbg command syntax: -c \"cmd; cmd\" or an interactive prompt", cmd_kd)
     sp.add_argument("-c", dest="command_line", help="commands to run, separated by ';'")
-    sp = sub.add_parser("demo", help="forge the founding story's dump and triage it")
+    sp = sub.add_parser("demo", help="forge the founding story's dump and triage it",
+                        description="Forge the founding story's dump (a Server 2003 machine whose "
+                        "NonPagedPool leaked through a driver named by a GUID), investigate it in "
+                        "kd syntax, then triage it.")
     sp.add_argument("--out", help="keep the forged dump at this path")
     sp.set_defaults(func=cmd_demo)
     add_batch_command(sub)
@@ -249,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (NtdumpError, OSError) as e:
         where = getattr(args, "dump", None)
-        print(f"ntdump: {where + ': ' if where else ''}{e}", file=sys.stderr)
+        # An OSError about the dump itself names the file once (not "[Errno 21] …: 'path'").
+        msg = e.strerror if isinstance(e, OSError) and e.strerror and e.filename == where else e
+        print(f"ntdump: {where + ': ' if where else ''}{msg}", file=sys.stderr)
         return 2
 
 

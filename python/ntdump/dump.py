@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -292,7 +293,10 @@ def open(
     """Open a Windows kernel crash dump.
 
     With ``raw=True`` (or a ``.raw/.mem/.bin`` file without a dump header) the file is a raw
-    physical image; its ``dtb`` and ``machine`` are found when not given."""
+    physical image; its ``dtb`` and ``machine`` are found when not given. A directory raises
+    :class:`IsADirectoryError`."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a dump file", os.fspath(path))
     return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb)
 
 

@@ -246,11 +246,11 @@ class ModuleList:
         return f"<ModuleList {len(self)} modules from {self.source}>"
 
     def lm_text(self) -> str:
-        """``lm`` as kd prints it: start, end, module name, path."""
+        """``lm`` as kd prints it: start, end, module name, path; sorted by start address."""
 
         ptr = self._h.pointer_size
         lines = ["start             end                 module name"]
-        for m in self._modules:
+        for m in sorted(self._modules, key=lambda m: m.base):
             lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(m.end, ptr)}   {m.kd_name:<20} {m.path}")
         return "\n".join(lines)
 

@@ -391,17 +391,30 @@ class Pool:
         title = f"   Sorting by  {what}"
         if session:
             title += " (session pool)"
-        lines = [title, "", "  Pool Used:", " " * 12 + "NonPaged" + " " * 12 + "Paged",
-                 " Tag    Allocs     Used    Allocs     Used"]
+        rows = []
         tot = [0, 0, 0, 0]
         for r in df.itertuples(index=False):
             na = int(r.nonpaged_allocs) - int(r.nonpaged_frees)
             pa = int(r.paged_allocs) - int(r.paged_frees)
             vals = [na, int(r.nonpaged_bytes), pa, int(r.paged_bytes)]
             tot = [a + b for a, b in zip(tot, vals, strict=True)]
-            desc = str(r.description) if r.description else ""
-            lines.append(f" {r.tag!s:<4}{vals[0]:>9}{vals[1]:>9}{vals[2]:>10}{vals[3]:>9}{desc}")
-        lines.append(f" TOTAL{tot[0]:>8}{tot[1]:>9}{tot[2]:>10}{tot[3]:>9}")
+            rows.append((str(r.tag), vals, str(r.description) if r.description else ""))
+        # Each column is as wide as the documented layout, or wider when a number (or the total)
+        # needs it: always at least one space between numbers, and " TOTAL" one column longer
+        # than " Tag ".
+        w = [max(d, *(len(str(v[i])) + 1 for _, v, _ in rows), len(str(tot[i])) + 1)
+             for i, d in enumerate((9, 9, 10, 9))]
+        w[0] = max(w[0], len(str(tot[0])) + 2)
+        np_end, p_end = 5 + w[0] + w[1] - 3, 5 + sum(w) - 5
+        lines = [title, "", "  Pool Used:",
+                 " " * (np_end - 8) + "NonPaged" + " " * (p_end - 5 - np_end) + "Paged",
+                 " Tag " + "".join(h.rjust(n) for h, n in
+                                   zip(("Allocs", "Used", "Allocs", "Used"), w, strict=True))]
+        for tag, vals, desc in rows:
+            nums = "".join(f"{v:>{n}}" for v, n in zip(vals, w, strict=True))
+            lines.append(f" {tag:<4}{nums}" + (f"\t{desc}" if desc else ""))
+        lines.append(" TOTAL" + f"{tot[0]:>{w[0] - 1}}"
+                     + "".join(f"{v:>{n}}" for v, n in zip(tot[1:], w[1:], strict=True)))
         return "\n".join(lines)
 
     # -- big pool -------------------------------------------------------------------------------
