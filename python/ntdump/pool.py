@@ -94,6 +94,14 @@ _UNTAGGED = ("ExAllocatePool", "ExAllocatePoolWithQuota")
 _SCAN_BATCH = 16384  # pages (64 MiB) per native call, so progress can be shown between them
 
 
+HOW_FOUND_WORDS = {
+    "import table": "named in its import table",
+    "pointer search": "its address found as a pointer in the image",
+    "both": "named in its import table and its address found as a pointer in the image",
+}
+"""``importers()``'s ``how_found`` values in words, as owner evidence says them."""
+
+
 def pool_type_name(value: int, *, allocated: bool = True) -> str:
     """A POOL_TYPE value as text: ``"PagedPool"``, ``"NonPagedPool|Quota"``; ``"Free"`` for free
     blocks; ``""`` for the u32::MAX "no type" marker."""
@@ -610,10 +618,27 @@ class Pool:
                 notes.append(f"nt!{fn}: {e}")
                 continue
             for mod, how in zip(imp["module"], imp["how_found"], strict=True):
-                rows.setdefault(str(mod), []).append(f"imports nt!{fn} ({how})")
+                rows.setdefault(str(mod), []).append(
+                    f"imports nt!{fn}: {HOW_FOUND_WORDS.get(str(how), str(how))}")
         out = [(m, "; ".join(dict.fromkeys(ev)), 10.0 * len(set(ev))) for m, ev in rows.items()]
         out.sort(key=lambda r: (-r[2], r[0]))
         return out, "; ".join(notes)
+
+    def owners_many(self, tags: Sequence[str]) -> dict[str, list[tuple[str, str, float]]]:
+        """:meth:`owners` for several tags with one search of the module images: tag ->
+        ``[(module, evidence, score), ...]``, best first (empty when no image holds the tag)."""
+        res: dict[str, list[tuple[str, str, float]]] = {}
+        plain = list(dict.fromkeys(t for t in tags if t != "None"))
+        if "None" in tags:
+            res["None"] = self._untagged()[0]
+        if plain:
+            hits = self._image_hits([_tag_bytes(t) for t in plain])
+            per: dict[int, list[tuple[str, int]]] = {}
+            for mod, va, p in hits:
+                per.setdefault(p, []).append((mod, va))
+            for i, t in enumerate(plain):
+                res[t] = self._rank(per.get(i, []))
+        return res
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
         res: dict[str, list[str]] = {}
