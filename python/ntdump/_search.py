@@ -10,24 +10,28 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 
 from ._format import kd_hex
 from ._handle import Handle
 from ._native import kernel_ranges
 from ._native import search as native_search
-from ._schema import ADDRESS, LABEL, NAME, UINT64, frame
+from ._schema import ADDRESS, LABEL, NAME, NULLABLE_ADDRESS, UINT64, frame
 from ._symbols import Symbols
 from .errors import TranslationError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from ._lazy import np, pd  # imported on first use (start-up time)
 
 #: Columns of :meth:`Search.search` (``pattern`` only when a list of patterns is given).
 SEARCH_SCHEMA = {"address": ADDRESS, "module": NAME, "offset": UINT64}
 SEARCH_SCHEMA_MULTI = {**SEARCH_SCHEMA, "pattern": LABEL}
 #: Columns of :meth:`Search.dps`; ``value`` is nullable (NA for kd's ``????????``).
-DPS_SCHEMA = {"address": ADDRESS, "value": "UInt64", "symbol": NAME}
+DPS_SCHEMA = {"address": ADDRESS, "value": NULLABLE_ADDRESS, "symbol": NAME}
 
 #: kd refuses an ``L`` range above 256 MB unless written ``L?``.
 KD_RANGE_LIMIT = 256 << 20

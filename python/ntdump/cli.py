@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import forge
 from ._format import hexdump
 from .batch.cli import add_commands as add_batch_command
 from .dump import Dump
@@ -82,6 +81,8 @@ DEMO_CHAIN = (
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Forge the founding story's dump, walk the investigation in kd syntax, then triage it."""
+    from . import forge  # only the demo forges (start-up time of every other command)
+
     with tempfile.TemporaryDirectory(prefix="ntdump-demo-") as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "MEMORY.DMP"
         st = forge.founding_story(path)
@@ -105,8 +106,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hex_strings(df):
+    """``df`` with its address columns as ``0x…`` strings (``--hex``); other columns unchanged."""
+    cols = [c for c in df.attrs.get("address_columns") or () if c in df.columns]
+    if not cols:
+        return df
+    out = df.copy()
+    for c in cols:
+        out[c] = [None if v is None or v != v else f"{int(v):#x}" for v in
+                  df[c].astype(object).where(df[c].notna(), None)]
+    return out
+
+
 def _emit_frame(df, args: argparse.Namespace) -> bool:
-    """Write a DataFrame as JSON or CSV when asked; return True if written."""
+    """Write a DataFrame as JSON or CSV when asked; return True if written. Addresses stay
+    integers unless ``--hex`` asks for ``0x…`` strings."""
+    if getattr(args, "hex", False):
+        df = _hex_strings(df)
     if getattr(args, "json", False):
         print(df.to_json(orient="records", default_handler=str))
         return True
@@ -185,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
             g = sp.add_mutually_exclusive_group()
             g.add_argument("--json", action="store_true", help="the table as JSON records")
             g.add_argument("--csv", action="store_true", help="the table as CSV")
+            sp.add_argument("--hex", action="store_true", help="with --json/--csv: addresses as "
+                            "0x… strings (default: integers)")
 
     def add(name: str, help: str, func, table: bool = False, **extra: Any):
         sp = sub.add_parser(name, help=help, description=_description(help),

@@ -8,7 +8,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
 from ._native import Dump as NativeDump
@@ -19,6 +18,11 @@ from .pe import LoadedModuleInfo, PeImages
 from .pool import Pool
 from .symbolmap import SymbolMap
 from .vm import Vm, VmSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
 
@@ -139,6 +143,7 @@ class Dump:
             pa=w["pa"],
             page_size=w["page_size"],
             error=w["error"],
+            pointer_size=self.info.pointer_size,
         )
 
     def read_pointer(self, va: int) -> int:

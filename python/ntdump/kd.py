@@ -257,8 +257,10 @@ class KdSession:
         self.last_error = None
         fn = self._commands.get(head.lower())
         if fn is None:
-            self.last_error = (f"{head}: no such command (.help lists the commands ntdump's kd "
-                               "supports)")
+            # WinDbg's words for an unknown extension, then ours for any unknown command.
+            what = f"No export {head} found: no such command" if head.startswith("!") else (
+                f"{head}: no such command")
+            self.last_error = f"{what} (.help lists the commands ntdump's kd supports)"
             return self.last_error
         try:
             if env is not None and head.lower() in ("s", "dps", "dds", "dqs", "db", "dd", "dq"):

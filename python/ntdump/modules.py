@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from . import _schema
 from ._format import kd_addr
@@ -26,6 +25,11 @@ from .pe import (
     pdb_from_codeview,
     sections_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
 
 KERNEL_NAMES = ("ntoskrnl.exe", "ntkrnlpa.exe", "ntkrnlmp.exe", "ntkrpamp.exe")
 """File names of the NT kernel: uniprocessor, PAE, multiprocessor, PAE multiprocessor."""

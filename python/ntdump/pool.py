@@ -13,10 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 
 from . import _schema
 from ._handle import Handle
@@ -26,6 +24,12 @@ from ._symbols import Symbols
 from .errors import NtdumpError, PoolTableError
 from .modules import Kernel
 from .pooltags import TagTable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from ._lazy import np, pd  # imported on first use (start-up time)
 
 USED_SCHEMA = {
     "tag": _schema.TAG,

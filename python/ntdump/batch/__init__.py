@@ -22,9 +22,8 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from .. import _schema
 from ._analyses import (
@@ -43,6 +42,11 @@ from ._analyses import (
 )
 from ._engines import Collector, ProgressArg, cores, local_cluster, run_dask, run_local, run_serial
 from ._inputs import DEFAULT_MAX_MEMBER_BYTES, MemberTooLarge, Unit, expand
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from .._lazy import pd  # imported on first use (start-up time)
 
 DEFAULT_ANALYSES: tuple[str, ...] = ("info", "vm", "poolused", "modules", "triage")
 """What :func:`run` does by default."""
