@@ -406,7 +406,8 @@ class Search:
         return self._dxs(va, count, 8)
 
     def dps_text(self, va: int, count: int = 8, *, size: int | None = None) -> str:
-        """The lines kd prints for ``dps va Lcount`` (``size=4``: ``dds``; ``size=8``: ``dqs``)::
+        """The lines kd prints for ``dps va Lcount`` (``size=4``: ``dds``; ``size=8``: ``dqs``),
+        ``????????`` for every value that cannot be read (never an error)::
 
             fffff804`7c600b20  fffff804`7c640770 nt!Something+0x10
             f50b8058  e0894d1f nt!ExAllocatePool
@@ -414,13 +415,37 @@ class Search:
         size = size or self._h.pointer_size
         if size not in (4, 8):
             raise ValueError("size is 4 (dds) or 8 (dqs)")
-        df = self._dxs(va, count, size)
+        if count < 0:
+            raise ValueError("count must be >= 0")
         adigits = 16 if self._h.pointer_size == 8 else 8
         vdigits = 2 * size
         unknown = "????????`????????" if size == 8 else "????????"
         lines = []
-        for a, v, s in zip(df["address"], df["value"], df["symbol"], strict=True):
-            val = unknown if v is pd.NA else kd_hex(int(v), vdigits)
-            line = f"{kd_hex(int(a), adigits)}  {val}"
+        for i, v in enumerate(self._slots_or_none(va, count, size)):
+            val = unknown if v is None else kd_hex(v, vdigits)
+            line = f"{kd_hex(va + i * size, adigits)}  {val}"
+            s = self._symbol(v)
             lines.append(f"{line} {s}" if s else line)
         return "\n".join(lines)
+
+    def _slots_or_none(self, va: int, count: int, size: int) -> list[int | None]:
+        """``count`` values of ``size`` bytes from ``va``, None for each one that cannot be read
+        (what kd's ``dps`` prints as ``????????``, line after line), read a page at a time."""
+        out: list[int | None] = []
+        end = va + count * size
+        a = va
+        while a < end:
+            page_end = min(end, (a | 0xFFF) + 1)
+            # A slot straddling the page end is read on its own.
+            n = max(size, (page_end - a) // size * size)
+            try:
+                data = self._h.read(a, n)
+                out += [int.from_bytes(data[i : i + size], "little") for i in range(0, n, size)]
+            except TranslationError:
+                for i in range(0, n, size):
+                    try:
+                        out.append(int.from_bytes(self._h.read(a + i, size), "little"))
+                    except TranslationError:
+                        out.append(None)
+            a += n
+        return out[:count]
