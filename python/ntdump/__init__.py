@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from . import batch, trend
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._native import __version__
 from .dump import Dump, DumpInfo, PageWalk, WalkStep, open
 from .errors import (
@@ -23,6 +25,17 @@ from .errors import (
     UnsupportedError,
 )
 from .triage import Report, triage
+
+if TYPE_CHECKING:
+    from . import batch, trend
+
+
+def __getattr__(name: str) -> Any:
+    """``ntdump.batch`` and ``ntdump.trend`` are imported on first use (start-up time)."""
+    if name in ("batch", "trend"):
+        return importlib.import_module(f"ntdump.{name}")
+    raise AttributeError(f"module 'ntdump' has no attribute {name!r}")
+
 
 __all__ = [
     "Dump",

@@ -159,6 +159,7 @@ pub fn search<P: AsRef<[u8]>>(
     let m = Matcher::new(patterns)?;
     let mut engine = Engine::new(&m, opts.align, opts.limit, opts.chunk_size);
     let file = dump.file();
+    let _scan = dump.sequential();
     match target {
         Target::Physical(None) => {
             let mut spans = Spans::new(file, &mut engine);
