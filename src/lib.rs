@@ -7,6 +7,7 @@ mod kernel;
 mod pe;
 mod pool;
 mod search;
+mod search_modules;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pe::register(m)?;
     pool::register(m)?;
     search::register(m)?;
+    search_modules::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

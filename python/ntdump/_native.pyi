@@ -230,6 +230,11 @@ class SearchResult(TypedDict):
     truncated: bool
 
 @type_check_only
+class ModuleSearchResult(SearchResult):
+    module: NDArray[np.int64]
+    offset: NDArray[np.uint64]
+
+@type_check_only
 class UsedColumns(TypedDict):
     tag: NDArray[Any]
     nonpaged_allocs: NDArray[Any]
@@ -399,6 +404,13 @@ def search(
     physical: bool = False,
     limit: int | None = None,
 ) -> SearchResult: ...
+def search_modules(
+    dump: Dump,
+    patterns: list[bytes],
+    *,
+    align: int = 1,
+    limit: int | None = None,
+) -> ModuleSearchResult: ...
 def symbol_table(dump: Dump, modules: list[tuple[str, int, int]]) -> SymbolTable: ...
 def vm_summary(
     dump: Dump, symbols: dict[str, int]

@@ -17,9 +17,11 @@ from ._format import kd_hex
 from ._handle import Handle
 from ._native import kernel_ranges
 from ._native import search as native_search
+from ._native import search_modules as native_search_modules
 from ._schema import ADDRESS, LABEL, NAME, NULLABLE_ADDRESS, UINT64, frame
 from ._symbols import Symbols
 from .errors import TranslationError
+from .modules import ModuleList
 
 if TYPE_CHECKING:
     import numpy as np
@@ -298,6 +300,8 @@ class Search:
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         pats, labels, elem, align = _patterns(pattern, width)
+        if isinstance(within, ModuleList) and within._h is self._h and not physical:
+            return self._search_modules(within, pattern, pats, labels, align, limit)
         ranges = _ranges(within, elem)
         kernel = False
         default_base = 0
@@ -328,6 +332,21 @@ class Search:
         cols: dict[str, Any] = {"address": addresses, "offset": offsets.astype(np.uint64)}
         if names is not None:
             cols["module"] = names
+        return self._frame(cols, res, pattern, labels)
+
+    def _search_modules(self, modules: ModuleList, pattern: Any, pats: list[bytes],
+                        labels: list[Any], align: int, limit: int | None) -> pd.DataFrame:
+        """``within=d.modules``: one native call searches every module and says which module
+        holds each hit (``!for_each_module s …``); no per-module work in Python."""
+        res = native_search_modules(self._h.native, pats, align=align, limit=limit)
+        idx = res["module"]
+        names = np.array([m.name for m in modules] + [None], dtype=object)
+        cols: dict[str, Any] = {"address": res["address"], "offset": res["offset"],
+                                "module": names[idx]}  # -1 (no module) picks the None
+        return self._frame(cols, res, pattern, labels)
+
+    def _frame(self, cols: dict[str, Any], res: Any, pattern: Any,
+               labels: list[Any]) -> pd.DataFrame:
         schema = SEARCH_SCHEMA
         if isinstance(pattern, list | tuple):
             schema = SEARCH_SCHEMA_MULTI
