@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-caches", action="store_true",
                     help="drop the whole page cache (root) instead of the dump's pages only")
     ap.add_argument("--tmpdir", help="where to write the dump (default: $TMPDIR)")
-    ap.add_argument("--update-doc", action="store_true", help="write the table into docs/benchmarks.md")
+    ap.add_argument("--update-doc", action="store_true",
+                    help="write the table into docs/benchmarks.md")
     a = ap.parse_args(argv)
     size = (256 << 20) if a.quick else int(a.size_gib * (1 << 30))
     runs = 1 if a.quick else a.runs
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                     warm(path)
                 res.append(child(key, path, env))
             rb = C.median([r["read_bytes"] for r in res])
-            rows.append([label, f"{rb / 2**20:,.2f}", f"{max(r['read_bytes'] for r in res) / 2**20:,.2f}",
+            worst = max(r["read_bytes"] for r in res)
+            rows.append([label, f"{rb / 2**20:,.2f}", f"{worst / 2**20:,.2f}",
                          f"{C.median([r['wall'] for r in res]):.3f}"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -58,8 +58,10 @@ def update_doc(section: str, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="3 runs (smoke test; numbers mean nothing)")
-    ap.add_argument("--update-doc", action="store_true", help="write the table into docs/benchmarks.md")
+    ap.add_argument("--quick", action="store_true",
+                    help="3 runs (smoke test; numbers mean nothing)")
+    ap.add_argument("--update-doc", action="store_true",
+                    help="write the table into docs/benchmarks.md")
     a = ap.parse_args(argv)
     runs = 3 if a.quick else a.runs
     from ntdump import forge

@@ -8,6 +8,7 @@ Layouts are compared with the sample output of Microsoft's documentation pages o
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -45,7 +46,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 # -- 1. ?? for memory that cannot be read --------------------------------------------------------
 # Documented db line: address, two spaces, 8 bytes "-" 8 bytes, two spaces, the characters;
 # WinDbg prints "??" per byte (and "????????" per dword) it cannot read.
-DB_LINE = re.compile(r"^(?P<addr>\S+)  (?P<hex>(?:[0-9a-f?]{2}[ -]){15}[0-9a-f?]{2})  (?P<txt>.{16})$")
+DB_LINE = re.compile(
+    r"^(?P<addr>\S+)  (?P<hex>(?:[0-9a-f?]{2}[ -]){15}[0-9a-f?]{2})  (?P<txt>.{16})$")
 
 
 def test_db_prints_question_marks_never_zeros(capsys, triage_dump):
@@ -282,7 +284,7 @@ def test_messages_short_and_without_repeated_prefixes(capsys, triage_dump, tmp_p
     rc, _, err = run(capsys, "poolused", triage_dump)
     assert rc != 0 and err.count("\n") == 1
     words = re.findall(r"(\w+): ", err)
-    assert all(a != b for a, b in zip(words, words[1:], strict=False)), err
+    assert all(a != b for a, b in itertools.pairwise(words)), err
     rc, _, err = run(capsys, "info", tmp_path)
     assert rc == 2 and err == f"ntdump: {tmp_path}: is a directory, not a dump file\n"
 
@@ -374,7 +376,7 @@ def test_kd_output_uses_kd_addresses(story64):
             assert not re.search(r"0x[0-9a-f]{9,}", out.split("\n")[0]), (cmd, out)
 
 
-# -- 9. start-up: no pandas for import ntdump or ntdump info -----------------------------------------
+# -- 9. start-up: no pandas for import ntdump or ntdump info ---------------------------------
 def _modules_after(code: str) -> set[str]:
     p = subprocess.run([sys.executable, "-c", code + "\nimport sys\n"
                         "print(' '.join(m for m in ('pandas', 'numpy', 'pyarrow', 'ntdump.forge')"

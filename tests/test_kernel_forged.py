@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import ntdump
-from ntdump.forge import scenario
+from ntdump.forge import machine, scenario, story
 
 SCENARIOS = {
     "win10-x64": lambda p, **kw: scenario.win10_x64(p, **kw),
@@ -80,7 +80,11 @@ def test_vm_counters_and_symbol_only_fields(tmp_path):
         "MmModifiedPageListHead": 462,
         "MmPoolFailures": 3,
     }
-    s = scenario.server2003_x86_pae(tmp_path / "vm.dmp", vm=vm)
+    # A machine on which Server 2003 sizes its nonpaged pool maximum to 127,944 KB (the story's).
+    s = scenario.server2003_x86_pae(tmp_path / "vm.dmp", vm=vm, runs=story.X86_RUNS)
+    assert machine.check_counters(vm, family="2003", machine="x86",
+                                  physical_pages=s.mem.page_count,
+                                  highest_pfn=s.mem.highest_pfn) == []
     with ntdump.open(s.path) as d:
         v = d.vm()
         assert v.available_pages_pages == 12345

@@ -64,7 +64,7 @@ class Frame(pd.DataFrame):
     def _repr_html_(self) -> str | None:
         return pd.DataFrame._repr_html_(hex_view(self))
 
-    def to_string(self, *args: Any, **kw: Any) -> str:  # type: ignore[override]
+    def to_string(self, *args: Any, **kw: Any) -> str:
         """As :meth:`pandas.DataFrame.to_string`, addresses in hex."""
         return pd.DataFrame.to_string(hex_view(self), *args, **kw)
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import bugcheck as _bugcheck
+from ._completeness import dump_cut
 from ._format import kd_addr
 from ._native import Dump as NativeDump
 
@@ -72,11 +74,25 @@ class DumpInfo:
     context: dict[str, int] = field(default_factory=dict)
     """Registers of the crashing CPU from the header's CONTEXT (``rip``, ``rsp`` … or ``eip`` …)."""
     warnings: tuple[str, ...] = ()
+    required_dump_space: int | None = None
+    """The file size the writer intended (header RequiredDumpSpace, bytes); None when absent."""
 
     @property
     def system_datetime(self) -> _dt.datetime | None:
         """:attr:`system_time` as an aware UTC datetime (None when absent)."""
         return filetime_to_datetime(self.system_time)
+
+    @property
+    def bugcheck(self) -> _bugcheck.BugCheck:
+        """The bug check with its name, each parameter's meaning and decoded sub-values
+        (:class:`ntdump.bugcheck.BugCheck`)."""
+        return _bugcheck.describe(self.bugcheck_code, self.bugcheck_params)
+
+    @property
+    def cut(self) -> dict[str, Any] | None:
+        """How much of a truncated dump is missing (file size, expected size from the header,
+        missing pages, the present fraction, and a sentence naming the cut); None when whole."""
+        return dump_cut(self)
 
     @property
     def truncated(self) -> bool:
@@ -89,13 +105,14 @@ class DumpInfo:
         return 4 if self.machine == "x86" else 8
 
     def __str__(self) -> str:
-        bc = ", ".join(f"{p:#x}" for p in self.bugcheck_params)
+        bc = self.bugcheck
         lines = [
             f"Machine           : {self.machine}{' (PAE)' if self.pae else ''}",
             f"Build             : {self.build}",
             f"Dump type         : {self.dump_type} ({self.layout})",
             f"DTB               : {self.dtb:#x}",
-            f"Bugcheck          : {self.bugcheck_code:#x} ({bc})",
+            f"Bugcheck          : {bc.summary()}",
+            *(f"                    {p}" for p in bc.parameters),
             f"Processors        : {self.processors}",
             f"System time       : {self.system_datetime or '-'}",
             f"PsLoadedModuleList: {self.ps_loaded_module_list:#x}",

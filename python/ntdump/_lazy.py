@@ -1,7 +1,7 @@
 """pandas and numpy, imported on first use (start-up time: issue 13).
 
 ``import ntdump`` and CLI commands that print text (``ntdump info``, ``ntdump db``) never build a
-DataFrame, so they should not pay for importing pandas (0.3–0.5 s). Modules that build frames
+DataFrame, so they should not pay for importing pandas (0.3 to 0.5 s). Modules that build frames
 write::
 
     if TYPE_CHECKING:

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-
 from ._format import kd_hex
 from ._handle import Handle
 from ._native import kernel_ranges

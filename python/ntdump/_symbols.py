@@ -15,7 +15,6 @@ import bisect
 import fnmatch
 from typing import TYPE_CHECKING, Any
 
-
 from . import _schema
 from ._handle import Handle
 from ._native import SymbolTable, symbol_table

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ._format import hexdump
+from ._native import __version__
 from .batch.cli import add_commands as add_batch_command
 from .dump import Dump
 from .dump import open as nt_open
 from .errors import NtdumpError
-from ._native import __version__
 from .kd import ADDRESS_SYNTAX, KdSession, interactive, read_with_holes
 from .trend import add_command as add_trend_command
 from .triage import triage
@@ -80,15 +80,24 @@ DEMO_CHAIN = (
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Forge the founding story's dump, walk the investigation in kd syntax, then triage it."""
+    """Forge the founding story's dump, walk the investigation in kd syntax, then triage it.
+    ``--out FILE`` keeps the dump (otherwise it lives in a temporary folder, deleted at the end)."""
     from . import forge  # only the demo forges (start-up time of every other command)
 
     with tempfile.TemporaryDirectory(prefix="ntdump-demo-") as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "MEMORY.DMP"
         st = forge.founding_story(path)
-        print(f"Forged {path}: a Server 2003 x86 PAE machine whose NonPagedPool ran out.\n")
+        mem = st.scenario.mem
+        print(f"Forged {path}: a Server 2003 x86 PAE machine ({mem.page_count:,} pages of RAM, "
+              f"{mem.page_count * 4 // 1024:,} MiB) whose NonPagedPool ran out.")
+        # Say plainly what the demo supplies that a real investigation gets from symbols.
+        names = ", ".join(sorted(st.symbols))
+        print("In place of symbols: the forged kernel has no PDB, so the demo hands ntdump the "
+              f"addresses a symbol server would give for {names} (d.add_symbols); "
+              "everything else is read from the dump itself (KDBG, loader list, pool tables, "
+              "images). With a real dump: ntdump.open(path, symbols='srv*CACHE*URL') or "
+              "--pdb.\n")
         with nt_open(path) as d:
-            # What a symbol server would give for this kernel: variables only a PDB names.
             d.add_symbols(st.symbols)
             kd = KdSession(d)
             hit = None
@@ -101,8 +110,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 print(out + "\n")
                 if cmd.startswith("!for_each_module") and out.strip():
                     hit = int(out.split()[0].replace("`", ""), 16)
-            print("0: kd> $$ ... or all of it in one command: ntdump triage MEMORY.DMP\n")
+            print(f"0: kd> $$ ... or all of it in one command: ntdump triage {path}\n")
             print(triage(d).text())
+        print()
+        if args.out:
+            print(f"The dump is kept at {path}. Try: ntdump triage {path}   or   "
+                  f"ntdump kd {path}  (without the symbols the demo supplied, the count of "
+                  "failed pool allocations shows as unknown).")
+        else:
+            print("The dump was written to a temporary folder and is deleted now. To keep it: "
+                  "ntdump demo --out MEMORY.DMP, then ntdump triage MEMORY.DMP.")
     return 0
 
 

@@ -8,11 +8,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-
 from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
 from ._native import Dump as NativeDump
 from ._search import Search, Width, Within
 from ._symbols import Symbols
+from .bugcheck import BugCheck
 from .modules import Kernel, Module, ModuleList
 from .pe import LoadedModuleInfo, PeImages
 from .pool import Pool
@@ -106,6 +106,13 @@ class Dump:
     def info(self) -> DumpInfo:
         """Header fields (:class:`DumpInfo`)."""
         return self._h.info
+
+    @property
+    def bugcheck(self) -> BugCheck:
+        """The bug check (:class:`ntdump.bugcheck.BugCheck`): code, name, parameters with their
+        meanings and decoded sub-values (an exception code's name …), the faulting address where
+        the code has one."""
+        return self.info.bugcheck
 
     @property
     def warnings(self) -> tuple[str, ...]:

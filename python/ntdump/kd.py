@@ -6,7 +6,8 @@
 Supported commands: ``!vm``, ``!poolused [flags] [tag] [/t N]``, ``!pool addr``, ``!poolfind tag``,
 ``lm``, ``!lmi name|addr``, ``x mod!pattern``, ``ln addr``, ``s -b|-w|-d|-q|-a|-u range pattern``,
 ``!for_each_module <command using @#Base @#End @#ModuleName>``, ``dps|dds|dqs addr [L n]``,
-``db|dd|dq addr [L n]``, ``!dh addr|name``, ``!pte addr``, ``.bugcheck``, ``vertarget``, ``r``,
+``db|dd|dq addr [L n]``, ``!dh addr|name``, ``!pte addr``, ``.bugcheck``,
+``!analyze [-show code [p1 …]]`` (the bug check and what its parameters mean), ``vertarget``, ``r``,
 ``? expr``. Expressions: hex by default (``0x`` optional, ``0n`` decimal, backtick separators as in
 ``fffff804`7ba00000``), ``mod!symbol``, ``poi(expr)``, ``@reg``, ``+ - *``, parentheses.
 """
@@ -185,6 +186,7 @@ class KdSession:
             "!dh": self._dh,
             "!pte": self._pte,
             ".bugcheck": self._bugcheck,
+            "!analyze": self._analyze,
             "vertarget": self._vertarget,
             "r": self._r,
             "?": self._eval,
@@ -424,7 +426,10 @@ class KdSession:
         lines = []
         for mod, name, addr, fwd in zip(df["module"], df["name"], df["address"], df["forwarder"],
                                         strict=True):
-            shown = unknown if addr is None or addr is _NA() else kd_addr(int(addr), self.ptr)
+            try:
+                shown = kd_addr(int(addr), self.ptr)
+            except (TypeError, ValueError):  # NA: a forwarder whose target is not resolved
+                shown = unknown
             line = f"{shown} {mod}!{name}"
             if isinstance(fwd, str) and fwd:
                 line += f" (forwarded to {fwd})"
@@ -532,6 +537,32 @@ class KdSession:
         return (f"Bugcheck code {i.bugcheck_code:08X}\nArguments {ps}\n"
                 f"({bugcheck.name(i.bugcheck_code)})")
 
+    def _analyze(self, args: str) -> str:
+        """``!analyze``: the dump's bug check, name and parameters with their meanings;
+        ``!analyze -show code [p1 …]``: the same for a code given by hand (as WinDbg's)."""
+        words = args.split()
+        if words and words[0].lower() == "-show":
+            if len(words) < 2:
+                raise KdError("!analyze -show needs a bug check code")
+            vals = [parse_number(w) for w in words[1:6]]
+            b = bugcheck.describe(vals[0], vals[1:])
+        elif words and words[0].lower() not in ("-v", "-vv"):
+            raise KdError(f"!analyze: unsupported option {words[0]!r} (use -show code)")
+        else:
+            b = self.d.info.bugcheck
+        w = 2 * self.ptr
+        lines = [f"{b.name} ({b.code:x})", "Arguments:"]
+        for p in b.parameters:
+            line = f"Arg{p.index}: {p.value & ((1 << (8 * self.ptr)) - 1):0{w}x}"
+            if p.meaning:
+                line += f", {p.meaning}" + (f": {p.decoded}" if p.decoded else "")
+            lines.append(line)
+        if b.manual:
+            lines.append("A crash initiated by hand: there is no faulting address.")
+        elif b.address is not None:
+            lines.append(f"Faulting address ({b.address_source}): {kd_addr(b.address, self.ptr)}")
+        return "\n".join(lines)
+
     def _vertarget(self, args: str) -> str:
         i = self.d.info
         kind = "Free" if i.major_version == 0xF else "Checked" if i.major_version == 0xC else "?"
@@ -569,14 +600,8 @@ def _why_no_exports(error: object, warnings: object) -> str | None:
     return None
 
 
-def _NA() -> object:
-    """pandas' NA, imported only when a frame is already there."""
-    import pandas as pd
-
-    return pd.NA
-
-
-def read_with_holes(d: Dump, va: int, n: int, *, physical: bool = False) -> tuple[bytes, list[bool]]:
+def read_with_holes(d: Dump, va: int, n: int, *,
+                    physical: bool = False) -> tuple[bytes, list[bool]]:
     """``n`` bytes at ``va`` (a VA, or a PA with ``physical``) read page by page, and one flag per
     byte saying whether it could be read: what ``db``/``dd``/``dq`` print, ``??`` for the holes.
     Unreadable pages come back as zeros with their flags False (never shown as data)."""

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
 from . import _schema
 from ._format import kd_addr
 from ._handle import Handle

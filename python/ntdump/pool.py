@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
 from . import _schema
 from ._handle import Handle
 from ._native import PoolScanner, pool_big, pool_page, pool_track_table_variable, pool_used

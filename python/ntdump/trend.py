@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-
 from . import batch
 from .batch.cli import engine_args
 from .batch.cli import run_kw as engine_run_kw

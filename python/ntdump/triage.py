@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import bugcheck
+from ._completeness import input_gap
 
 if TYPE_CHECKING:
     from .dump import Dump, DumpInfo
@@ -73,6 +73,10 @@ class Report:
     suspect_drivers: list[dict[str, Any]]
     verdicts: list[Verdict]
     notes: list[str]
+    incomplete: dict[str, Any] | None = None
+    """None for a whole dump; else what is missing: the file's cut (``truncated``, ``file_size``,
+    ``expected_size``, ``missing_pages``, ``present_fraction``), ``reason`` (a sentence) and
+    ``inputs``: the analyses that met missing or unreadable data (``analysis``, ``detail``)."""
 
     # -- outputs ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +90,7 @@ class Report:
             "suspect_drivers": self.suspect_drivers,
             "verdicts": [{"text": v.text, "evidence": v.evidence} for v in self.verdicts],
             "notes": self.notes,
+            "incomplete": self.incomplete,
         }
 
     def to_json(self, **kw: Any) -> str:
@@ -95,11 +100,23 @@ class Report:
     def _sections(self) -> list[tuple[str, list[str]]]:
         b = self.bugcheck
         bc = [f"{b['code']:#x} {b['name']}" + (f" in {b['module']}" if b.get("module") else "")]
-        if b.get("address") is not None:
+        if b.get("exception_code") is not None:
+            bc.append(f"exception code {b['exception_code']:#010x}"
+                      + (f" ({b['exception_name']})" if b.get("exception_name") else ""))
+        if b.get("manual"):
+            bc.append("crash initiated by hand: no faulting address"
+                      + (f" (raised at {b.get('raised_at_symbol') or hex(b['raised_at'])})"
+                         if b.get("raised_at") else ""))
+        elif b.get("address") is not None:
             bc.append(
                 f"faulting address {b['address']:#x} ({b['address_source']})"
                 + (f" = {b['symbol']}" if b.get("symbol") else "")
             )
+        for p in b.get("parameters", []):
+            line = f"Arg{p['index']}: {p['value']:#x}"
+            if p.get("meaning"):
+                line += f", {p['meaning']}" + (f": {p['decoded']}" if p.get("decoded") else "")
+            bc.append(line)
         pool = []
         for kind in ("nonpaged", "paged"):
             p = self.pool.get(kind) or {}
@@ -128,7 +145,12 @@ class Report:
         for v in self.verdicts:
             verdicts.append(v.text)
             verdicts += [f"  - {e}" for e in v.evidence]
+        incomplete = []
+        if self.incomplete:
+            incomplete.append(self.incomplete["reason"])
+            incomplete += [f"{x['analysis']}: {x['detail']}" for x in self.incomplete["inputs"]]
         return [
+            *([("Incomplete dump", incomplete)] if incomplete else []),
             (
                 "Dump",
                 [
@@ -179,50 +201,72 @@ def _note(notes: list[str], what: str, e: BaseException) -> None:
 
 def _bugcheck_step(d: Dump, info: DumpInfo, notes: list[str],
                    verdicts: list[Verdict]) -> dict[str, Any]:
-    """1. Bug check and the module that owns the faulting address."""
-    code, params = info.bugcheck_code, list(info.bugcheck_params)
-    addr, src = bugcheck.faulting_address(code, params)
-    if addr is None:
-        ip = info.context.get("rip", info.context.get("eip"))
-        if ip:
-            addr, src = ip, "context instruction pointer"
+    """1. The bug check: name, every parameter with its meaning, the exception of
+    0x1E/0x3B/0x7E/0x8E, and the module that owns the faulting address where the code names one.
+    A manual crash has none: the context IP is only where the crash was raised (KeBugCheckEx)."""
+    b = info.bugcheck
+    addr, src = b.address, b.address_source
+    ip = info.context.get("rip", info.context.get("eip"))
+    raised_at = None
+    if addr is None and ip and not b.manual and not b.live:
+        addr, src = ip, "context instruction pointer"
+    elif addr is None and ip:
+        raised_at = ip
     bc: dict[str, Any] = {
-        "code": code,
-        "name": bugcheck.name(code),
-        "params": params,
+        "code": b.code,
+        "name": b.name,
+        "params": list(b.params),
+        "parameters": [p.to_dict() for p in b.parameters],
+        "manual": b.manual,
+        "exception_code": b.exception_code,
+        "exception_name": b.exception_name,
         "address": addr,
         "address_source": src,
         "module": None,
         "symbol": None,
     }
+
+    def where(va: int) -> tuple[Any, str | None]:
+        m = d.modules.at(va)
+        if m is None:
+            return None, None
+        try:
+            return m, d.ln(va)
+        except Exception:
+            return m, f"{m.kd_name}+{va - m.base:#x}"
+
     try:
         if addr is not None:
-            m = d.modules.at(addr)
+            m, sym = where(addr)
             if m is not None:
                 bc["module"] = m.name
                 bc["module_base"] = m.base
                 bc["offset"] = addr - m.base
-                try:
-                    bc["symbol"] = d.ln(addr)
-                except Exception:
-                    bc["symbol"] = f"{m.kd_name}+{addr - m.base:#x}"
+                bc["symbol"] = sym
+        if raised_at is not None:
+            bc["raised_at"] = raised_at
+            bc["raised_at_symbol"] = where(raised_at)[1]
     except Exception as e:
         _note(notes, "the module at the faulting address", e)
+    ev = [str(p) for p in b.parameters if p.decoded]
+    if b.manual:
+        at = f" (raised at {bc.get('raised_at_symbol') or hex(raised_at)})" if raised_at else ""
+        verdicts.append(Verdict(f"Bug check {b.code:#x} ({b.name}): a crash initiated by hand, "
+                                f"not a fault: there is no faulting address{at}", ev))
+        return bc
     if bc["module"]:
-        verdicts.append(
-            Verdict(
-                f"Bug check {code:#x} ({bc['name']}) at {addr:#x} in {bc['module']}",
-                [
-                    f"{src} = {addr:#x}",
-                    f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}",
-                ],
-            )
-        )
+        text = f"Bug check {b.code:#x} ({b.name})"
+        if b.exception_code is not None:
+            text += f": {b.exception_name or 'exception'} ({b.exception_code:#010x})"
+        text += f" at {addr:#x} in {bc['module']}"
+        ev = [f"{src} = {addr:#x}",
+              f"{bc['module']} spans {bc['module_base']:#x}+{bc['offset']:#x}", *ev]
+        verdicts.append(Verdict(text, ev))
     return bc
 
 
-def _pool_step(d: Dump, notes: list[str]) -> dict[str, Any]:
-    """2. Pool state from !vm."""
+def _pool_step(d: Dump, notes: list[str], gaps: list[dict[str, str]]) -> dict[str, Any]:
+    """2. Pool state from !vm (fields it could not read for want of pages go to ``gaps``)."""
     pool: dict[str, Any] = {"nonpaged": None, "paged": None, "failures": None, "depleted": []}
     try:
         v = d.vm()
@@ -238,6 +282,9 @@ def _pool_step(d: Dump, notes: list[str]) -> dict[str, Any]:
             if ratio is not None and ratio >= DEPLETION_RATIO:
                 pool["depleted"].append(kind)
         pool["failures"] = v.pool_allocation_failures
+        for f in v.fields:
+            if (f.pages is None and input_gap(f.source)) or "; incomplete: " in f.source:
+                gaps.append({"analysis": "!vm", "detail": f"{f.label}: {f.source}"})
         if v.pool_allocation_failures is None:
             notes.append(
                 "could not determine pool allocation failures because "
@@ -248,15 +295,22 @@ def _pool_step(d: Dump, notes: list[str]) -> dict[str, Any]:
     return pool
 
 
-def _top_tags_step(d: Dump, pool: dict[str, Any], top: int,
-                   notes: list[str]) -> tuple[list[dict[str, Any]], str]:
-    """3. Top tags from the tracker table: (entries, the column sorted by)."""
+def _top_tags_step(d: Dump, pool: dict[str, Any], top: int, notes: list[str],
+                   gaps: list[dict[str, str]]) -> tuple[list[dict[str, Any]], str]:
+    """3. Top tags from the tracker table: (entries, the column sorted by). The table's warnings
+    (unreadable per-processor tables …) go to the notes, and to ``gaps`` when data was missing."""
     used = None
     sort = "paged" if pool["depleted"] == ["paged"] else "nonpaged"
     try:
         used = d.pool.used(sort=sort)
+        for w in used.attrs.get("warnings", []):
+            notes.append(f"!poolused: {w}")
+            if input_gap(w):
+                gaps.append({"analysis": "!poolused", "detail": w})
     except Exception as e:
         _note(notes, "pool usage by tag (!poolused)", e)
+        if input_gap(str(e)) or d.info.cut is not None:
+            gaps.append({"analysis": "!poolused", "detail": f"{type(e).__name__}: {e}"})
     suspect_tags: list[dict[str, Any]] = []
     if used is not None and len(used):
         for _, r in used.head(top).iterrows():
@@ -317,11 +371,25 @@ def _suspect_drivers_step(d: Dump, pool: dict[str, Any], suspect_tags: list[dict
     return suspect_drivers
 
 
+def _module_list_step(d: Dump, notes: list[str], gaps: list[dict[str, str]]) -> None:
+    """6. The module list and unloaded drivers: entries that could not be read (the culprit may be
+    among them) go to the notes, and to ``gaps`` when pages were missing."""
+    try:
+        for w in d.kernel_warnings:
+            notes.append(f"module list: {w}")
+            if input_gap(w):
+                gaps.append({"analysis": "module list", "detail": w})
+    except Exception as e:
+        _note(notes, "the module list's warnings", e)
+
+
 def _pool_verdict(pool: dict[str, Any], suspect_tags: list[dict[str, Any]],
                   suspect_drivers: list[dict[str, Any]], sort: str,
-                  verdicts: list[Verdict]) -> None:
+                  verdicts: list[Verdict], why_unsure: str | None = None,
+                  gaps: list[dict[str, str]] | None = None) -> None:
     """The verdict on the pool (``pool["verdict"]``, and a :class:`Verdict` when it says
-    something)."""
+    something). Never "healthy" when ``why_unsure`` (the dump is incomplete): "unknown, because
+    …" instead, and a depletion found is qualified."""
     if pool["depleted"] or pool["failures"]:
         kinds = " and ".join(pool["depleted"]) or "pool"
         ev = []
@@ -358,8 +426,20 @@ def _pool_verdict(pool: dict[str, Any], suspect_tags: list[dict[str, Any]],
             text += f": tag {suspect_tags[0]['tag']!r}"
         if culprit:
             text += f", most likely leaked by {culprit}"
+        if why_unsure:
+            # What was read shows depletion; what is missing can only add to it.
+            text += f" (from an incomplete dump: {why_unsure})"
         verdicts.append(Verdict(text, ev))
         pool["verdict"] = text
+    elif why_unsure:
+        ev = [
+            f"{k} pool at {100 * pool[k]['ratio']:.1f}% of its maximum in what could be read"
+            for k in ("nonpaged", "paged")
+            if pool[k] and pool[k].get("ratio") is not None
+        ]
+        ev += [f"{g['analysis']}: {g['detail']}" for g in gaps or []]
+        pool["verdict"] = f"pool state unknown, because {why_unsure}"
+        verdicts.append(Verdict(f"Pool state unknown, because {why_unsure}", ev))
     elif pool["nonpaged"] is not None and pool["nonpaged"].get("ratio") is not None:
         pool["verdict"] = "pool is healthy: no pool near its maximum, no failed allocations"
         verdicts.append(
@@ -392,16 +472,32 @@ def triage(d: Dump, *, top: int = TOP_TAGS) -> Report:
         "processors": info.processors,
     }
 
+    cut = info.cut  # None for a whole file
+    gaps: list[dict[str, str]] = []  # analyses that met missing or unreadable data
+
     bc = _bugcheck_step(d, info, notes, verdicts)
-    pool = _pool_step(d, notes)
-    suspect_tags, sort = _top_tags_step(d, pool, top, notes)
+    pool = _pool_step(d, notes, gaps)
+    suspect_tags, sort = _top_tags_step(d, pool, top, notes, gaps)
     _owners_step(d, suspect_tags, notes)
     suspect_drivers = _suspect_drivers_step(d, pool, suspect_tags, notes)
-    _pool_verdict(pool, suspect_tags, suspect_drivers, sort, verdicts)
+    _module_list_step(d, notes, gaps)
+    if info.dump_type == 4 and cut is None:
+        gaps = []  # a triage dump holds no pool data by design (noted below), not by loss
+    why_unsure = None
+    if cut is not None:
+        why_unsure = cut["reason"]
+    elif gaps:
+        why_unsure = "an analysis met missing or unreadable data (" + "; ".join(
+            f"{g['analysis']}: {g['detail']}" for g in gaps[:2]) + ")"
+    _pool_verdict(pool, suspect_tags, suspect_drivers, sort, verdicts, why_unsure, gaps)
     if info.dump_type == 4:
         notes.insert(
             0,
             "pool data is not in a triage dump: a triage (mini) dump holds only the "
             "crash context, the faulting stack and a few captured ranges",
         )
-    return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes)
+    incomplete = None
+    if cut is not None or gaps:
+        incomplete = {**(cut or {"truncated": False}), "reason": why_unsure, "inputs": gaps}
+        notes.insert(0, f"the dump is incomplete: {why_unsure}")
+    return Report(dump, bc, pool, suspect_tags, suspect_drivers, verdicts, notes, incomplete)

@@ -161,9 +161,12 @@ class Vm:
         col = "paged_bytes" if f.key == "paged_pool_usage" else "nonpaged_bytes"
         total = int(used[col].sum())
         pages = -(-total // 4096)
-        return VmField(f.key, f.label, pages,
-                       f"PoolTrackTable: sum of {col} over {len(used)} tags ({total:,} bytes); "
-                       f"kernel variable unavailable: {f.source}", f.is_count)
+        src = (f"PoolTrackTable: sum of {col} over {len(used)} tags ({total:,} bytes); "
+               f"kernel variable unavailable: {f.source}")
+        gaps = used.attrs.get("warnings") or []
+        if gaps:  # the sums met unreadable tables: say so, the value is a lower bound
+            src += "; incomplete: " + "; ".join(gaps)
+        return VmField(f.key, f.label, pages, src, f.is_count)
 
     def vm(self) -> VmSummary:
         """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation

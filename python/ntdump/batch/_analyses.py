@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
 from .. import _schema
 from ..dump import Dump, filetime_to_datetime
 from ..modules import MODULE_SCHEMA

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import scenario
+from .machine import nonpaged_pool_maximum
 from .pool import PoolTag, add_to_scenario
 
 FILETIME_PER_HOUR = 36_000_000_000
@@ -66,8 +67,8 @@ BASELINE: dict[str, tuple[int, int, int, int]] = {
     "MmSt": (0, 0, 14_311, 26_014_736),
     "CM31": (0, 0, 15_905, 21_630_976),
 }
-_NP_OVERHEAD = 2 << 20
-_NP_MAX = 127_944 * 1024
+_MACHINE_STEP = 2 << 20
+"""RAM of a leaking machine is chosen in steps of this many bytes."""
 #: Total allocations ever made per outstanding one (the tracker's Allocs = outstanding + Frees).
 _TURNOVER = 6
 
@@ -125,6 +126,13 @@ def _counts(machine_i: int, day: int, hours: float, leaks: Sequence[Leak]
     return out
 
 
+def _np_max(family: str, arch: str, size: int) -> int:
+    """The nonpaged pool maximum Windows gives a machine of ``size`` bytes of RAM laid out as the
+    scenarios lay it out (runs from 4 KiB to 636 KiB and from 1 MiB)."""
+    pages = size // 4096
+    return nonpaged_pool_maximum(family, arch, pages - 0x61, pages - 1)
+
+
 def _forge_one(path: Path, arch: str, leak_driver: bool, system_time: int,
                counts: Mapping[str, tuple[int, int, int, int, int, int]], size: int,
                vm: Mapping[str, int] | None) -> None:
@@ -141,7 +149,7 @@ def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
         "srv-app1", "srv-app2", "srv-db1", "srv-file1"), days: int = 4, *,
         leaks: Mapping[str, Sequence[Leak]] | None = None,
         x86: Sequence[str] = ("srv-db1", "srv-file1"), compress: Mapping[str, str] | None = None,
-        bad_files: bool = True, size: int = 16 << 20,
+        bad_files: bool = True, size: int = 256 << 20,
         start: dt.datetime = START) -> Fleet:
     """Write the fleet archive under ``root`` (created) and return its ground truth.
 
@@ -155,15 +163,20 @@ def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
             leak). A leaking machine loads the story's GUID driver, which imports
             ``ExAllocatePool``.
         x86: machines forged as Windows Server 2003 x86 PAE (the others Windows 10 x64).
-            ``!vm``: NonPagedPool maximum 127,944 KB — or, on a leaking machine, what puts its
-            last dump at 97 % of it (so triage of that dump reports the depletion); usage (the
-            2003 kernel variable) = the tags' nonpaged bytes + 2 MiB. Windows 10 has no usage
+            ``!vm``: the NonPagedPool maximum the machine's RAM gives (see ``size``); usage (the
+            2003 kernel variable) = the tags' nonpaged bytes in pages. Windows 10 has no usage
             variable: readers sum the tracker tables.
         compress: machine → ``"gz"`` (each dump ``.dmp.gz``) or ``"zip"`` (one
             ``<machine>.zip`` holding ``<machine>/<day>.dmp``).
         bad_files: add ``incoming/corrupt.dmp`` (a header of random bytes), ``incoming/
             truncated.dmp`` (a dump cut after 64 KiB) and ``incoming/notes.txt``.
-        size: physical memory of each forged machine (bytes; the files hold only used pages).
+        size: physical memory of each healthy forged machine (bytes; the files hold only used
+            pages). A leaking machine gets the smallest RAM (in 2 MiB steps, at least ``size``)
+            whose nonpaged pool maximum, as its Windows sizes it
+            (:func:`ntdump.forge.machine.nonpaged_pool_maximum`), puts its last dump at 97 % or
+            less. Every dump's counters are consistent
+            (:func:`~ntdump.forge.machine.check_counters`): the maximum follows the machine's
+            RAM, x86 usage is the tracker's nonpaged bytes in pages.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -181,15 +194,19 @@ def write_fleet(root: str | os.PathLike[str], machines: Sequence[str] = (
         fts = [filetime(t) for t in times]
         all_counts = [_counts(i, k, (ft - t0) / FILETIME_PER_HOUR, mleaks)
                       for k, ft in enumerate(fts)]
-        usage = [_NP_OVERHEAD + sum(c[2] for c in cs.values()) for cs in all_counts]
-        np_max = _NP_MAX if not mleaks else -(-int(usage[-1] / 0.97) // 4096) * 4096
+        usage = [sum(c[2] for c in cs.values()) for cs in all_counts]
+        family, arch = ("2003", "x86") if m in x86 else ("win10", "x64")
+        msize = size
+        while mleaks and usage[-1] > 0.97 * _np_max(family, arch, msize):
+            msize += _MACHINE_STEP
+        np_max = _np_max(family, arch, msize)
         written: list[Path] = []
         for t, ft, counts, use in zip(times, fts, all_counts, usage, strict=True):
             vm = {"MmMaximumNonPagedPoolInBytes": np_max}
             if m in x86:  # Windows 10 has no such variable: readers sum the tracker tables
-                vm["MmAllocatedNonPagedPool"] = use // 4096
+                vm["MmAllocatedNonPagedPool"] = -(-use // 4096)
             p = folder / f"{t:%Y-%m-%dT%H%M}.dmp"
-            _forge_one(p, "x86" if m in x86 else "x64", bool(mleaks), ft, counts, size, vm)
+            _forge_one(p, arch, bool(mleaks), ft, counts, msize, vm)
             written.append(p)
             fleet.dumps.append(FleetDump(str(p), m, ft, counts))
         for lk in mleaks:

@@ -165,13 +165,14 @@ def _write(path: Path, fmt: str, mem: PhysicalMemory, hdr: Header,
 def _scenario(path: str | Path, fmt: str, machine: str, family: str, build: int, size: int,
               modules: list[tuple[str, str, bytes]], starts: tuple[int, int],
               unloaded: Sequence[tuple[str, int, int, int]], culprit: str | None,
-              header: dict, kernel_options: dict) -> Scenario:
+              header: dict, kernel_options: dict,
+              runs: Sequence[tuple[int, int]] | None = None) -> Scenario:
     if fmt not in _FORMAT_TYPES:
         raise ValueError(f"fmt must be one of {tuple(_FORMAT_TYPES)}")
     if machine == "x86" and fmt.startswith("range"):
         raise ValueError("range dumps are 64-bit only")
     pages = size // PAGE_SIZE
-    mem = PhysicalMemory([(0x1, 0x9F), (0x100, pages - 0x100)])
+    mem = PhysicalMemory(list(runs) if runs else [(0x1, 0x9F), (0x100, pages - 0x100)])
     pt = PageTables(mem, "x64" if machine == "x64" else "pae")
     sizes = [-(-parse_pe(data).size_of_image // PAGE_SIZE) * PAGE_SIZE for _, _, data in modules]
     bases = _place(sizes[:2], starts[0]) + _place(sizes[2:], starts[1])
@@ -222,11 +223,13 @@ def _unloaded(start: int) -> list[tuple[str, int, int, int]]:
 def win10_x64(path: str | Path, *, fmt: str = "full", modules: Sequence[DriverSpec] | None = None,
               leak_driver: bool = True, wine_dir: str | Path | None = None,
               size: int = 128 << 20, build: int = 19041, family: str = "win10",
+              runs: Sequence[tuple[int, int]] | None = None,
               **kernel_options: object) -> Scenario:
     """Windows 10 x64: kernel at 0xFFFFF8026BE00000, HAL after it, drivers from
     0xFFFFF80270000000 (culprit last), pool from 0xFFFFC08000000000. ``modules`` replaces the
     eight default drivers; ``kernel_options`` go to :func:`~.kernel.build_kernel_space`
-    (e.g. ``loop_after=3``). Bugcheck 0xE2 (manually initiated), 2 processors."""
+    (e.g. ``loop_after=3``); ``runs``: physical memory as (first page, page count) runs instead of
+    ``size`` (below 1 MiB, then one run). Bugcheck 0xE2 (manually initiated), 2 processors."""
     if wine_dir is not None:
         folder = _wine_folder(wine_dir, "x86_64")
         kernel, hal = (folder / "ntoskrnl.exe").read_bytes(), (folder / "hal.dll").read_bytes()
@@ -237,7 +240,7 @@ def win10_x64(path: str | Path, *, fmt: str = "full", modules: Sequence[DriverSp
                      (0xFFFFF8026BE00000, 0xFFFFF80270000000),
                      _unloaded(0xFFFFF80271000000), CULPRIT_NAME if leak_driver else None,
                      {"bugcheck_code": 0xE2, "processors": 2,
-                      "comment": b"ntdump.forge win10_x64"}, kernel_options)
+                      "comment": b"ntdump.forge win10_x64"}, kernel_options, runs)
 
 
 def win7_x64(path: str | Path, **kw: Any) -> Scenario:
@@ -250,7 +253,8 @@ def win7_x64(path: str | Path, **kw: Any) -> Scenario:
 def server2003_x86_pae(path: str | Path, *, fmt: str = "full",
                        modules: Sequence[DriverSpec] | None = None, leak_driver: bool = True,
                        wine_dir: str | Path | None = None, size: int = 128 << 20,
-                       build: int = 3790, **kernel_options: object) -> Scenario:
+                       build: int = 3790, runs: Sequence[tuple[int, int]] | None = None,
+                       **kernel_options: object) -> Scenario:
     """Windows Server 2003 x86 PAE: kernel at 0xE0800000 with nt!ExAllocatePool at 0xE0894D1F
     (the story's address; with ``wine_dir`` it is wherever Wine has it), drivers from
     0xF5000000, pool from 0x89000000. ProductType 3 (server), bugcheck 0xE2, 1 processor."""
@@ -265,7 +269,7 @@ def server2003_x86_pae(path: str | Path, *, fmt: str = "full",
     return _scenario(path, fmt, "x86", "2003", build, size, mods, (0xE0800000, 0xF5000000),
                      _unloaded(0xF6000000), CULPRIT_NAME if leak_driver else None,
                      {"bugcheck_code": 0xE2, "product_type": 3,
-                      "comment": b"ntdump.forge server2003_x86_pae"}, kernel_options)
+                      "comment": b"ntdump.forge server2003_x86_pae"}, kernel_options, runs)
 
 
 def wine_drivers(path: str | Path, arch: str = "x86_64", *, wine_dir: str | Path,
