@@ -152,6 +152,7 @@ COMMAND_HELP: tuple[tuple[str, str], ...] = (
     ("!dh name|addr", "PE headers of a module"),
     ("!pte addr", "page-table walk of a virtual address"),
     (".bugcheck", "the bug check code and its four parameters"),
+    ("!analyze [-show code p1 ...]", "the bug check explained: name, parameter meanings"),
     ("vertarget", "Windows build, processors, kernel base, session time"),
     ("r", "registers of the dump's context record"),
     ("? expr", "evaluate an expression"),

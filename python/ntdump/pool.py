@@ -629,7 +629,9 @@ class Pool:
 
     def owners_many(self, tags: Sequence[str]) -> dict[str, list[tuple[str, str, float]]]:
         """:meth:`owners` for several tags with one search of the module images: tag ->
-        ``[(module, evidence, score), ...]``, best first (empty when no image holds the tag)."""
+        ``[(module, evidence, score), ...]``, best first. A tag no loaded image holds falls back
+        to the owner the tag table names (``pooltag.txt`` or the built-in table; score 0.5);
+        empty when neither knows."""
         res: dict[str, list[tuple[str, str, float]]] = {}
         plain = list(dict.fromkeys(t for t in tags if t != "None"))
         if "None" in tags:
@@ -641,6 +643,11 @@ class Pool:
                 per.setdefault(p, []).append((mod, va))
             for i, t in enumerate(plain):
                 res[t] = self._rank(per.get(i, []))
+        for t in tags:
+            if not res.get(t):
+                res[t] = [(e.binary.split("!", 1)[0], "named by the pool tag table (pooltag.txt "
+                           "or the built-in table)", 0.5)
+                          for e in self._tags.lookup(t) if e.binary and e.binary != "<unknown>"]
         return res
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:

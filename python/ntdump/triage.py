@@ -130,7 +130,7 @@ class Report:
         tags = []
         for t in self.suspect_tags:
             owners = (", ".join(o["module"] for o in t.get("owners", [])[:3])
-                      or "no loaded image holds the tag")
+                      or "owner unknown: no loaded image holds the tag, no tag-table entry")
             live = t.get("nonpaged_allocs", 0) - t.get("nonpaged_frees", 0)
             tags.append(
                 f"{t['tag']!s:<4}  nonpaged {t['nonpaged_bytes']:>14,} B  "

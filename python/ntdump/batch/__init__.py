@@ -227,8 +227,11 @@ def to_parquet(results: Mapping[str, pd.DataFrame],
 
 
 def read_parquet(directory: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
-    """The frames :func:`to_parquet` wrote to ``directory``, by analysis name."""
-    return {p.stem: pd.read_parquet(p, engine="pyarrow")
+    """The frames :func:`to_parquet` wrote to ``directory``, by analysis name (as
+    :class:`ntdump._frame.Frame`, the class of every table ntdump returns)."""
+    from .._frame import Frame  # imports pandas: only when frames are read (start-up time)
+
+    return {p.stem: Frame(pd.read_parquet(p, engine="pyarrow"))
             for p in sorted(Path(directory).glob("*.parquet"))}
 
 
