@@ -30,6 +30,7 @@ __all__ = [
     "pool_track_table_variable",
     "pool_used",
     "search",
+    "search_modules",
     "symbol_table",
     "vm_summary",
 ]
