@@ -41,6 +41,38 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
         "timestamp",
         m.iter().map(|x| x.timestamp).collect::<Vec<_>>(),
     )?;
+    cols.set_item(
+        "timestamp_source",
+        m.iter().map(|x| x.timestamp_source).collect::<Vec<_>>(),
+    )?;
+    cols.set_item(
+        "loaded_imports_kind",
+        m.iter()
+            .map(|x| x.loaded_imports.kind())
+            .collect::<Vec<_>>(),
+    )?;
+    cols.set_item(
+        "loaded_imports",
+        m.iter()
+            .map(|x| match &x.loaded_imports {
+                ntdump_core::kernel::LoadedImports::Modules(v) => v.clone(),
+                _ => Vec::new(),
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    cols.set_item(
+        "loaded_imports_note",
+        m.iter()
+            .map(|x| match &x.loaded_imports {
+                ntdump_core::kernel::LoadedImports::Unknown(why) => why.clone(),
+                _ => String::new(),
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    cols.set_item(
+        "loaded_imports_raw",
+        m.iter().map(|x| x.loaded_imports_raw).collect::<Vec<_>>(),
+    )?;
     cols.set_item("checksum", m.iter().map(|x| x.checksum).collect::<Vec<_>>())?;
     cols.set_item("flags", m.iter().map(|x| x.flags).collect::<Vec<_>>())?;
     cols.set_item(

@@ -8,6 +8,7 @@ mod pe;
 mod pool;
 mod search;
 mod search_modules;
+mod stack;
 
 use pyo3::prelude::*;
 
@@ -20,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     search::register(m)?;
     search_modules::register(m)?;
+    stack::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

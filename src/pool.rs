@@ -39,13 +39,14 @@ fn pool_track_table_variable(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResul
 
 /// Sum the tracker tables per tag (GIL released). Returns columns and where the tables are.
 #[pyfunction]
-#[pyo3(signature = (dump, *, per_cpu=None, extra=Vec::new(), only_extra=false))]
+#[pyo3(signature = (dump, *, per_cpu=None, extra=Vec::new(), only_extra=false, track_entries=None))]
 fn pool_used<'py>(
     py: Python<'py>,
     dump: PyRef<'py, PyDump>,
     per_cpu: Option<Vec<u64>>,
     extra: Vec<(u64, u64)>,
     only_extra: bool,
+    track_entries: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, &dump)?;
     let d = dump.inner.clone();
@@ -53,6 +54,7 @@ fn pool_used<'py>(
         extra,
         per_cpu,
         only_extra,
+        track_entries,
     };
     let r = py
         .detach(move || core_pool::tracker::read_used(&d, &k, &opts))

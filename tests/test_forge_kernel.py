@@ -257,11 +257,14 @@ def test_walk_module_list(shared_data, tmp_path, kind):
         assert e["base_name"][2] == e["full"][2] + e["full"][0] - e["base_name"][0]
         assert e["full"][1] == e["full"][0] + 2
         assert vread(pt, m.base, 2) == b"MZ"
-        # CheckSum / TimeDateStamp at the family's offsets equal the PE header's.
-        ck, ts = ({"win10": (0x78, 0x9C)} if pt.mode == "x64" else
-                  {"win10": (0x40, 0x58), "2003": (0x40, 0x44)})[lay.family]
+        # CheckSum at the family's offset equals the PE header's; TimeDateStamp too where the
+        # entry has that field (Windows 10); before Windows 8 the slot is the LoadedImports union.
+        ck, ts, li = ({"win10": (0x78, 0x9C, 0x88)} if pt.mode == "x64" else
+                      {"win10": (0x40, 0x58, 0x4C), "2003": (0x40, None, 0x44)})[lay.family]
         assert struct.unpack("<I", vread(pt, e["va"] + ck, 4))[0] == m.checksum
-        assert struct.unpack("<I", vread(pt, e["va"] + ts, 4))[0] == m.timestamp
+        if ts is not None:
+            assert struct.unpack("<I", vread(pt, e["va"] + ts, 4))[0] == m.timestamp
+        assert ptr(pt, e["va"] + li) == m.loaded_imports_raw
     if kind in ("win10", "2003"):
         assert s.culprit is not None and s.culprit.name == scen.CULPRIT_NAME
         assert got[-1][:2] == (scen.CULPRIT_NAME, scen.CULPRIT_PATH)
@@ -339,9 +342,9 @@ def test_unloaded_ring_and_families():
                                                      ("win7", 7601), ("win10", 10240),
                                                      ("win10", 17134), ("win10", 19041))] == [
         0x290, 0x318, 0x340, 0x360, 0x368, 0x380]
-    for family, machine, mode, ck, ts in (("win7", "x64", "x64", 0x78, 0x80),
-                                          ("xp", "x86", "x86", 0x40, 0x44),
-                                          ("win10", "x86", "pae", 0x40, 0x58)):
+    for family, machine, mode, ck, ts, li in (("win7", "x64", "x64", 0x78, None, 0x80),
+                                              ("xp", "x86", "x86", 0x40, None, 0x44),
+                                              ("win10", "x86", "pae", 0x40, 0x58, 0x4C)):
         mem = forge.PhysicalMemory([(0x1, 0x9F), (0x100, 0x2000)])
         pt = forge.PageTables(mem, mode)
         is64 = machine == "x64"
@@ -356,7 +359,11 @@ def test_unloaded_ring_and_families():
         assert [u.name for u in lay.unloaded][:4] == ["u50.sys", "u51.sys", "u52.sys", "u3.sys"]
         e = lay.modules[0].ldr_entry
         assert struct.unpack("<I", vread(pt, e + ck, 4))[0] == lay.modules[0].checksum
-        assert struct.unpack("<I", vread(pt, e + ts, 4))[0] == lay.modules[0].timestamp
+        if ts is not None:
+            assert struct.unpack("<I", vread(pt, e + ts, 4))[0] == lay.modules[0].timestamp
+        # The kernel's LoadedImports is MM_SYSLDR_BOOT_LOADED, (ULONG_PTR)-1 (ReactOS sysldr.c).
+        width = 8 if is64 else 4
+        assert int.from_bytes(vread(pt, e + li, width), "little") == (1 << 8 * width) - 1
         assert lay.kdbg_size == kernel_mod.kdbg_size(family, lay.build)
 
 

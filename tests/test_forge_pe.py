@@ -67,14 +67,15 @@ def test_pefile_judges_headers_and_sections(pefile, machine):
     assert pe.FILE_HEADER.TimeDateStamp == 0x5F3E2A1B
     assert pe.verify_checksum() and pe.OPTIONAL_HEADER.CheckSum != 0
     names = [s.Name.rstrip(b"\0").decode() for s in pe.sections]
-    assert names == [".text", ".rdata", ".data", "PAGE", "INIT", ".reloc"]
+    pdata = [".pdata"] if is64 else []  # x64 drivers carry unwind data for DriverEntry
+    assert names == [".text", ".rdata", ".data", *pdata, "PAGE", "INIT", ".reloc"]
     last = 0
     for s in pe.sections:
         assert s.VirtualAddress % 0x1000 == 0 and s.VirtualAddress >= last
         assert s.PointerToRawData % 0x200 == 0 and s.SizeOfRawData % 0x200 == 0
         last = s.VirtualAddress + s.Misc_VirtualSize
     assert pe.OPTIONAL_HEADER.SizeOfImage == -(-last // 0x1000) * 0x1000
-    assert pe.sections[4].Characteristics & 0x02000000  # INIT discardable
+    assert pe.sections[4 + len(pdata)].Characteristics & 0x02000000  # INIT discardable
     text = pe.sections[0]
     assert text.contains_rva(pe.OPTIONAL_HEADER.AddressOfEntryPoint)
 

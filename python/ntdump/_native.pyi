@@ -29,9 +29,12 @@ __all__ = [
     "pool_page",
     "pool_track_table_variable",
     "pool_used",
+    "processors",
     "search",
     "search_modules",
+    "stack_walk",
     "symbol_table",
+    "unwind_functions",
     "vm_summary",
 ]
 
@@ -91,6 +94,11 @@ class ModuleColumns(TypedDict):
     size: list[int]
     entry_point: list[int]
     timestamp: list[int]
+    timestamp_source: list[str]
+    loaded_imports_kind: list[str]
+    loaded_imports: list[list[tuple[int, int | None]]]
+    loaded_imports_note: list[str]
+    loaded_imports_raw: list[int]
     checksum: list[int]
     flags: list[int]
     load_count: list[int]
@@ -295,6 +303,28 @@ class PoolPageDict(TypedDict):
     nearest: _BlockTuple | None
 
 @type_check_only
+class StackWalkDict(TypedDict):
+    sp: list[int]
+    pc: list[int]
+    how: list[str]
+    frame_base: list[int]
+    slot: list[int]
+    interrupted: list[bool]
+    warnings: list[str]
+    source: str
+    stack_range: tuple[int, int] | None
+
+@type_check_only
+class ProcessorColumns(TypedDict):
+    index: list[int]
+    prcb: list[int]
+    ip: list[int | None]
+    sp: list[int | None]
+    current_thread: list[int]
+    context_va: list[int]
+    warnings: list[str]
+
+@type_check_only
 class ScanColumns(TypedDict):
     address: NDArray[np.uint64]
     tag: NDArray[Any]
@@ -388,12 +418,14 @@ def pool_big(dump: Dump, table: tuple[int, int, str] | None = None) -> PoolBig: 
 def pool_layouts() -> dict[str, Any]: ...
 def pool_page(dump: Dump, va: int) -> PoolPageDict: ...
 def pool_track_table_variable(dump: Dump) -> tuple[int, int]: ...
+def processors(dump: Dump) -> ProcessorColumns: ...
 def pool_used(
     dump: Dump,
     *,
     per_cpu: list[int] | None = None,
     extra: list[tuple[int, int]] = ...,
     only_extra: bool = False,
+    track_entries: int | None = None,
 ) -> PoolUsed: ...
 def search(
     dump: Dump,
@@ -412,7 +444,30 @@ def search_modules(
     align: int = 1,
     limit: int | None = None,
 ) -> ModuleSearchResult: ...
+def stack_walk(
+    dump: Dump,
+    processor: int | None = None,
+    max_frames: int = 64,
+    images: dict[str, bytes] | None = None,
+) -> StackWalkDict: ...
 def symbol_table(dump: Dump, modules: list[tuple[str, int, int]]) -> SymbolTable: ...
+def unwind_functions(
+    file: bytes,
+) -> list[
+    tuple[
+        int,
+        int,
+        int,
+        tuple[
+            int, int, int, int, int, int,
+            list[tuple[int, int, int, int]],
+            tuple[int, int, int] | None,
+            int | None,
+        ]
+        | None,
+        str | None,
+    ]
+]: ...
 def vm_summary(
     dump: Dump, symbols: dict[str, int]
 ) -> list[tuple[str, str, int | None, str, bool]]: ...

@@ -20,6 +20,7 @@ from .dump import Dump
 from .dump import open as nt_open
 from .errors import NtdumpError
 from .kd import ADDRESS_SYNTAX, KdSession, interactive, read_with_holes
+from .stack import stack_text, to_frame
 from .trend import add_command as add_trend_command
 from .triage import triage
 
@@ -51,6 +52,20 @@ def _open(args: argparse.Namespace) -> Dump:
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args) as d:
         print(d.info)
+    return 0
+
+
+def cmd_k(args: argparse.Namespace) -> int:
+    images = {Path(f).name: f for f in args.image}
+    with _open(args) as d:
+        sw = d.stack_walk(args.processor, args.frames, images=images or None)
+        if args.json or args.csv:
+            df = to_frame(sw, d.path)
+            print(df.to_json(orient="records") if args.json else df.to_csv(index=False), end="")
+            return 0
+        print(stack_text(sw, d._stack.read_args, args=args.b, numbers=args.n, verbose=args.v))
+        for w in sw.warnings:
+            print(f"ntdump: {w}", file=sys.stderr)
     return 0
 
 
@@ -269,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-n", "--count", type=int, default=16)
     sp = add("dh", "PE headers of a module (!dh)", _kd_command(lambda a: f"!dh {a.module}"))
     sp.add_argument("module", help="name or address")
+    sp = add("k", "the crash stack (k, kb, kn, kv)", cmd_k, table=True)
+    sp.add_argument("-b", action="store_true", help="with the first arguments (kb)")
+    sp.add_argument("-n", action="store_true", help="with frame numbers (kn)")
+    sp.add_argument("-v", action="store_true", help="verbose: arguments, trap frames (kv)")
+    sp.add_argument("-p", "--processor", type=int, help="that processor's saved context")
+    sp.add_argument("--frames", type=int, default=64, help="most frames (default 64)")
+    sp.add_argument("--image", action="append", default=[], metavar="FILE",
+                    help="image file of a module whose unwind data the dump lacks (repeatable)")
     sp = add("pte", "page-table walk of an address (!pte)", cmd_pte)
     sp.add_argument("address", type=_int)
     for name in ("db", "dd", "dq"):

@@ -16,6 +16,7 @@ from .bugcheck import BugCheck
 from .modules import Kernel, Module, ModuleList
 from .pe import LoadedModuleInfo, PeImages
 from .pool import Pool
+from .stack import Images, Stack, StackWalk
 from .symbolmap import SymbolMap
 from .vm import Vm, VmSummary
 
@@ -49,8 +50,8 @@ class Dump:
     handle (and the features it needs), never the Dump: :class:`~ntdump.pe.PeImages`,
     :class:`~ntdump.modules.Kernel` (modules, KDBG), :class:`~ntdump.symbolmap.SymbolMap` (PDB and
     mapped symbols), :class:`~ntdump._symbols.Symbols` (``symbol``, ``ln``, ``importers``,
-    ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`
-    and :class:`~ntdump.vm.Vm`. The methods below delegate to them.
+    ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`,
+    :class:`~ntdump.vm.Vm` and :class:`~ntdump.stack.Stack`. The methods below delegate to them.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class Dump:
         self._search = Search(h, self._symbols)
         self._pool = Pool(h, self._kernel, self._search, self._symbols)
         self._vm = Vm(h, self._pool, self._symbol_map)
+        self._stack = Stack(h, self._kernel, self._symbols)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -292,6 +294,30 @@ class Dump:
         """The ``!vm`` summary (:class:`~ntdump.vm.VmSummary`). Fields that need kernel symbols
         beyond KDBG are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
         return self._vm.vm()
+
+    # -- stacks and processors (ntdump.stack.Stack) -----------------------------------------
+    def stack(self, processor: int | None = None, max_frames: int = 64, *,
+              images: Images | None = None) -> pd.DataFrame:
+        """The crash stack (``k``): DataFrame[frame, sp, return_address, symbol, module, how];
+        ``processor=N`` walks that processor's saved context; ``images`` supplies module image
+        files the dump lacks. See :meth:`ntdump.stack.Stack.stack` and docs/stack.md."""
+        return self._stack.stack(processor, max_frames, images=images)
+
+    def stack_walk(self, processor: int | None = None, max_frames: int = 64, *,
+                   images: Images | None = None) -> StackWalk:
+        """The walk behind :meth:`stack`, frame by frame with frame bases, slots, trap frames."""
+        return self._stack.stack_walk(processor, max_frames, images=images)
+
+    def stack_text(self, command: str = "k", processor: int | None = None,
+                   max_frames: int | None = None, *, images: Images | None = None) -> str:
+        """What ``k``, ``kb``, ``kn``, ``kv`` (``kbn``, ``kvn``) print."""
+        return self._stack.stack_text(command, processor, max_frames, images=images)
+
+    @property
+    def processors(self) -> pd.DataFrame:
+        """Processors from their KPRCBs: index, prcb, rip, rsp (eip, esp on x86),
+        current_thread."""
+        return self._stack.processors
 
 
 def open(

@@ -8,6 +8,7 @@ Supported commands: ``!vm``, ``!poolused [flags] [tag] [/t N]``, ``!pool addr``,
 ``!for_each_module <command using @#Base @#End @#ModuleName>``, ``dps|dds|dqs addr [L n]``,
 ``db|dd|dq addr [L n]``, ``!dh addr|name``, ``!pte addr``, ``.bugcheck``,
 ``!analyze [-show code [p1 …]]`` (the bug check and what its parameters mean), ``vertarget``, ``r``,
+``k``/``kb``/``kn``/``kv`` ``[count]`` (the crash stack, docs/stack.md),
 ``? expr``. Expressions: hex by default (``0x`` optional, ``0n`` decimal, backtick separators as in
 ``fffff804`7ba00000``), ``mod!symbol``, ``poi(expr)``, ``@reg``, ``+ - *``, parentheses.
 """
@@ -194,6 +195,8 @@ class KdSession:
             ".help": self._help,
             "help": self._help,
         }
+        for k in ("k", "kb", "kn", "kv", "kbn", "knb", "kvn", "knv"):
+            self._commands[k] = (lambda c: lambda a: self._k(c, a))(k)
 
     # -- plumbing --------------------------------------------------------------------------
     def symbol(self, name: str) -> int:
@@ -581,6 +584,10 @@ class KdSession:
         w = 16 if self.ptr == 8 else 8
         items = [f"{k}={v:0{w}x}" for k, v in ctx.items()]
         return "\n".join(" ".join(items[i : i + 3]) for i in range(0, len(items), 3))
+
+    def _k(self, command: str, args: str) -> str:
+        n = self.eval(args) if args.strip() else None
+        return self.d.stack_text(command, max_frames=n)
 
     def _eval(self, args: str) -> str:
         v = self.eval(args)

@@ -41,6 +41,8 @@ MODULE_SCHEMA = {
     "size": _schema.BYTES,
     "path": _schema.NAME,
     "timestamp": _schema.UINT32,
+    "timestamp_source": _schema.LABEL,
+    "loaded_imports": _schema.NAME,
     "checksum": _schema.UINT32,
     "entry_point": _schema.ADDRESS,
     "flags": _schema.UINT32,
@@ -56,7 +58,7 @@ UNLOADED_SCHEMA = {
 }
 
 if TYPE_CHECKING:
-    from ._native import Kdbg, KernelInfo
+    from ._native import Kdbg, KernelInfo, ModuleColumns
 
 
 
@@ -93,6 +95,17 @@ class Module:
     """kd's name: ``nt``, ``hal``, or the base name without extension."""
     index: int
     _images: PeImages = field(repr=False)
+    timestamp_source: str = "pe header"
+    """Where :attr:`timestamp` comes from: ``"pe header"`` (the image's in-memory
+    ``FileHeader.TimeDateStamp``, what ``lm v`` shows), ``"loader entry"`` (header unreadable;
+    Windows 8+ entries have a TimeDateStamp field), ``"triage driver list"``, or
+    ``"unavailable"`` (header unreadable and, before Windows 8, the entry's slot holds
+    LoadedImports: timestamp is 0)."""
+    loaded_imports: str | tuple[str, ...] = "unknown"
+    """The loader entry's LoadedImports: ``"boot loaded"`` (the kernel, the HAL, boot drivers
+    whose list was never built), ``"no imports"`` (nothing besides the kernel and the HAL, which
+    are never listed), a tuple of the kd names of the imported modules, ``"unknown"`` (unreadable;
+    see ``d.kernel_warnings``) or ``"not recorded"`` (triage dumps)."""
 
     @property
     def end(self) -> int:
@@ -240,10 +253,24 @@ class ModuleList:
         return None
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per module (``lm``), in load order."""
+        """One row per module (``lm``), in load order. ``timestamp_source`` says where
+        ``timestamp`` comes from; ``loaded_imports`` is ``"boot loaded"``, ``"no imports"``,
+        ``"unknown"``, ``"not recorded"`` or the kd names of the imported modules joined by
+        ``", "`` (:attr:`Module.loaded_imports` has them as a tuple)."""
         cols: dict[str, Any] = {k: [getattr(m, k) for m in self._modules] for k in MODULE_SCHEMA}
         cols["end"] = [m.end for m in self._modules]
+        # One string per row (Parquet- and CSV-friendly): the kind, or the kd names joined by ", ".
+        cols["loaded_imports"] = [", ".join(v) if isinstance(v, tuple) else v
+                                  for v in cols["loaded_imports"]]
         return _schema.frame(cols, MODULE_SCHEMA, dump=self._h.path)
+
+    def dependents(self, name: str) -> list[Module]:
+        """Modules whose LoadedImports lists ``name`` (a kd or file name): "which modules depend
+        on the suspect?". The kernel and the HAL are never listed by Windows, so asking for
+        them returns []."""
+        target = self[name].kd_name
+        return [m for m in self._modules
+                if isinstance(m.loaded_imports, tuple) and target in m.loaded_imports]
 
     def __repr__(self) -> str:
         return f"<ModuleList {len(self)} modules from {self.source}>"
@@ -256,6 +283,15 @@ class ModuleList:
         for m in sorted(self._modules, key=lambda m: m.base):
             lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(m.end, ptr)}   {m.kd_name:<20} {m.path}")
         return "\n".join(lines)
+
+
+def _imports_value(c: ModuleColumns, i: int, names: list[str]) -> str | tuple[str, ...]:
+    """Module ``i``'s LoadedImports as :attr:`Module.loaded_imports` holds it."""
+    kind = c["loaded_imports_kind"][i]
+    if kind != "modules":
+        return str(kind)
+    return tuple(names[j] if j is not None else f"<ldr entry {va:#x}>"
+                 for va, j in c["loaded_imports"][i])
 
 
 class Kernel:
@@ -296,9 +332,14 @@ class Kernel:
                 kd_name=names[i],
                 index=i,
                 _images=self._images,
+                timestamp_source=c["timestamp_source"][i],
+                loaded_imports=_imports_value(c, i, names),
             )
             for i in range(len(c["name"]))
         ]
+        for i, note in enumerate(c["loaded_imports_note"]):
+            if note:
+                k["warnings"].append(f"{c['name'][i]}: LoadedImports: {note}")
         return ModuleList(self._h, mods, source=k["module_source"])
 
     def unloaded_modules(self) -> pd.DataFrame:

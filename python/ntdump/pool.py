@@ -312,6 +312,7 @@ class Pool:
         per_cpu: Sequence[int] | None = None,
         expansion: tuple[int, int] | None = None,
         session_table: tuple[int, int] | None = None,
+        track_entries: int | None = None,
     ) -> pd.DataFrame:
         """Pool use per tag, like ``!poolused``.
 
@@ -327,6 +328,8 @@ class Pool:
             per_cpu: per-processor table VAs to use instead of the heuristic search.
             expansion: ``(VA, entries)`` of ``nt!PoolTrackTableExpansion`` (from a PDB).
             session_table: ``(VA, entries)`` of the session tracker table.
+            track_entries: entries of the global table (``nt!PoolTrackTableSize`` from a PDB),
+                when the slot next to the PoolTrackTable variable does not hold it.
 
         Counts are sums over the global table, the per-processor tables (Windows 10+, when found)
         and ``expansion``. ``df.attrs`` has the table addresses, the layout and warnings. Raises
@@ -344,6 +347,8 @@ class Pool:
         kw: dict[str, Any] = {}
         if per_cpu is not None:
             kw["per_cpu"] = [int(x) for x in per_cpu]
+        if track_entries is not None:
+            kw["track_entries"] = int(track_entries)
         extra = []
         if expansion is not None:
             extra.append((int(expansion[0]), int(expansion[1])))

@@ -19,6 +19,7 @@ pub mod phys;
 pub mod pool;
 pub mod raw;
 pub mod search;
+pub mod stack;
 pub mod symbols;
 pub mod triage;
 pub mod vm;

@@ -38,6 +38,16 @@ enum Src {
     SymU32Sum(&'static str, u64),
     /// No source the core can read; the text says why (callers may fill the field otherwise).
     Unavailable(&'static str),
+    /// As `KdbgPages`, but a 0 is "not maintained by this build" (e.g. MmNumberOfPhysicalPages on
+    /// Windows 10 19041+) and the next source is tried.
+    KdbgPagesNonZero(u64, &'static str),
+    /// The dump header's PhysicalMemoryBlock (`PHYSICAL_MEMORY_DESCRIPTOR.NumberOfPages`, x64 at
+    /// 0x88 + 8 as u64, x86 at 0x64 + 4 as u32), which the kernel copies from MmPhysicalMemoryBlock
+    /// when it writes the dump.
+    HeaderPhysicalMemoryBlock,
+    /// KDBG field holding the address of a pointer variable to a PHYSICAL_MEMORY_DESCRIPTOR
+    /// (KDBG.MmPhysicalMemoryBlock, 0x270): its NumberOfPages.
+    KdbgMemoryBlock(u64, &'static str),
 }
 
 struct Spec {
@@ -51,10 +61,14 @@ const SPECS: &[Spec] = &[
     Spec {
         key: "physical_memory",
         label: "Physical Memory",
-        srcs: &[Src::KdbgPages(
-            field::MM_NUMBER_OF_PHYSICAL_PAGES,
-            "MmNumberOfPhysicalPages",
-        )],
+        srcs: &[
+            Src::KdbgPagesNonZero(
+                field::MM_NUMBER_OF_PHYSICAL_PAGES,
+                "MmNumberOfPhysicalPages",
+            ),
+            Src::HeaderPhysicalMemoryBlock,
+            Src::KdbgMemoryBlock(0x270, "MmPhysicalMemoryBlock"),
+        ],
         is_count: false,
     },
     Spec {
@@ -189,6 +203,28 @@ impl VmSummary {
     }
 }
 
+/// NumberOfPages of the dump header's PhysicalMemoryBlock (None when the header has no descriptor:
+/// NumberOfRuns still holds the "PAGE" fill, or NumberOfPages is 0).
+pub fn header_physical_pages(d: &Dump) -> Option<u64> {
+    use crate::bytes::LeBytes;
+    let f = d.file();
+    let (at, wide) = if d.header.is64 {
+        (0x88u64, true)
+    } else {
+        (0x64u64, false)
+    };
+    let runs = f.u32_at(at, "NumberOfRuns").ok()?;
+    if runs == crate::header::PAGE_FILL || runs == 0 {
+        return None;
+    }
+    let n = if wide {
+        f.u64_at(at + 8, "NumberOfPages").ok()?
+    } else {
+        u64::from(f.u32_at(at + 4, "NumberOfPages").ok()?)
+    };
+    (n != 0 && n != u64::from(crate::header::PAGE_FILL)).then_some(n)
+}
+
 fn read_ptr_var(d: &Dump, addr: u64) -> Result<u64, String> {
     d.read_ptr(Va(addr))
         .map_err(|e| format!("variable at {addr:#x} unreadable: {e}"))
@@ -224,6 +260,50 @@ pub fn vm_summary(d: &Dump, k: &Kernel, symbol: &dyn Fn(&str) -> Option<u64>) ->
                     },
                 },
                 Src::Unavailable(why) => Err(why.to_string()),
+                Src::KdbgPagesNonZero(off, name) => {
+                    match k.kdbg.as_ref().and_then(|g| g.get(off)) {
+                        None => Err(format!("no KDBG.{name} ({off:#x})")),
+                        Some(0) => Err(format!("KDBG.{name} ({off:#x}) is 0")),
+                        Some(addr) => match read_ptr_var(d, addr) {
+                            Ok(0) => Err(format!(
+                            "KDBG.{name} ({off:#x}) -> {addr:#x} holds 0 (not maintained by this \
+                             build)"
+                        )),
+                            Ok(v) => Ok((v, format!("KDBG.{name} ({off:#x}) -> {addr:#x}"))),
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
+                Src::HeaderPhysicalMemoryBlock => header_physical_pages(d)
+                    .map(|n| {
+                        (
+                            n,
+                            format!(
+                                "dump header PhysicalMemoryBlock.NumberOfPages ({:#x})",
+                                if d.header.is64 { 0x90 } else { 0x68 }
+                            ),
+                        )
+                    })
+                    .ok_or_else(|| "the dump header has no PhysicalMemoryBlock".to_string()),
+                Src::KdbgMemoryBlock(off, name) => match k.kdbg.as_ref().and_then(|g| g.get(off)) {
+                    None | Some(0) => Err(format!("no KDBG.{name} ({off:#x})")),
+                    Some(addr) => read_ptr_var(d, addr).and_then(|block| {
+                        let at = block + d.pointer_size();
+                        read_ptr_var(d, at).and_then(|n| {
+                            if n == 0 {
+                                Err(format!("{name} at {block:#x}: NumberOfPages is 0"))
+                            } else {
+                                Ok((
+                                    n,
+                                    format!(
+                                        "KDBG.{name} ({off:#x}) -> {addr:#x} -> \
+                                             PHYSICAL_MEMORY_DESCRIPTOR {block:#x} NumberOfPages"
+                                    ),
+                                ))
+                            }
+                        })
+                    }),
+                },
                 Src::Sym(name) => match symbol(name) {
                     None => Err(format!("nt!{name} needs kernel symbols (not in KDBG)")),
                     Some(addr) => {

@@ -139,3 +139,48 @@ fn tracker_and_big_decoders() {
     assert_eq!(b.pool_type_bits.unwrap().get(&e), 0x200);
     assert_eq!(b.va.get(&e) & 1, 1);
 }
+
+/// InitializePool leaves every big-page slot at Va 1 (POOL_BIG_TABLE_ENTRY_FREE; WRK pool.c,
+/// ReactOS expool.c); Va 0 is free too; an odd Va above 1 is a freed allocation, not a free slot.
+#[test]
+fn big_page_free_slots() {
+    use ntdump_core::pool::big::is_free_slot;
+    assert!(is_free_slot(0));
+    assert!(is_free_slot(1));
+    assert!(!is_free_slot(0xFFFF_C080_0000_1000));
+    assert!(!is_free_slot(0xFFFF_C080_0000_1001));
+    assert!(!is_free_slot(0x8100_0001));
+}
+
+/// PoolTrackTableSize is 2^n + 1 after InitializePool (the overflow entry); 2^n is accepted too.
+#[test]
+fn tracker_size_counts() {
+    use tracker::{plausible_count, MAX_ENTRIES, MIN_ENTRIES};
+    for n in [
+        16u64,
+        17,
+        1024,
+        1025,
+        2048,
+        2049,
+        MAX_ENTRIES,
+        MAX_ENTRIES + 1,
+    ] {
+        assert!(plausible_count(n), "{n}");
+    }
+    for n in [
+        0u64,
+        1,
+        2,
+        3,
+        15,
+        MIN_ENTRIES - 1,
+        1023,
+        1026,
+        3000,
+        MAX_ENTRIES + 2,
+        1 << 30,
+    ] {
+        assert!(!plausible_count(n), "{n}");
+    }
+}

@@ -20,7 +20,7 @@ Kernel structures and PE images: :mod:`.pe` writes synthetic drivers and kernels
 whole dumps with their ground truth.
 """
 
-from . import image, kernel, pe, scenario, story
+from . import image, kernel, pe, scenario, stack, story, unwind
 from .header import DEFAULT_SYSTEM_TIME, Header, build_header
 from .image import BindResult, MappedImage, bind_imports, map_image
 from .kernel import KernelLayout, ModuleInfo, UnloadedInfo, build_kernel_space
@@ -44,5 +44,5 @@ __all__ = [
     "kernel", "map_image", "pe", "scenario", "server2003_x86_pae", "win10_x64", "wine_drivers",
     "win7_x64",
     "STORY_TAGS", "BigAlloc", "PoolLayout", "PoolTag", "build_pool", "write_minimal_kdbg",
-    "Story", "founding_story", "story",
+    "Story", "founding_story", "story", "stack", "unwind",
 ]

@@ -10,7 +10,7 @@ the first 8 bytes, Signature + ValidDump; the fill itself is "PAGE".)
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 HEADER64_SIZE = 0x2000
@@ -44,7 +44,9 @@ class Header:
     ``machine`` is "x64" (64-bit header) or "x86" (32-bit header, ``pae`` selects PAE).
     ``dtb`` is CR3 (for PAE the 32-byte aligned PDPT PA). ``build`` goes to MinorVersion.
     ``system_time`` is a FILETIME, ``system_uptime`` 100 ns units. ``context_rip`` /
-    ``context_rsp`` are stored as Rip/Rsp (x64) or Eip/Esp (x86) of the header's CONTEXT.
+    ``context_rsp`` are stored as Rip/Rsp (x64) or Eip/Esp (x86) of the header's CONTEXT;
+    ``context_registers`` (name → value: "rax" … "r15" / "eax" … "edi") fill the other
+    general registers (:func:`~.stack.plant` sets them).
     ``comment`` (<= 127 bytes) is written NUL-terminated when non-empty; otherwise the
     Comment field keeps the "PAGE" fill, as Windows leaves it.
     """
@@ -63,6 +65,7 @@ class Header:
     pfn_database: int = 0
     context_rip: int = 0
     context_rsp: int = 0
+    context_registers: Mapping[str, int] | None = None
     comment: bytes = b""
     major_version: int = 0xF
     system_uptime: int = 0
@@ -90,9 +93,21 @@ class Header:
         return HEADER64_SIZE if self.is64 else HEADER32_SIZE
 
 
-def _context64(rip: int, rsp: int) -> bytes:
+#: CONTEXT general registers: x64 Rax … R15 from 0x78, 8 bytes apart, in the unwind-code
+#: numbering (winnt.h CONTEXT, AMD64); x86 from winnt.h's i386 CONTEXT.
+CONTEXT64_REGS = {n: 0x78 + 8 * i for i, n in enumerate(
+    ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"))}
+CONTEXT32_REGS = {"edi": 0x9C, "esi": 0xA0, "ebx": 0xA4, "edx": 0xA8, "ecx": 0xAC,
+                  "eax": 0xB0, "ebp": 0xB4, "esp": 0xC4}
+
+
+def _context64(rip: int, rsp: int, regs: Mapping[str, int] | None = None) -> bytes:
     """An x64 CONTEXT (0x4D0 bytes) as a kernel thread would have it."""
     ctx = bytearray(CONTEXT64_SIZE)
+    for name, value in (regs or {}).items():
+        if name in CONTEXT64_REGS:
+            struct.pack_into("<Q", ctx, CONTEXT64_REGS[name], value % (1 << 64))
     struct.pack_into("<II", ctx, 0x30, 0x0010001F, 0x1F80)  # ContextFlags, MxCsr
     struct.pack_into("<6HI", ctx, 0x38, 0x10, 0x2B, 0x2B, 0x53, 0x2B, 0x18, 0x282)
     struct.pack_into("<Q", ctx, 0x98, rsp)
@@ -102,9 +117,12 @@ def _context64(rip: int, rsp: int) -> bytes:
     return bytes(ctx)
 
 
-def _context32(eip: int, esp: int) -> bytes:
+def _context32(eip: int, esp: int, regs: Mapping[str, int] | None = None) -> bytes:
     """An x86 CONTEXT (0x2CC bytes)."""
     ctx = bytearray(CONTEXT32_SIZE)
+    for name, value in (regs or {}).items():
+        if name in CONTEXT32_REGS:
+            struct.pack_into("<I", ctx, CONTEXT32_REGS[name], value % (1 << 32))
     struct.pack_into("<I", ctx, 0, 0x0001001F)  # CONTEXT_i386 | full | debug
     struct.pack_into("<IIII", ctx, 0x8C, 0, 0x30, 0x23, 0x23)  # Gs Fs Es Ds
     struct.pack_into("<IIIII", ctx, 0xB8, eip, 0x08, 0x202, esp, 0x10)  # Eip Cs EFlags Esp Ss
@@ -138,7 +156,7 @@ def build_header(hdr: Header, dump_type: int, file_size: int,
             for i, (base, count) in enumerate(runs):
                 struct.pack_into("<QQ", buf, RUNS64_OFFSET + 0x10 + 16 * i, base, count)
         buf[CONTEXT64_OFFSET:CONTEXT64_OFFSET + CONTEXT64_SIZE] = _context64(
-            hdr.context_rip, hdr.context_rsp)
+            hdr.context_rip, hdr.context_rsp, hdr.context_registers)
         exc = bytearray(0x98)
         struct.pack_into("<IIQQ", exc, 0, STATUS_BREAKPOINT, 0, 0, hdr.context_rip)
         buf[EXCEPTION64_OFFSET:EXCEPTION64_OFFSET + 0x98] = exc
@@ -174,7 +192,7 @@ def build_header(hdr: Header, dump_type: int, file_size: int,
         for i, (base, count) in enumerate(runs):
             struct.pack_into("<II", buf, RUNS32_OFFSET + 8 + 8 * i, base, count)
     buf[CONTEXT32_OFFSET:CONTEXT32_OFFSET + CONTEXT32_SIZE] = _context32(
-        hdr.context_rip, hdr.context_rsp)
+        hdr.context_rip, hdr.context_rsp, hdr.context_registers)
     exc = bytearray(0x50)
     struct.pack_into("<IIII", exc, 0, STATUS_BREAKPOINT, 0, 0, hdr.context_rip)
     buf[EXCEPTION32_OFFSET:EXCEPTION32_OFFSET + 0x50] = exc

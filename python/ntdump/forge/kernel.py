@@ -40,12 +40,21 @@ _LABS = {"win10": "{b}.1.{a}fre.vb_release.191206-1406",
          "win7": "{b}.17514.{a}fre.win7sp1_rtm.101119-1850",
          "2003": "{b}.srv03_sp2_rtm.070216-1710", "xp": "{b}.xpsp.080413-2111"}
 _CSD_VERSION = {"win10": 0, "win7": 0x100, "2003": 0x200, "xp": 0x300}
-#: (entry size, CheckSum, TimeDateStamp) offsets of the module entry per family, x64 / x86
-#: (layouts file: KLDR_DATA_TABLE_ENTRY on Windows 10, LDR_DATA_TABLE_ENTRY before).
-_LDR = {("win10", True): (0xA0, 0x78, 0x9C), ("win10", False): (0x5C, 0x40, 0x58),
-        ("win7", True): (0xE0, 0x78, 0x80), ("2003", True): (0x98, 0x78, 0x80),
-        ("xp", True): (0x98, 0x78, 0x80)}
-_LDR_OLD_X86 = (0x50, 0x40, 0x44)
+#: (entry size, CheckSum, TimeDateStamp or None, LoadedImports) offsets of the module entry per
+#: family, x64 / x86 (layouts file: KLDR_DATA_TABLE_ENTRY on Windows 10, LDR_DATA_TABLE_ENTRY
+#: before). Before Windows 8, TimeDateStamp and LoadedImports are one union slot and a kernel
+#: module list holds LoadedImports there ([vol2] xp_sp3_x86 0x44, win2003_sp2_x64 and
+#: win7_sp1_x64 0x80): the forge writes LoadedImports, as the kernel does.
+_LDR = {("win10", True): (0xA0, 0x78, 0x9C, 0x88), ("win10", False): (0x5C, 0x40, 0x58, 0x4C),
+        ("win7", True): (0xE0, 0x78, None, 0x80), ("2003", True): (0x98, 0x78, None, 0x80),
+        ("xp", True): (0x98, 0x78, None, 0x80)}
+_LDR_OLD_X86 = (0x50, 0x40, None, 0x44)
+#: LoadedImports special values (pointer-sized; WRK base/ntos/mm/sysload.c NO_IMPORTS_USED,
+#: ReactOS ntoskrnl/mm/ARM3/miarm.h MM_SYSLDR_*): -1 boot loaded, -2 no imports, bit 0 = a single
+#: imported entry.
+MM_SYSLDR_BOOT_LOADED = -1
+MM_SYSLDR_NO_IMPORTS = -2
+MM_SYSLDR_SINGLE_ENTRY = 1
 #: KDBG field offsets used here (section 3.2).
 _KDBG_FIELDS = {"KernBase": 0x18, "BreakpointWithStatus": 0x20, "PsLoadedModuleList": 0x48,
                 "PsActiveProcessHead": 0x50, "MmLowestPhysicalPage": 0xE8,
@@ -58,7 +67,17 @@ _KDBG_FIELDS = {"KernBase": 0x18, "BreakpointWithStatus": 0x20, "PsLoadedModuleL
                    "MmTotalCommitLimit": 0x148, "MmTotalCommittedPages": 0x150,
                    "MmSharedCommit": 0x158, "MmDriverCommit": 0x160, "MmPagedPoolCommit": 0x170,
                    "MmModifiedPageListHead": 0x198, "MmAvailablePages": 0x1A8,
-                   "MmResidentAvailablePages": 0x1B0, "MmAllocatedNonPagedPool": 0x250}}
+                   "MmResidentAvailablePages": 0x1B0, "MmAllocatedNonPagedPool": 0x250},
+                "MmPhysicalMemoryBlock": 0x270}
+#: KDBG fields that a real Windows 10 19041 x64 kernel leaves 0 although the forge can fill them
+#: (read off the KDBG copy in ../shared/data/dumps/win10-19041-x64-triage.dmp; its
+#: MmPhysicalMemoryBlock, MmSizeOfPagedPoolInBytes, MmPagedPoolCommit, PoolTrackTable are set).
+#: ``build_kernel_space(kdbg_real_zeros=True)`` leaves them 0 as that kernel does; the variables
+#: are still placed (``layout.variables``), as a PDB would locate them.
+KDBG_ZERO_19041 = ("MmLowestPhysicalPage", "MmHighestPhysicalPage", "MmNumberOfPhysicalPages",
+                   "MmMaximumNonPagedPoolInBytes", "MmTotalCommitLimit", "MmTotalCommittedPages",
+                   "MmSharedCommit", "MmDriverCommit", "MmModifiedPageListHead",
+                   "MmAvailablePages", "MmResidentAvailablePages", "MmAllocatedNonPagedPool")
 #: ``!vm`` counters ``build_kernel_space(vm=...)`` can place. KDBG-reachable ones get their KDBG
 #: field (section 3.2); the rest exist only as symbols (a debugger finds them through the PDB):
 #: ``layout.symbol_only`` lists them. Values are pages, except ``*InBytes`` (bytes) and
@@ -97,6 +116,11 @@ class ModuleInfo:
     checksum: int
     ldr_entry: int
     image: MappedImage = field(repr=False, compare=False)
+    loaded_imports: str | tuple[str, ...] = "boot loaded"
+    """What the entry's LoadedImports says: ``"boot loaded"``, ``"no imports"`` or the base
+    names of the imported modules (load order)."""
+    loaded_imports_raw: int = 0
+    """The pointer-sized value written (``2**bits - 1`` / ``- 2`` for the special values)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +231,8 @@ class KernelLayout:
     unmapped_va: int
     stack_top: int
     corruptions: dict[str, int] = field(default_factory=dict)
+    discarded: dict[str, list[int]] = field(default_factory=dict)
+    """Module name → VAs of the discardable pages removed after initialisation."""
 
     @property
     def dtb(self) -> int:
@@ -240,6 +266,59 @@ class KernelLayout:
         return dataclasses.replace(hdr, **overrides)
 
 
+_SCN_DISCARDABLE = 0x02000000
+
+
+def _discard_trailing(pt: PageTables, im: MappedImage) -> list[int]:
+    """Zero the PTEs of the pages of ``im``'s trailing discardable sections (page-rounded inward
+    from the last kept byte); returns their VAs."""
+    secs = sorted(im.info.sections, key=lambda x: x.virtual_address)
+    tail: list = []
+    for sec in reversed(secs):
+        if not sec.characteristics & _SCN_DISCARDABLE:
+            break
+        tail.append(sec)
+    if not tail or len(tail) == len(secs):
+        return []
+    first = min(x.virtual_address for x in tail)
+    kept_end = max(x.virtual_address + max(x.virtual_size, x.raw_size) for x in secs
+                   if x not in tail)
+    start = -(-max(first, kept_end) // PAGE_SIZE) * PAGE_SIZE
+    end = -(-im.size // PAGE_SIZE) * PAGE_SIZE
+    out = []
+    for rva in range(start, end, PAGE_SIZE):
+        va = im.base + rva
+        if pt.translate(va) is not None:
+            pt.set_entry(va, "pte", 0)
+            out.append(va)
+    return out
+
+
+def _loaded_imports(images: Sequence[MappedImage], bound: BindResult,
+                    boot_loaded: Sequence[str], count: int) -> list[str | list[int]]:
+    """Per module: "boot loaded", or the indices (load order) of the modules its bound IAT slots
+    point into, the kernel (0) and the HAL (1) left out — MiBuildImportsForBootDrivers' rule."""
+    ranges = [(im.base, im.base + im.size) for im in images]
+    by_name = {im.name.lower(): i for i, im in enumerate(images)}
+    deps: list[set[int]] = [set() for _ in range(count)]
+    for importer, _imp, value in bound.bound:
+        i = by_name.get(importer.lower())
+        if i is None:
+            continue
+        for j, (lo, hi) in enumerate(ranges):
+            if lo <= value < hi:
+                deps[i].add(j)
+                break
+    boot = {n.lower() for n in boot_loaded}
+    out: list[str | list[int]] = []
+    for i, im in enumerate(images):
+        if i < 2 or im.name.lower() in boot:
+            out.append("boot loaded")
+        else:
+            out.append(sorted(j for j in deps[i] if j >= 2 and j != i))
+    return out
+
+
 def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x64",
                        family: str = "win10", build: int | None = None,
                        modules: Sequence[tuple[str, str, bytes, int]] = (),
@@ -249,7 +328,10 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
                        kdbg_sign_extend: bool = True, loop_after: int | None = None,
                        unmapped_entry: int | None = None, bad_name_length: int | None = None,
                        huge_size_of_image: int | None = None,
-                       vm: Mapping[str, int] | None = None) -> KernelLayout:
+                       vm: Mapping[str, int] | None = None,
+                       boot_loaded: Sequence[str] = (),
+                       kdbg_real_zeros: bool = False,
+                       discard_init: bool = True) -> KernelLayout:
     """Map ``modules`` and write the kernel structures; returns the :class:`KernelLayout`.
 
     ``modules``: ``(base name, full path, PE bytes, base VA)`` in load order; the first is the
@@ -262,6 +344,23 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
     unmapped VA; ``bad_name_length=k`` both names of entry k get Length 0xFFFE (> MaximumLength);
     ``huge_size_of_image=k`` SizeOfImage 0x7FFF0000. ``vm``: ``!vm`` counters by variable name
     (see :data:`VM_COUNTERS`), placed as kernel variables.
+
+    LoadedImports is written as the memory manager leaves it after boot (ReactOS
+    ``ntoskrnl/mm/ARM3/sysldr.c`` MiBuildImportsForBootDrivers, mirroring Windows): the kernel
+    and the HAL ``MM_SYSLDR_BOOT_LOADED``; every other module lists the modules its bound IAT
+    slots point into, the kernel and the HAL left out: none → ``MM_SYSLDR_NO_IMPORTS``, one →
+    that module's entry with bit 0 set, more → a ``LOAD_IMPORTS {SIZE_T Count; entries[]}``
+    array in the pool arena (load order); each listed module's LoadCount goes up by one.
+    ``boot_loaded``: module names whose LoadedImports stays ``MM_SYSLDR_BOOT_LOADED`` (a boot
+    driver whose list was never built or was cleared, as MiClearImports leaves it).
+    ``discard_init``: after binding, the trailing run of sections marked
+    IMAGE_SCN_MEM_DISCARDABLE (INIT, .reloc …) of every module is removed from the address space
+    (PTEs zeroed), as MmFreeDriverInitialization does once a driver is initialised (WRK
+    ``base/ntos/mm/sysload.c``: "all discardable sections at the end of the driver are
+    deleted"); pages shared with a kept section stay. ``layout.discarded`` lists the VAs.
+    ``kdbg_real_zeros``: leave the KDBG fields of :data:`KDBG_ZERO_19041` 0, as a real Windows
+    10 19041 kernel does (the variables still exist). ``MmPhysicalMemoryBlock`` points at a
+    PHYSICAL_MEMORY_DESCRIPTOR built from the memory runs (NumberOfRuns, NumberOfPages, runs).
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
@@ -278,6 +377,7 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
               for name, _, data, base in modules]
     kernel = images[0]
     bound = bind_imports(images, kernel=kernel, hal=images[1] if len(images) > 1 else None)
+    discarded = {im.name: _discard_trailing(pt, im) for im in images} if discard_init else {}
 
     # Kernel variables.
     size = kdbg_size(family, build)
@@ -289,7 +389,7 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
              "MmNumberOfPhysicalPages": ptr, "MmLowestPhysicalPage": ptr,
              "MmHighestPhysicalPage": ptr, "MmHighestUserAddress": ptr,
              "MmSystemRangeStart": ptr, "MmUserProbeAddress": ptr, "NtBuildNumber": 4,
-             "CmNtCSDVersion": 4}
+             "CmNtCSDVersion": 4, "MmPhysicalMemoryBlock": ptr}
     for name in vm or {}:
         if name not in VM_COUNTERS:
             raise ValueError(f"unknown !vm counter {name!r}; known: {', '.join(VM_COUNTERS)}")
@@ -329,9 +429,12 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
     w.pointer(active + ptr, active)
 
     # PsLoadedModuleList and the module entries.
-    esize, ck_off, ts_off = _LDR.get((family, is64), _LDR_OLD_X86)
+    esize, ck_off, ts_off, li_off = _LDR.get((family, is64), _LDR_OLD_X86)
     head = v["PsLoadedModuleList"]
     entries = [w.alloc(esize) for _ in images]
+    imports = _loaded_imports(images, bound, boot_loaded, len(modules))
+    load_counts = [1 + sum(i in deps for deps in imports if isinstance(deps, list))
+                   for i in range(len(images))]
     infos: list[ModuleInfo] = []
     for i, ((name, path, _, _), im, e) in enumerate(zip(modules, images, entries, strict=True)):
         n = i + 1
@@ -359,13 +462,30 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
         w.write(e + o + 2 * ptr, struct.pack("<I", soi))
         for j, (length, mx, b) in enumerate(names):
             w.unicode(e + (0x48 if is64 else 0x24) + j * 2 * ptr, length, mx, b)
-        w.write(e + (0x68 if is64 else 0x34), struct.pack("<IH", MODULE_FLAGS, 1))
+        w.write(e + (0x68 if is64 else 0x34), struct.pack("<IH", MODULE_FLAGS,
+                                                          min(load_counts[i], 0xFFFF)))
         w.write(e + ck_off, struct.pack("<I", im.checksum))
-        w.write(e + ts_off, struct.pack("<I", im.timestamp))
-        if family == "win10":
+        deps = imports[i]
+        truth: str | tuple[str, ...]
+        if isinstance(deps, str):  # "boot loaded"
+            li_raw, truth = MM_SYSLDR_BOOT_LOADED & mask, "boot loaded"
+        elif not deps:
+            li_raw, truth = MM_SYSLDR_NO_IMPORTS & mask, "no imports"
+        elif len(deps) == 1:
+            li_raw = entries[deps[0]] | MM_SYSLDR_SINGLE_ENTRY
+            truth = (modules[deps[0]][0],)
+        else:
+            li_raw = w.alloc(ptr * (1 + len(deps)), 16)
+            w.pointer(li_raw, len(deps))
+            for k, j in enumerate(deps):
+                w.pointer(li_raw + ptr * (1 + k), entries[j])
+            truth = tuple(modules[j][0] for j in deps)
+        w.pointer(e + li_off, li_raw)
+        if ts_off is not None:
+            w.write(e + ts_off, struct.pack("<I", im.timestamp))
             w.write(e + ts_off - 4, struct.pack("<I", im.size))  # SizeOfImageNotRounded
         infos.append(ModuleInfo(name, path, im.base, im.size, im.entry, im.timestamp,
-                                im.checksum, e, im))
+                                im.checksum, e, im, truth, li_raw))
     w.pointer(head, entries[0])
     w.pointer(head + ptr, entries[-1])
     unmapped = w.pool_base + (0x40000000 if is64 else 0x04000000)
@@ -393,6 +513,17 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
         slots[slot] = UnloadedInfo(name, start, end, when, slot, e)
     stack = w.alloc(0x2000, PAGE_SIZE)
 
+    # MmPhysicalMemoryBlock -> PHYSICAL_MEMORY_DESCRIPTOR {ULONG NumberOfRuns; PFN_NUMBER
+    # NumberOfPages; PHYSICAL_MEMORY_RUN Run[]} ([vol2] _PHYSICAL_MEMORY_DESCRIPTOR, all builds).
+    hdr_size = 16 if is64 else 8
+    block = w.alloc(hdr_size + 2 * ptr * len(mem.runs))
+    w.write(block, struct.pack("<I", len(mem.runs)))
+    w.pointer(block + ptr, mem.page_count)
+    for i, (b, c) in enumerate(mem.runs):
+        w.pointer(block + hdr_size + 2 * ptr * i, b)
+        w.pointer(block + hdr_size + 2 * ptr * i + ptr, c)
+    w.pointer(v["MmPhysicalMemoryBlock"], block)
+
     # KDBG and its one-element list KdpDebuggerDataListHead.
     kd = v.get("KdDebuggerDataBlock", 0)
     if kdbg:
@@ -408,6 +539,8 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
                       BreakpointWithStatus=kernel.exports.get("DbgBreakPointWithStatus", 0))
         for name, off in _KDBG_FIELDS.items():
             value = values.get(name, 0) & mask
+            if kdbg_real_zeros and name in KDBG_ZERO_19041:
+                value = 0
             value -= (1 << 32) if sign and value >> 31 else 0
             w.write(kd + off, struct.pack("<Q", value % (1 << 64)))
         w.write(kd + 0x36, struct.pack("<H", 1 if pt.mode == "pae" else 0))
@@ -419,4 +552,5 @@ def build_kernel_space(pt: PageTables, mem: PhysicalMemory, *, machine: str = "x
         (w.pool_base, w.mapped_to), unmapped, stack + 0x2000,
         {k: n for k, n in (("loop_after", loop_after), ("unmapped_entry", unmapped_entry),
                            ("bad_name_length", bad_name_length),
-                           ("huge_size_of_image", huge_size_of_image)) if n is not None})
+                           ("huge_size_of_image", huge_size_of_image)) if n is not None},
+        discarded)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .memory import PAGE_SIZE, PhysicalMemory
 
@@ -75,7 +76,14 @@ class PageTables:
     sits ``pdpt_offset`` bytes into its page (0 = page start).
     """
 
-    def __init__(self, mem: PhysicalMemory, mode: str = "x64", *, pdpt_offset: int = 0) -> None:
+    #: Self-map slot: x64 PML4 index 0x1ED (VA 0xFFFFF68000000000, the fixed index Windows used
+    #: up to 1511 and the default of the randomised one since 1607), x86 PD index 0x300 (VA
+    #: 0xC0000000). PAE: the four PDs are allocated up front and PD 3's entries 0..3 point at
+    #: them, so the PDs appear at 0xC0600000 + k * 0x1000 and the page tables from 0xC0000000.
+    SELF_MAP_INDEX: ClassVar[dict[str, int]] = {"x64": 0x1ED, "x86": 0x300}
+
+    def __init__(self, mem: PhysicalMemory, mode: str = "x64", *, pdpt_offset: int = 0,
+                 self_map: bool = False) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {sorted(_MODES)}, not {mode!r}")
         if mode != "pae" and pdpt_offset:
@@ -86,6 +94,24 @@ class PageTables:
         self.mode = mode
         self._m = _MODES[mode]
         self.dtb: int = (mem.alloc_page() << 12) + pdpt_offset
+        self.self_map_va: int | None = None
+        """VA at which the top-level table maps itself (None: not self-mapped)."""
+        if self_map and mode == "pae":
+            pds = []
+            for k in range(4):
+                pd = self.mem.alloc_page() << 12
+                self._write(self._root() + 8 * k, pd | PAE_PDPTE_FLAGS)
+                pds.append(pd)
+            for k, pd in enumerate(pds):
+                self._write(pds[3] + 8 * k, pd | 0x63)
+            self.self_map_va = 0xC0000000
+        elif self_map and mode in self.SELF_MAP_INDEX:
+            # The kernel's page tables map themselves through one top-level entry pointing at
+            # the top-level table (MiInitMachineDependent: PXE_SELFMAP / PDE_BASE), so every
+            # table page is also a kernel VA.
+            i = self.SELF_MAP_INDEX[mode]
+            self._write(self._root() + i * self._m.entry_size, self._root() | 0x63)
+            self.self_map_va = (0xFFFF000000000000 | i << 39) if mode == "x64" else i << 22
 
     # -- helpers --------------------------------------------------------------------------
 

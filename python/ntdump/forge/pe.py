@@ -22,6 +22,15 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .unwind import (
+    UWOP_ALLOC_SMALL,
+    AssembledFunction,
+    Function,
+    RuntimeFunction,
+    assemble,
+    encode_unwind_info,
+)
+
 MACHINES = {"x64": 0x8664, "x86": 0x14C}
 FILE_ALIGN, SECTION_ALIGN, HEADERS_SIZE = 0x200, 0x1000, 0x400
 E_LFANEW = 0x80
@@ -132,7 +141,8 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
                  code: bytes = b"", data: bytes = b"", pool_tags: Sequence[bytes] = (),
                  rsds: tuple[bytes, int, str] | None = None, timestamp: int | None = None,
                  sections: Sequence[Section] = (), relocs: bool = True,
-                 dll: bool = False, os_version: tuple[int, int] = (10, 0)) -> bytes:
+                 dll: bool = False, os_version: tuple[int, int] = (10, 0),
+                 functions: Sequence[Function] = (), pdata: bool | None = None) -> bytes:
     """Bytes of a native-subsystem PE file (``machine`` "x64" → PE32+, "x86" → PE32).
 
     ``imports``: DLL name → functions (a str imports by name, an int by ordinal), in IAT order.
@@ -145,13 +155,30 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     :func:`default_rsds`. ``sections``: extra :class:`Section` s after .data. ``relocs``: write
     a .reloc section (x86 IAT calls and the .data pointer table are absolute). ``dll`` sets
     IMAGE_FILE_DLL (hal.dll, export drivers). The PE CheckSum is computed.
+
+    ``functions``: synthetic :class:`~.unwind.Function` s (real prologues, calls, epilogues)
+    placed after the export stubs; their ``"dll!Name"`` calls add the import when missing.
+    ``pdata`` (default: on for x64): write the exception directory — a ``.pdata`` section
+    right after ``.data`` with a RUNTIME_FUNCTION for DriverEntry (``sub rsp, 28h``:
+    UWOP_ALLOC_SMALL 0x28) and for each function (two, chained, with ``chain_saves``), their
+    UNWIND_INFOs at the end of ``.rdata``. Leaf stubs get none, as compilers do.
     """
     if machine not in MACHINES:
         raise ValueError(f"machine must be one of {sorted(MACHINES)}")
     is64 = machine == "x64"
     ptr = 8 if is64 else 4
     image_base = image_base if image_base is not None else (0x140000000 if is64 else 0x10000)
-    imports = {dll_name: list(funcs) for dll_name, funcs in (imports or {}).items()}
+    imps: dict[str, list[str | int]] = {d: list(fs) for d, fs in (imports or {}).items()}
+    imports = imps
+    for fn in functions:
+        for c in fn.calls:
+            if isinstance(c, str) and "!" in c:
+                dll_name, func = c.split("!", 1)
+                if func not in imps.setdefault(dll_name, []):
+                    imps[dll_name].append(func)
+    pdata = is64 if pdata is None else pdata
+    if pdata and not is64:
+        raise ValueError("pdata (x64 unwind data) needs machine='x64'")
     fixed = dict(fixed_rvas or {})
     data_exports = dict(data_exports or {})
     forwarders = dict(forwarders or {})
@@ -180,6 +207,7 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
             t.call_iat((dll_name, f))
     t.code += b"\x33\xc0\x48\x83\xc4\x28\xc3" if is64 else b"\x33\xc0\x5d\xc2\x08\x00"
     t.code += b"\xcc" * (-len(t.code) % 16)
+    entry_end = len(t.code)
     local = len(t.code)
     t.code += b"\x33\xc0\xc3" + b"\xcc" * 13 + bytes(code)
     t.code += b"\xcc" * (-len(t.code) % 16)
@@ -197,6 +225,24 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
         t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
         if e not in exports:
             exports = [*exports, e]
+    assembled: list[AssembledFunction] = []
+    for fn in functions:
+        a = assemble(fn, len(t.code), is64=is64)
+        assembled.append(a)
+        t.code += a.code
+        func_off[fn.name] = a.start
+        if fn.export and fn.name not in exports:
+            exports = [*exports, fn.name]
+    for a in assembled:
+        for off, callee in a.fixups:
+            at = a.start + off
+            if "!" in callee:
+                dll_name, func = callee.split("!", 1)
+                t.iat_calls.append((at, (dll_name, func)))
+            elif callee in func_off:
+                struct.pack_into("<i", t.code, at, func_off[callee] - (at + 4))
+            else:
+                raise ValueError(f"{a.fn.name} calls unknown local function {callee!r}")
 
     text_rva = SECTION_ALIGN
     rdata_rva = _align(text_rva + len(t.code), SECTION_ALIGN)
@@ -268,6 +314,27 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     rd += bytes(0x1C)
     cv_off = len(rd)
     rd += cv + bytes(-len(cv) % 4)
+    runtime: list[RuntimeFunction] = []
+    if pdata:
+        def _xdata(blob: bytes) -> int:
+            nonlocal rd
+            rd += bytes(-len(rd) % 4)
+            at = rdata_rva + len(rd)
+            rd += blob
+            return at
+        runtime.append(RuntimeFunction(text_rva, text_rva + entry_end, _xdata(
+            encode_unwind_info([(4, UWOP_ALLOC_SMALL, 4, b"")], 4))))
+        for a in assembled:
+            begin, end = text_rva + a.start, text_rva + a.start + len(a.code)
+            split = begin + a.split if a.split is not None else end
+            main = RuntimeFunction(begin, split, _xdata(encode_unwind_info(
+                a.codes, a.prolog_size, frame_register=a.frame_register,
+                frame_offset=a.frame_offset)))
+            runtime.append(main)
+            if a.split is not None:
+                runtime.append(RuntimeFunction(split, end, _xdata(encode_unwind_info(
+                    a.chain_codes, a.chain_prolog, chained=main))))
+        rd += bytes(-len(rd) % 4)
 
     # .data: data exports, user data, two absolute pointers (relocated).
     data_rva = _align(rdata_rva + len(rd), SECTION_ALIGN)
@@ -299,7 +366,14 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     layout: list[Section] = [Section(".text", bytes(t.code), CODE),
                              Section(".rdata", bytes(rd), RDATA), Section(".data", bytes(dd), DATA)]
     rva = _align(data_rva + len(dd), SECTION_ALIGN)
-    extra_rvas = []
+    pdata_dir = (0, 0)
+    if runtime:
+        pd = b"".join(struct.pack("<III", f.begin, f.end, f.unwind)
+                      for f in sorted(runtime, key=lambda f: f.begin))
+        layout.append(Section(".pdata", pd, RDATA))
+        pdata_dir = (rva, len(pd))
+        rva = _align(rva + len(pd), SECTION_ALIGN)
+    extra_rvas = [pdata_dir[0]] if runtime else []
     for s in sections:
         extra_rvas.append(rva)
         rva = _align(rva + max(s.virtual_size or 0, len(s.data), 1), SECTION_ALIGN)
@@ -318,6 +392,8 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
             rel += struct.pack(f"<{len(entries)}H", *entries)
         layout.append(Section(".reloc", bytes(rel), RDATA | DISCARDABLE))
     rvas = [text_rva, rdata_rva, data_rva, *extra_rvas] + ([reloc_rva] if relocs else [])
+    if len(rvas) != len(layout):
+        raise AssertionError("section RVAs out of step")
 
     # Headers.
     raw_at, file_parts = HEADERS_SIZE, []
@@ -331,6 +407,7 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     dirs = [(0, 0)] * 16
     dirs[0] = export_dir
     dirs[1] = (rdata_rva + desc_off, 20 * (len(imports) + 1)) if imports else (0, 0)
+    dirs[3] = pdata_dir
     dirs[5] = (reloc_rva, len(layout[-1].data)) if relocs else (0, 0)
     dirs[6] = (rdata_rva + dbg_off, 0x1C)
     dirs[12] = (rdata_rva + iat_off, iat_size) if imports else (0, 0)
@@ -376,14 +453,27 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     return bytes(buf)
 
 
+def kernel_functions(machine: str = "x64") -> tuple[Function, ...]:
+    """The kernel's default non-stub functions: ``ExAllocatePoolWithTag`` with a real prologue
+    (x64: push rbx, push rsi, sub rsp 28h; x86: an EBP frame) that calls ``KeBugCheckEx`` —
+    the call a pool-exhaustion bug check (0x41) makes, giving forged stacks a kernel frame."""
+    if machine == "x64":
+        pro: tuple = (("push", "rbx"), ("push", "rsi"), ("alloc", 0x28))
+    else:
+        pro = (("push", "ebp"), ("setfp", "ebp"), ("alloc", 0x10), ("push", "esi"))
+    return (Function("ExAllocatePoolWithTag", pro, calls=("KeBugCheckEx",)),)
+
+
 def build_kernel(*, machine: str = "x64", image_base: int | None = None,
                  name: str = "ntoskrnl.exe", exports: Sequence[str] = KERNEL_EXPORTS,
                  fixed_rvas: Mapping[str, int] | None = None, timestamp: int | None = None,
-                 rsds: tuple[bytes, int, str] | None = None) -> bytes:
+                 rsds: tuple[bytes, int, str] | None = None,
+                 functions: Sequence[Function] | None = None) -> bytes:
     """A fake ``ntoskrnl.exe``: exports ``exports`` (functions) and the variables of
     :data:`KERNEL_DATA_EXPORTS` (PsLoadedModuleList, NtBuildNumber, …) in .data, imports a few
     HAL functions, PDB name ``ntkrnlmp.pdb``. ``fixed_rvas`` pins chosen functions to RVAs
-    (e.g. ``{"ExAllocatePool": 0x94D1F}``)."""
+    (e.g. ``{"ExAllocatePool": 0x94D1F}``). ``functions`` (default :func:`kernel_functions`)
+    replace export stubs of the same name with real functions."""
     is64 = machine == "x64"
     base = image_base if image_base is not None else (0xFFFFF80000000000 if is64 else 0x80800000)
     guid = hashlib.md5(f"{name}/{machine}".encode()).digest()
@@ -392,7 +482,8 @@ def build_kernel(*, machine: str = "x64", image_base: int | None = None,
                                              "HalReturnToFirmware"]},
                         exports=list(exports), data_exports=KERNEL_DATA_EXPORTS,
                         fixed_rvas=fixed_rvas, pool_tags=[b"MmCm", b"Thre"],
-                        timestamp=timestamp, rsds=rsds or (guid, 1, "ntkrnlmp.pdb"))
+                        timestamp=timestamp, rsds=rsds or (guid, 1, "ntkrnlmp.pdb"),
+                        functions=kernel_functions(machine) if functions is None else functions)
 
 
 def build_hal(*, machine: str = "x64", image_base: int | None = None, name: str = "hal.dll",

@@ -9,11 +9,20 @@
   they go right after the PoolTrackTable variable: +4/+5 pointers), and on Windows 10+ the
   ``ExPoolTagTables`` array of per-processor table pointers (+0x40 pointers);
 * the **tracker tables** (``_POOL_TRACKER_TABLE``, any layout in :data:`TRACKER_LAYOUTS`), tags
-  placed by the kernel's hash with linear probing; on Windows 10+ one table per processor, the
-  counts split between the global and per-CPU tables (each share consistent: frees ≤ allocs, all
-  freed ⇒ 0 bytes);
-* the **big page table** (``_POOL_TRACKER_BIG_PAGES``, any layout in :data:`BIG_LAYOUTS`), with
-  one mapped page per big allocation;
+  placed by the kernel's hash with linear probing; as InitializePool leaves them (WRK
+  ``base/ntos/ex/pool.c``, ReactOS ``ntoskrnl/mm/ARM3/expool.c``): ``2^n + 1`` entries, the last
+  one the overflow bucket, ``PoolTrackTableSize = 2^n + 1`` and hash mask ``2^n - 1``; on
+  Windows 10+ one table per processor, the counts split between the global and per-CPU tables
+  (each share consistent: frees ≤ allocs, all freed ⇒ 0 bytes);
+* the **big page table** (``_POOL_TRACKER_BIG_PAGES``, any layout in :data:`BIG_LAYOUTS`) as the
+  kernel keeps it: InitializePool zeroes it and sets every slot's ``Va`` to 1
+  (``POOL_BIG_TABLE_ENTRY_FREE``; WRK ``pool.c`` InitializePool, ReactOS ``expool.c``
+  InitializePool); an allocation takes the first slot with bit 0 of ``Va`` set at or after its
+  hash (WRK ExpAddTagForBigPages: ``(Va >> PAGE_SHIFT) & mask``; Vista+ as ReactOS
+  ExpComputePartialHashForAddress: the page number XOR-folded); a freed allocation keeps its
+  slot with bit 0 of ``Va`` set and its old Key and size (ReactOS ExpFindAndRemoveTagBigPages).
+  One mapped page per big allocation. Optionally a **session big page table** initialised the
+  same way (WRK ExInitializePoolDescriptor for ``PagedPoolSession``);
 * **pool pages**: 4 KiB pages of headers chained by PreviousSize, allocated blocks per tag (a
   sample of each tag's outstanding allocations, up to ``sample`` blocks; exactly all of them when
   the tag gives ``block_size`` and has at most ``sample`` outstanding), free blocks to fill pages;
@@ -36,7 +45,8 @@ from .paging import PageTables
 from .scenario import Scenario
 from .writers import write_bitmap, write_full
 
-__all__ = ["BIG_LAYOUTS", "STORY_TAGS", "TRACKER_LAYOUTS", "BigAlloc", "PoolBlockSpec",
+__all__ = ["BIG_LAYOUTS", "POOL_BIG_TABLE_ENTRY_FREE", "STORY_TAGS", "TRACKER_LAYOUTS", "BigAlloc",
+           "PoolBlockSpec", "big_hash",
            "add_to_scenario",
            "PoolLayout", "PoolTag", "build_pool", "default_big_layout",
            "default_tracker_layout", "pool_header_bytes", "write_minimal_kdbg",
@@ -297,10 +307,14 @@ def write_minimal_kdbg(pt: PageTables, mem: PhysicalMemory, va: int, *, size: in
 
 
 def _hash_index(machine: str, build: int, key: int, mask: int) -> int:
-    if build >= 10000:  # Windows 10 decompilations (section 5.6)
+    """The tracker table hash. From Server 2003 SP1 (build 3790): WRK ``pool.c`` POOLTAG_HASH,
+    ``t = Key * 40543`` (64-bit), ``(t ^ (t >> 32)) & Mask`` — also ReactOS
+    ExpComputeHashForTag and the Windows 10 decompilations (sheet 5.6). Before (XP): the older
+    byte-folding macro the sheet attributes to 2003 (``[?]``: no public XP source)."""
+    if build >= 3790:
         t = (40543 * key) & 0xFFFFFFFFFFFFFFFF
         return (t ^ (t >> 32)) & mask
-    b = key.to_bytes(4, "little")  # 2003 WRK
+    b = key.to_bytes(4, "little")
     h = ((((b[0] << 2) ^ b[1]) << 2 ^ b[2]) << 2) ^ b[3]
     return ((40543 * h) >> 2) & mask
 
@@ -317,6 +331,69 @@ def _split(a: int, f: int, b: int, n: int) -> list[tuple[int, int, int]]:
 
 def _put(buf: bytearray, off: int, width: int, value: int) -> None:
     buf[off:off + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+
+
+POOL_BIG_TABLE_ENTRY_FREE = 1
+"""Bit 0 of a big page entry's ``Va``: the slot is free (WRK ``pool.c``, ReactOS ``expool.c``)."""
+
+
+def big_hash(build: int, va: int) -> int:
+    """The unmasked hash of a big allocation's VA: WRK (2003) ExpAddTagForBigPages uses the page
+    number; Vista and later as ReactOS ``ExpComputePartialHashForAddress`` (page number, its
+    bytes XOR-folded). The reader does not depend on it."""
+    pfn = va >> 12
+    if build < 6000:
+        return pfn
+    r = pfn & 0xFFFFFFFF
+    return (r >> 24) ^ (r >> 16) ^ (r >> 8) ^ r
+
+
+def _fill_big_table(buf: bytearray, layout: str, build: int, entries: int,
+                    allocs: Sequence[BigAlloc], free_value: int | None = None) -> None:
+    """Initialise a big page table as InitializePool does (every ``Va`` = 1; zero on XP) and
+    insert ``allocs`` in order; freed ones then get bit 0 of ``Va`` set, keeping Key and size."""
+    bsize, bfields = BIG_LAYOUTS[layout]
+    voff, vwidth = bfields["Va"]
+    free = free_value if free_value is not None else (0 if build < 3000 else
+                                                      POOL_BIG_TABLE_ENTRY_FREE)
+    n = len(buf) // bsize
+    for i in range(n):
+        _put(buf, i * bsize + voff, vwidth, free)
+
+    def slot_free(i: int) -> bool:
+        v = int.from_bytes(buf[i * bsize + voff:i * bsize + voff + vwidth], "little")
+        return v & 1 == 1 or v == 0
+
+    mask = entries - 1
+    for a in allocs:
+        i = big_hash(build, a.va) & mask
+        for _ in range(entries):
+            if i < n and slot_free(i):
+                break
+            i = (i + 1) % entries
+        else:
+            raise ValueError("big page table full")
+        if i >= n:  # the table is only partly mapped: first free mapped slot
+            i = next(j for j in range(n) if slot_free(j))
+        e = i * bsize
+        _put(buf, e + voff, vwidth, a.va)
+        _put(buf, e + bfields["Key"][0], 4, int.from_bytes(a.tag.ljust(4, b" ")[:4], "little"))
+        if "NumberOfPages" in bfields:
+            _put(buf, e + bfields["NumberOfPages"][0], 4, -(-a.bytes // PAGE_SIZE))
+        if "NumberOfBytes" in bfields:
+            off, width = bfields["NumberOfBytes"]
+            _put(buf, e + off, width, a.bytes)
+        if "PoolType" in bfields:
+            _put(buf, e + bfields["PoolType"][0], 4, a.pool_type)
+        if "PoolTypeBits" in bfields:  # Pattern 0-7, PoolType 8-19 (12 bits), SlushSize 20-31
+            _put(buf, e + bfields["PoolTypeBits"][0], 4, 0x5A | ((a.pool_type & 0xFFF) << 8))
+    for a in allocs:  # frees come after the allocations: bit 0 set, the rest kept
+        if a.freed:
+            for i in range(n):
+                e = i * bsize
+                if int.from_bytes(buf[e + voff:e + voff + vwidth], "little") == a.va:
+                    _put(buf, e + voff, vwidth, a.va | POOL_BIG_TABLE_ENTRY_FREE)
+                    break
 
 
 @dataclass
@@ -342,6 +419,10 @@ class PoolLayout:
     region: tuple[int, int]
     expected_used: dict[str, tuple[int, int, int, int, int, int]] = field(default_factory=dict)
     """tag text → (nonpaged allocs, frees, bytes, paged allocs, frees, bytes)."""
+    session_big_table: int | None = None
+    """VA of the session big page table (``session_big``), or None."""
+    session_big_entries: int = 0
+    session_big: list[BigAlloc] = field(default_factory=list)
 
     @property
     def track_variable(self) -> int:
@@ -358,19 +439,35 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
                track_size_value: int | None = None, track_pointer_value: int | None = None,
                big_size_value: int | None = None, big_table_mapped_pages: int | None = None,
                big_distance: tuple[int, int] | None = None,
-               kdbg_sign_extend: bool = True) -> PoolLayout:
+               kdbg_sign_extend: bool = True,
+               session_big: Sequence[BigAlloc] | None = None,
+               session_big_entries: int = 64,
+               big_free_value: int | None = None,
+               track_size_slot: str = "before", per_cpu_offset: int | None = None,
+               per_cpu_style: str | None = None) -> PoolLayout:
     """Write the pool tables, variables and pages (see the module docstring); returns the truth.
 
     Bad-input knobs: ``track_size_value`` / ``big_size_value`` overwrite the size variables
     (e.g. an absurd count); ``track_pointer_value`` overwrites the PoolTrackTable variable (e.g. an
     unmapped VA); ``big_table_mapped_pages`` maps only that many pages of the big table.
+    ``session_big``: big allocations of a session big page table (written and initialised like
+    the global one, ``session_big_entries`` slots). ``big_free_value``: the ``Va`` of never-used
+    slots (default: 1 as InitializePool writes it, 0 on XP, whose source is not public ``[?]``).
+    Placement knobs for the locating heuristics: ``track_size_slot`` ("before" the PoolTrackTable
+    variable, where Volatility 2 reads it, or "after"); ``per_cpu_offset`` (bytes from the
+    variable to ExPoolTagTables, default +0x40 pointers); ``per_cpu``: write per-processor tables
+    (default: Windows 10+, and multiprocessor kernels from build 3790 as WRK has them);
+    ``per_cpu_style`` (default "separate" on Windows 10+, "wrk" before; "separate": the
+    sheet's Windows 10 model, one table per processor besides the global; "wrk": slot 0 is the
+    global table itself, as WRK ``pool.c`` InitializePool sets ``ExPoolTagTables[0] =
+    PoolTrackTable``).
     """
     x64 = machine != "x86"
     ptr = 8 if x64 else 4
     tl = tracker_layout or default_tracker_layout(machine, build)
     bl = big_layout or default_big_layout(machine, build)
     tsize, tfields = TRACKER_LAYOUTS[tl]
-    bsize, bfields = BIG_LAYOUTS[bl]
+    bsize = BIG_LAYOUTS[bl][0]
     if track_entries & (track_entries - 1) or big_entries & (big_entries - 1):
         raise ValueError("table sizes are powers of two")
     reg = _Region(pt, mem, region_base or REGION_BASES["x64" if x64 else "x86"])
@@ -380,16 +477,28 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
     block = reg.alloc(4 * PAGE_SIZE)
     var = block + _VAR_OFFSET
     d0, d1 = big_distance or vol2_distance(build, x64) or (-4 * ptr, -5 * ptr)
-    variables = {"PoolTrackTable": var, "PoolTrackTableSize": var - ptr,
+    variables = {"PoolTrackTable": var,
+                 "PoolTrackTableSize": var + ptr if track_size_slot == "after" else var - ptr,
                  "PoolBigPageTable": var - d0, "PoolBigPageTableSize": var - d1}
-    multi = (per_cpu if per_cpu is not None else build >= 10000) and processors >= 1
+    # Per-processor tag tables: Windows 10+ (sheet 5.6, [A]); multiprocessor kernels from Server
+    # 2003 SP1 (WRK pool.c: ExPoolTagTables on non-NT_UP builds, slot 0 = PoolTrackTable).
+    default_multi = build >= 10000 or (build >= 3790 and processors > 1)
+    multi = (per_cpu if per_cpu is not None else default_multi) and processors >= 1
+    if per_cpu_style is None:
+        per_cpu_style = "separate" if build >= 10000 else "wrk"
     if multi:
-        variables["ExPoolTagTables"] = var + 0x40 * ptr
+        variables["ExPoolTagTables"] = var + (0x40 * ptr if per_cpu_offset is None
+                                              else per_cpu_offset)
 
-    # Tracker tables.
-    nshare = 1 + (processors if multi else 0)
-    tables = [reg.alloc(track_entries * tsize) for _ in range(nshare)]
-    bufs = [bytearray(track_entries * tsize) for _ in range(nshare)]
+    # Tracker tables: 2^n + 1 entries (the last is the overflow bucket), PoolTrackTableSize =
+    # 2^n + 1, mask = PoolTrackTableSize - 2 (WRK pool.c / ReactOS expool.c InitializePool).
+    # "wrk": ExPoolTagTables[0] = PoolTrackTable (WRK pool.c InitializePool), the global table
+    # is processor 0's; "separate": one table per processor besides the global one.
+    wrk = multi and per_cpu_style == "wrk"
+    nshare = (processors if wrk else 1 + processors) if multi else 1
+    stored_entries = track_entries + 1
+    tables = [reg.alloc(stored_entries * tsize) for _ in range(nshare)]
+    bufs = [bytearray(stored_entries * tsize) for _ in range(nshare)]
     mask = track_entries - 1
     expected: dict[str, tuple[int, int, int, int, int, int]] = {}
     for t in tags:
@@ -434,31 +543,17 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
         for i in range(big_table_mapped_pages):
             pt.map(btab + i * PAGE_SIZE, mem.alloc_page() << 12)
         bbuf = bytearray(min(btab_bytes, big_table_mapped_pages * PAGE_SIZE))
-    bmask = big_entries - 1
-    for a in placed:
-        i = _hash_index(machine, 10000, a.va >> 12, bmask)
-        for _ in range(big_entries):
-            if (i + 1) * bsize > len(bbuf) or not int.from_bytes(
-                    bbuf[i * bsize:i * bsize + bfields["Va"][1]], "little"):
-                break
-            i = (i + 1) & bmask
-        if (i + 1) * bsize > len(bbuf):
-            i = 0
-            while int.from_bytes(bbuf[i * bsize:i * bsize + bfields["Va"][1]], "little"):
-                i += 1
-        e = i * bsize
-        _put(bbuf, e + bfields["Va"][0], bfields["Va"][1], a.va | (1 if a.freed else 0))
-        _put(bbuf, e + bfields["Key"][0], 4, int.from_bytes(a.tag.ljust(4, b" ")[:4], "little"))
-        if "NumberOfPages" in bfields:
-            _put(bbuf, e + bfields["NumberOfPages"][0], 4, -(-a.bytes // PAGE_SIZE))
-        if "NumberOfBytes" in bfields:
-            off, width = bfields["NumberOfBytes"]
-            _put(bbuf, e + off, width, a.bytes)
-        if "PoolType" in bfields:
-            _put(bbuf, e + bfields["PoolType"][0], 4, a.pool_type)
-        if "PoolTypeBits" in bfields:  # Pattern 0-7, PoolType 8-19 (12 bits), SlushSize 20-31
-            _put(bbuf, e + bfields["PoolTypeBits"][0], 4, 0x5A | ((a.pool_type & 0xFFF) << 8))
+    _fill_big_table(bbuf, bl, build, big_entries, placed, big_free_value)
     reg.write(btab, bytes(bbuf))
+    sess_table, sess_placed = None, []
+    if session_big is not None:
+        for a in session_big:
+            va = a.va or reg.alloc(a.bytes)
+            sess_placed.append(BigAlloc(va, a.tag, a.bytes, a.pool_type, a.freed))
+        sess_table = reg.alloc(session_big_entries * bsize)
+        sbuf = bytearray(session_big_entries * bsize)
+        _fill_big_table(sbuf, bl, build, session_big_entries, sess_placed, big_free_value)
+        reg.write(sess_table, bytes(sbuf))
 
     # Pool pages: a sample of each tag's outstanding small allocations.
     unit = 8 if machine == "x86" else 16
@@ -496,21 +591,23 @@ def build_pool(pt: PageTables, mem: PhysicalMemory, *, machine: str, build: int,
 
     # Variables and KDBG.
     vals = {"PoolTrackTable": tables[0] if track_pointer_value is None else track_pointer_value,
-            "PoolTrackTableSize": track_entries if track_size_value is None else track_size_value,
+            "PoolTrackTableSize": stored_entries if track_size_value is None else track_size_value,
             "PoolBigPageTable": btab,
             "PoolBigPageTableSize": big_entries if big_size_value is None else big_size_value}
     for name, v in vals.items():
         reg.write(variables[name], (v % (1 << 8 * ptr)).to_bytes(ptr, "little"))
     if multi:
-        arr = b"".join(t.to_bytes(ptr, "little") for t in tables[1:])
+        slots = tables if wrk else tables[1:]
+        arr = b"".join(t.to_bytes(ptr, "little") for t in slots)
         reg.write(variables["ExPoolTagTables"], arr)
     value = var
     if not x64 and kdbg_sign_extend and value >> 31:
         value |= 0xFFFFFFFF00000000
     reg.write(kdbg_va + 0x1B8, struct.pack("<Q", value))
-    return PoolLayout(machine, build, kdbg_va, variables, tables[0], track_entries, tl,
+    return PoolLayout(machine, build, kdbg_va, variables, tables[0], stored_entries, tl,
                       tables[1:], variables.get("ExPoolTagTables"), btab, big_entries, bl,
-                      list(tags), placed, blocks, pages, (start, reg.cursor), expected)
+                      list(tags), placed, blocks, pages, (start, reg.cursor), expected,
+                      sess_table, session_big_entries if sess_table else 0, sess_placed)
 
 
 def add_to_scenario(sc: Scenario, *, tags: Sequence[PoolTag] = STORY_TAGS,

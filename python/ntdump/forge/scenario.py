@@ -26,18 +26,21 @@ from .memory import PAGE_SIZE, PhysicalMemory
 from .paging import PageTables
 from .pe import build_driver, build_hal, build_kernel
 from .triage import TriageDriver, write_triage
+from .unwind import Function
 from .writers import write_bitmap, write_full, write_range, write_raw
 
 
 @dataclass(frozen=True)
 class DriverSpec:
     """One ordinary driver of a scenario, built by :func:`~.pe.build_driver`: imports (DLL →
-    names or ordinals), pool tags (4 bytes each), exported function names."""
+    names or ordinals), pool tags (4 bytes each), exported function names, synthetic
+    :class:`~.unwind.Function` s (real prologues and unwind data, for planted stacks)."""
 
     name: str
     imports: Mapping[str, Sequence[str | int]]
     pool_tags: Sequence[bytes] = ()
     exports: Sequence[str] = ()
+    functions: Sequence[Function] = ()
 
 
 CULPRIT_GUID = "{6B1A3E41-8C52-4E0F-9A3D-2C7F1B9E0D55}"
@@ -173,7 +176,7 @@ def _scenario(path: str | Path, fmt: str, machine: str, family: str, build: int,
         raise ValueError("range dumps are 64-bit only")
     pages = size // PAGE_SIZE
     mem = PhysicalMemory(list(runs) if runs else [(0x1, 0x9F), (0x100, pages - 0x100)])
-    pt = PageTables(mem, "x64" if machine == "x64" else "pae")
+    pt = PageTables(mem, "x64" if machine == "x64" else "pae", self_map=True)
     sizes = [-(-parse_pe(data).size_of_image // PAGE_SIZE) * PAGE_SIZE for _, _, data in modules]
     bases = _place(sizes[:2], starts[0]) + _place(sizes[2:], starts[1])
     layout = build_kernel_space(
@@ -203,7 +206,7 @@ def _story(machine: str, base_path: str, kernel: bytes, hal: bytes,
         out.append((spec.name, base_path + "drivers\\" + spec.name,
                     build_driver(spec.name, machine=machine, imports=spec.imports,
                                  pool_tags=spec.pool_tags, exports=spec.exports,
-                                 dll=bool(spec.exports))))
+                                 dll=bool(spec.exports), functions=spec.functions)))
     if leak_driver:
         out.append((CULPRIT_NAME, CULPRIT_PATH,
                     build_driver(CULPRIT_NAME, machine=machine,

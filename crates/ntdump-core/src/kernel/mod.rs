@@ -8,7 +8,7 @@ use crate::bytes::LeBytes;
 use crate::dump::Dump;
 use crate::error::Result;
 pub use kdbg::Kdbg;
-pub use modules::{ModuleInfo, UnloadedDriver};
+pub use modules::{LoadedImports, ModuleInfo, UnloadedDriver};
 pub use profile::{Family, Profile};
 
 /// The kernel's view of a dump: what `lm` and `!kdbgex` rely on.
@@ -72,6 +72,9 @@ impl Kernel {
                     size: r.size,
                     entry_point: r.entry_point,
                     timestamp: r.timestamp,
+                    timestamp_source: "triage driver list",
+                    loaded_imports: modules::LoadedImports::NotRecorded,
+                    loaded_imports_raw: 0,
                     checksum: r.checksum,
                     flags: 0,
                     load_count: 0,

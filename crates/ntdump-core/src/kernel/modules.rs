@@ -27,8 +27,17 @@ pub struct ModuleInfo {
     pub size: u64,
     /// Entry point (VA).
     pub entry_point: u64,
-    /// TimeDateStamp of the image (seconds since 1970, as the linker wrote it).
+    /// TimeDateStamp of the image (seconds since 1970, as the linker wrote it): the in-memory PE
+    /// header's `FileHeader.TimeDateStamp` (what `lm v` shows); see `timestamp_source`.
     pub timestamp: u32,
+    /// Where `timestamp` comes from: `"pe header"`, `"loader entry"` (the header is unreadable and the
+    /// entry has a real TimeDateStamp field: Windows 8 and later), `"triage driver list"`, or
+    /// `"unavailable"` (0: header unreadable and the entry's slot is LoadedImports).
+    pub timestamp_source: &'static str,
+    /// The entry's LoadedImports, decoded (see [`LoadedImports`]).
+    pub loaded_imports: LoadedImports,
+    /// The raw pointer-sized LoadedImports value (0 for triage dumps).
+    pub loaded_imports_raw: u64,
     /// CheckSum of the image.
     pub checksum: u32,
     /// Loader flags.
@@ -37,6 +46,116 @@ pub struct ModuleInfo {
     pub load_count: u16,
     /// VA of the loader entry (0 for triage dumps, whose records are copies).
     pub ldr_entry: u64,
+}
+
+/// Most imported modules read from one LOAD_IMPORTS array.
+pub const MAX_IMPORTS: u64 = 1024;
+
+/// A loader entry's `LoadedImports`, as the memory manager keeps it (WRK `base/ntos/mm/sysload.c`,
+/// ReactOS `ntoskrnl/mm/ARM3/sysldr.c` MiBuildImportsForBootDrivers / MiResolveImageReferences, and
+/// `ntoskrnl/mm/ARM3/miarm.h`): `(ULONG_PTR)-1` = MM_SYSLDR_BOOT_LOADED (the kernel and the HAL, or
+/// an import list that was cleared), `(ULONG_PTR)-2` = MM_SYSLDR_NO_IMPORTS (no import besides the
+/// kernel and the HAL, which are never listed), an entry pointer with bit 0 set
+/// (MM_SYSLDR_SINGLE_ENTRY) = one imported module, else a pointer to `LOAD_IMPORTS { SIZE_T Count;
+/// PLDR_DATA_TABLE_ENTRY Entry[Count]; }`. 0 is NT 5.0's LOADED_AT_BOOT ("loaded at boot and the
+/// import information never filled in").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedImports {
+    /// MM_SYSLDR_BOOT_LOADED (or 0, LOADED_AT_BOOT).
+    BootLoaded,
+    /// MM_SYSLDR_NO_IMPORTS.
+    NoImports,
+    /// The loader entries (VAs) of the imported modules, with their index in the module list when
+    /// they are in it.
+    Modules(Vec<(u64, Option<usize>)>),
+    /// Not readable or not decodable (the reason).
+    Unknown(String),
+    /// Not in this kind of dump (triage driver records carry no LoadedImports).
+    NotRecorded,
+}
+
+impl LoadedImports {
+    /// Short name of the kind: `"boot loaded"`, `"no imports"`, `"modules"`, `"unknown"`,
+    /// `"not recorded"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadedImports::BootLoaded => "boot loaded",
+            LoadedImports::NoImports => "no imports",
+            LoadedImports::Modules(_) => "modules",
+            LoadedImports::Unknown(_) => "unknown",
+            LoadedImports::NotRecorded => "not recorded",
+        }
+    }
+}
+
+/// Decode a LoadedImports value (entry indices are resolved later by [`resolve_imports`]).
+fn decode_loaded_imports(d: &Dump, raw: u64) -> LoadedImports {
+    let ptr = d.pointer_size();
+    let all = if ptr == 4 { 0xFFFF_FFFF } else { u64::MAX };
+    if raw == all || raw == 0 {
+        return LoadedImports::BootLoaded;
+    }
+    if raw == all - 1 {
+        return LoadedImports::NoImports;
+    }
+    if raw & 1 == 1 {
+        return LoadedImports::Modules(vec![(raw & !1, None)]);
+    }
+    let count = match d.read_ptr(Va(raw)) {
+        Ok(c) => c,
+        Err(e) => {
+            return LoadedImports::Unknown(format!("LOAD_IMPORTS at {raw:#x} is unreadable: {e}"))
+        }
+    };
+    if count == 0 || count > MAX_IMPORTS {
+        return LoadedImports::Unknown(format!(
+            "LOAD_IMPORTS at {raw:#x} has Count {count} (expected 1..={MAX_IMPORTS})"
+        ));
+    }
+    let mut buf = vec![0u8; (count * ptr) as usize];
+    if let Err(e) = d.read_virt(Va(raw + ptr), &mut buf) {
+        return LoadedImports::Unknown(format!(
+            "LOAD_IMPORTS entries at {:#x} are unreadable: {e}",
+            raw + ptr
+        ));
+    }
+    LoadedImports::Modules(
+        (0..count)
+            .map(|i| (ptr_at(&buf, i * ptr, ptr), None))
+            .collect(),
+    )
+}
+
+/// Fill in the module-list index of every imported loader entry.
+fn resolve_imports(modules: &mut [ModuleInfo]) {
+    let by_entry: std::collections::HashMap<u64, usize> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.ldr_entry, i))
+        .collect();
+    for m in modules.iter_mut() {
+        if let LoadedImports::Modules(v) = &mut m.loaded_imports {
+            for (va, idx) in v.iter_mut() {
+                *idx = by_entry.get(va).copied();
+            }
+        }
+    }
+}
+
+/// The image's `FileHeader.TimeDateStamp` from its in-memory PE header at `base`, if readable.
+pub fn pe_header_timestamp(d: &Dump, base: u64) -> Option<u32> {
+    let mut dos = [0u8; 0x40];
+    d.read_virt(Va(base), &mut dos).ok()?;
+    if &dos[..2] != b"MZ" {
+        return None;
+    }
+    let lfanew = u32_at(&dos, 0x3C) as u64;
+    if !(0x40..0x1000).contains(&lfanew) {
+        return None;
+    }
+    let mut nt = [0u8; 12];
+    d.read_virt(Va(base + lfanew), &mut nt).ok()?;
+    (&nt[..4] == b"PE\0\0").then(|| u32_at(&nt, 8))
 }
 
 /// An entry of `MmUnloadedDrivers`.
@@ -167,13 +286,24 @@ pub fn walk_module_list(
         if base & 0xFFF != 0 {
             warn(format!("DllBase {base:#x} is not page-aligned"));
         }
+        let (timestamp, timestamp_source) = match pe_header_timestamp(d, base) {
+            Some(t) => (t, "pe header"),
+            None => match l.timestamp {
+                Some(off) => (u32_at(&entry, off), "loader entry"),
+                None => (0, "unavailable"),
+            },
+        };
+        let raw_imports = ptr_at(&entry, l.loaded_imports, ptr);
         out.push(ModuleInfo {
             name,
             path,
             base,
             size,
             entry_point: ptr_at(&entry, l.entry_point, ptr),
-            timestamp: u32_at(&entry, l.timestamp),
+            timestamp,
+            timestamp_source,
+            loaded_imports: decode_loaded_imports(d, raw_imports),
+            loaded_imports_raw: raw_imports,
             checksum: u32_at(&entry, l.checksum),
             flags: u32_at(&entry, l.flags),
             load_count: u16_at(&entry, l.load_count),
@@ -181,6 +311,7 @@ pub fn walk_module_list(
         });
         cur = ptr_at(&entry, 0, ptr);
     }
+    resolve_imports(&mut out);
     out
 }
 

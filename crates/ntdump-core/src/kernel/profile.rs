@@ -69,8 +69,13 @@ pub struct LdrLayout {
     pub load_count: u64,
     /// CheckSum (u32).
     pub checksum: u64,
-    /// TimeDateStamp (u32).
-    pub timestamp: u64,
+    /// TimeDateStamp (u32), only where the entry has a field of its own (Windows 8 and later).
+    /// Before Windows 8 the slot is a union with LoadedImports and holds LoadedImports in a kernel
+    /// module list (`[vol2]` xp_sp3_x86 0x44, win2003_sp2_x64 / win7_sp1_x64 0x80: both names at
+    /// one offset), so there is no timestamp to read there.
+    pub timestamp: Option<u64>,
+    /// LoadedImports (pointer-sized; special values and encoding in [`super::modules::LoadedImports`]).
+    pub loaded_imports: u64,
 }
 
 /// Offsets (bytes) inside an `MmUnloadedDrivers` entry (`UNLOADED_DRIVERS`) [sheet §4.3].
@@ -105,7 +110,9 @@ pub struct Profile {
     pub kdbg_size: u32,
 }
 
-// Loader entries. The first nine fields agree from XP to 11 [sheet §4.1]; TimeDateStamp moved.
+// Loader entries. The first nine fields agree from XP to 11 [sheet §4.1]. Before Windows 8 TimeDateStamp
+// and LoadedImports share one slot (a union, [vol2] xp_sp3_x86 / win2003_sp2_x64 / win7_sp1_x64); the
+// Windows 10 KLDR_DATA_TABLE_ENTRY has both as fields of their own ([vol2] win10_x86/x64_19041).
 const LDR_X86_OLD: LdrLayout = LdrLayout {
     size: 0x50,
     dll_base: 0x18,
@@ -116,11 +123,13 @@ const LDR_X86_OLD: LdrLayout = LdrLayout {
     flags: 0x34,
     load_count: 0x38,
     checksum: 0x40,
-    timestamp: 0x44,
+    timestamp: None,
+    loaded_imports: 0x44,
 };
 const LDR_X86_WIN10: LdrLayout = LdrLayout {
     size: 0x5C,
-    timestamp: 0x58,
+    timestamp: Some(0x58),
+    loaded_imports: 0x4C,
     ..LDR_X86_OLD
 };
 const LDR_X64_OLD: LdrLayout = LdrLayout {
@@ -133,11 +142,13 @@ const LDR_X64_OLD: LdrLayout = LdrLayout {
     flags: 0x68,
     load_count: 0x6C,
     checksum: 0x78,
-    timestamp: 0x80,
+    timestamp: None,
+    loaded_imports: 0x80,
 };
 const LDR_X64_WIN10: LdrLayout = LdrLayout {
     size: 0xA0,
-    timestamp: 0x9C,
+    timestamp: Some(0x9C),
+    loaded_imports: 0x88,
     ..LDR_X64_OLD
 };
 

@@ -9,8 +9,18 @@
 //!    entry count (a power of two, or a multiple of 0x1000, in [16, [`MAX_ENTRIES`]] — MemProcFS accepts
 //!    multiples of 0x1000 below 0x1000000) is its size candidate.
 //! 3. A (table, size, layout) candidate is scored on its first [`VALIDATE_ENTRIES`] entries: an entry is
-//!    empty (Va 0) or valid (Va with bit 0 masked is a page-aligned kernel VA and the key is tag-like);
-//!    at most 5% invalid, at least one used. The best score wins; ties go to the nearer pair.
+//!    a *free slot* (`Va` 0 or 1), *used* or *freed* (`Va` with bit 0 masked is a page-aligned kernel VA
+//!    and the key is tag-like; bit 0 set = freed), or invalid. At most 5% invalid, and either at least
+//!    one used/freed entry or a majority of `Va == 1` slots (a table as InitializePool leaves it). The
+//!    best score wins; ties go to the nearer pair.
+//!
+//! Free slots (sources: WRK `base/ntos/ex/pool.c` InitializePool and ExInitializePoolDescriptor — the
+//! session table —, ReactOS `ntoskrnl/mm/ARM3/expool.c` InitializePool): the kernel zeroes the table
+//! and sets every slot's `Va` to `POOL_BIG_TABLE_ENTRY_FREE` (1); ExpAddTagForBigPages takes a slot
+//! whose `Va` has bit 0 set; freeing (`ExpFindAndRemoveTagBigPages`) sets bit 0 of the entry's `Va` and
+//! leaves Key and size as they were. So `Va` 1 (never used) and 0 (zeroed, e.g. the part of a table
+//! that expansion added, or an XP-era table) are slots, never allocations; an odd `Va` above 1 is a
+//! freed allocation that kept its tag and size.
 
 use super::layout::{big_candidates, BigPageLayout};
 use super::{tag_like, PoolContext, PoolError, PoolResult, PoolTable};
@@ -83,7 +93,8 @@ pub struct BigTableInfo {
     pub how: &'static str,
 }
 
-/// Big allocations, in table order (struct of columns). Empty slots (Va 0) are left out.
+/// Big allocations, in table order (struct of columns). Free slots (`Va` 0 or 1) are left out; freed
+/// allocations (odd `Va` above 1) are kept with `freed` set.
 #[derive(Debug, Clone, Default)]
 pub struct BigPages {
     /// Allocation VA (bit 0 cleared).
@@ -121,10 +132,16 @@ fn plausible_count(n: u64) -> bool {
     (16..=MAX_ENTRIES).contains(&n) && (n.is_power_of_two() || n.is_multiple_of(0x1000))
 }
 
-/// Classify one entry: `Some(true)` used and valid, `Some(false)` empty, `None` invalid.
+/// `Va` values that mark a free slot: 0 (zeroed) and 1 (`POOL_BIG_TABLE_ENTRY_FREE` as InitializePool
+/// writes it). Neither is ever an allocation.
+pub fn is_free_slot(va: u64) -> bool {
+    va & !1 == 0
+}
+
+/// Classify one entry: `Some(true)` used or freed and valid, `Some(false)` a free slot, `None` invalid.
 fn entry_valid(ctx: &PoolContext, l: &BigPageLayout, e: &[u8]) -> Option<bool> {
     let va = l.va.get(e);
-    if va == 0 {
+    if is_free_slot(va) {
         return Some(false);
     }
     let a = va & !1;
@@ -141,17 +158,23 @@ fn entry_valid(ctx: &PoolContext, l: &BigPageLayout, e: &[u8]) -> Option<bool> {
     Some(true)
 }
 
+/// Score a candidate table: `Some(used + freed entries, plus 1 when most slots hold Va == 1)` when at
+/// most 5% of the entries are invalid and the table holds an allocation or is mostly `Va == 1` slots.
 fn score(ctx: &PoolContext, l: &BigPageLayout, buf: &[u8]) -> Option<u64> {
-    let (mut good, mut bad, mut n) = (0u64, 0u64, 0u64);
+    let (mut good, mut bad, mut ones, mut n) = (0u64, 0u64, 0u64, 0u64);
     for e in buf.chunks_exact(l.size as usize) {
         n += 1;
+        if l.va.get(e) == 1 {
+            ones += 1;
+        }
         match entry_valid(ctx, l, e) {
             Some(true) => good += 1,
             Some(false) => {}
             None => bad += 1,
         }
     }
-    (good > 0 && bad * 20 <= n).then_some(good)
+    let initialised = ones * 2 > n;
+    ((good > 0 || initialised) && bad * 20 <= n).then_some(good + u64::from(initialised))
 }
 
 fn try_pair(
@@ -261,8 +284,9 @@ pub fn locate(d: &Dump, track_var: u64, track_table: u64) -> PoolResult<BigTable
             track_var,
             format!(
                 "no (PoolBigPageTable, PoolBigPageTableSize) pair within {SEARCH_WINDOW:#x} bytes of \
-                 the PoolTrackTable variable {track_var:#x} points at entries that validate; pass the \
-                 table's address and size (from a PDB)"
+                 the PoolTrackTable variable {track_var:#x} points at entries that validate; pass \
+                 the table's VA and entry count from a PDB (nt!PoolBigPageTable, \
+                 nt!PoolBigPageTableSize): d.pool.big(table=(va, entries))"
             ),
         )
     })
@@ -287,7 +311,7 @@ pub fn read_table(d: &Dump, info: &BigTableInfo) -> (BigPages, Vec<String>) {
         let whole = carry.len() / l.size as usize * l.size as usize;
         for e in carry[..whole].chunks_exact(l.size as usize) {
             let va = l.va.get(e);
-            if va == 0 {
+            if is_free_slot(va) {
                 continue;
             }
             let bytes = match (l.number_of_bytes, l.number_of_pages) {

@@ -3,14 +3,18 @@
 //! Locating the global table without a PDB (sheet §3.2, §5.6):
 //! 1. KDBG +0x1B8 holds the VA of the *variable* `nt!PoolTrackTable`; the variable holds the table's VA.
 //! 2. The entry count `nt!PoolTrackTableSize` is read from the pointer-sized slot just before the
-//!    variable, as Volatility 2's `pooltracker` does. It must be a power of two in
-//!    [[`MIN_ENTRIES`], [`MAX_ENTRIES`]]; otherwise the slot just after is tried, then an error.
+//!    variable, as Volatility 2's `pooltracker` does. It must be a power of two, or a power of two plus
+//!    one, in [[`MIN_ENTRIES`], [`MAX_ENTRIES`] + 1]: InitializePool allocates 2^n + 1 entries and stores
+//!    `PoolTrackTableSize = 2^n + 1`, the last entry being the overflow bucket, with hash mask
+//!    `PoolTrackTableSize - 2` (WRK `base/ntos/ex/pool.c`, ReactOS `ntoskrnl/mm/ARM3/expool.c`
+//!    InitializePool). Otherwise the slot just after is tried, then an error naming
+//!    `UsedOptions::track_entries` (a count from a PDB).
 //! 3. The entry layout is chosen per machine and build ([`super::layout::tracker_candidates`]); where
 //!    the switch build is `[?]`, every candidate stride is tried on the first [`VALIDATE_ENTRIES`]
 //!    entries and the one with the most *valid non-empty* entries wins, provided at most 5% of the
 //!    entries it reads are invalid (see [`entry_valid`]). Ties go to the build's expected layout.
 //!
-//! Per-processor tables (Windows 10+, `[A]`): see [`find_per_cpu`]. Expansion and session tables need a
+//! Per-processor tables (Windows 10+, `[A]`; multiprocessor kernels from 2003 SP1, WRK): see [`find_per_cpu`]. Expansion and session tables need a
 //! PDB: callers may pass their (VA, entry count).
 
 use std::collections::{BTreeMap, HashSet};
@@ -93,6 +97,9 @@ pub struct UsedOptions {
     pub per_cpu: Option<Vec<u64>>,
     /// Only the given tables, not the global one (session pool: ExpSessionPoolTrackTable).
     pub only_extra: bool,
+    /// Entries of the global table (nt!PoolTrackTableSize from a PDB) instead of reading the slot
+    /// next to the PoolTrackTable variable.
+    pub track_entries: Option<u64>,
 }
 
 /// The counters of one entry.
@@ -175,8 +182,11 @@ pub fn track_table_variable(k: &Kernel) -> PoolResult<u64> {
     }
 }
 
-fn plausible_count(n: u64) -> bool {
-    n.is_power_of_two() && (MIN_ENTRIES..=MAX_ENTRIES).contains(&n)
+/// A plausible PoolTrackTableSize: 2^n or 2^n + 1 (with the overflow entry) in
+/// [[`MIN_ENTRIES`], [`MAX_ENTRIES`] + 1].
+pub fn plausible_count(n: u64) -> bool {
+    (n.is_power_of_two() || (n > 1 && (n - 1).is_power_of_two()))
+        && (MIN_ENTRIES..=MAX_ENTRIES + 1).contains(&n)
 }
 
 /// Score a layout on `bytes` (the first entries of a table): (valid non-empty, invalid, read).
@@ -195,6 +205,11 @@ fn score(l: &TrackerLayout, bytes: &[u8], protected: bool, global: bool) -> (u64
 
 /// Find the global table: variable, table VA, entry count, layout.
 pub fn locate(d: &Dump, k: &Kernel) -> PoolResult<TrackerTableInfo> {
+    locate_with(d, k, None)
+}
+
+/// [`locate`], with the entry count given (from a PDB) when `entries` is `Some`.
+pub fn locate_with(d: &Dump, k: &Kernel, given: Option<u64>) -> PoolResult<TrackerTableInfo> {
     let ctx = PoolContext::of(d);
     let var = track_table_variable(k)?;
     let ptr = ctx.ptr;
@@ -220,22 +235,37 @@ pub fn locate(d: &Dump, k: &Kernel) -> PoolResult<TrackerTableInfo> {
     }
     let before = var.wrapping_sub(ptr);
     let after = var.wrapping_add(ptr);
-    let (entries, size_variable) = match read(before, "PoolTrackTableSize") {
-        Ok(n) if plausible_count(n) => (n, before),
-        first => match d.read_ptr(Va(after)) {
-            Ok(n) if plausible_count(n) => (n, after),
-            _ => {
-                let seen = first
-                    .map(|n| format!("{n:#x}"))
-                    .unwrap_or_else(|e| e.to_string());
-                return Err(invalid(
-                    before,
-                    format!(
-                        "PoolTrackTableSize (the slot before the PoolTrackTable variable) is {seen}: \
-                         not a power of two in [{MIN_ENTRIES}, {MAX_ENTRIES:#x}] (nor is the slot after)"
-                    ),
-                ));
-            }
+    let (entries, size_variable) = match given {
+        Some(n) if n == 0 || n > MAX_ENTRIES + 1 => {
+            return Err(invalid(
+                var,
+                format!(
+                    "given PoolTrackTableSize {n} is outside [1, {:#x}]",
+                    MAX_ENTRIES + 1
+                ),
+            ))
+        }
+        Some(n) => (n, 0),
+        None => match read(before, "PoolTrackTableSize") {
+            Ok(n) if plausible_count(n) => (n, before),
+            first => match d.read_ptr(Va(after)) {
+                Ok(n) if plausible_count(n) => (n, after),
+                _ => {
+                    let seen = first
+                        .map(|n| format!("{n:#x}"))
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err(invalid(
+                        before,
+                        format!(
+                            "PoolTrackTableSize (the slot before the PoolTrackTable variable) is \
+                             {seen}: not a power of two (or one plus it) in [{MIN_ENTRIES}, {:#x}] (nor is the slot \
+                             after); pass the entry count from a PDB (nt!PoolTrackTableSize): \
+                             d.pool.used(track_entries=n)",
+                            MAX_ENTRIES + 1
+                        ),
+                    ));
+                }
+            },
         },
     };
     let cands = tracker_candidates(ctx.machine, ctx.build);
@@ -283,7 +313,7 @@ pub fn locate(d: &Dump, k: &Kernel) -> PoolResult<TrackerTableInfo> {
 /// Read a whole table (padded: unreadable pages read as empty entries). Returns the entries and the
 /// number of unreadable bytes.
 fn read_table(d: &Dump, l: &TrackerLayout, va: u64, entries: u64) -> (Vec<Counters>, u64) {
-    let mut buf = vec![0u8; (entries.min(MAX_ENTRIES) * l.size) as usize];
+    let mut buf = vec![0u8; (entries.min(MAX_ENTRIES + 1) * l.size) as usize];
     let got = d.read_virt_padded(Va(va), &mut buf);
     let missing = buf.len() as u64 - got as u64;
     let v = buf
@@ -297,7 +327,9 @@ fn read_table(d: &Dump, l: &TrackerLayout, va: u64, entries: u64) -> (Vec<Counte
 ///
 /// Rule (no public source gives the array's address without a PDB, so this is our heuristic): a
 /// pointer-aligned array within ±[`PER_CPU_WINDOW`] bytes of the variable whose first `processors`
-/// slots are distinct, non-null kernel pointers other than the global table, and whose first table
+/// slots are distinct, non-null kernel pointers other than the global table (slot 0 may be the global
+/// table itself, as WRK's InitializePool sets `ExPoolTagTables[0] = PoolTrackTable`; it is then left
+/// out of the sums), and whose first table
 /// (`entries` entries, same layout) has at least one used entry, at most 5% invalid entries (per-CPU
 /// rule: frees may exceed allocs), and only keys that the global table also holds. The nearest array
 /// to the variable wins. Returns (array VA, table VAs).
@@ -307,7 +339,9 @@ pub fn find_per_cpu(
     global_keys: &HashSet<u32>,
 ) -> Option<(u64, Vec<u64>)> {
     let ctx = PoolContext::of(d);
-    if ctx.family < Family::Win10 {
+    // Windows 10+ (sheet, [A]); and multiprocessor kernels from Server 2003 SP1, where WRK has
+    // ExPoolTagTables with slot 0 = PoolTrackTable (a uniprocessor kernel has only the global).
+    if ctx.family < Family::Server2003 || (ctx.family < Family::Win10 && ctx.processors < 2) {
         return None;
     }
     let p = ctx.processors.min(0x800) as usize;
@@ -330,7 +364,16 @@ pub fn find_per_cpu(
     order.sort_by_key(|&i| (i as i64 - var_slot as i64).abs());
     let protected = ctx.masks_protected_bit();
     for start in order {
-        let ptrs: Vec<u64> = (start..start + p).map(slot).collect();
+        let mut ptrs: Vec<u64> = (start..start + p).map(slot).collect();
+        // WRK (base/ntos/ex/pool.c InitializePool): ExPoolTagTables[0] = PoolTrackTable, the global
+        // table is processor 0's. Accept that and sum only the others.
+        let slot0_global = ptrs.first() == Some(&info.table);
+        if slot0_global {
+            ptrs.remove(0);
+            if ptrs.is_empty() {
+                continue;
+            }
+        }
         let mut seen = HashSet::new();
         let ok = ptrs.iter().all(|&v| {
             v != 0
@@ -367,7 +410,7 @@ pub fn find_per_cpu(
 /// Read and sum the tracker tables (`!poolused`'s numbers).
 pub fn read_used(d: &Dump, k: &Kernel, opts: &UsedOptions) -> PoolResult<PoolUsed> {
     let ctx = PoolContext::of(d);
-    let info = locate(d, k)?;
+    let info = locate_with(d, k, opts.track_entries)?;
     let mut warnings = Vec::new();
     let mut sums: BTreeMap<u32, [u64; 6]> = BTreeMap::new();
     let mut add = |entries: &[Counters]| {
@@ -395,10 +438,14 @@ pub fn read_used(d: &Dump, k: &Kernel, opts: &UsedOptions) -> PoolResult<PoolUse
             match find_per_cpu(d, &info, &keys) {
                 Some((a, v)) => (v, Some(a)),
                 None => {
-                    if ctx.family >= Family::Win10 {
+                    if ctx.family >= Family::Win10
+                        || (ctx.family >= Family::Server2003 && ctx.processors > 1)
+                    {
                         warnings.push(
                             "per-processor tag tables (ExPoolTagTables) not found near the \
-                             PoolTrackTable variable: totals are the global table's only"
+                             PoolTrackTable variable: totals are the global table's only; pass \
+                             their VAs from a PDB (nt!ExPoolTagTables): \
+                             d.pool.used(per_cpu=[va, ...])"
                                 .into(),
                         );
                     }
