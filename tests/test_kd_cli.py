@@ -259,6 +259,13 @@ def test_kd_help_and_unknown_commands(story):
         assert "No export !frob found: no such command" in s.run("!frob")
 
 
+def test_kd_c_exit_status(capsys, story):
+    rc, out, _ = run(capsys, "kd", story, "-c", "? 1+1; lm m nt")
+    assert rc == 0 and "Evaluate expression: 2" in out
+    rc, out, _ = run(capsys, "kd", story, "-c", "? 1+1; frob; x nosuch!y")
+    assert rc == 1 and "frob: no such command" in out and "Evaluate expression: 2" in out
+
+
 def test_version_and_python_m(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

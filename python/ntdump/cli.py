@@ -210,9 +210,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
 def cmd_kd(args: argparse.Namespace) -> int:
     with _open(args) as d:
         if args.command_line:
-            print(KdSession(d).run(args.command_line))
-        else:
-            interactive(d)
+            s = KdSession(d)
+            print(s.run(args.command_line))
+            return 1 if s.failures else 0
+        interactive(d)
     return 0
 
 

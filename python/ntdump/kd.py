@@ -152,6 +152,8 @@ COMMAND_HELP: tuple[tuple[str, str], ...] = (
     ("db|dd|dq addr [L n]", "bytes / dwords / qwords; ?? where memory cannot be read"),
     ("!dh name|addr", "PE headers of a module"),
     ("!pte addr", "page-table walk of a virtual address"),
+    ("k, kb, kn, kv, kbn, knb, kvn, knv [count]",
+     "the crash stack (b: first arguments, n: frame numbers, v: verbose)"),
     (".bugcheck", "the bug check code and its four parameters"),
     ("!analyze [-show code p1 ...]", "the bug check explained: name, parameter meanings"),
     ("vertarget", "Windows build, processors, kernel base, session time"),
@@ -240,10 +242,12 @@ class KdSession:
         return start, end + 1, args[2:]
 
     def run(self, line: str) -> str:
-        """Run one or more ``;``-separated commands (``!for_each_module`` takes the rest)."""
+        """Run one or more ``;``-separated commands (``!for_each_module`` takes the rest).
+        :attr:`failures` counts the commands that failed (their error text is in the output)."""
         out = []
         for cmd in split_commands(line):
             out.append(self.run_one(cmd))
+            self.failures += self.last_error is not None
         return "\n".join(o for o in out if o)
 
     def run_one(self, cmd: str, env: dict[str, int] | None = None) -> str:
@@ -290,6 +294,8 @@ class KdSession:
             self._env = None
 
     _env: dict[str, int] | None = None
+    failures: int = 0
+    """Commands of :meth:`run` that failed, over the session (``ntdump kd -c`` exits 1 if any)."""
     last_error: str | None = None
     """The error message of the last :meth:`run_one` that failed (None when it succeeded): front
     ends print it on stderr and exit non-zero."""
