@@ -13,6 +13,8 @@ Imported only when a frame is built (it imports pandas): see :mod:`ntdump._lazy`
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -27,17 +29,30 @@ def _kd(v: Any, wide: bool) -> str:
     return f"{v:08x}"
 
 
+def _is_wide(s: pd.Series) -> bool:
+    vals = s.dropna()
+    return bool(len(vals)) and int(vals.max()) > 0xFFFFFFFF
+
+
 def hex_column(s: pd.Series) -> pd.Series:
     """An address column as kd-style hex strings (the display form; values unchanged)."""
-    vals = s.dropna()
-    wide = bool(len(vals)) and int(vals.max()) > 0xFFFFFFFF
-    return s.map(lambda v: _kd(v, wide), na_action=None).astype(object)
+    wide = _is_wide(s)
+    return s.map(lambda v: _kd(v, wide)).astype(object)
 
 
 def address_columns(df: pd.DataFrame) -> list[str]:
     """The columns of ``df`` that hold addresses (from ``df.attrs["address_columns"]``)."""
     cols = df.attrs.get("address_columns") or ()
     return [c for c in cols if c in df.columns]
+
+
+def formatters(df: pd.DataFrame) -> dict[str, Callable[[Any], str]]:
+    """pandas ``formatters=`` for ``df``'s address columns (width chosen per column). pandas
+    applies them to the rows it displays only, so a repr of a long frame stays cheap."""
+    out: dict[str, Callable[[Any], str]] = {}
+    for c in address_columns(df):
+        out[c] = functools.partial(_kd, wide=_is_wide(df[c]))
+    return out
 
 
 def hex_view(df: pd.DataFrame) -> pd.DataFrame:
@@ -52,21 +67,39 @@ def hex_view(df: pd.DataFrame) -> pd.DataFrame:
 
 
 class Frame(pd.DataFrame):
-    """A :class:`pandas.DataFrame` whose address columns print in hex (see the module doc)."""
+    """A :class:`pandas.DataFrame` whose address columns print in hex (see the module doc):
+    ``repr()``/``print()`` (through :meth:`to_string`), :meth:`to_string`, :meth:`to_html` and the
+    notebook view (``_repr_html_``) format them; the values stay uint64."""
 
     @property
     def _constructor(self) -> type[Frame]:
         return Frame
 
-    def __repr__(self) -> str:
-        return pd.DataFrame.__repr__(hex_view(self))
-
-    def _repr_html_(self) -> str | None:
-        return pd.DataFrame._repr_html_(hex_view(self))
-
     def to_string(self, *args: Any, **kw: Any) -> str:
         """As :meth:`pandas.DataFrame.to_string`, addresses in hex."""
-        return pd.DataFrame.to_string(hex_view(self), *args, **kw)
+        kw["formatters"] = {**formatters(self), **(kw.get("formatters") or {})}
+        return pd.DataFrame.to_string(self, *args, **kw)
+
+    def to_html(self, *args: Any, **kw: Any) -> str:
+        """As :meth:`pandas.DataFrame.to_html`, addresses in hex."""
+        kw["formatters"] = {**formatters(self), **(kw.get("formatters") or {})}
+        return pd.DataFrame.to_html(self, *args, **kw)
+
+    def _repr_html_(self) -> str | None:
+        if self._info_repr() or not pd.get_option("display.notebook_repr_html"):
+            return pd.DataFrame._repr_html_(self)
+        # pandas' own notebook view (DataFrame._repr_html_), with the address formatters.
+        from pandas.io.formats import format as fmt
+
+        f = fmt.DataFrameFormatter(
+            self, na_rep="NaN", formatters=formatters(self),
+            float_format=pd.get_option("display.float_format"), index_names=True, header=True,
+            index=True, bold_rows=True, escape=True,
+            max_rows=pd.get_option("display.max_rows"), min_rows=pd.get_option("display.min_rows"),
+            max_cols=pd.get_option("display.max_columns"),
+            show_dimensions=pd.get_option("display.show_dimensions"), decimal=".",
+        )
+        return fmt.DataFrameRenderer(f).to_html(notebook=True)
 
 
-__all__ = ["Frame", "address_columns", "hex_column", "hex_view"]
+__all__ = ["Frame", "address_columns", "formatters", "hex_column", "hex_view"]
