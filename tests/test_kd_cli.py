@@ -244,6 +244,20 @@ def test_every_subcommand_help_has_a_description_and_the_address_syntax(capsys):
                 assert piece in text, (name, piece)
 
 
+def test_cli_addresses_are_kd_expressions(capsys, story64):
+    with ntdump.open(story64) as d:
+        base = d.modules["nt"].base
+    plain = f"{base >> 32:08x}`{base & 0xFFFFFFFF:08x}"
+    _, by_number, _ = run(capsys, "db", story64, plain, "-l", "16")
+    for expr in ("nt", f"0x{base:x}", f"0n{base}", "nt+10-10"):
+        rc, out, _ = run(capsys, "db", story64, expr, "-l", "16")
+        assert rc == 0 and out == by_number, expr
+    rc, out, _ = run(capsys, "pte", story64, "nt+0x1000")
+    assert rc == 0 and out.startswith(f"VA {(base + 0x1000) >> 32:08x}`")
+    rc, _, err = run(capsys, "db", story64, "nosuch!x")
+    assert rc == 2 and "nosuch!x" in err
+
+
 def test_kd_help_and_unknown_commands(story):
     with ntdump.open(story) as d:
         s = KdSession(d)

@@ -71,15 +71,16 @@ def cmd_k(args: argparse.Namespace) -> int:
 
 def cmd_pte(args: argparse.Namespace) -> int:
     with _open(args) as d:
-        print(d.walk(args.address))
+        print(d.walk(KdSession(d).eval(args.address)))
     return 0
 
 
 def cmd_dump_memory(args: argparse.Namespace) -> int:
     width = {"db": 1, "dd": 4, "dq": 8}[args.command]
     with _open(args) as d:
-        data, valid = read_with_holes(d, args.address, args.length, physical=args.physical)
-        print("\n".join(hexdump(args.address, data, width, d.info.pointer_size, valid)))
+        va = KdSession(d).eval(args.address)
+        data, valid = read_with_holes(d, va, args.length, physical=args.physical)
+        print("\n".join(hexdump(va, data, width, d.info.pointer_size, valid)))
     return 0
 
 
@@ -255,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("tag", nargs="?", help="tag or wildcard (Thr*)")
     sp.add_argument("-t", "--top", type=int, help="only the top N tags (/t N)")
     sp = add("pool", "the pool page holding an address (!pool)",
-             _kd_command(lambda a: f"!pool {a.address:x}"))
-    sp.add_argument("address", type=_int)
+             _kd_command(lambda a: f"!pool {a.address}"))
+    sp.add_argument("address", help="kd expression (see above)")
     sp = add("poolfind", "find pool blocks by tag (!poolfind)", _kd_command(
         lambda a: f"!poolfind {a.tag}",
         lambda d, a: d.pool.scan(tags=[a.tag], progress=False)), table=True)
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dps", "dds", "dqs"):
         sp = add(name, f"display words and symbols ({name})", _kd_command(
             (lambda n: lambda a: f"{n} {a.address} L{a.count:x}")(name),
-            (lambda n: lambda d, a: getattr(d, n)(_int(a.address), a.count))(name)), table=True)
+            (lambda n: lambda d, a: getattr(d, n)(KdSession(d).eval(a.address), a.count))(name)),
+            table=True)
         sp.add_argument("address")
         sp.add_argument("-n", "--count", type=int, default=16)
     sp = add("dh", "PE headers of a module (!dh)", _kd_command(lambda a: f"!dh {a.module}"))
@@ -294,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--image", action="append", default=[], metavar="FILE",
                     help="image file of a module whose unwind data the dump lacks (repeatable)")
     sp = add("pte", "page-table walk of an address (!pte)", cmd_pte)
-    sp.add_argument("address", type=_int)
+    sp.add_argument("address", help="kd expression (see above)")
     for name in ("db", "dd", "dq"):
         sp = add(name, f"display memory ({name})", cmd_dump_memory)
-        sp.add_argument("address", type=_int)
+        sp.add_argument("address", help="kd expression (see above)")
         sp.add_argument("-l", "--length", type=lambda s: int(s, 0), default=0x80, help="bytes")
         sp.add_argument("--physical", action="store_true", help="address is physical (!db)")
     sp = add("triage", "the whole investigation in one report", cmd_triage)
