@@ -39,11 +39,12 @@ from ._analyses import (
     empty_frame,
     status_row,
 )
-from ._engines import Collector, ProgressArg, cores, local_cluster, run_dask, run_local, run_serial
 from ._inputs import DEFAULT_MAX_MEMBER_BYTES, MemberTooLarge, Unit, expand
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ._engines import ProgressArg
 else:
     from .._lazy import pd  # imported on first use (start-up time)
 
@@ -167,6 +168,10 @@ def run(
     own_client: Any = None
     own_cluster: Any = None
     try:
+        # The engines (multiprocessing, concurrent.futures, Dask glue) are imported when a run
+        # starts, not with the package: `ntdump info` registers the batch sub-command only.
+        from ._engines import Collector, cores, local_cluster, run_dask, run_local, run_serial
+
         if engine == "dask":
             if client is None:
                 if scheduler is not None:
