@@ -10,6 +10,7 @@ mod pdb;
 mod pe;
 mod pool;
 mod search;
+mod search_modules;
 mod stack;
 mod symbols;
 
@@ -26,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     search::register(m)?;
     symbols::register(m)?;
+    search_modules::register(m)?;
     stack::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from . import batch, trend
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._limits import MAX_READ_BYTES
 from ._native import __version__
 from .analyze import Analysis, analyze
@@ -41,6 +43,17 @@ def _dump_analyze(self: Dump) -> Analysis:
 # Attached here rather than defined in dump.py: analyses sit above the Dump and features (no
 # upward imports), the package root sits above everything.
 Dump.analyze = _dump_analyze  # type: ignore[attr-defined]
+
+if TYPE_CHECKING:
+    from . import batch, trend
+
+
+def __getattr__(name: str) -> Any:
+    """``ntdump.batch`` and ``ntdump.trend`` are imported on first use (start-up time)."""
+    if name in ("batch", "trend"):
+        return importlib.import_module(f"ntdump.{name}")
+    raise AttributeError(f"module 'ntdump' has no attribute {name!r}")
+
 
 __all__ = [
     "Analysis",

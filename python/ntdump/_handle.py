@@ -15,6 +15,7 @@ from typing import Any
 
 from . import bugcheck as _bugcheck
 from ._completeness import dump_cut
+from ._format import kd_addr
 from ._native import Dump as NativeDump
 
 _FILETIME_EPOCH = _dt.datetime(1601, 1, 1, tzinfo=_dt.UTC)
@@ -149,6 +150,8 @@ class PageWalk:
     page_size: int | None
     """Bytes: 0x1000, 0x200000, 0x400000 or 0x40000000."""
     error: Exception | None
+    pointer_size: int = 8
+    """Bytes of a VA in this dump (4 or 8): how ``str()`` prints addresses, as kd does."""
 
     def __iter__(self) -> Iterator[WalkStep]:
         return iter(self.steps)
@@ -162,14 +165,15 @@ class PageWalk:
         return self.pa is not None
 
     def __str__(self) -> str:
-        out = [f"VA {self.va:#x}"]
+        out = [f"VA {kd_addr(self.va, self.pointer_size)}"]
         for s in self.steps:
             out.append(
                 f"  {s.level.upper():<6} at {s.entry_pa:#014x}  contains {s.value:#018x}  "
                 f"[{s.index:#x}] {s.kind}"
             )
         if self.pa is not None:
-            out.append(f"  -> PA {self.pa:#x} ({self.page_size:#x}-byte page)")
+            out.append(f"  -> PA {kd_addr(self.pa, 8 if self.pa >> 32 else 4)} "
+                       f"({self.page_size:#x}-byte page)")
         else:
             out.append(f"  -> {self.error}")
         return "\n".join(out)

@@ -36,6 +36,7 @@ __all__ = [
     "pool_used",
     "processors",
     "search",
+    "search_modules",
     "stack_walk",
     "symbol_table",
     "unwind_functions",
@@ -243,6 +244,11 @@ class SearchResult(TypedDict):
     pages_searched: int
     pages_unreadable: int
     truncated: bool
+
+@type_check_only
+class ModuleSearchResult(SearchResult):
+    module: NDArray[np.int64]
+    offset: NDArray[np.uint64]
 
 @type_check_only
 class UsedColumns(TypedDict):
@@ -457,6 +463,13 @@ def search(
     physical: bool = False,
     limit: int | None = None,
 ) -> SearchResult: ...
+def search_modules(
+    dump: Dump,
+    patterns: list[bytes],
+    *,
+    align: int = 1,
+    limit: int | None = None,
+) -> ModuleSearchResult: ...
 def stack_walk(
     dump: Dump,
     processor: int | None = None,

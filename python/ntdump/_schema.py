@@ -8,12 +8,27 @@ column name -> one of the dtype names below, and turned into a DataFrame by :fun
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from ._lazy import np, pd  # imported on first use (start-up time)
 
-ADDRESS = "uint64"
+
+class AddressDtype(str):
+    """A dtype name that also marks its column as holding addresses (VAs or PAs): equal to the
+    plain name (``"uint64"``, ``"UInt64"``), so pandas and comparisons see a str, while
+    :func:`frame` lists such columns in ``df.attrs["address_columns"]`` for hex display."""
+
+    __slots__ = ()
+
+
+ADDRESS = AddressDtype("uint64")
+"""An address column (VA or PA), uint64, shown in hex."""
+NULLABLE_ADDRESS = AddressDtype("UInt64")
+"""An address column with NA for unknown (nullable UInt64), shown in hex."""
 UINT64 = "uint64"
 UINT32 = "uint32"
 INT64 = "int64"
@@ -33,7 +48,8 @@ def frame(
 
     ``columns`` maps names to sequences or numpy arrays (arrays are used without a copy where the
     dtype already matches). Missing columns become empty; ``df.attrs["dump"]`` records the source
-    path.
+    path and ``df.attrs["address_columns"]`` the ``ADDRESS`` columns. The frame is a
+    :class:`ntdump._frame.Frame`: a DataFrame whose address columns print in hex.
     """
     n = None
     data: dict[str, Any] = {}
@@ -46,7 +62,10 @@ def frame(
         if dtype in (ADDRESS, UINT64, UINT32, INT64) and not isinstance(col, np.ndarray):
             col = np.asarray(list(col), dtype=dtype) if len(col) else np.empty(0, dtype=dtype)
         data[name] = pd.Series(col, dtype=dtype, copy=False)
-    df = pd.DataFrame(data, copy=False)
+    from ._frame import Frame  # imports pandas: only once a frame is built (start-up time)
+
+    df = Frame(data, copy=False)
     if dump is not None:
         df.attrs["dump"] = dump
+    df.attrs["address_columns"] = [n for n, t in schema.items() if isinstance(t, AddressDtype)]
     return df

@@ -10,24 +10,29 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ._format import kd_hex
 from ._handle import Handle
 from ._native import kernel_ranges
 from ._native import search as native_search
-from ._schema import ADDRESS, LABEL, NAME, UINT64, frame
+from ._native import search_modules as native_search_modules
+from ._schema import ADDRESS, LABEL, NAME, NULLABLE_ADDRESS, UINT64, frame
 from ._symbols import Symbols
 from .errors import TranslationError
+from .modules import ModuleList
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from ._lazy import np, pd  # imported on first use (start-up time)
 
 #: Columns of :meth:`Search.search` (``pattern`` only when a list of patterns is given).
 SEARCH_SCHEMA = {"address": ADDRESS, "module": NAME, "offset": UINT64}
 SEARCH_SCHEMA_MULTI = {**SEARCH_SCHEMA, "pattern": LABEL}
 #: Columns of :meth:`Search.dps`; ``value`` is nullable (NA for kd's ``????????``).
-DPS_SCHEMA = {"address": ADDRESS, "value": "UInt64", "symbol": NAME, "source": LABEL}
+DPS_SCHEMA = {"address": ADDRESS, "value": NULLABLE_ADDRESS, "symbol": NAME, "source": LABEL}
 
 #: kd refuses an ``L`` range above 256 MB unless written ``L?``.
 KD_RANGE_LIMIT = 256 << 20
@@ -296,6 +301,8 @@ class Search:
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         pats, labels, elem, align = _patterns(pattern, width)
+        if isinstance(within, ModuleList) and within._h is self._h and not physical:
+            return self._search_modules(within, pattern, pats, labels, align, limit)
         ranges = _ranges(within, elem)
         kernel = False
         default_base = 0
@@ -329,6 +336,21 @@ class Search:
         cols: dict[str, Any] = {"address": addresses, "offset": offsets.astype(np.uint64)}
         if names is not None:
             cols["module"] = names
+        return self._frame(cols, res, pattern, labels)
+
+    def _search_modules(self, modules: ModuleList, pattern: Any, pats: list[bytes],
+                        labels: list[Any], align: int, limit: int | None) -> pd.DataFrame:
+        """``within=d.modules``: one native call searches every module and says which module
+        holds each hit (``!for_each_module s …``); no per-module work in Python."""
+        res = native_search_modules(self._h.native, pats, align=align, limit=limit)
+        idx = res["module"]
+        names = np.array([m.name for m in modules] + [None], dtype=object)
+        cols: dict[str, Any] = {"address": res["address"], "offset": res["offset"],
+                                "module": names[idx]}  # -1 (no module) picks the None
+        return self._frame(cols, res, pattern, labels)
+
+    def _frame(self, cols: dict[str, Any], res: Any, pattern: Any,
+               labels: list[Any]) -> pd.DataFrame:
         schema = SEARCH_SCHEMA
         if isinstance(pattern, list | tuple):
             schema = SEARCH_SCHEMA_MULTI
@@ -410,7 +432,8 @@ class Search:
         return self._dxs(va, count, 8)
 
     def dps_text(self, va: int, count: int = 8, *, size: int | None = None) -> str:
-        """The lines kd prints for ``dps va Lcount`` (``size=4``: ``dds``; ``size=8``: ``dqs``)::
+        """The lines kd prints for ``dps va Lcount`` (``size=4``: ``dds``; ``size=8``: ``dqs``),
+        ``????????`` for every value that cannot be read (never an error)::
 
             fffff804`7c600b20  fffff804`7c640770 nt!Something+0x10
             f50b8058  e0894d1f nt!ExAllocatePool
@@ -418,13 +441,37 @@ class Search:
         size = size or self._h.pointer_size
         if size not in (4, 8):
             raise ValueError("size is 4 (dds) or 8 (dqs)")
-        df = self._dxs(va, count, size)
+        if count < 0:
+            raise ValueError("count must be >= 0")
         adigits = 16 if self._h.pointer_size == 8 else 8
         vdigits = 2 * size
         unknown = "????????`????????" if size == 8 else "????????"
         lines = []
-        for a, v, s in zip(df["address"], df["value"], df["symbol"], strict=True):
-            val = unknown if v is pd.NA else kd_hex(int(v), vdigits)
-            line = f"{kd_hex(int(a), adigits)}  {val}"
+        for i, v in enumerate(self._slots_or_none(va, count, size)):
+            val = unknown if v is None else kd_hex(v, vdigits)
+            line = f"{kd_hex(va + i * size, adigits)}  {val}"
+            s = self._symbol(v)
             lines.append(f"{line} {s}" if s else line)
         return "\n".join(lines)
+
+    def _slots_or_none(self, va: int, count: int, size: int) -> list[int | None]:
+        """``count`` values of ``size`` bytes from ``va``, None for each one that cannot be read
+        (what kd's ``dps`` prints as ``????????``, line after line), read a page at a time."""
+        out: list[int | None] = []
+        end = va + count * size
+        a = va
+        while a < end:
+            page_end = min(end, (a | 0xFFF) + 1)
+            # A slot straddling the page end is read on its own.
+            n = max(size, (page_end - a) // size * size)
+            try:
+                data = self._h.read(a, n)
+                out += [int.from_bytes(data[i : i + size], "little") for i in range(0, n, size)]
+            except TranslationError:
+                for i in range(0, n, size):
+                    try:
+                        out.append(int.from_bytes(self._h.read(a + i, size), "little"))
+                    except TranslationError:
+                        out.append(None)
+            a += n
+        return out[:count]

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import _schema
 from ._handle import Handle
@@ -32,10 +30,15 @@ from .pe import (
 )
 from .symbolmap import SymbolMap
 
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
+
 SYMBOLS_SCHEMA = {
     "module": _schema.LABEL,
     "name": _schema.NAME,
-    "address": "UInt64",
+    "address": _schema.NULLABLE_ADDRESS,
     "ordinal": "UInt32",
     "forwarder": _schema.NAME,
     "source": _schema.LABEL,
@@ -45,7 +48,7 @@ IMPORTERS_SCHEMA = {
     "function": _schema.NAME,
     "iat_slot": _schema.ADDRESS,
     "how_found": _schema.LABEL,
-    "value": "UInt64",
+    "value": _schema.NULLABLE_ADDRESS,
     "note": _schema.NAME,
 }
 

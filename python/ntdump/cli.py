@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import forge
 from ._format import kd_addr
 from ._limits import MAX_DISPLAY_BYTES, check_display, hexdump_cells, read_cells
+from ._native import __version__
 from .batch.cli import add_commands as add_batch_command
 from .dump import Dump
 from .dump import open as nt_open
 from .errors import NtdumpError
-from .kd import KdSession, interactive, parse_number
+from .kd import ADDRESS_SYNTAX, KdSession, interactive, parse_number
 from .stack import stack_text, to_frame
 from .trend import add_command as add_trend_command
 from .triage import triage
@@ -69,6 +69,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def _description(summary: str) -> str:
+    """A sub-command's ``--help`` text: what it does, then how addresses are written."""
+    return f"{summary[:1].upper()}{summary[1:]}.\n\n{ADDRESS_SYNTAX}"
+
+
 def _open(args: argparse.Namespace) -> Dump:
     kw: dict[str, Any] = {}
     if getattr(args, "raw", False):
@@ -106,7 +111,7 @@ def cmd_k(args: argparse.Namespace) -> int:
 
 def cmd_pte(args: argparse.Namespace) -> int:
     with _open(args) as d:
-        print(d.walk(args.address))
+        print(d.walk(KdSession(d).eval(args.address)))
     return 0
 
 
@@ -114,13 +119,14 @@ def cmd_dump_memory(args: argparse.Namespace) -> int:
     width = {"db": 1, "dd": 4, "dq": 8}[args.command]
     check_display(args.length, args.command)
     with _open(args) as d:
+        va = KdSession(d).eval(args.address)
         ptr = d.info.pointer_size
         top = 1 << 64 if args.physical or ptr == 8 else 1 << 32
         read = d.read_phys if args.physical else d.read
         # Unreadable bytes print as ?? (as kd does); nothing past the top wraps to address 0.
-        cells = read_cells(read, args.address, args.length, top)
+        cells = read_cells(read, va, args.length, top)
         print("\n".join(hexdump_cells(
-            args.address, cells, width, lambda a: kd_addr(a, ptr),
+            va, cells, width, lambda a: kd_addr(a, ptr),
             lambda v, w: kd_addr(v, 4) if w == 4 else kd_addr(v))))
     return 0
 
@@ -139,6 +145,8 @@ DEMO_CHAIN = (
 def cmd_demo(args: argparse.Namespace) -> int:
     """Forge the founding story's dump, walk the investigation in kd syntax, then triage it.
     ``--out FILE`` keeps the dump (otherwise it lives in a temporary folder, deleted at the end)."""
+    from . import forge  # only the demo forges (start-up time of every other command)
+
     with tempfile.TemporaryDirectory(prefix="ntdump-demo-") as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "MEMORY.DMP"
         st = forge.founding_story(path)
@@ -178,8 +186,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hex_strings(df):
+    """``df`` with its address columns as ``0x…`` strings (``--hex``); other columns unchanged."""
+    cols = [c for c in df.attrs.get("address_columns") or () if c in df.columns]
+    if not cols:
+        return df
+    out = df.copy()
+    for c in cols:
+        out[c] = [None if v is None or v != v else f"{int(v):#x}" for v in
+                  df[c].astype(object).where(df[c].notna(), None)]
+    return out
+
+
 def _emit_frame(df, args: argparse.Namespace) -> bool:
-    """Write a DataFrame as JSON or CSV when asked; return True if written."""
+    """Write a DataFrame as JSON or CSV when asked; return True if written. Addresses stay
+    integers unless ``--hex`` asks for ``0x…`` strings."""
+    if getattr(args, "hex", False):
+        df = _hex_strings(df)
     if getattr(args, "json", False):
         print(df.to_json(orient="records", default_handler=str))
         return True
@@ -190,8 +213,11 @@ def _emit_frame(df, args: argparse.Namespace) -> bool:
 
 
 def _kd_command(build: Callable[[argparse.Namespace], str],
-                frame: Callable[[Any, argparse.Namespace], Any] | None = None):
-    """A sub-command that runs a kd command line (text) or returns a table (--json/--csv)."""
+                frame: Callable[[Any, argparse.Namespace], Any] | None = None,
+                fail_status: int = 2):
+    """A sub-command that runs a kd command line (text) or returns a table (--json/--csv). A
+    failing command prints one line on stderr and exits ``fail_status`` (2; 1 for "ran, but found
+    nothing", e.g. ``x`` with no match)."""
 
     def run(args: argparse.Namespace) -> int:
         with _open(args) as d:
@@ -200,9 +226,9 @@ def _kd_command(build: Callable[[argparse.Namespace], str],
                 return 0
             s = KdSession(d)
             out = s.run_one(build(args))
-            if s.failures:  # one line on stderr, status 2 (the text kd would have printed)
+            if s.failures:  # one line on stderr (the text kd would have printed)
                 print(f"ntdump: {args.dump}: {' '.join(out.split())}", file=sys.stderr)
-                return 2
+                return fail_status
             print(out)
         return 0
 
@@ -222,7 +248,12 @@ def _lm_command(args: argparse.Namespace) -> int:
         if getattr(args, "json", False) or getattr(args, "csv", False):
             _emit_frame(mods.to_frame(), args)
         else:
-            print(mods.lm_text())
+            s = KdSession(d)
+            out = s.run_one("lm " + " ".join(getattr(args, "options", [])))
+            if s.failures:
+                print(f"ntdump: {args.dump}: {' '.join(out.split())}", file=sys.stderr)
+                return 2
+            print(out)
         if not mods and d.info.layout != "triage":
             print(f"ntdump: {d.empty_modules_reason()}", file=sys.stderr)
             return 1
@@ -288,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ntdump",
         description="Read Windows kernel crash dumps: what kd answers, from any OS.",
     )
+    p.add_argument("--version", action="version", version=f"ntdump {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def dump_arg(sp: argparse.ArgumentParser, table: bool = False) -> None:
@@ -300,9 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
             g = sp.add_mutually_exclusive_group()
             g.add_argument("--json", action="store_true", help="the table as JSON records")
             g.add_argument("--csv", action="store_true", help="the table as CSV")
+            sp.add_argument("--hex", action="store_true", help="with --json/--csv: addresses as "
+                            "0x… strings (default: integers)")
 
     def add(name: str, help: str, func, table: bool = False, **extra: Any):
-        sp = sub.add_parser(name, help=help)
+        sp = sub.add_parser(name, help=help, description=_description(help),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         dump_arg(sp, table)
         sp.set_defaults(func=func, **extra)
         return sp
@@ -318,18 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("tag", nargs="?", help="tag or wildcard (Thr*)")
     sp.add_argument("-t", "--top", type=int, help="only the top N tags (/t N)")
     sp = add("pool", "the pool page holding an address (!pool)",
-             _kd_command(lambda a: f"!pool {a.address:x}"))
-    sp.add_argument("address", type=_int)
+             _kd_command(lambda a: f"!pool {a.address}"))
+    sp.add_argument("address", help="kd expression (see above)")
     sp = add("poolfind", "find pool blocks by tag (!poolfind)", _kd_command(
         lambda a: f"!poolfind {a.tag}",
         lambda d, a: d.pool.scan(tags=[a.tag], progress=False)), table=True)
     sp.add_argument("tag")
-    add("lm", "loaded modules (lm); exit status 1 when the list is empty",
-        _lm_command, table=True)
+    sp = add("lm", "loaded modules (lm), sorted by start address; exit status 1 when the list "
+             "is empty", _lm_command, table=True)
+    sp.add_argument("options", nargs="*", help="kd's lm options: o (loaded only), l (symbols "
+                    "loaded), v (verbose), m PATTERN, M PATH_PATTERN, a ADDRESS, sm, 1m; e.g. "
+                    "'ntdump lm DUMP v m amd*' or 'ntdump lm DUMP vm amdppm'")
     sp = add("lmi", "module information (!lmi)", _kd_command(lambda a: f"!lmi {a.module}"))
     sp.add_argument("module", help="name or address")
-    sp = add("x", "examine symbols (x nt!ExAlloc*)", _kd_command(
-        lambda a: f"x {a.pattern}", lambda d, a: d.symbols(a.pattern)), table=True)
+    sp = add("x", "examine symbols (x nt!ExAlloc*); exit status 1 when nothing matches",
+             _kd_command(lambda a: f"x {a.pattern}", lambda d, a: d.symbols(a.pattern),
+                         fail_status=1), table=True)
     sp.add_argument("pattern")
     sp = add("ln", "nearest symbol (ln)", _kd_command(lambda a: f"ln {a.address}"))
     sp.add_argument("address")
@@ -340,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dps", "dds", "dqs"):
         sp = add(name, f"display words and symbols ({name})", _kd_command(
             (lambda n: lambda a: f"{n} {a.address} L{a.count:x}")(name),
-            (lambda n: lambda d, a: getattr(d, n)(_int(a.address), a.count))(name)), table=True)
+            (lambda n: lambda d, a: getattr(d, n)(KdSession(d).eval(a.address), a.count))(name)),
+            table=True)
         sp.add_argument("address")
         sp.add_argument("-n", "--count", type=_count, default=16)
     sp = add("dh", "PE headers of a module (!dh)", _kd_command(lambda a: f"!dh {a.module}"))
@@ -354,10 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--image", action="append", default=[], metavar="FILE",
                     help="image file of a module whose unwind data the dump lacks (repeatable)")
     sp = add("pte", "page-table walk of an address (!pte)", cmd_pte)
-    sp.add_argument("address", type=_int)
+    sp.add_argument("address", help="kd expression (see above)")
     for name in ("db", "dd", "dq"):
         sp = add(name, f"display memory ({name})", cmd_dump_memory)
-        sp.add_argument("address", type=_int)
+        sp.add_argument("address", help="kd expression (see above)")
         sp.add_argument("-l", "--length", type=_length, default=0x80,
                         help=f"bytes (at most {MAX_DISPLAY_BYTES:#x})")
         sp.add_argument("--physical", action="store_true", help="address is physical (!db)")
@@ -371,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="the analysis as JSON")
     sp = add("kd", "WinDbg command syntax: -c \"cmd; cmd\" or an interactive prompt", cmd_kd)
     sp.add_argument("-c", dest="command_line", help="commands to run, separated by ';'")
-    sp = sub.add_parser("demo", help="forge the founding story's dump and triage it")
+    sp = sub.add_parser("demo", help="forge the founding story's dump and triage it",
+                        description="Forge the founding story's dump (a Server 2003 machine whose "
+                        "NonPagedPool leaked through a driver named by a GUID), investigate it in "
+                        "kd syntax, then triage it.")
     sp.add_argument("--out", help="keep the forged dump at this path")
     sp.set_defaults(func=cmd_demo)
     add_batch_command(sub)
@@ -390,7 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (NtdumpError, OSError) as e:
         where = getattr(args, "dump", None)
-        print(f"ntdump: {where + ': ' if where else ''}{' '.join(str(e).split())}",
+        # An OSError about the dump itself names the file once (not "[Errno 21] …: 'path'").
+        msg = e.strerror if isinstance(e, OSError) and e.strerror and e.filename == where else e
+        print(f"ntdump: {where + ': ' if where else ''}{' '.join(str(msg).split())}",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import pandas as pd
 
 from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
 from ._limits import DEFAULT_CHUNK, U64, check_iter_read
@@ -27,6 +26,11 @@ from .symbols.path import SymbolPath
 from .symbols.resolve import ModuleFiles
 from .symbols.types import TypedValue
 from .vm import Vm, VmSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
 
@@ -191,6 +195,7 @@ class Dump:
             pa=w["pa"],
             page_size=w["page_size"],
             error=w["error"],
+            pointer_size=self.info.pointer_size,
         )
 
     def read_pointer(self, va: int) -> int:
@@ -461,12 +466,15 @@ def open(
     """Open a Windows kernel crash dump.
 
     With ``raw=True`` (or a ``.raw/.mem/.bin`` file without a dump header) the file is a raw
-    physical image; its ``dtb`` and ``machine`` are found when not given.
+    physical image; its ``dtb`` and ``machine`` are found when not given. A directory raises
+    :class:`IsADirectoryError`.
 
     ``symbols`` is a symbol path in ``_NT_SYMBOL_PATH`` syntax (``"srv*CACHE*URL"``) or a
     :class:`~ntdump.symbols.SymbolPath`; when None, ``_NT_SYMBOL_PATH`` is read (``""``: none).
     PDBs and images are fetched along it on first need; a server is contacted only when the path
     names one, and never with ``offline=True`` (see docs/symbols.md)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a dump file", os.fspath(path))
     return Dump(path, raw=raw, machine=machine, pae=pae, dtb=dtb, symbols=symbols,
                 offline=offline)
 

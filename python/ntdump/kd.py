@@ -16,6 +16,7 @@ stack, probably-caused-by and bucket id, docs/triage.md), ``vertarget``, ``r``,
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 from collections.abc import Callable
@@ -164,6 +165,40 @@ def parse_number(text: str) -> int:
     return v
 
 
+ADDRESS_SYNTAX = """\
+Addresses and numbers are kd expressions: hex by default (0x optional), 0n for decimal (0n4096),
+backtick separators (fffff804`7ba00000), mod!sym (nt!ExAllocatePool), mod+off (nt+0x1000),
+poi(expr) (the pointer stored at expr), @rip / @esp (registers of the dump's context), + - * ( ).
+Ranges: start end, or start L count (elements), or start L?count (no size check)."""
+"""How kd expressions and ranges are written: every ``--help`` and ``.help`` shows it."""
+
+COMMAND_HELP: tuple[tuple[str, str], ...] = (
+    ("!vm", "virtual memory summary: pool usage and limits, commit, failed allocations"),
+    ("!poolused [flags] [tag] [/t N]", "pool usage by tag (flags 2: sort nonpaged, 4: paged)"),
+    ("!pool addr", "the pool page holding addr, block by block"),
+    ("!poolfind tag [0|1]", "pool blocks with this tag (0 nonpaged, 1 paged)"),
+    ("lm [o|l|v] [m pattern], lmvm name", "loaded modules, sorted by start address"),
+    ("!lmi name|addr", "module information: headers, debug record, on-disk hint"),
+    ("x mod!pattern", "symbols (exports, loaded PDB symbols) matching a wildcard"),
+    ("ln addr", "nearest symbol at or below addr"),
+    ("s -b|-w|-d|-q|-a|-u range pattern", "search memory"),
+    ("!for_each_module cmd", "run cmd for every module, with @#Base @#End @#ModuleName"),
+    ("dps|dds|dqs addr [L n]", "pointer-sized / 4-byte / 8-byte values and their symbols"),
+    ("db|dd|dq addr [L n]", "bytes / dwords / qwords; ?? where memory cannot be read"),
+    ("!dh name|addr", "PE headers of a module"),
+    ("!pte addr", "page-table walk of a virtual address"),
+    ("k, kb, kn, kv, kbn, knb, kvn, knv [count]",
+     "the crash stack (b: first arguments, n: frame numbers, v: verbose)"),
+    (".bugcheck", "the bug check code and its four parameters"),
+    ("!analyze [-show code p1 ...]", "the bug check explained: name, parameter meanings"),
+    ("vertarget", "Windows build, processors, kernel base, session time"),
+    ("r", "registers of the dump's context record"),
+    ("? expr", "evaluate an expression"),
+    (".help, help", "this list"),
+)
+"""Every command :class:`KdSession` runs, with one line each (``.help``)."""
+
+
 class KdSession:
     """Runs kd commands against one dump and returns their text output."""
 
@@ -200,6 +235,8 @@ class KdSession:
             ".symfix+": lambda a: self._symfix(a, append=True),
             ".reload": self._reload,
             "dt": self._dt,
+            ".help": self._help,
+            "help": self._help,
         }
         for k in ("k", "kb", "kn", "kv", "kbn", "knb", "kvn", "knv"):
             self._commands[k] = (lambda c: lambda a: self._k(c, a))(k)
@@ -247,20 +284,18 @@ class KdSession:
             raise KdError(f"Range error: end {kd_addr(end, self.ptr)} is before the start")
         return start, min(end + 1, self.top), args[2:]
 
-    failures = 0
-    """Commands that failed since the session started (``ntdump kd -c`` exits 1 when non-zero)."""
-
     def run(self, line: str) -> str:
-        """Run one or more ``;``-separated commands (``!for_each_module`` takes the rest)."""
-        out = []
-        for cmd in split_commands(line):
-            out.append(self.run_one(cmd))
+        """Run one or more ``;``-separated commands (``!for_each_module`` takes the rest).
+        :attr:`failures` counts the commands that failed (their error text is in the output)."""
+        out = [self.run_one(cmd) for cmd in split_commands(line)]
         return "\n".join(o for o in out if o)
 
     def run_one(self, cmd: str, env: dict[str, int] | None = None) -> str:
         """Run a single command; errors come back as kd-like error text (one line, no Python
-        exception names), never exceptions; each failure counts in :attr:`failures`."""
+        exception names), never exceptions; each failure counts in :attr:`failures` and leaves
+        its text in :attr:`last_error`."""
         ok, text = self._run_one(cmd, env)
+        self.last_error = None if ok else text
         if not ok:
             self.failures += 1
         return text
@@ -274,12 +309,16 @@ class KdSession:
         m = re.match(r"^(s)(-\w.*)$", head)
         if m:
             head, rest = "s", f"{m.group(2)} {rest}".strip()
+        if head.lower().startswith("lm") and head.lower() != "lm":
+            head, rest = "lm", f"{head[2:]} {rest}".strip()
         if head.startswith("?") and head != "?":
             head, rest = "?", head[1:] + " " + rest
         fn = self._commands.get(head.lower())
         if fn is None:
-            return False, (f"No export {head} found" if head.startswith("!") else (
-                f"^ Syntax error in '{_clip(cmd)}'"))
+            # WinDbg's words for an unknown extension, then ours for any unknown command.
+            what = f"No export {head} found: no such command" if head.startswith("!") else (
+                f"{_clip(head)}: no such command")
+            return False, f"{what} (.help lists the commands ntdump's kd supports)"
         try:
             if env is not None and head.lower() in ("s", "dps", "dds", "dqs", "db", "dd", "dq"):
                 return True, self._with_env(fn, rest, env)
@@ -301,6 +340,17 @@ class KdSession:
             self._env = None
 
     _env: dict[str, int] | None = None
+    failures: int = 0
+    """Commands of :meth:`run` that failed, over the session (``ntdump kd -c`` exits 1 if any)."""
+    last_error: str | None = None
+    """The error message of the last :meth:`run_one` that failed (None when it succeeded): front
+    ends print it on stderr and exit non-zero."""
+
+    def _help(self, args: str) -> str:
+        """``.help`` / ``help``: each supported command in one line."""
+        w = max(len(c) for c, _ in COMMAND_HELP)
+        lines = [f"{c:<{w}}  {h}" for c, h in COMMAND_HELP]
+        return "\n".join([*lines, "", ADDRESS_SYNTAX])
 
     # -- commands --------------------------------------------------------------------------
     def _vm(self, args: str) -> str:
@@ -346,7 +396,76 @@ class KdSession:
         return "\n".join(lines)
 
     def _lm(self, args: str) -> str:
-        return self.d.modules.lm_text()
+        o = parse_lm_options(args)
+        mods = sorted(self.d.modules, key=lambda m: m.base)
+        if o.pattern is not None:
+            pat = o.pattern.lower()
+            mods = [m for m in mods if fnmatch.fnmatchcase(m.kd_name.lower(), pat)]
+        if o.path_pattern is not None:
+            pat = o.path_pattern.lower()
+            mods = [m for m in mods if fnmatch.fnmatchcase(m.path.lower(), pat)]
+        if o.address is not None:
+            va = self.eval(o.address)
+            mods = [m for m in mods if m.base <= va < m.end]
+        pdb_mods = {k.split("!", 1)[0].lower() for k in self.d.symbol_map}
+        exported: set[str] = set()
+        if o.loaded_symbols:
+            sm = self.d.symbol_modules()
+            exported = {str(k).lower() for k, n in zip(sm["kd_name"], sm["exports"], strict=True)
+                        if int(n) > 0}
+        rows = []
+        for m in mods:
+            low = m.kd_name.lower()
+            state = ("(pdb symbols)" if low in pdb_mods
+                     else "(export symbols)" if low in exported else "(deferred)")
+            if o.loaded_symbols and state == "(deferred)":
+                continue
+            rows.append((m, state))
+        if o.sort_by_name:
+            rows.sort(key=lambda r: r[0].kd_name.lower())
+        if o.names_only:
+            return "\n".join(m.kd_name for m, _ in rows)
+        w = 18 if self.ptr == 8 else 9
+        lines = [f"{'start':<{w}}{'end':<{w + 2}}module name"]
+        for m, state in rows:
+            lines.append(f"{kd_addr(m.base, self.ptr)} {kd_addr(m.end, self.ptr)}   "
+                         f"{m.kd_name:<10} {state:<22} {m.path}".rstrip())
+            if o.verbose:
+                lines += self._lm_verbose(m)
+        if o.pattern is None and o.path_pattern is None and o.address is None \
+                and not o.loaded_only and not o.loaded_symbols:
+            un = self.d.unloaded_modules()
+            if len(un):
+                lines += ["", "Unloaded modules:"]
+                for name, a, b in zip(un["name"], un["start"], un["end"], strict=True):
+                    lines.append(f"{kd_addr(int(a), self.ptr)} {kd_addr(int(b), self.ptr)}   "
+                                 f"{name}")
+        return "\n".join(lines)
+
+    def _lm_verbose(self, m: Any) -> list[str]:
+        """``lmv``'s block under a module line: image path and name, timestamp, checksum, size."""
+        out = [f"    Image path: {m.path}", f"    Image name: {m.name}"]
+        try:
+            t = m.time
+        except (ValueError, OverflowError, OSError):
+            t = None
+        crash = self.d.info.system_datetime
+        if t is None or (crash is not None and t > crash):
+            # Reproducible builds store a hash of the image here, not a time.
+            when = f"{m.timestamp:08X} (a build hash, not a time: later than the dump)"
+        else:
+            when = f"{t:%a %b %d %H:%M:%S %Y} ({m.timestamp:08X})"
+        out.append(f"    Timestamp:        {when}")
+        out.append(f"    CheckSum:         {m.checksum:08X}")
+        out.append(f"    ImageSize:        {m.size:08X}")
+        try:
+            pdb = m.pdb
+        except NtdumpError as e:
+            out.append(f"    Symbol file:      (debug directory unreadable: {e})")
+        else:
+            if pdb is not None:
+                out.append(f"    Symbol file:      {pdb.path} ({pdb.key})")
+        return out
 
     def _lmi(self, args: str) -> str:
         a = args.strip()
@@ -356,9 +475,44 @@ class KdSession:
         return str(self.d.lmi(target))
 
     def _x(self, args: str) -> str:
-        df = self.d.symbols(args.strip())
-        return "\n".join(f"{kd_addr(int(r['address']), self.ptr)} {r['module']}!{r['name']}"
-                         for _, r in df.iterrows())
+        pattern = args.strip()
+        if not pattern:
+            raise KdError("Usage: x module!pattern (e.g. x nt!ExAlloc*)")
+        df = self.d.symbols(pattern)
+        if len(df) == 0:
+            raise KdError(self._why_no_symbols(pattern))
+        unknown = "????????`????????" if self.ptr == 8 else "????????"
+        lines = []
+        for mod, name, addr, fwd in zip(df["module"], df["name"], df["address"], df["forwarder"],
+                                        strict=True):
+            try:
+                shown = kd_addr(int(addr), self.ptr)
+            except (TypeError, ValueError):  # NA: a forwarder whose target is not resolved
+                shown = unknown
+            line = f"{shown} {mod}!{name}"
+            if isinstance(fwd, str) and fwd:
+                line += f" (forwarded to {fwd})"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def _why_no_symbols(self, pattern: str) -> str:
+        """Why ``x pattern`` lists nothing: no such module, or the modules' export directories
+        cannot be read from this dump, or no export matches."""
+        mod = pattern.rpartition("!")[0] if "!" in pattern else "*"
+        sm = self.d.symbol_modules()
+        hit = [i for i, k in enumerate(sm["kd_name"])
+               if fnmatch.fnmatchcase(str(k).lower(), mod.lower())
+               or fnmatch.fnmatchcase(str(sm["file_name"][i]).lower(), mod.lower())]
+        if not hit:
+            return f"x {pattern}: no loaded module matches '{mod}' (see lm)"
+        errs = [(str(sm["kd_name"][i]), _why_no_exports(sm["error"][i], sm["warnings"][i]))
+                for i in hit if int(sm["exports"][i]) == 0]
+        errs = [(n, why) for n, why in errs if why]
+        if errs and len(errs) == len(hit):
+            name, why = errs[0]
+            more = f" (and {len(errs) - 1} more modules)" if len(errs) > 1 else ""
+            return f"x {pattern}: no symbols can be listed: {name}: {why}{more}"
+        return f"x {pattern}: no export of {len(hit)} matching module(s) matches"
 
     def _ln(self, args: str) -> str:
         va = self.eval(args)
@@ -568,12 +722,110 @@ class KdSession:
         return f"Evaluate expression: {signed} = {kd_addr(v, self.ptr)}"
 
 
+PAGE = 0x1000
+
+
+def _why_no_exports(error: object, warnings: object) -> str | None:
+    """Why a module lists no exports: its image error, or the warning about its export directory."""
+    if isinstance(error, str) and error:
+        return error
+    for w in warnings if isinstance(warnings, list) else []:
+        if "export" in str(w):
+            return str(w)
+    return None
+
+
+def read_with_holes(d: Dump, va: int, n: int, *,
+                    physical: bool = False) -> tuple[bytes, list[bool]]:
+    """``n`` bytes at ``va`` (a VA, or a PA with ``physical``) read page by page, and one flag per
+    byte saying whether it could be read: what ``db``/``dd``/``dq`` print, ``??`` for the holes.
+    Unreadable pages come back as zeros with their flags False (never shown as data)."""
+    read = d.read_phys if physical else d.read
+    data = bytearray()
+    valid: list[bool] = []
+    a, end = va, va + n
+    while a < end:
+        step = min(end, (a | (PAGE - 1)) + 1) - a
+        try:
+            chunk = read(a, step)
+            ok = True
+        except NtdumpError:
+            chunk, ok = bytes(step), False
+        data += chunk
+        valid += [ok] * step
+        a += step
+    return bytes(data), valid
+
+
 def _tag_hex(tag: str) -> str:
     b = tag.encode("latin-1")[:4].ljust(4, b" ")
     return b[::-1].hex()
 
 
 _FOR_EACH = re.compile(r"\s*!for_each_module", re.IGNORECASE)
+
+
+class LmOptions:
+    """What an ``lm`` option string asks for (``lm o``, ``lml``, ``lmv m amd*``, ``lmvm nt``, ``lm
+    sm``, ``lm 1m``, ``lm a addr``, ``lm M *\\drivers\\*``)."""
+
+    def __init__(self) -> None:
+        self.verbose = False
+        self.loaded_only = False
+        self.loaded_symbols = False
+        self.sort_by_name = False
+        self.names_only = False
+        self.pattern: str | None = None
+        self.path_pattern: str | None = None
+        self.address: str | None = None
+
+
+def parse_lm_options(args: str) -> LmOptions:
+    """Parse what follows ``lm`` the way kd does: option letters run together or apart, then
+    ``m pattern`` / ``M pattern`` / ``a address`` (the pattern may follow without a space)."""
+    o = LmOptions()
+    s = args.strip()
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c.isspace():
+            i += 1
+            continue
+        two = s[i : i + 2]
+        if two in ("sm", "1m"):
+            o.sort_by_name |= two == "sm"
+            o.names_only |= two == "1m"
+            i += 2
+            continue
+        if c in "mMa":
+            j = i + 1
+            while j < len(s) and s[j].isspace():
+                j += 1
+            k = j
+            while k < len(s) and not s[k].isspace():
+                k += 1
+            if j == k:
+                raise KdError(f"lm {c}: a {'pattern' if c != 'a' else 'address'} is expected")
+            value = s[j:k]
+            if c == "m":
+                o.pattern = value
+            elif c == "M":
+                o.path_pattern = value
+            else:
+                o.address = value
+            i = k
+            continue
+        if c == "v":
+            o.verbose = True
+        elif c == "o":
+            o.loaded_only = True
+        elif c == "l":
+            o.loaded_symbols = True
+        elif c not in "DkuecfintpD":
+            raise KdError(f"lm: unknown option '{c}' (lm [o|l|v|sm|1m] [m pattern|M pattern|"
+                          "a address])")
+        i += 1
+    return o
 
 
 def split_commands(line: str) -> list[str]:

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from . import _schema
 from ._format import kd_addr
 from ._handle import Handle
@@ -27,6 +25,11 @@ from .pe import (
     pdb_from_codeview,
     sections_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
 
 KERNEL_NAMES = ("ntoskrnl.exe", "ntkrnlpa.exe", "ntkrnlmp.exe", "ntkrpamp.exe")
 """File names of the NT kernel: uniprocessor, PAE, multiprocessor, PAE multiprocessor."""
@@ -283,11 +286,11 @@ class ModuleList:
         return f"<ModuleList {len(self)} modules from {self.source}>"
 
     def lm_text(self) -> str:
-        """``lm`` as kd prints it: start, end, module name, path."""
+        """``lm`` as kd prints it: start, end, module name, path; sorted by start address."""
 
         ptr = self._h.pointer_size
         lines = ["start             end                 module name"]
-        for m in self._modules:
+        for m in sorted(self._modules, key=lambda m: m.base):
             end = min(m.end, (1 << (8 * ptr)) - 1)
             flag = "" if m.range_ok else "   (runs past the top of the address space)"
             lines.append(f"{kd_addr(m.base, ptr)} {kd_addr(end, ptr)}   {m.kd_name:<20} {m.path}"

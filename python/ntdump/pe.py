@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
-
 from . import _schema
 from ._format import kd_addr
 from ._handle import Handle
@@ -25,6 +23,11 @@ if TYPE_CHECKING:
     from ._native import CodeViewDict
 from ._native import PeImage
 from ._native import pe_image as native_pe_image
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
 
 
 class HasHandle(Protocol):
@@ -88,7 +91,7 @@ EXPORT_SCHEMA = {
     "name": _schema.NAME,
     "ordinal": _schema.UINT32,
     "rva": _schema.UINT32,
-    "address": "UInt64",
+    "address": _schema.NULLABLE_ADDRESS,
     "forwarder": _schema.NAME,
 }
 IMPORT_SCHEMA = {
@@ -98,7 +101,7 @@ IMPORT_SCHEMA = {
     "hint": "UInt32",
     "iat_slot": _schema.ADDRESS,
     "iat_rva": _schema.UINT32,
-    "value": "UInt64",
+    "value": _schema.NULLABLE_ADDRESS,
     "target": _schema.NAME,
     "source": _schema.LABEL,
 }

@@ -13,10 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import _schema
 from ._handle import Handle
@@ -31,6 +28,12 @@ from ._native import (
 from .errors import NtdumpError, PoolTableError
 from .pooltags import TagTable
 from .symbols.kernel import big_table, tracker_tables
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from ._lazy import np, pd  # imported on first use (start-up time)
 
 USED_SCHEMA = {
     "tag": _schema.TAG,
@@ -80,6 +83,14 @@ POOL_TYPE_NAMES = {
 
 #: Owners of a tag: the code patterns and scores live in ntdump-core (pool/owners.rs).
 _SCAN_BATCH = 16384  # pages (64 MiB) per native call, so progress can be shown between them
+
+
+HOW_FOUND_WORDS = {
+    "import table": "named in its import table",
+    "pointer search": "its address found as a pointer in the image",
+    "both": "named in its import table and its address found as a pointer in the image",
+}
+"""``importers()``'s ``how_found`` values in words, as owner evidence says them."""
 
 
 def pool_type_name(value: int, *, allocated: bool = True) -> str:
@@ -394,17 +405,30 @@ class Pool:
         title = f"   Sorting by  {what}"
         if session:
             title += " (session pool)"
-        lines = [title, "", "  Pool Used:", " " * 12 + "NonPaged" + " " * 12 + "Paged",
-                 " Tag    Allocs     Used    Allocs     Used"]
+        rows = []
         tot = [0, 0, 0, 0]
         for r in df.itertuples(index=False):
             na = int(r.nonpaged_allocs) - int(r.nonpaged_frees)
             pa = int(r.paged_allocs) - int(r.paged_frees)
             vals = [na, int(r.nonpaged_bytes), pa, int(r.paged_bytes)]
             tot = [a + b for a, b in zip(tot, vals, strict=True)]
-            desc = str(r.description) if r.description else ""
-            lines.append(f" {r.tag!s:<4}{vals[0]:>9}{vals[1]:>9}{vals[2]:>10}{vals[3]:>9}{desc}")
-        lines.append(f" TOTAL{tot[0]:>8}{tot[1]:>9}{tot[2]:>10}{tot[3]:>9}")
+            rows.append((str(r.tag), vals, str(r.description) if r.description else ""))
+        # Each column is as wide as the documented layout, or wider when a number (or the total)
+        # needs it: always at least one space between numbers, and " TOTAL" one column longer
+        # than " Tag ".
+        w = [max(d, *(len(str(v[i])) + 1 for _, v, _ in rows), len(str(tot[i])) + 1)
+             for i, d in enumerate((9, 9, 10, 9))]
+        w[0] = max(w[0], len(str(tot[0])) + 2)
+        np_end, p_end = 5 + w[0] + w[1] - 3, 5 + sum(w) - 5
+        lines = [title, "", "  Pool Used:",
+                 " " * (np_end - 8) + "NonPaged" + " " * (p_end - 5 - np_end) + "Paged",
+                 " Tag " + "".join(h.rjust(n) for h, n in
+                                   zip(("Allocs", "Used", "Allocs", "Used"), w, strict=True))]
+        for tag, vals, desc in rows:
+            nums = "".join(f"{v:>{n}}" for v, n in zip(vals, w, strict=True))
+            lines.append(f" {tag:<4}{nums}" + (f"\t{desc}" if desc else ""))
+        lines.append(" TOTAL" + f"{tot[0]:>{w[0] - 1}}"
+                     + "".join(f"{v:>{n}}" for v, n in zip(tot[1:], w[1:], strict=True)))
         return "\n".join(lines)
 
     # -- big pool -------------------------------------------------------------------------------
@@ -550,6 +574,28 @@ class Pool:
                                                            str]]:
         """(modules, evidence, scores, note) per tag, from the core (ntdump-core pool::owners)."""
         return pool_owners(self._h.native, [_tag_bytes(t) for t in tags])
+
+    def owners_many(self, tags: Sequence[str]) -> dict[str, list[tuple[str, str, float]]]:
+        """:meth:`owners` for several tags with one search of the module images (in the core):
+        tag -> ``[(module, evidence, score), ...]``, best first. A tag no loaded image holds falls
+        back to the owner the tag table names (``pooltag.txt`` or the built-in table; score 0.5);
+        empty when neither knows."""
+        res: dict[str, list[tuple[str, str, float]]] = {}
+        plain = list(dict.fromkeys(t for t in tags if t != "None"))
+        groups = ([["None"]] if "None" in tags else []) + ([plain] if plain else [])
+        for group in groups:
+            try:
+                found = self._owners_native(group)
+            except NtdumpError:
+                continue  # evidence is optional here; the tag table below may still name one
+            for t, (mods, evidence, scores, _) in zip(group, found, strict=True):
+                res[t] = list(zip(mods, evidence, scores, strict=True))
+        for t in tags:
+            if not res.get(t):
+                res[t] = [(e.binary.split("!", 1)[0], "named by the pool tag table (pooltag.txt "
+                           "or the built-in table)", 0.5)
+                          for e in self._tags.lookup(t) if e.binary and e.binary != "<unknown>"]
+        return res
 
     def _owners_many(self, tags: list[str]) -> dict[str, list[str]]:
         res: dict[str, list[str]] = {}

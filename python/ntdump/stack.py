@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from . import _schema
 from ._format import kd_addr
 from ._native import processors as _processors
 from ._native import stack_walk as _stack_walk
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ._handle import Handle
     from ._native import Dump as NativeDump
     from ._symbols import Symbols

@@ -20,14 +20,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from . import batch
 from .batch.cli import engine_args
 from .batch.cli import run_kw as engine_run_kw
 from .dump import Dump
 from .dump import open as nt_open
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from ._lazy import np, pd  # imported on first use (start-up time)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -353,7 +356,10 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 def add_command(sub: Any) -> None:
     """Register ``trend`` on the ``ntdump`` sub-command parser."""
-    sp = sub.add_parser("trend", help="pool growth per machine and tag across dumps")
+    sp = sub.add_parser("trend", help="pool growth per machine and tag across dumps",
+                        description="Which pool tag grows, per machine, per hour, across a "
+                        "series of dumps of the same machines (the !poolused of each, fitted "
+                        "over the dumps' system times).")
     engine_args(sp)
     sp.add_argument("--top", type=int, default=10, help="rows (and plotted lines)")
     sp.add_argument("--plot", metavar="PNG", help="write a plot of the top growing tags")

@@ -135,7 +135,8 @@ class Report:
         pool.append(self.pool.get("verdict", ""))
         tags = []
         for t in self.suspect_tags:
-            owners = ", ".join(o["module"] for o in t.get("owners", [])[:3]) or "owner unknown"
+            owners = (", ".join(o["module"] for o in t.get("owners", [])[:3])
+                      or "owner unknown: no loaded image holds the tag, no tag-table entry")
             live = t.get("nonpaged_allocs", 0) - t.get("nonpaged_frees", 0)
             tags.append(
                 f"{t['tag']!s:<4}  nonpaged {t['nonpaged_bytes']:>14,} B  "
@@ -339,21 +340,18 @@ def _top_tags_step(d: Dump, pool: dict[str, Any], top: int, notes: list[str],
 
 
 def _owners_step(d: Dump, suspect_tags: list[dict[str, Any]], notes: list[str]) -> None:
-    """4. Owners of the top tags (for "None": importers of ExAllocatePool, both ways), filled in
-    each entry's ``owners``."""
-    for entry in suspect_tags[: max(1, min(3, len(suspect_tags)))]:
-        try:
-            owners = d.pool.owners(entry["tag"])
-            entry["owners"] = [
-                {
-                    "module": str(o["module"]),
-                    "evidence": str(o["evidence"]),
-                    "score": float(o["score"]),
-                }
-                for _, o in owners.head(5).iterrows()
-            ]
-        except Exception as e:
-            _note(notes, f"the owners of pool tag {entry['tag']!r}", e)
+    """4. Owners of every listed tag (for "None": importers of ExAllocatePool, both ways), filled
+    in each entry's ``owners`` with one search of the module images."""
+    try:
+        found = d.pool.owners_many([e["tag"] for e in suspect_tags])
+    except Exception as e:
+        _note(notes, "the owners of the pool tags", e)
+        return
+    for entry in suspect_tags:
+        entry["owners"] = [
+            {"module": str(m), "evidence": str(ev), "score": float(sc)}
+            for m, ev, sc in found.get(entry["tag"], [])[:5]
+        ]
 
 
 @dataclass

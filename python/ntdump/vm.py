@@ -113,17 +113,27 @@ class VmSummary:
                 continue
             label = f"{f.label}:"
             if f.pages is None:
-                lines.append(f"\t{label:<20} (not available: {f.source})")
+                lines.append(f"\t{label:<20} (not available: {short_reason(f.source)})")
             else:
                 # WinDbg's layout: page count ending in column 26, KB in an 8-wide field.
                 lines.append(f"\t{label}{f.pages:>{max(1, 26 - len(label))}}   ({f.kb:>8} Kb)")
         for w in self.warnings:
             stars = "*" * 10
             lines.append(f"\t{stars} {w} {stars}")
+        if any(f.pages is None and short_reason(f.source) != f.source for f in self.fields):
+            lines.append("\t(every reason in full: ntdump vm --json, or VmSummary.source(key))")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"<VmSummary {len(self.fields)} fields, warnings={self.warnings}>"
+
+
+def short_reason(source: str) -> str:
+    """The first reason of a field's ``source`` in a few words, for ``!vm``'s one-line rows: the
+    text before the first ``;`` (further sources tried) and before the first `` (`` (details)."""
+    first = source.split("; ", 1)[0]
+    cut = first.find(" (")
+    return first[:cut] if cut > 0 else first
 
 
 class Vm:
@@ -146,7 +156,8 @@ class Vm:
                 memo.append(self._pool.used(owners=0))
             used = memo[0]
         except Exception as e:
-            return VmField(f.key, f.label, None, f"{f.source}; PoolTrackTable: {e}", f.is_count)
+            why = str(e) if str(e).startswith("PoolTrackTable") else f"PoolTrackTable: {e}"
+            return VmField(f.key, f.label, None, f"{f.source}; {why}", f.is_count)
         col = "paged_bytes" if f.key == "paged_pool_usage" else "nonpaged_bytes"
         total = int(used[col].sum())
         pages = -(-total // 4096)

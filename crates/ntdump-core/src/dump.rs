@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::addr::{Pa, Va, PAGE_SIZE};
@@ -40,6 +41,57 @@ impl Backing {
             Backing::Owned(_) => None,
         }
     }
+
+    /// Tell the kernel how the map is about to be read (`madvise`): page faults then read ahead
+    /// only as much as the pattern needs. A hint only: failures and other platforms are ignored.
+    pub fn advise(&self, access: Access) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = self {
+            if advice_disabled() {
+                return;
+            }
+            let a = match access {
+                Access::Random => memmap2::Advice::Random,
+                Access::Sequential => memmap2::Advice::Sequential,
+            };
+            let _ = m.advise(a);
+        }
+        #[cfg(not(unix))]
+        let _ = access;
+    }
+}
+
+/// How a dump's bytes are about to be read, for [`Backing::advise`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Structure reads and address translation: a page here and there. The kernel reads only the
+    /// faulting page (`MADV_RANDOM`), not the device's read-ahead window (often 128 KiB to 8 MiB) —
+    /// on a cold disk this is the difference between reading megabytes and gigabytes for a triage.
+    Random,
+    /// Scans and searches: long runs read in order (`MADV_SEQUENTIAL`, aggressive read-ahead).
+    Sequential,
+}
+
+/// `NTDUMP_MADVISE=0` turns the access advice off (to measure what it saves; see
+/// benchmarks/cold_reads.py). Read once per process.
+#[cfg(unix)]
+fn advice_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("NTDUMP_MADVISE").is_some_and(|v| v == "0"))
+}
+
+/// While alive, the dump's map is advised for sequential reading; the last guard of overlapping
+/// scans to drop advises random access again ([`Dump::sequential`]).
+pub struct SequentialScan<'d> {
+    dump: &'d Dump,
+}
+
+impl Drop for SequentialScan<'_> {
+    fn drop(&mut self) {
+        if self.dump.scans.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.dump.backing.advise(Access::Random);
+        }
+    }
 }
 
 /// Most bytes one read call copies ([`Dump::read_virt`] and friends take any buffer, but the bindings and
@@ -70,6 +122,8 @@ pub struct Dump {
     dtb: u64,
     /// Oddities found while opening (truncation, count mismatches); never fatal.
     pub warnings: Vec<String>,
+    /// Scans in progress ([`Dump::sequential`]).
+    scans: AtomicUsize,
 }
 
 fn map_file(path: &Path) -> Result<Backing> {
@@ -86,7 +140,10 @@ fn map_file(path: &Path) -> Result<Backing> {
     // truncates the file while it is mapped, the fault handler of `mapguard` maps zeros over the vanished
     // pages and flags the map, and every read path then reports "file shrank while open".
     let m = unsafe { GuardedMap::map(&f) }.map_err(io)?;
-    Ok(Backing::Mmap(m))
+    let b = Backing::Mmap(m);
+    // Before the first fault: the header is one or two pages, not a read-ahead window.
+    b.advise(Access::Random);
+    Ok(b)
 }
 
 impl Dump {
@@ -121,6 +178,7 @@ impl Dump {
             mode,
             dtb,
             warnings: body.warnings,
+            scans: AtomicUsize::new(0),
         })
     }
 
@@ -161,7 +219,17 @@ impl Dump {
             mode: Some(mode),
             dtb,
             warnings,
+            scans: AtomicUsize::new(0),
         })
+    }
+
+    /// Advise sequential reading of the file until the returned guard drops (scans and searches);
+    /// outside scans the map is advised for random access. Overlapping scans share the advice.
+    pub fn sequential(&self) -> SequentialScan<'_> {
+        if self.scans.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.backing.advise(Access::Sequential);
+        }
+        SequentialScan { dump: self }
     }
 
     /// The whole file.

@@ -82,6 +82,12 @@ impl GuardedMap {
         &self.map
     }
 
+    /// Advise the kernel how the map is about to be read (`madvise`; see [`crate::dump::Access`]).
+    #[cfg(unix)]
+    pub fn advise(&self, advice: memmap2::Advice) -> std::io::Result<()> {
+        self.map.advise(advice)
+    }
+
     /// The shrink flag of this map.
     #[inline]
     pub fn flag(&self) -> &ShrinkFlag {

@@ -160,6 +160,7 @@ pub fn search<P: AsRef<[u8]>>(
     let m = Matcher::new(patterns)?;
     let mut engine = Engine::new(&m, opts.align, opts.limit, opts.chunk_size);
     let file = dump.file();
+    let _scan = dump.sequential();
     match target {
         Target::Physical(None) => {
             let mut spans = Spans::new(file, &mut engine);
@@ -364,4 +365,70 @@ pub fn kernel_ranges(dump: &Dump) -> Result<Vec<(u64, u64)>> {
         .into_iter()
         .map(|(s, e)| (s, (e - s as u128).min(u64::MAX as u128) as u64))
         .collect())
+}
+
+/// Which of `ranges` (`(start, length in bytes)`, e.g. the loaded modules) holds each address of
+/// `addresses`: the index into `ranges`, or `None` when none does. When ranges overlap, the one with
+/// the highest start holding the address wins (ties: the longer one). O((n + m) log m).
+pub fn attribute(addresses: &[u64], ranges: &[(u64, u64)]) -> Vec<Option<u32>> {
+    let end = |&(s, n): &(u64, u64)| s as u128 + n as u128;
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| (ranges[i].0, end(&ranges[i])));
+    addresses
+        .iter()
+        .map(|&a| {
+            let k = order.partition_point(|&i| ranges[i].0 <= a);
+            // The last range starting at or below `a`, else (nested or overlapping ranges) the
+            // nearest one below it that still holds `a`.
+            order[..k]
+                .iter()
+                .rev()
+                .find(|&&i| (a as u128) < end(&ranges[i]))
+                .map(|&i| i as u32)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod attribute_tests {
+    use super::attribute;
+
+    #[test]
+    fn attribute_picks_the_holding_range() {
+        let ranges = [
+            (0x3000, 0x1000),
+            (0x1000, 0x1000),
+            (0x1000, 0x4000),
+            (0x1800, 0x100),
+        ];
+        let hits = [
+            0x0fff,
+            0x1000,
+            0x1850,
+            0x1fff,
+            0x2000,
+            0x3000,
+            0x4fff,
+            0x5000,
+            u64::MAX,
+        ];
+        let got = attribute(&hits, &ranges);
+        assert_eq!(
+            got,
+            [
+                None,
+                Some(2),
+                Some(3),
+                Some(2),
+                Some(2),
+                Some(0),
+                Some(2),
+                None,
+                None
+            ]
+        );
+        assert!(attribute(&hits, &[]).iter().all(Option::is_none));
+        // A range reaching the top of the address space.
+        assert_eq!(attribute(&[u64::MAX], &[(u64::MAX - 1, 2)]), [Some(0)]);
+    }
 }

@@ -22,9 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .. import _schema
 from ._analyses import (
@@ -44,8 +42,14 @@ from ._analyses import (
     empty_frame,
     status_row,
 )
-from ._engines import Collector, ProgressArg, cores, local_cluster, run_dask, run_local, run_serial
 from ._inputs import DEFAULT_MAX_MEMBER_BYTES, MemberTooLarge, Unit, expand
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._engines import ProgressArg
+else:
+    from .._lazy import pd  # imported on first use (start-up time)
 
 DEFAULT_ANALYSES: tuple[str, ...] = ("info", "vm", "poolused", "modules", "triage")
 """What :func:`run` does by default."""
@@ -174,6 +178,10 @@ def run(
     own_client: Any = None
     own_cluster: Any = None
     try:
+        # The engines (multiprocessing, concurrent.futures, Dask glue) are imported when a run
+        # starts, not with the package: `ntdump info` registers the batch sub-command only.
+        from ._engines import Collector, cores, local_cluster, run_dask, run_local, run_serial
+
         if engine == "dask":
             if client is None:
                 if scheduler is not None:
@@ -234,8 +242,11 @@ def to_parquet(results: Mapping[str, pd.DataFrame],
 
 
 def read_parquet(directory: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
-    """The frames :func:`to_parquet` wrote to ``directory``, by analysis name."""
-    return {p.stem: pd.read_parquet(p, engine="pyarrow")
+    """The frames :func:`to_parquet` wrote to ``directory``, by analysis name (as
+    :class:`ntdump._frame.Frame`, the class of every table ntdump returns)."""
+    from .._frame import Frame  # imports pandas: only when frames are read (start-up time)
+
+    return {p.stem: Frame(pd.read_parquet(p, engine="pyarrow"))
             for p in sorted(Path(directory).glob("*.parquet"))}
 
 

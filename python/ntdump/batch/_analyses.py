@@ -14,10 +14,7 @@ import time
 import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .. import _schema
 from ..dump import Dump, filetime_to_datetime
@@ -27,7 +24,16 @@ from ..pool import USED_SCHEMA
 from ..triage import triage
 from ._inputs import DEFAULT_MAX_MEMBER_BYTES, MemberTooLarge, Unit, materialise
 
-Analysis = str | Callable[["Dump"], pd.DataFrame]
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from .._lazy import np, pd  # imported on first use (start-up time)
+
+if TYPE_CHECKING:
+    Analysis = str | Callable[[Dump], pd.DataFrame]
+else:  # the same alias without reading pandas at import time (start-up time)
+    Analysis = str | Callable
 
 INFO_SCHEMA = {
     "machine": _schema.LABEL,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -60,8 +61,32 @@ def _check_out(out: Path) -> None:
         raise PermissionError(f"--out {out} is not writable")
 
 
+BATCH_EXTRA = "pip install 'ntdump[batch]'"
+"""How to install what ``batch`` (Parquet: pyarrow) and ``--engine dask`` need."""
+
+
+def missing_extra(engine: str) -> list[str]:
+    """The modules of the ``batch`` extra this run needs and cannot import: ``pyarrow`` (Parquet
+    output) always, ``dask``/``distributed`` for the Dask engine."""
+    need = ["pyarrow"] + (["dask", "distributed"] if engine == "dask" else [])
+    out = []
+    for name in need:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a stubbed-out module (sys.modules[name] = None)
+            found = False
+        if not found:
+            out.append(name)
+    return out
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     """``ntdump batch``: run the analyses over an archive, write Parquet, print a summary."""
+    missing = missing_extra("dask" if args.scheduler else args.engine)
+    if missing:
+        print(f"ntdump batch: needs the batch extra ({', '.join(missing)} missing): {BATCH_EXTRA}",
+              file=sys.stderr)
+        return 2
     _check_out(Path(args.out))  # before any dump is analysed
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     res = run(args.inputs, analyses=analyses, sha256=not args.no_sha256,
@@ -93,7 +118,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Register ``batch`` on the ``ntdump`` sub-command parser."""
-    sp = sub.add_parser("batch", help="analyse an archive of dumps; Parquet out")
+    sp = sub.add_parser("batch", help="analyse an archive of dumps; Parquet out",
+                        description="Run analyses over an archive of dumps (files, folders, "
+                        ".zip/.gz/.7z) on local processes or a Dask cluster and write one Parquet "
+                        f"file per analysis. Needs the batch extra: {BATCH_EXTRA}.")
     engine_args(sp)
     sp.add_argument("--out", required=True, help="folder for <analysis>.parquet files")
     sp.add_argument("--analyses", default="info,vm,poolused,modules,triage,analyze",

@@ -399,6 +399,7 @@ fn scan_page(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions, out: &
 /// Scan `pages` (from [`kernel_pages`]) for pool headers, in parallel; hits sorted by address within
 /// the order of `pages`.
 pub fn scan_pages(d: &Dump, pages: &[PageRef], opts: &ScanOptions) -> ScanHits {
+    let _scan = d.sequential();
     let ctx = PoolContext::of(d);
     let parts: Vec<ScanHits> = pages
         .par_chunks(CHUNK_PAGES)
@@ -481,6 +482,7 @@ pub fn scan_bytes(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions) -
 /// Touch every byte of `pages` once (sum them), in parallel: the physical limit a scan is compared
 /// with in the benchmark. Returns the sum (so the work is not optimised away).
 pub fn touch_pages(d: &Dump, pages: &[PageRef]) -> u64 {
+    let _scan = d.sequential();
     pages
         .par_chunks(CHUNK_PAGES)
         .map(|chunk| {
