@@ -90,7 +90,7 @@ class Dump:
         self._symbol_map.autoload = self._symsrv.autoload
         self._images.resolve = self._symbols.ln_or_none
         self._search = Search(h, self._symbols)
-        self._pool = Pool(h)
+        self._pool = Pool(h, self._symbol_map)
         self._vm = Vm(h, self._pool, self._symbol_map)
         self._stack = Stack(h, self._kernel, self._symbols)
 

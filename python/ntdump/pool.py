@@ -27,6 +27,7 @@ from ._native import (
 )
 from .errors import NtdumpError, PoolTableError
 from .pooltags import TagTable
+from .symbolmap import SymbolMap
 from .symbols.kernel import big_table, tracker_tables
 
 if TYPE_CHECKING:
@@ -243,10 +244,12 @@ class PoolPage:
 class Pool:
     """The pool of one dump (``d.pool``). Tables are read once and cached with the dump."""
 
-    def __init__(self, h: Handle, *, pooltag: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, h: Handle, symbol_map: SymbolMap, *,
+                 pooltag: str | os.PathLike[str] | None = None) -> None:
         # Owners (which module uses a tag) are computed in the core from the dump's own module
-        # list and symbol table, so the pool needs only the handle.
+        # list and symbol table; the symbol map gives the kernel's PDB variables when loaded.
         self._h = h
+        self._smap = symbol_map
         self._tags = TagTable(pooltag)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -332,7 +335,7 @@ class Pool:
             kw["per_cpu"] = [int(x) for x in per_cpu]
         sym_attrs: dict[str, str] = {}
         if expansion is None or track_entries is None or (session and session_table is None):
-            smap = self._symbols.symbol_map_feature
+            smap = self._smap
             smap.autoload("nt")
             exp, sess, sym_attrs = tracker_tables(self._h, smap)
             expansion = expansion if expansion is not None else exp
@@ -441,7 +444,7 @@ class Pool:
         table is and how it was found."""
         extra: dict[str, str] = {}
         if table is None:
-            smap = self._symbols.symbol_map_feature
+            smap = self._smap
             smap.autoload("nt")
 
             found = big_table(self._h, smap)
