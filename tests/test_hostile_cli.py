@@ -25,7 +25,7 @@ def st(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv", [
-    ["db", "{dump}", "-1"],
+    ["db", "{dump}", "poi("],
     ["pte", "{dump}", "10000000000000000"],
     ["info", "{dump}", "--raw", "--dtb", "-1"],
     ["pool", "{dump}", "0n99999999999999999999999"],
@@ -33,7 +33,6 @@ def st(tmp_path_factory):
     ["db", "{dump}", "0", "-l", "zz"],
     ["ln", "{dump}", "poi("],
     ["lmi", "{dump}", "nosuchmodule"],
-    ["dps", "{dump}", "1"],
     ["info", "{missing}"],
     ["frobnicate", "{dump}"],
 ])
@@ -44,6 +43,24 @@ def test_every_cli_failure_is_one_line_and_status_2(st, tmp_path, argv):
     assert r.returncode == 2, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("ntdump")
+
+
+def test_unreadable_dps_prints_question_marks_as_in_kd(st):
+    """``dps`` on memory the dump lacks prints kd's ``????????`` per element (issue 13), status 0."""
+    r = subprocess.run([sys.executable, "-m", "ntdump.cli", "dps", str(st.path), "1", "-n", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["????????`????????"] * 2, r.stdout
+
+
+def test_db_minus_one_is_the_last_address_as_in_kd(st):
+    """CLI addresses are kd expressions (issue 13): ``-1`` is ffffffff`ffffffff, which is not
+    readable, so kd's ``??`` and no wrapped row - not a traceback (issue 12)."""
+    r = subprocess.run([sys.executable, "-m", "ntdump.cli", "db", str(st.path), "-1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ffffffff`ffffffff  ??"), lines
 
 
 def test_kd_command_line_failures_set_the_status(st, capsys):
@@ -62,7 +79,7 @@ def test_kd_command_line_failures_set_the_status(st, capsys):
 def test_kd_errors_are_named_without_python_class_names(st):
     with ntdump.open(st.path) as d:
         s = KdSession(d)
-        cmds = ("dps 0 L4", "!pool 0", "ln poi(0)", "!dh 0", "db 0 L-1", "!poolfind Thr€")
+        cmds = ("dps", "!pool 0", "ln poi(0)", "!dh 0", "db 0 L-1", "!poolfind Thr€")
         for cmd in cmds:
             out = s.run(cmd)
             assert out and "\n" not in out and not _PY_ERRORS.search(out), (cmd, out)
