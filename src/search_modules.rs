@@ -1,6 +1,7 @@
 //! `!for_each_module s …` in one call: search every loaded module and attribute the hits in Rust.
 
 use ntdump_core::search::{self as core_search, SearchOptions, Target};
+use ntdump_guard::guarded;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -15,7 +16,9 @@ use crate::kernel::kernel_of;
 /// Returns a dict: `address` (uint64 array, sorted), `pattern` (uint32 indices into `patterns`),
 /// `module` (int64 index into the module list of the module holding the hit, -1 for none), `offset`
 /// (uint64, from that module's base), `pages_searched`, `pages_unreadable` (4 KiB pages) and
-/// `truncated`.
+/// `truncated`. Modules that run past the top of the address space (flagged `range_ok = False` in
+/// the module list) are skipped.
+#[guarded(dump)]
 #[pyfunction]
 #[pyo3(signature = (dump, patterns, *, align=1, limit=None))]
 fn search_modules<'py>(
@@ -32,8 +35,14 @@ fn search_modules<'py>(
         limit,
         ..SearchOptions::default()
     };
+    let space_end = dump.inner.va_top() as u128 + 1;
     let (r, module, offset) = py.detach(move || {
-        let ranges: Vec<(u64, u64)> = k.modules.iter().map(|m| (m.base, m.size)).collect();
+        // A module past the top keeps its index (for attribution) with an empty range.
+        let ranges: Vec<(u64, u64)> = k
+            .modules
+            .iter()
+            .map(|m| (m.base, if m.range_fits(space_end) { m.size } else { 0 }))
+            .collect();
         let searched: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
         let r = core_search::search(&d, &patterns, Target::Virtual(&searched), &opts)
             .map_err(|e| PyErr::from(PyCoreError(e)))?;

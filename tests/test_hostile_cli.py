@@ -46,7 +46,7 @@ def test_every_cli_failure_is_one_line_and_status_2(st, tmp_path, argv):
 
 
 def test_unreadable_dps_prints_question_marks_as_in_kd(st):
-    """``dps`` on memory the dump lacks prints kd's ``????????`` per element (issue 13), status 0."""
+    """``dps`` on memory the dump lacks prints kd's ``????????`` per element (issue 13)."""
     r = subprocess.run([sys.executable, "-m", "ntdump.cli", "dps", str(st.path), "1", "-n", "2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -300,7 +300,14 @@ def test_triage_end_to_end_names_the_faulting_function(store: tuple[Path, dict],
         assert [r for r in s.requests if "amdppm" in r] == [
             f"/amdppm.sys/{keys['image_key']}/amdppm.sys",
             f"/amdppm.pdb/{keys['pdb_key']}/amdppm.pdb"]
-        assert all("amdppm" in r or "ntoskrnl" in r for r in s.requests)
+        # beyond amdppm: only modules of the crash stack (the walker fetches their images for
+        # unwind data) and the kernel's files
+        with ntdump.open(triage_dump, symbols="") as d:
+            on_stack = {str(m).lower() for m in d.stack()["module"].dropna()}
+            files = {m.name.lower().rsplit(".", 1)[0] for m in d.modules
+                     if m.kd_name.lower() in on_stack}
+        other = [r for r in s.requests if "amdppm" not in r and "ntoskrnl" not in r]
+        assert all(r.split("/")[1].lower().rsplit(".", 1)[0] in files for r in other), other
         n_after_triage = len(s.requests)
         with ntdump.open(triage_dump, symbols=sp) as d:
             assert d.ln(fault) == f"amdppm!{fn}+{off:#x}"

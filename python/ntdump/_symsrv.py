@@ -13,9 +13,7 @@ server.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import _schema
 from ._handle import Handle
@@ -28,6 +26,11 @@ from .symbols.image import layout
 from .symbols.path import SymbolPath
 from .symbols.resolve import ModuleFiles, Resolver
 from .symbols.types import TypeCatalog, TypedValue, decode
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from ._lazy import pd  # imported on first use (start-up time)
 
 RELOAD_SCHEMA = {
     "module": _schema.LABEL,

@@ -194,6 +194,10 @@ COMMAND_HELP: tuple[tuple[str, str], ...] = (
     ("vertarget", "Windows build, processors, kernel base, session time"),
     ("r", "registers of the dump's context record"),
     ("? expr", "evaluate an expression"),
+    (".sympath [path], .sympath+ path", "show, set or extend the symbol path (_NT_SYMBOL_PATH)"),
+    (".symfix [cache], .symfix+ [cache]", "Microsoft's public symbol server with a local cache"),
+    (".reload", "load symbols again along the symbol path"),
+    ("dt [mod!]type [addr]", "a type from a loaded PDB, or the value of that type at addr"),
     (".help, help", "this list"),
 )
 """Every command :class:`KdSession` runs, with one line each (``.help``)."""

@@ -8,11 +8,14 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import run, to_parquet
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from .._lazy import pd  # imported on first use (start-up time)
 
 
 def engine_args(sp: argparse.ArgumentParser) -> None:

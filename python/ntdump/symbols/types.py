@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .. import _schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_VALUE_BYTES = 16 << 20
 MAX_ELEMENTS = 65_536

@@ -54,7 +54,7 @@ const X86_CODE: [(&[u8], &str, f64); 4] = [
 pub struct OwnerRow {
     /// Index into [`SymbolTable::modules`] (its `kd_name` names the module).
     pub module: usize,
-    /// What was found, e.g. `"2x mov r8d, imm32; 1x bytes"` or `"imports nt!ExAllocatePool (both)"`.
+    /// What was found, e.g. `"2x mov r8d, imm32; 1x bytes"` or `"imports nt!ExAllocatePool: named in its import table and …"`.
     pub evidence: String,
     /// Sum of the scores of the evidence.
     pub score: f64,
@@ -155,7 +155,7 @@ fn untagged(d: &Dump, table: &SymbolTable) -> Owners {
         match table.importers(d, &expr, true) {
             Ok(rows) => {
                 for r in rows {
-                    let ev = format!("imports {expr} ({})", r.how_found.as_str());
+                    let ev = format!("imports {expr}: {}", r.how_found.in_words());
                     match per.iter_mut().find(|(m, _)| *m == r.module) {
                         Some((_, v)) => {
                             if !v.contains(&ev) {

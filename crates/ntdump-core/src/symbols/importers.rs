@@ -32,6 +32,17 @@ impl HowFound {
             HowFound::Both => "both",
         }
     }
+
+    /// The same in words, as evidence text says it.
+    pub fn in_words(self) -> &'static str {
+        match self {
+            HowFound::ImportTable => "named in its import table",
+            HowFound::PointerSearch => "its address found as a pointer in the image",
+            HowFound::Both => {
+                "named in its import table and its address found as a pointer in the image"
+            }
+        }
+    }
 }
 
 /// One importer of a function: a module and a slot (VA) holding, or meant to hold, its address.
