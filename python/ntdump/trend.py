@@ -17,10 +17,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import batch
+from .batch._analyses import machine_of
 from .batch.cli import engine_args
 from .batch.cli import run_kw as engine_run_kw
 from .dump import Dump
@@ -54,22 +55,6 @@ DIFF_COLUMNS = ("tag", "bytes_a", "bytes_b", "bytes_delta", "outstanding_a", "ou
                 "paged_frees_delta", "bytes_per_hour", "description")
 _COUNTS = ("nonpaged_allocs", "nonpaged_frees", "nonpaged_bytes", "paged_allocs", "paged_frees",
            "paged_bytes")
-
-
-def machine_of(dump: str) -> str:
-    """The default machine of a dump name: its folder's name (for ``archive!member``, the
-    member's folder inside the archive, else the archive's name less its extension)."""
-    if "!" in dump:
-        archive, member = dump.split("!", 1)
-        parent = PurePosixPath(member.replace("\\", "/")).parent
-        if parent.name:
-            return parent.name
-        name = PurePath(archive).name
-        for suf in _ARCHIVE_SUFFIXES:
-            if name.lower().endswith(suf):
-                return name[: -len(suf)]
-        return name
-    return PurePath(dump).parent.name
 
 
 # -- inputs ---------------------------------------------------------------------------------------

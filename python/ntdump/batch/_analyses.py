@@ -253,10 +253,10 @@ def analyze_frame(d: Dump, name: str) -> pd.DataFrame:
 _ARCHIVE_SUFFIXES = (".zip", ".7z", ".gz")
 
 
-def _machine_of(dump: str) -> str:
-    """The machine of a dump name, by the rule of :func:`ntdump.trend.machine_of` (the folder
-    holding the dump; for ``archive!member`` the member's folder, else the archive's name less
-    its extension). Kept here because batch sits below trend."""
+def machine_of(dump: str) -> str:
+    """The default machine of a dump name: its folder's name (for ``archive!member``, the
+    member's folder inside the archive, else the archive's name less its extension). One rule
+    for the ``buckets`` table here and for :mod:`ntdump.trend` (which re-exports it)."""
     from pathlib import PurePath, PurePosixPath
 
     if "!" in dump:
@@ -284,7 +284,7 @@ def buckets_frame(analyzed: pd.DataFrame) -> pd.DataFrame:
         times = g["system_datetime"].dropna()
         rows["bucket"].append(bucket)
         rows["dumps"].append(len(g))
-        rows["machines"].append(len({_machine_of(str(x)) for x in g["dump"]}))
+        rows["machines"].append(len({machine_of(str(x)) for x in g["dump"]}))
         rows["first_seen"].append(times.min() if len(times) else None)
         rows["last_seen"].append(times.max() if len(times) else None)
     out = _schema.frame(rows, BUCKETS_SCHEMA)
