@@ -41,7 +41,6 @@ Source = Any
 (files, directories, archives: run through :func:`ntdump.batch.run`)."""
 
 FILETIME_PER_HOUR = 36_000_000_000
-_ARCHIVE_SUFFIXES = (".zip", ".7z", ".gz")
 
 SERIES_COLUMNS = ("machine", "dump", "dump_sha256", "system_time", "time", "tag",
                   "nonpaged_bytes", "paged_bytes", "bytes", "nonpaged_outstanding",
