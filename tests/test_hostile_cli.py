@@ -111,3 +111,15 @@ def test_batch_out_is_checked_before_analysing(st, tmp_path, capsys, monkeypatch
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--out" in err and "not a folder" in err
+
+
+def test_python_warnings_reach_the_cli_as_one_line(full_head):
+    """The real 16 KiB full-dump head has no readable module list: triage reports it, and the
+    NtdumpWarning the module list raises reaches stderr as one ``ntdump: warning:`` line, not
+    Python's two-line format with the source line."""
+    r = subprocess.run([sys.executable, "-m", "ntdump.cli", "triage", str(full_head)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines and all(ln.startswith("ntdump: warning: ") for ln in lines), lines
+    assert "no loaded modules found" in r.stderr

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -422,13 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Python warnings (e.g. :class:`~ntdump.errors.NtdumpWarning`) as one line on stderr, without
+    the source line Python's default format adds."""
+    print(f"ntdump: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or one line on stderr (2)
         return e.code if isinstance(e.code, int) else 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # pragma: no cover - e.g. `ntdump lm x | head`
         return 0
     except (NtdumpError, OSError) as e:
