@@ -1,17 +1,17 @@
 //! `ntdump._native.Dump`: a frozen handle on an open core dump.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use ntdump_core::container::Layout;
 use ntdump_core::dump::RawOptions;
-use ntdump_core::mmu::EntryKind;
-use ntdump_core::{Dump, Machine, Pa, Va};
+use ntdump_core::{Dump, DumpHeader, Machine, Pa, Va};
+use ntdump_guard::guarded;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict};
 
-use crate::columns::record;
-use crate::errors::{CoreResult, PyCoreError};
-use ntdump_guard::guarded;
+use crate::columns::{dict, record};
+use crate::errors::{OrRaise, ToPyErr};
 
 /// Bytes above which a read runs with the GIL released.
 const DETACH_BYTES: usize = 64 * 1024;
@@ -21,33 +21,29 @@ const DETACH_BYTES: usize = 64 * 1024;
 pub struct PyDump {
     pub(crate) inner: Arc<Dump>,
     /// The kernel view (KDBG, modules), loaded on first use; see `crate::kernel::kernel_of`.
-    pub(crate) kernel: std::sync::OnceLock<Arc<ntdump_core::kernel::Kernel>>,
-    /// The symbol table of the kernel's module list, built on first use; see `crate::symbols::symbols_of`.
-    pub(crate) symbols: std::sync::OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
+    pub(crate) kernel: OnceLock<Arc<ntdump_core::kernel::Kernel>>,
+    /// The symbol table of the kernel's module list, built on first use; see `crate::pe::symbols_of`.
+    pub(crate) symbols: OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
     /// The big pool table found by the default search, once read successfully; see `crate::pool`.
-    pub(crate) big: std::sync::OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
+    pub(crate) big: OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
 }
 
-fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
-    Ok(match m {
-        None => None,
-        Some("x86") => Some(Machine::X86),
-        Some("x64") | Some("amd64") => Some(Machine::X64),
-        Some(o) => {
-            return Err(PyValueError::new_err(format!(
-                "machine must be 'x86' or 'x64', not {o:?}"
-            )))
-        }
-    })
-}
-
-fn kind_str(k: EntryKind) -> &'static str {
-    match k {
-        EntryKind::Table => "table",
-        EntryKind::Page => "page",
-        EntryKind::Transition => "transition",
-        EntryKind::NotPresent(n) => n.as_str(),
-    }
+/// `Dump.info()`: the header's fields and what the container made of the file.
+#[derive(serde::Serialize)]
+struct Info<'a> {
+    #[serde(flatten)]
+    header: &'a DumpHeader,
+    layout: Layout,
+    runs: Vec<(u64, u64)>,
+    file_runs: Vec<(u64, u64, u64)>,
+    present_pages: u64,
+    missing_pages: u64,
+    file_size: u64,
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triage_ranges: Option<Vec<(u64, u64, u64)>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triage_data_blocks: Option<u64>,
 }
 
 impl PyDump {
@@ -69,20 +65,20 @@ impl PyDump {
             } else {
                 f(&d, buf)
             };
-            r.map_err(|e| PyCoreError(e).into())
+            r.or_raise()
         })
         .map_err(|e| crate::errors::out_of_memory(py, e, what, n))?;
         Ok(b.unbind())
     }
 }
 
+#[guarded(self)]
 #[pymethods]
 impl PyDump {
     /// Open `path`. With `raw=True` the file is a raw physical image; `machine`, `pae` and `dtb` then
     /// describe it (found by searching when omitted).
     #[new]
     #[pyo3(signature = (path, *, raw=false, machine=None, pae=None, dtb=None))]
-    #[guarded]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -91,141 +87,78 @@ impl PyDump {
         pae: Option<bool>,
         dtb: Option<u64>,
     ) -> PyResult<Self> {
-        let machine = machine_arg(machine)?;
-        let d = py.detach(|| -> CoreResult<Dump> {
-            Ok(if raw {
-                Dump::open_raw(&path, RawOptions { machine, pae, dtb })?
-            } else {
-                Dump::open(&path)?
-            })
-        })?;
+        let machine = match machine {
+            None => None,
+            Some("x86") => Some(Machine::X86),
+            Some("x64") | Some("amd64") => Some(Machine::X64),
+            Some(o) => {
+                let msg = format!("machine must be 'x86' or 'x64', not {o:?}");
+                return Err(PyValueError::new_err(msg));
+            }
+        };
+        let d = py.detach(|| match raw {
+            true => Dump::open_raw(&path, RawOptions { machine, pae, dtb }),
+            false => Dump::open(&path),
+        });
         Ok(PyDump {
-            inner: Arc::new(d),
-            kernel: std::sync::OnceLock::new(),
-            symbols: std::sync::OnceLock::new(),
-            big: std::sync::OnceLock::new(),
+            inner: Arc::new(d.or_raise()?),
+            kernel: OnceLock::new(),
+            symbols: OnceLock::new(),
+            big: OnceLock::new(),
         })
     }
 
     /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).
-    #[guarded(self)]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner;
-        let h = &d.header;
-        let o = record!(
-            py,
-            h,
-            [
-                pae,
-                is64,
-                build,
-                major_version,
-                dump_type,
-                dtb,
-                pfn_database,
-                ps_loaded_module_list,
-                ps_active_process_head,
-                kd_debugger_data_block,
-                processors,
-                bugcheck_code,
-                system_time,
-                system_up_time,
-                required_dump_space,
-                mini_dump_fields,
-                product_type,
-                suite_mask,
-                attributes,
-                comment,
-                exception_code,
-                exception_address,
-            ]
-        );
-        o.set_item("machine", h.machine.as_str())?;
-        o.set_item("layout", d.layout.as_str())?;
-        o.set_item("bugcheck_params", h.bugcheck_params.to_vec())?;
-        o.set_item("header_runs", h.runs.clone())?;
-        let runs: Vec<(u64, u64)> = d
-            .phys()
-            .runs()
-            .iter()
-            .map(|r| (r.base_pfn, r.pages))
-            .collect();
-        o.set_item("runs", runs)?;
-        let file_runs: Vec<(u64, u64, u64)> = d
-            .phys()
-            .runs()
-            .iter()
-            .map(|r| (r.base_pfn, r.pages, r.file_offset))
-            .collect();
-        o.set_item("file_runs", file_runs)?;
-        o.set_item("present_pages", d.phys().present_pages())?;
-        o.set_item("missing_pages", d.phys().missing_pages)?;
-        o.set_item("file_size", d.file_len())?;
-        let ctx = PyDict::new(py);
-        for (k, v) in &h.context.registers {
-            ctx.set_item(*k, *v)?;
-        }
-        o.set_item("context", ctx)?;
-        o.set_item("warnings", d.warnings.clone())?;
-        if let Some(t) = d.triage() {
-            let ranges: Vec<(u64, u64, u64)> = t
-                .ranges
+        let runs = d.phys().runs();
+        let t = d.triage();
+        let info = Info {
+            header: &d.header,
+            layout: d.layout,
+            runs: runs.iter().map(|r| (r.base_pfn, r.pages)).collect(),
+            file_runs: runs
                 .iter()
-                .map(|r| (r.va, r.len, r.file_offset))
-                .collect();
-            o.set_item("triage_ranges", ranges)?;
-            o.set_item("triage_data_blocks", t.data_blocks)?;
-        }
-        Ok(o)
+                .map(|r| (r.base_pfn, r.pages, r.file_offset))
+                .collect(),
+            present_pages: d.phys().present_pages(),
+            missing_pages: d.phys().missing_pages,
+            file_size: d.file_len(),
+            warnings: &d.warnings,
+            triage_ranges: t.map(|t| {
+                t.ranges
+                    .iter()
+                    .map(|r| (r.va, r.len, r.file_offset))
+                    .collect()
+            }),
+            triage_data_blocks: t.map(|t| t.data_blocks),
+        };
+        record(py, &info)
     }
 
     /// `n` bytes of kernel virtual memory at `va`. With `pad=True` unreadable pages read as zeros.
     #[pyo3(signature = (va, n, pad=false))]
-    #[guarded(self)]
     fn read(&self, py: Python<'_>, va: u64, n: u64, pad: bool) -> PyResult<Py<PyBytes>> {
-        self.read_with(py, "read", n, move |d, buf| {
-            // Even padded, a read may not run past the top of the address space (it would wrap to 0).
-            d.check_va_span(Va(va), buf.len())?;
-            if pad {
-                d.read_virt_padded(Va(va), buf);
-                Ok(())
-            } else {
-                d.read_virt(Va(va), buf)
-            }
-        })
+        self.read_with(py, "read", n, |d, buf| d.read_virt_pad(Va(va), buf, pad))
     }
 
     /// `n` bytes of physical memory at `pa`. With `pad=True` missing pages read as zeros.
     #[pyo3(signature = (pa, n, pad=false))]
-    #[guarded(self)]
     fn read_phys(&self, py: Python<'_>, pa: u64, n: u64, pad: bool) -> PyResult<Py<PyBytes>> {
-        self.read_with(py, "read_phys", n, move |d, buf| {
-            if !buf.is_empty() && pa.checked_add(buf.len() as u64 - 1).is_none() {
-                return Err(ntdump_core::Error::NotInDump {
-                    va: None,
-                    pa: Pa(pa & !0xFFF),
-                });
-            }
-            if pad {
-                d.read_phys_padded(Pa(pa), buf);
-                Ok(())
-            } else {
-                d.read_phys(Pa(pa), buf)
-            }
+        self.read_with(py, "read_phys", n, |d, buf| {
+            d.read_phys_pad(Pa(pa), buf, pad)
         })
     }
 
     /// The PA that kernel VA `va` maps to.
-    #[guarded(self)]
     fn translate(&self, va: u64) -> PyResult<u64> {
-        Ok(self.inner.translate(Va(va)).map_err(PyCoreError)?.0)
+        Ok(self.inner.translate(Va(va)).or_raise()?.0)
     }
 
     /// Translate many VAs at once (GIL released); unmapped addresses give `None`.
-    #[guarded(self)]
     fn translate_many(&self, py: Python<'_>, vas: Vec<u64>) -> Vec<Option<u64>> {
-        let d = self.inner.clone();
-        py.detach(move || {
+        let d = &self.inner;
+        py.detach(|| {
             vas.iter()
                 .map(|&v| d.translate(Va(v)).ok().map(|p| p.0))
                 .collect()
@@ -235,7 +168,6 @@ impl PyDump {
     /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),
     /// `pa` and `page_size` (bytes) when it translates, else `error` (the exception it would raise).
     #[pyo3(signature = (va, dtb=None))]
-    #[guarded(self)]
     fn walk<'py>(
         &self,
         py: Python<'py>,
@@ -243,46 +175,21 @@ impl PyDump {
         dtb: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner;
-        let w = d
-            .walk_with(Va(va), dtb.unwrap_or(d.dtb()))
-            .map_err(PyCoreError)?;
-        let o = PyDict::new(py);
-        let steps = PyList::empty(py);
-        for s in &w.steps {
-            steps.append((
-                s.level.as_str(),
-                s.index,
-                s.entry_pa.0,
-                s.value,
-                kind_str(s.kind),
-            ))?;
-        }
-        o.set_item("va", va)?;
-        o.set_item("steps", steps)?;
-        match w.result {
-            Ok((pa, size)) => {
-                o.set_item("pa", pa.0)?;
-                o.set_item("page_size", size)?;
-                o.set_item("error", py.None())?;
-            }
-            Err(e) => {
-                o.set_item("pa", py.None())?;
-                o.set_item("page_size", py.None())?;
-                let err: PyErr = PyCoreError(e).into();
-                o.set_item("error", err.value(py))?;
-            }
-        }
-        Ok(o)
+        let w = d.walk_with(Va(va), dtb.unwrap_or(d.dtb())).or_raise()?;
+        let (pa, page_size, error) = match w.result {
+            Ok((pa, size)) => (Some(pa.0), Some(size), None),
+            Err(e) => (None, None, Some(e.to_py().into_value(py))),
+        };
+        let steps = pythonize::pythonize(py, &w.steps)?;
+        Ok(dict!(PyDict::new(py); va, steps, pa, page_size, error))
     }
 
     /// Raise `DumpFormatError` if the file shrank while open (another process truncated it): the
     /// pages past its new end read as zeros, so answers computed from them are void.
-    #[guarded(self)]
     fn check_intact(&self) {}
 
     /// Paging mode: "x86", "pae", "x64", or None (ARM64).
     #[getter]
-    #[guarded(self)]
     fn mode(&self) -> Option<&'static str> {
         self.inner.mode().map(|m| m.as_str())
     }

@@ -1,4 +1,5 @@
-//! Guards of every Python entry point (applied with `#[guarded]` from the `ntdump-guard` crate).
+//! Guards of every Python entry point (applied with `#[guarded]` from the `ntdump-guard` crate, on each
+//! `#[pyfunction]` and on each `#[pymethods]` block).
 //!
 //! * A Rust panic never reaches Python as `pyo3_runtime.PanicException` (a `BaseException`): it becomes
 //!   `ntdump.errors.InternalError` naming the function and the panic message.
@@ -11,7 +12,7 @@ use std::any::Any;
 
 use pyo3::prelude::*;
 
-use crate::errors::{InternalError, PyCoreError, ReadLimitError};
+use crate::errors::{InternalError, OrRaise, ReadLimitError};
 
 pub use ntdump_core::dump::MAX_READ_BYTES;
 
@@ -35,7 +36,7 @@ pub trait Intact {
 
 impl Intact for ntdump_core::Dump {
     fn intact(&self) -> PyResult<()> {
-        self.check_intact().map_err(|e| PyCoreError(e).into())
+        self.check_intact().or_raise()
     }
 }
 

@@ -312,6 +312,20 @@ impl Dump {
         r
     }
 
+    /// [`Dump::read_phys`], or with `pad` [`Dump::read_phys_padded`]; padded or not, a read that runs
+    /// past 2^64 fails.
+    pub fn read_phys_pad(&self, pa: Pa, buf: &mut [u8], pad: bool) -> Result<()> {
+        if !pad {
+            return self.read_phys(pa, buf);
+        }
+        check_span(pa.0, buf.len(), u64::MAX).map_err(|_| Error::NotInDump {
+            va: None,
+            pa: Pa(pa.0 & !(PAGE_SIZE - 1)),
+        })?;
+        self.read_phys_padded(pa, buf);
+        Ok(())
+    }
+
     /// Like [`Dump::read_phys`] but zero-fills missing pages; returns the number of bytes that were present.
     pub fn read_phys_padded(&self, pa: Pa, buf: &mut [u8]) -> usize {
         // Past 2^64 nothing exists: those bytes stay zero and are not counted.
@@ -419,6 +433,18 @@ impl Dump {
             done += n;
         }
         Ok(())
+    }
+
+    /// [`Dump::read_virt`], or with `pad` [`Dump::read_virt_padded`]; padded or not, a read that runs
+    /// past the top of the address space fails (it would wrap to VA 0).
+    pub fn read_virt_pad(&self, va: Va, buf: &mut [u8], pad: bool) -> Result<()> {
+        self.check_va_span(va, buf.len())?;
+        if pad {
+            self.read_virt_padded(va, buf);
+            Ok(())
+        } else {
+            self.read_virt(va, buf)
+        }
     }
 
     /// Like [`Dump::read_virt`] but zero-fills unreadable pages; returns the number of bytes that were read.

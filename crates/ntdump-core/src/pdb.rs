@@ -162,6 +162,8 @@ impl SymbolKind {
     }
 }
 
+crate::ser::as_str!(SymbolKind);
+
 /// A PDB's identity and its public and global data symbols.
 #[derive(Debug, Clone)]
 pub struct PdbSymbolSet {
