@@ -2,11 +2,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use ntdump_core::container::Layout;
 use ntdump_core::dump::RawOptions;
-use ntdump_core::{Dump, DumpHeader, Machine, Pa, Va};
+use ntdump_core::{Dump, Machine, Pa, Va};
 use ntdump_guard::guarded;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -28,24 +26,6 @@ pub struct PyDump {
     pub(crate) big: OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
 }
 
-/// `Dump.info()`: the header's fields and what the container made of the file.
-#[derive(serde::Serialize)]
-struct Info<'a> {
-    #[serde(flatten)]
-    header: &'a DumpHeader,
-    layout: Layout,
-    runs: Vec<(u64, u64)>,
-    file_runs: Vec<(u64, u64, u64)>,
-    present_pages: u64,
-    missing_pages: u64,
-    file_size: u64,
-    warnings: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    triage_ranges: Option<Vec<(u64, u64, u64)>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    triage_data_blocks: Option<u64>,
-}
-
 impl PyDump {
     /// Read `n` bytes with `f` straight into a new Python `bytes` object (no second copy): the length is
     /// checked against the per-call cap first, a failed allocation is an ntdump `OutOfMemoryError`, and
@@ -58,12 +38,12 @@ impl PyDump {
         f: impl Fn(&Dump, &mut [u8]) -> Result<(), ntdump_core::Error> + Send + Sync,
     ) -> PyResult<Py<PyBytes>> {
         let n = crate::guard::check_read_len(what, n)?;
-        let d = self.inner.clone();
+        let d = &self.inner;
         let b = PyBytes::new_with(py, n, |buf| {
             let r = if n > DETACH_BYTES {
-                py.detach(|| f(&d, buf))
+                py.detach(|| f(d, buf))
             } else {
-                f(&d, buf)
+                f(d, buf)
             };
             r.or_raise()
         })
@@ -87,15 +67,7 @@ impl PyDump {
         pae: Option<bool>,
         dtb: Option<u64>,
     ) -> PyResult<Self> {
-        let machine = match machine {
-            None => None,
-            Some("x86") => Some(Machine::X86),
-            Some("x64") | Some("amd64") => Some(Machine::X64),
-            Some(o) => {
-                let msg = format!("machine must be 'x86' or 'x64', not {o:?}");
-                return Err(PyValueError::new_err(msg));
-            }
-        };
+        let machine = machine.map(Machine::parse).transpose().or_raise()?;
         let d = py.detach(|| match raw {
             true => Dump::open_raw(&path, RawOptions { machine, pae, dtb }),
             false => Dump::open(&path),
@@ -110,30 +82,7 @@ impl PyDump {
 
     /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = &self.inner;
-        let runs = d.phys().runs();
-        let t = d.triage();
-        let info = Info {
-            header: &d.header,
-            layout: d.layout,
-            runs: runs.iter().map(|r| (r.base_pfn, r.pages)).collect(),
-            file_runs: runs
-                .iter()
-                .map(|r| (r.base_pfn, r.pages, r.file_offset))
-                .collect(),
-            present_pages: d.phys().present_pages(),
-            missing_pages: d.phys().missing_pages,
-            file_size: d.file_len(),
-            warnings: &d.warnings,
-            triage_ranges: t.map(|t| {
-                t.ranges
-                    .iter()
-                    .map(|r| (r.va, r.len, r.file_offset))
-                    .collect()
-            }),
-            triage_data_blocks: t.map(|t| t.data_blocks),
-        };
-        record(py, &info)
+        record(py, &self.inner.info())
     }
 
     /// `n` bytes of kernel virtual memory at `va`. With `pad=True` unreadable pages read as zeros.

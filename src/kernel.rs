@@ -9,7 +9,7 @@ use ntdump_guard::guarded;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::columns::{columns, record};
+use crate::columns::{columns, dict, record};
 use crate::dump::PyDump;
 use crate::errors::run;
 
@@ -18,39 +18,34 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
     if let Some(k) = d.kernel.get() {
         return Ok(k.clone());
     }
-    let inner = d.inner.clone();
-    let k = Arc::new(run(py, move || Kernel::load(&inner))?);
+    let k = Arc::new(run(py, || Kernel::load(&d.inner))?);
     Ok(d.kernel.get_or_init(|| k).clone())
 }
 
 /// Loaded modules as columns, unloaded drivers, KDBG facts and warnings.
 #[guarded]
 #[pyfunction]
-pub fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound<'py, PyDict>> {
-    let k = kernel_of(py, &dump)?;
+pub fn kernel_info<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, PyDict>> {
+    let k = kernel_of(py, dump)?;
     let m = &k.modules;
-    let cols = columns(py, m)?;
     // LoadedImports as three columns: its kind, the imported modules, why it is unknown.
     let imports = |x: &LoadedImports| match x {
         LoadedImports::Modules(v) => (v.clone(), String::new()),
         LoadedImports::Unknown(why) => (Vec::new(), why.clone()),
         _ => (Vec::new(), String::new()),
     };
-    let (list, note): (Vec<_>, Vec<_>) = m.iter().map(|x| imports(&x.loaded_imports)).unzip();
-    let kind: Vec<_> = m.iter().map(|x| x.loaded_imports.kind()).collect();
-    cols.set_item("loaded_imports_kind", kind)?;
-    cols.set_item("loaded_imports", list)?;
-    cols.set_item("loaded_imports_note", note)?;
+    let loaded_imports_kind: Vec<_> = m.iter().map(|x| x.loaded_imports.kind()).collect();
+    let (loaded_imports, loaded_imports_note): (Vec<_>, Vec<_>) =
+        m.iter().map(|x| imports(&x.loaded_imports)).unzip();
     // False for a module that runs past the top of the address space (a kernel warning says so).
     let space_end = dump.inner.va_top() as u128 + 1;
     let range_ok: Vec<_> = m.iter().map(|x| x.range_fits(space_end)).collect();
-    cols.set_item("range_ok", range_ok)?;
     // One naming rule for lm, symbols and kd (nt, hal, stem, stem_<base> for repeats).
-    cols.set_item("kd_name", kd_names(&module_refs(&k)))?;
-    let o = record(py, &*k)?;
-    o.set_item("modules", cols)?;
-    o.set_item("unloaded", columns(py, &k.unloaded)?)?;
-    Ok(o)
+    let kd_name = kd_names(&module_refs(&k));
+    let modules = dict!(columns(py, m)?; loaded_imports_kind, loaded_imports, loaded_imports_note,
+        range_ok, kd_name);
+    let unloaded = columns(py, &k.unloaded)?;
+    Ok(dict!(record(py, &*k)?; modules, unloaded))
 }
 
 /// The `!vm` fields: list of (key, label, pages or count or None, source or reason, is_count).
@@ -59,19 +54,12 @@ pub fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<B
 #[pyfunction]
 pub fn vm_summary<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     symbols: HashMap<String, u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let k = kernel_of(py, &dump)?;
-    let d = &dump.inner;
-    let s = py.detach(|| ntdump_core::vm::vm_summary(d, &k, &|name| symbols.get(name).copied()));
+    let (k, symbol) = (kernel_of(py, dump)?, |name: &str| {
+        symbols.get(name).copied()
+    });
+    let s = py.detach(|| ntdump_core::vm::vm_summary(&dump.inner, &k, &symbol));
     Ok(pythonize::pythonize(py, &s.fields)?)
-}
-
-/// Public symbols of a PDB file: (guid, age, [(name, rva)]).
-#[guarded]
-#[pyfunction]
-pub fn pdb_public_symbols(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Bound<'_, PyAny>> {
-    let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
-    Ok(pythonize::pythonize(py, &(p.guid, p.age, p.symbols))?)
 }

@@ -26,6 +26,14 @@ pub fn pdb_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> 
     Ok(pythonize::pythonize(py, &(s.guid, s.age, s.symbols))?)
 }
 
+/// Public symbols of a PDB file: (guid, age, [(name, rva)]).
+#[guarded]
+#[pyfunction]
+pub fn pdb_public_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> {
+    let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
+    Ok(pythonize::pythonize(py, &(p.guid, p.age, p.symbols))?)
+}
+
 /// [(name, section (1-based), offset)] of every public of the PDB at `path`, before OMAP.
 #[guarded]
 #[pyfunction]

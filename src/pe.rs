@@ -10,7 +10,7 @@ use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::columns::{columns, record};
+use crate::columns::{columns, dict, record};
 use crate::dump::PyDump;
 use crate::errors::{run, OrRaise};
 use crate::kernel::kernel_of;
@@ -39,7 +39,7 @@ fn wrap(mut img: PeImage) -> PyPeImage {
 #[pyo3(signature = (dump, base, size_hint=None, *, goblin=true))]
 pub fn pe_image(
     py: Python<'_>,
-    dump: PyRef<'_, PyDump>,
+    dump: &PyDump,
     base: u64,
     size_hint: Option<u64>,
     goblin: bool,
@@ -125,44 +125,33 @@ impl PyPeImage {
         let Some(e) = &self.inner.exports else {
             return Ok(None);
         };
-        let o = record(py, e)?;
-        o.set_item("columns", columns(py, &e.entries)?)?;
-        Ok(Some(o))
+        let columns = columns(py, &e.entries)?;
+        Ok(Some(dict!(record(py, e)?; columns)))
     }
 
     /// Imports as columns, one row per IAT slot: dll, name, ordinal, hint, iat_rva, iat_slot (VA),
     /// value (None when unreadable), source ("descriptor" | "iat directory").
     fn imports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (i, base) = (&self.inner.imports, self.inner.base.0);
-        let slots: Vec<u64> = i
-            .iter()
-            .map(|x| base.wrapping_add(x.iat_rva.into()))
-            .collect();
-        let o = columns(py, i)?;
-        o.set_item("iat_slot", slots.into_pyarray(py))?;
-        Ok(o)
+        let at = |rva: u32| base.wrapping_add(rva.into());
+        let slots: Vec<u64> = i.iter().map(|x| at(x.iat_rva)).collect();
+        let iat_slot = slots.into_pyarray(py);
+        Ok(dict!(columns(py, i)?; iat_slot))
     }
 
     /// Debug directory entries as columns: kind, kind_name, time_date_stamp, major_version,
     /// minor_version, size_of_data, address_of_raw_data (RVA), pointer_to_raw_data, characteristics.
     fn debug<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner.debug;
-        let o = columns(py, d)?;
-        o.set_item(
-            "kind_name",
-            d.iter().map(|x| x.kind_name()).collect::<Vec<_>>(),
-        )?;
-        Ok(o)
+        let kind_name: Vec<_> = d.iter().map(|x| x.kind_name()).collect();
+        Ok(dict!(columns(py, d)?; kind_name))
     }
 
     /// The CodeView record: {"format": "RSDS"|"NB10", "path", "pdb_name", "age", "guid" (str or None),
     /// "guid_bytes", "signature" (NB10), "key", "store_path"}, or None.
     fn codeview<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.inner
-            .codeview
-            .as_ref()
-            .map(|c| record(py, c))
-            .transpose()
+        let cv = self.inner.codeview.as_ref();
+        cv.map(|c| record(py, c)).transpose()
     }
 }
 
@@ -190,11 +179,11 @@ pub fn symbols_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<SymbolTable>> {
 #[pyo3(signature = (dump, modules=None))]
 pub fn symbol_table(
     py: Python<'_>,
-    dump: PyRef<'_, PyDump>,
+    dump: &PyDump,
     modules: Option<Vec<(String, u64, u64)>>,
 ) -> PyResult<PySymbolTable> {
     let Some(modules) = modules else {
-        let inner = symbols_of(py, &dump)?;
+        let inner = symbols_of(py, dump)?;
         return Ok(PySymbolTable { inner });
     };
     let refs: Vec<_> = modules
@@ -210,12 +199,14 @@ impl PySymbolTable {
     /// Rows `rows` as columns: module (kd name), name, address, ordinal (numpy), forwarder.
     fn columns<'py>(&self, py: Python<'py>, rows: &[usize]) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner;
-        let o = columns(py, rows.iter().map(|&i| &t.rows[i]))?;
-        let kd = |i: usize| &t.modules[t.rows[i].module].kd_name;
-        o.set_item("module", rows.iter().map(|&i| kd(i)).collect::<Vec<_>>())?;
-        let ordinals: Vec<u32> = rows.iter().map(|&i| t.rows[i].ordinal).collect();
-        o.set_item("ordinal", ordinals.into_pyarray(py))?;
-        Ok(o)
+        let rows: Vec<_> = rows.iter().map(|&i| &t.rows[i]).collect();
+        let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
+        let ordinal = rows
+            .iter()
+            .map(|r| r.ordinal)
+            .collect::<Vec<_>>()
+            .into_pyarray(py);
+        Ok(dict!(columns(py, rows)?; module, ordinal))
     }
 }
 
@@ -237,14 +228,9 @@ impl PySymbolTable {
     fn nearest(&self, va: u64) -> Option<(String, Option<String>, Option<u64>, u64)> {
         let t = &self.inner;
         let (m, row, off) = t.nearest(Va(va))?;
-        let row = row.map(|r| &t.rows[r]);
-        let name = t.modules[m].kd_name.clone();
-        Some((
-            name,
-            row.map(|r| r.label()),
-            row.and_then(|r| r.address),
-            off,
-        ))
+        let (row, module) = (row.map(|r| &t.rows[r]), t.modules[m].kd_name.clone());
+        let (label, address) = (row.map(|r| r.label()), row.and_then(|r| r.address));
+        Some((module, label, address, off))
     }
 
     /// Exports matching `pattern` (`mod_glob!name_glob`) as columns: module, name, address, ordinal,
@@ -269,18 +255,19 @@ impl PySymbolTable {
     fn importers<'py>(
         &self,
         py: Python<'py>,
-        dump: PyRef<'py, PyDump>,
+        dump: &PyDump,
         expr: &str,
         aligned: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let (t, d) = (&self.inner, &dump.inner);
         let rows = run(py, || t.importers(d, expr, aligned))?;
-        let o = columns(py, &rows)?;
-        let kd: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
-        o.set_item("module", kd)?;
-        let slots: Vec<u64> = rows.iter().map(|r| r.slot.0).collect();
-        o.set_item("iat_slot", slots.into_pyarray(py))?;
-        Ok(o)
+        let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
+        let iat_slot = rows
+            .iter()
+            .map(|r| r.slot.0)
+            .collect::<Vec<_>>()
+            .into_pyarray(py);
+        Ok(dict!(columns(py, &rows)?; module, iat_slot))
     }
 
     /// Number of exports in the table.

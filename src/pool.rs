@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use ntdump_core::pool::big::{containing, read_big, BigPool};
+use ntdump_core::pool::owners::padded_tag;
 use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
 use ntdump_core::Dump;
 use ntdump_guard::guarded;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -18,8 +18,8 @@ use crate::kernel::kernel_of;
 /// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
 #[guarded]
 #[pyfunction]
-pub fn pool_track_table_variable(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<(u64, u64)> {
-    let k = kernel_of(py, &dump)?;
+pub fn pool_track_table_variable(py: Python<'_>, dump: &PyDump) -> PyResult<(u64, u64)> {
+    let k = kernel_of(py, dump)?;
     let var = core_pool::tracker::track_table_variable(&k).or_raise()?;
     Ok((var, k.kdbg.as_ref().map(|g| g.va).unwrap_or(0)))
 }
@@ -30,20 +30,20 @@ pub fn pool_track_table_variable(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyR
 #[pyo3(signature = (dump, *, per_cpu=None, extra=Vec::new(), only_extra=false, track_entries=None))]
 pub fn pool_used<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     per_cpu: Option<Vec<u64>>,
     extra: Vec<(u64, u64)>,
     only_extra: bool,
     track_entries: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (k, d) = (kernel_of(py, &dump)?, &dump.inner);
+    let k = kernel_of(py, dump)?;
     let opts = core_pool::tracker::UsedOptions {
         extra,
         per_cpu,
         only_extra,
         track_entries,
     };
-    let r = run(py, || core_pool::tracker::read_used(d, &k, &opts))?;
+    let r = run(py, || core_pool::tracker::read_used(&dump.inner, &k, &opts))?;
     let (layout, layout_source) = (r.global.layout.name, r.global.layout.source);
     let o = record(py, &r)?;
     let u = r.usage;
@@ -58,14 +58,14 @@ pub fn pool_used<'py>(
 #[pyo3(signature = (dump, table=None))]
 pub fn pool_big<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     table: Option<(u64, u64, String)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let r = match table {
-        None => default_big(py, &dump)?,
+        None => default_big(py, dump)?,
         Some((a, n, l)) => {
-            let (k, d) = (kernel_of(py, &dump)?, &dump.inner);
-            Arc::new(run(py, || read_big(d, &k, Some((a, n, l.as_str()))))?)
+            let k = kernel_of(py, dump)?;
+            Arc::new(run(py, || read_big(&dump.inner, &k, Some((a, n, &l))))?)
         }
     };
     let (layout, layout_source) = (r.info.layout.name, r.info.layout.source);
@@ -80,8 +80,8 @@ fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
     if let Some(b) = dump.big.get() {
         return Ok(b.clone());
     }
-    let (k, d) = (kernel_of(py, dump)?, &dump.inner);
-    let r = run(py, || read_big(d, &k, None))?;
+    let k = kernel_of(py, dump)?;
+    let r = run(py, || read_big(&dump.inner, &k, None))?;
     Ok(dump.big.get_or_init(|| Arc::new(r)).clone())
 }
 
@@ -89,15 +89,10 @@ fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
 /// raw_type, pool_type, allocated, tag, contains), the walk status, and the nearest header.
 #[guarded]
 #[pyfunction]
-pub fn pool_page<'py>(
-    py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
-    va: u64,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = &dump.inner;
-    let p = run(py, || core_pool::page::pool_page(d, va))?;
+pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Bound<'py, PyDict>> {
+    let p = run(py, || core_pool::page::pool_page(&dump.inner, va))?;
     // The big allocation holding `va` (pool::big::containing), when the big table can be read.
-    let big = default_big(py, &dump).ok().and_then(|b| {
+    let big = default_big(py, dump).ok().and_then(|b| {
         let g = &b.pages;
         containing(g, va).map(|i| (g.va[i], g.tag[i], g.bytes[i], g.pool_type[i], g.freed[i]))
     });
@@ -114,6 +109,14 @@ pub struct PyPoolScanner {
     warnings: Vec<String>,
 }
 
+impl PyPoolScanner {
+    /// Pages `[lo, hi)` of the list, clamped to it.
+    fn span(&self, lo: usize, hi: usize) -> &[(u64, u64)] {
+        let hi = hi.min(self.pages.len());
+        &self.pages[lo.min(hi)..hi]
+    }
+}
+
 #[guarded(self.dump)]
 #[pymethods]
 impl PyPoolScanner {
@@ -123,21 +126,13 @@ impl PyPoolScanner {
     #[pyo3(signature = (dump, *, tags=None, pool="all", ranges=None, limit=1usize << 26))]
     fn new(
         py: Python<'_>,
-        dump: PyRef<'_, PyDump>,
+        dump: &PyDump,
         tags: Option<Vec<Vec<u8>>>,
         pool: &str,
         ranges: Option<Vec<(u64, u64)>>,
         limit: usize,
     ) -> PyResult<Self> {
-        let pool = match pool {
-            "all" => PoolFilter::All,
-            "nonpaged" => PoolFilter::NonPaged,
-            "paged" => PoolFilter::Paged,
-            o => {
-                let msg = format!("pool must be 'nonpaged', 'paged' or 'all', not {o:?}");
-                return Err(PyValueError::new_err(msg));
-            }
-        };
+        let pool = PoolFilter::parse(pool).or_raise()?;
         let parse = |t: Vec<Vec<u8>>| t.iter().map(|s| TagPattern::parse(s)).collect();
         let tags = tags.map(parse).transpose().or_raise()?;
         let d = dump.inner.clone();
@@ -166,15 +161,14 @@ impl PyPoolScanner {
 
     /// Scan pages `[lo, hi)` (GIL released, rayon); columns address, tag, size, pool_type, allocated.
     fn run<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Bound<'py, PyDict>> {
-        let pages = &self.pages[lo.min(hi).min(self.pages.len())..hi.min(self.pages.len())];
-        let r = py.detach(|| core_pool::scan::scan_pages(&self.dump, pages, &self.opts));
+        let r =
+            py.detach(|| core_pool::scan::scan_pages(&self.dump, self.span(lo, hi), &self.opts));
         Ok(arrays!(py, r; address, tag, size, pool_type, allocated))
     }
 
     /// Touch every byte of pages `[lo, hi)` once (benchmark baseline); returns a checksum.
     fn touch(&self, py: Python<'_>, lo: usize, hi: usize) -> u64 {
-        let pages = &self.pages[lo.min(hi).min(self.pages.len())..hi.min(self.pages.len())];
-        py.detach(|| core_pool::scan::touch_pages(&self.dump, pages))
+        py.detach(|| core_pool::scan::touch_pages(&self.dump, self.span(lo, hi)))
     }
 }
 
@@ -185,33 +179,26 @@ impl PyPoolScanner {
 #[pyfunction]
 pub fn pool_owners<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     tags: Vec<Vec<u8>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut fixed = Vec::with_capacity(tags.len());
-    for t in &tags {
-        if t.is_empty() || t.len() > 4 {
-            let msg = format!("a pool tag has 1 to 4 bytes, not {}", t.len());
-            return Err(PyValueError::new_err(msg));
-        }
-        let mut b = [b' '; 4];
-        b[..t.len()].copy_from_slice(t);
-        fixed.push(b);
-    }
-    let (t, d) = (crate::pe::symbols_of(py, &dump)?, &dump.inner);
-    let owners = run(py, || core_pool::owners::tag_owners(d, &t, &fixed))?;
+    let fixed: Result<Vec<_>, _> = tags.iter().map(|t| padded_tag(t)).collect();
+    let fixed = fixed.or_raise()?;
+    let t = crate::pe::symbols_of(py, dump)?;
+    let owners = run(py, || {
+        core_pool::owners::tag_owners(&dump.inner, &t, &fixed)
+    })?;
     let rows: Vec<_> = owners
         .iter()
         .map(|o| {
-            let r = o.rows.iter();
-            let names: Vec<_> = r.clone().map(|r| &t.modules[r.module].kd_name).collect();
-            let evidence: Vec<_> = r.clone().map(|r| &r.evidence).collect();
-            (
-                names,
-                evidence,
-                r.map(|r| r.score).collect::<Vec<_>>(),
-                &o.note,
-            )
+            let kd: Vec<_> = o
+                .rows
+                .iter()
+                .map(|r| &t.modules[r.module].kd_name)
+                .collect();
+            let evidence: Vec<_> = o.rows.iter().map(|r| &r.evidence).collect();
+            let scores: Vec<_> = o.rows.iter().map(|r| r.score).collect();
+            (kd, evidence, scores, &o.note)
         })
         .collect();
     Ok(pythonize::pythonize(py, &rows)?)

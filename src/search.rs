@@ -20,12 +20,8 @@ fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Bound<'py, PyDict>> {
 }
 
 fn options(align: u64, limit: Option<usize>) -> SearchOptions {
-    let d = SearchOptions::default();
-    SearchOptions {
-        align: align.max(1),
-        limit,
-        ..d
-    }
+    let (align, d) = (align.max(1), SearchOptions::default());
+    SearchOptions { align, limit, ..d }
 }
 
 /// Search a dump for byte patterns, with the GIL released (private: use `Dump.search`).
@@ -40,7 +36,7 @@ fn options(align: u64, limit: Option<usize>) -> SearchOptions {
 #[allow(clippy::too_many_arguments)]
 pub fn search<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     patterns: Vec<Vec<u8>>,
     ranges: Option<Vec<(u64, u64)>>,
     align: u64,
@@ -57,9 +53,13 @@ pub fn search<'py>(
         (None, false, false) => Err("a virtual search needs ranges or kernel=True"),
     };
     let target = target.map_err(PyValueError::new_err)?;
-    let (d, opts) = (&dump.inner, options(align, limit));
-    let r = run(py, || core_search::search(d, &patterns, target, &opts))?;
-    hits(py, r)
+    let opts = options(align, limit);
+    hits(
+        py,
+        run(py, || {
+            core_search::search(&dump.inner, &patterns, target, &opts)
+        })?,
+    )
 }
 
 /// Search every loaded module (`[base, base + size)` of the kernel's module list, in load order)
@@ -73,14 +73,14 @@ pub fn search<'py>(
 #[pyo3(signature = (dump, patterns, *, align=1, limit=None))]
 pub fn search_modules<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     patterns: Vec<Vec<u8>>,
     align: u64,
     limit: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (k, d, opts) = (kernel_of(py, &dump)?, &dump.inner, options(align, limit));
+    let (m, opts) = (&kernel_of(py, dump)?.modules, options(align, limit));
     let r = run(py, || {
-        core_search::search_modules(d, &k.modules, &patterns, &opts)
+        core_search::search_modules(&dump.inner, m, &patterns, &opts)
     })?;
     let (module, offset) = (r.module.into_pyarray(py), r.offset.into_pyarray(py));
     Ok(dict!(hits(py, r.result)?; module, offset))
@@ -89,7 +89,6 @@ pub fn search_modules<'py>(
 /// The mapped kernel-half VA ranges as `(start, length in bytes)`, coalesced (GIL released).
 #[guarded]
 #[pyfunction]
-pub fn kernel_ranges(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<Vec<(u64, u64)>> {
-    let d = &dump.inner;
-    run(py, || core_search::kernel_ranges(d))
+pub fn kernel_ranges(py: Python<'_>, dump: &PyDump) -> PyResult<Vec<(u64, u64)>> {
+    run(py, || core_search::kernel_ranges(&dump.inner))
 }

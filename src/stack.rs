@@ -20,29 +20,27 @@ use crate::kernel::kernel_of;
 #[pyo3(signature = (dump, processor=None, max_frames=64, images=None))]
 pub fn stack_walk<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     processor: Option<u32>,
     max_frames: usize,
     images: Option<HashMap<String, Vec<u8>>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (k, d, files) = (
-        kernel_of(py, &dump)?,
-        &dump.inner,
-        images.unwrap_or_default(),
-    );
-    let w = run(py, || stack::walk_dump(d, &k, processor, max_frames, files))?;
+    let (k, files) = (kernel_of(py, dump)?, images.unwrap_or_default());
+    let w = run(py, || {
+        stack::walk_dump(&dump.inner, &k, processor, max_frames, files)
+    })?;
     let o = columns(py, &w.frames)?;
     o.update(record(py, &w)?.as_mapping())?;
     Ok(o)
 }
 
-/// Processors: columns index, prcb, ip, sp, current_thread, context_va, has_context; and warnings.
+/// Processors: columns index, prcb, ip, sp, current_thread, context_va; and warnings.
 #[guarded]
 #[pyfunction]
-pub fn processors<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound<'py, PyDict>> {
-    let (k, d) = (kernel_of(py, &dump)?, &dump.inner);
+pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, PyDict>> {
+    let k = kernel_of(py, dump)?;
     let (ps, warnings) = match &k.kdbg {
-        Some(kd) => py.detach(|| stack::prcb::processors(d, kd)),
+        Some(kd) => py.detach(|| stack::prcb::processors(&dump.inner, kd)),
         None => (Vec::new(), vec!["no KDBG: processors unknown".to_string()]),
     };
     let ip: Vec<_> = ps.iter().map(|p| p.regs.map(|r| r.ip)).collect();
@@ -56,13 +54,6 @@ pub fn processors<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bo
 #[guarded]
 #[pyfunction]
 pub fn unwind_functions(py: Python<'_>, file: Vec<u8>) -> PyResult<Bound<'_, PyAny>> {
-    let table = run(py, || unwind::file_functions(&file))?;
-    let rows: Vec<_> = table
-        .iter()
-        .map(|(f, u)| {
-            let error = u.as_ref().err().map(|e| e.to_string());
-            (f.begin, f.end, f.unwind, u.as_ref().ok(), error)
-        })
-        .collect();
+    let rows = run(py, || unwind::file_functions(&file))?;
     Ok(pythonize::pythonize(py, &rows)?)
 }

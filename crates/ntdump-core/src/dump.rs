@@ -109,6 +109,34 @@ pub struct RawOptions {
     pub dtb: Option<u64>,
 }
 
+/// What [`Dump::info`] reports: the header's fields and what the container made of the file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Info<'a> {
+    /// The header's fields.
+    #[serde(flatten)]
+    pub header: &'a DumpHeader,
+    /// How the file holds memory.
+    pub layout: Layout,
+    /// Physical memory present in the file: (base PFN, page count) runs, sorted.
+    pub runs: Vec<(u64, u64)>,
+    /// The same runs with where they start in the file: (base PFN, page count, file offset).
+    pub file_runs: Vec<(u64, u64, u64)>,
+    /// Pages present in the file.
+    pub present_pages: u64,
+    /// Pages the header declares that the file is too short to hold.
+    pub missing_pages: u64,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// What was odd while opening.
+    pub warnings: &'a [String],
+    /// Triage dumps: the captured VA ranges as (VA, length, file offset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage_ranges: Option<Vec<(u64, u64, u64)>>,
+    /// Triage dumps: the number of data blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage_data_blocks: Option<u64>,
+}
+
 /// An open dump. Cheap to share between threads (`Sync`); every read is a copy out of the map.
 pub struct Dump {
     backing: Arc<Backing>,
@@ -250,6 +278,32 @@ impl Dump {
                 "file shrank while open (another process truncated the dump); first missing page",
                 off,
             )),
+        }
+    }
+
+    /// The header's fields and what the container made of the file, as one record.
+    pub fn info(&self) -> Info<'_> {
+        let runs = self.phys.runs();
+        let t = self.triage.as_ref();
+        Info {
+            header: &self.header,
+            layout: self.layout,
+            runs: runs.iter().map(|r| (r.base_pfn, r.pages)).collect(),
+            file_runs: runs
+                .iter()
+                .map(|r| (r.base_pfn, r.pages, r.file_offset))
+                .collect(),
+            present_pages: self.phys.present_pages(),
+            missing_pages: self.phys.missing_pages,
+            file_size: self.file_len(),
+            warnings: &self.warnings,
+            triage_ranges: t.map(|t| {
+                t.ranges
+                    .iter()
+                    .map(|r| (r.va, r.len, r.file_offset))
+                    .collect()
+            }),
+            triage_data_blocks: t.map(|t| t.data_blocks),
         }
     }
 

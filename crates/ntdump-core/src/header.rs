@@ -33,6 +33,16 @@ impl Machine {
             Machine::Arm64 => "arm64",
         }
     }
+    /// A machine named by the user: `"x86"`, or `"x64"` / `"amd64"`.
+    pub fn parse(s: &str) -> Result<Machine> {
+        match s {
+            "x86" => Ok(Machine::X86),
+            "x64" | "amd64" => Ok(Machine::X64),
+            o => Err(Error::Argument(format!(
+                "machine must be 'x86' or 'x64', not {o:?}"
+            ))),
+        }
+    }
     /// Pointer size in bytes.
     pub fn pointer_size(self) -> u64 {
         match self {

@@ -264,11 +264,25 @@ pub fn parse_table(bytes: &[u8]) -> Vec<RuntimeFunction> {
     t
 }
 
-/// Every RUNTIME_FUNCTION of a PE *file* (laid out first) with its decoded UNWIND_INFO or why not.
-#[allow(clippy::type_complexity)]
-pub fn file_functions(
-    file: &[u8],
-) -> crate::Result<Vec<(RuntimeFunction, Result<UnwindInfo, UnwindError>)>> {
+/// One RUNTIME_FUNCTION of an image file and its decoded UNWIND_INFO, or why it could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRow {
+    /// First RVA of the function.
+    pub begin: u32,
+    /// RVA just past the function.
+    pub end: u32,
+    /// RVA of its UNWIND_INFO.
+    pub unwind: u32,
+    /// The decoded UNWIND_INFO.
+    pub info: Option<UnwindInfo>,
+    /// Why it could not be decoded.
+    pub error: Option<String>,
+}
+
+crate::ser::tuple!(FunctionRow: begin, end, unwind, info, error);
+
+/// Every RUNTIME_FUNCTION of a PE *file* (laid out first) with its decoded UNWIND_INFO or the error.
+pub fn file_functions(file: &[u8]) -> crate::Result<Vec<FunctionRow>> {
     let img = super::layout_file(file).map_err(|what| crate::Error::Pe {
         base: crate::Va(0),
         what,
@@ -283,8 +297,17 @@ pub fn file_functions(
         img.get(r as usize..(r as usize).checked_add(n)?)
             .map(|s| s.to_vec())
     };
-    Ok(table
-        .into_iter()
-        .map(|f| (f, parse_unwind_info(&read, f.unwind)))
-        .collect())
+    let row = |f: RuntimeFunction| {
+        let u = parse_unwind_info(&read, f.unwind);
+        let error = u.as_ref().err().map(|e| e.to_string());
+        let (begin, end, unwind, info) = (f.begin, f.end, f.unwind, u.ok());
+        FunctionRow {
+            begin,
+            end,
+            unwind,
+            info,
+            error,
+        }
+    };
+    Ok(table.into_iter().map(row).collect())
 }
