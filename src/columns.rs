@@ -1,7 +1,8 @@
 //! The one way records cross the boundary. Core records derive `serde::Serialize` (names and shapes:
-//! `ntdump_core::ser`); [`record`] turns one into a dict (`pythonize`: tuples stay tuples, `None` is
-//! `None`), [`columns`] turns a slice of them into a dict of columns (one list per field), and
-//! [`arrays!`] hands a struct of `Vec` columns to numpy without a copy.
+//! `ntdump_core::ser`); [`record`] turns one into a dict and [`value`] any serialized value into its
+//! Python form (`pythonize`: tuples stay tuples, `None` is `None`), [`columns`] turns a slice of records
+//! into a dict of columns (one list per field), and [`arrays!`] hands a struct of `Vec` columns to numpy
+//! without a copy.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -10,7 +11,12 @@ use serde::ser::{Error as _, Impossible, Serialize, SerializeStruct, Serializer}
 
 /// A record (a struct) as a dict of its serialized fields.
 pub fn record<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyDict>> {
-    Ok(pythonize(py, v)?.cast_into::<PyDict>()?)
+    Ok(value(py, v)?.cast_into::<PyDict>()?)
+}
+
+/// Any serialized value: a tuple, a list of records, a number ….
+pub fn value<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
+    Ok(pythonize(py, v)?)
 }
 
 /// Records as columns: `{field: [its value in each row]}`, in field order. The field names come from
@@ -47,19 +53,14 @@ impl SerializeStruct for &mut Table<'_> {
     type Ok = ();
     type Error = E;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), E> {
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, k: &'static str, v: &T) -> Result<(), E> {
         let Some(i) = self.at else {
-            self.cols.push((key, Vec::new()));
+            self.cols.push((k, Vec::new()));
             return Ok(());
         };
-        let col = self.cols.get_mut(i).filter(|c| c.0 == key);
-        col.ok_or_else(|| E::custom(format!("column {key} out of order")))?
-            .1
-            .push(pythonize(self.py, v)?);
+        let col = self.cols.get_mut(i).filter(|c| c.0 == k);
+        let col = col.ok_or_else(|| E::custom(format!("column {k} out of order")))?;
+        col.1.push(pythonize(self.py, v)?);
         self.at = Some(i + 1);
         Ok(())
     }

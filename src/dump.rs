@@ -2,14 +2,12 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::prelude::*;
 use ntdump_core::dump::RawOptions;
 use ntdump_core::{Dump, Machine, Pa, Va};
-use ntdump_guard::guarded;
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyBytes;
 
-use crate::columns::{dict, record};
-use crate::errors::{OrRaise, ToPyErr};
+use crate::errors::ToPyErr;
 
 /// Bytes above which a read runs with the GIL released.
 const DETACH_BYTES: usize = 64 * 1024;
@@ -35,7 +33,7 @@ impl PyDump {
         py: Python<'_>,
         what: &str,
         n: u64,
-        f: impl Fn(&Dump, &mut [u8]) -> Result<(), ntdump_core::Error> + Send + Sync,
+        f: impl Fn(&Dump, &mut [u8]) -> ntdump_core::Result<()> + Send + Sync,
     ) -> PyResult<Py<PyBytes>> {
         let n = crate::guard::check_read_len(what, n)?;
         let d = &self.inner;
@@ -52,8 +50,7 @@ impl PyDump {
     }
 }
 
-#[guarded(self)]
-#[pymethods]
+#[guarded(self.inner)]
 impl PyDump {
     /// Open `path`. With `raw=True` the file is a raw physical image; `machine`, `pae` and `dtb` then
     /// describe it (found by searching when omitted).
@@ -106,12 +103,8 @@ impl PyDump {
 
     /// Translate many VAs at once (GIL released); unmapped addresses give `None`.
     fn translate_many(&self, py: Python<'_>, vas: Vec<u64>) -> Vec<Option<u64>> {
-        let d = &self.inner;
-        py.detach(|| {
-            vas.iter()
-                .map(|&v| d.translate(Va(v)).ok().map(|p| p.0))
-                .collect()
-        })
+        let pa = |va: u64| self.inner.translate(Va(va)).ok().map(|p| p.0);
+        py.detach(|| vas.into_iter().map(pa).collect())
     }
 
     /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),
@@ -129,7 +122,7 @@ impl PyDump {
             Ok((pa, size)) => (Some(pa.0), Some(size), None),
             Err(e) => (None, None, Some(e.to_py().into_value(py))),
         };
-        let steps = pythonize::pythonize(py, &w.steps)?;
+        let steps = value(py, &w.steps)?;
         Ok(dict!(PyDict::new(py); va, steps, pa, page_size, error))
     }
 

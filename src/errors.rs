@@ -8,21 +8,10 @@ use pyo3::{PyErr, PyResult, Python};
 macro_rules! import {
     ($($e:ident),*) => { $(pyo3::import_exception!(ntdump.errors, $e);)* };
 }
-import!(
-    DumpFormatError,
-    TranslationError,
-    PageNotPresentError,
-    PageNotInDumpError,
-    PeFormatError
-);
-import!(
-    SymbolError,
-    UnsupportedError,
-    InternalError,
-    ReadLimitError,
-    OutOfMemoryError
-);
-import!(PoolTableError);
+import! {
+    DumpFormatError, TranslationError, PageNotPresentError, PageNotInDumpError, PeFormatError,
+    SymbolError, UnsupportedError, InternalError, ReadLimitError, OutOfMemoryError, PoolTableError
+}
 
 /// A core error type that becomes a Python exception here.
 pub trait ToPyErr {

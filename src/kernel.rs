@@ -3,15 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::prelude::*;
 use ntdump_core::kernel::{Kernel, LoadedImports};
 use ntdump_core::symbols::{kd_names, module_refs};
-use ntdump_guard::guarded;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-use crate::columns::{columns, dict, record};
-use crate::dump::PyDump;
-use crate::errors::run;
 
 /// The dump's kernel view, loaded once (GIL released) and shared.
 pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
@@ -24,7 +18,6 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
 
 /// Loaded modules as columns, unloaded drivers, KDBG facts and warnings.
 #[guarded]
-#[pyfunction]
 pub fn kernel_info<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, dump)?;
     let m = &k.modules;
@@ -51,15 +44,13 @@ pub fn kernel_info<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, P
 /// The `!vm` fields: list of (key, label, pages or count or None, source or reason, is_count).
 /// `symbols` maps kernel symbol names (without `nt!`) to VAs, for fields KDBG does not reach.
 #[guarded]
-#[pyfunction]
 pub fn vm_summary<'py>(
     py: Python<'py>,
     dump: &PyDump,
     symbols: HashMap<String, u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (k, symbol) = (kernel_of(py, dump)?, |name: &str| {
-        symbols.get(name).copied()
-    });
+    let k = kernel_of(py, dump)?;
+    let symbol = |name: &str| symbols.get(name).copied();
     let s = py.detach(|| ntdump_core::vm::vm_summary(&dump.inner, &k, &symbol));
-    Ok(pythonize::pythonize(py, &s.fields)?)
+    value(py, &s.fields)
 }

@@ -15,6 +15,18 @@ mod stack;
 
 use pyo3::prelude::*;
 
+/// What every binding file uses.
+mod prelude {
+    pub(crate) use crate::columns::{arrays, columns, dict, record, value};
+    pub use crate::dump::PyDump;
+    pub use crate::errors::{run, OrRaise};
+    pub use crate::kernel::kernel_of;
+    pub use ntdump_guard::guarded;
+    pub use numpy::IntoPyArray;
+    pub use pyo3::prelude::*;
+    pub use pyo3::types::PyDict;
+}
+
 /// The private native module behind the `ntdump` package.
 #[pymodule(gil_used = false)]
 mod _native {

@@ -3,40 +3,31 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::prelude::*;
 use ntdump_core::pdb::types::TypeTable;
-use ntdump_guard::guarded;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-use crate::columns::record;
-use crate::errors::{run, OrRaise};
 
 /// (guid: 32 upper-case hex digits, age) of the PDB at `path`, reading no symbol or type.
 #[guarded]
-#[pyfunction]
 pub fn pdb_identity(py: Python<'_>, path: PathBuf) -> PyResult<(String, u32)> {
     run(py, move || ntdump_core::pdb::types::read_identity(&path))
 }
 
 /// (guid, age, [(name, rva, "public"|"global")]) of the PDB at `path`.
 #[guarded]
-#[pyfunction]
 pub fn pdb_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> {
     let s = run(py, move || ntdump_core::pdb::read_symbols(&path))?;
-    Ok(pythonize::pythonize(py, &(s.guid, s.age, s.symbols))?)
+    value(py, &s)
 }
 
 /// Public symbols of a PDB file: (guid, age, [(name, rva)]).
 #[guarded]
-#[pyfunction]
 pub fn pdb_public_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> {
     let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
-    Ok(pythonize::pythonize(py, &(p.guid, p.age, p.symbols))?)
+    value(py, &p)
 }
 
 /// [(name, section (1-based), offset)] of every public of the PDB at `path`, before OMAP.
 #[guarded]
-#[pyfunction]
 pub fn pdb_public_offsets(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String, u16, u32)>> {
     run(py, move || ntdump_core::pdb::read_public_offsets(&path))
 }
@@ -50,7 +41,6 @@ pub struct PyPdbTypes {
 }
 
 #[guarded]
-#[pymethods]
 impl PyPdbTypes {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {

@@ -2,18 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::prelude::*;
 use ntdump_core::pe::{PeImage, PeOptions};
 use ntdump_core::symbols::{module_refs, ModuleRef, SymbolTable};
-use ntdump_core::Va;
-use ntdump_guard::guarded;
-use numpy::IntoPyArray;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-use crate::columns::{columns, dict, record};
-use crate::dump::PyDump;
-use crate::errors::{run, OrRaise};
-use crate::kernel::kernel_of;
+use ntdump_core::{Result as CoreResult, Va};
 
 /// A PE image read from a dump (private: use `Module.headers`, `.sections()`, `.exports()` …).
 #[pyclass(frozen, name = "PeImage", module = "ntdump._native")]
@@ -26,16 +18,17 @@ fn opts(goblin: bool) -> PeOptions {
     PeOptions { goblin, ..d }
 }
 
-fn wrap(mut img: PeImage) -> PyPeImage {
+/// Read or parse an image with the GIL released, and keep it without its bytes.
+fn image(py: Python<'_>, f: impl FnOnce() -> CoreResult<PeImage> + Send) -> PyResult<PyPeImage> {
+    let mut img = run(py, f)?;
     img.drop_bytes();
     let inner = Arc::new(img);
-    PyPeImage { inner }
+    Ok(PyPeImage { inner })
 }
 
 /// Rebuild and parse the PE image at VA `base` (GIL released). `size_hint`: the loader's SizeOfImage
 /// (bytes). `goblin=False` uses only ntdump's own readers. Raises `PeFormatError`.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, base, size_hint=None, *, goblin=true))]
 pub fn pe_image(
     py: Python<'_>,
@@ -44,17 +37,14 @@ pub fn pe_image(
     size_hint: Option<u64>,
     goblin: bool,
 ) -> PyResult<PyPeImage> {
-    let d = &dump.inner;
-    let img = run(py, || {
-        PeImage::read_with(d, Va(base), size_hint, opts(goblin))
-    })?;
-    Ok(wrap(img))
+    image(py, || {
+        PeImage::read_with(&dump.inner, Va(base), size_hint, opts(goblin))
+    })
 }
 
 /// Parse an image already laid out at its RVAs (`data[rva]`), based at VA `base`; `missing_pages` are
 /// RVAs of pages to treat as unreadable. Raises `PeFormatError`.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (base, data, missing_pages=Vec::new(), *, goblin=true))]
 pub fn pe_parse(
     py: Python<'_>,
@@ -63,14 +53,12 @@ pub fn pe_parse(
     missing_pages: Vec<u64>,
     goblin: bool,
 ) -> PyResult<PyPeImage> {
-    let img = run(py, || {
+    image(py, || {
         PeImage::parse_with(Va(base), data, missing_pages, opts(goblin))
-    })?;
-    Ok(wrap(img))
+    })
 }
 
 #[guarded]
-#[pymethods]
 impl PyPeImage {
     /// Image base (VA).
     #[getter]
@@ -175,23 +163,19 @@ pub fn symbols_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<SymbolTable>> {
 /// [(file name, base VA, size in bytes)] in load order; images are read in parallel with the GIL
 /// released.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, modules=None))]
 pub fn symbol_table(
     py: Python<'_>,
     dump: &PyDump,
     modules: Option<Vec<(String, u64, u64)>>,
 ) -> PyResult<PySymbolTable> {
-    let Some(modules) = modules else {
-        let inner = symbols_of(py, dump)?;
-        return Ok(PySymbolTable { inner });
+    let inner = match modules {
+        None => symbols_of(py, dump)?,
+        Some(m) => {
+            let refs: Vec<ModuleRef> = m.into_iter().map(ModuleRef::from).collect();
+            Arc::new(py.detach(|| SymbolTable::build(&dump.inner, &refs)))
+        }
     };
-    let refs: Vec<_> = modules
-        .into_iter()
-        .map(|(name, base, size)| ModuleRef { name, base, size })
-        .collect();
-    let d = &dump.inner;
-    let inner = Arc::new(py.detach(|| SymbolTable::build(d, &refs)));
     Ok(PySymbolTable { inner })
 }
 
@@ -201,17 +185,13 @@ impl PySymbolTable {
         let t = &self.inner;
         let rows: Vec<_> = rows.iter().map(|&i| &t.rows[i]).collect();
         let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
-        let ordinal = rows
-            .iter()
-            .map(|r| r.ordinal)
-            .collect::<Vec<_>>()
-            .into_pyarray(py);
+        let ordinal: Vec<_> = rows.iter().map(|r| r.ordinal).collect();
+        let ordinal = ordinal.into_pyarray(py);
         Ok(dict!(columns(py, rows)?; module, ordinal))
     }
 }
 
 #[guarded]
-#[pymethods]
 impl PySymbolTable {
     /// VA of `module!name` (also `module!#ordinal`, `module`, `+offset`). Raises SymbolError.
     fn symbol(&self, expr: &str) -> PyResult<u64> {
@@ -259,14 +239,11 @@ impl PySymbolTable {
         expr: &str,
         aligned: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let (t, d) = (&self.inner, &dump.inner);
-        let rows = run(py, || t.importers(d, expr, aligned))?;
+        let t = &self.inner;
+        let rows = run(py, || t.importers(&dump.inner, expr, aligned))?;
         let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
-        let iat_slot = rows
-            .iter()
-            .map(|r| r.slot.0)
-            .collect::<Vec<_>>()
-            .into_pyarray(py);
+        let iat_slot: Vec<_> = rows.iter().map(|r| r.slot.0).collect();
+        let iat_slot = iat_slot.into_pyarray(py);
         Ok(dict!(columns(py, &rows)?; module, iat_slot))
     }
 

@@ -2,22 +2,15 @@
 
 use std::sync::Arc;
 
+use crate::prelude::*;
 use ntdump_core::pool::big::{containing, read_big, BigPool};
 use ntdump_core::pool::owners::padded_tag;
+use ntdump_core::pool::scan::{kernel_pages, scan_pages, touch_pages};
 use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
 use ntdump_core::Dump;
-use ntdump_guard::guarded;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-use crate::columns::{arrays, dict, record};
-use crate::dump::PyDump;
-use crate::errors::{run, OrRaise};
-use crate::kernel::kernel_of;
 
 /// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
 #[guarded]
-#[pyfunction]
 pub fn pool_track_table_variable(py: Python<'_>, dump: &PyDump) -> PyResult<(u64, u64)> {
     let k = kernel_of(py, dump)?;
     let var = core_pool::tracker::track_table_variable(&k).or_raise()?;
@@ -26,7 +19,6 @@ pub fn pool_track_table_variable(py: Python<'_>, dump: &PyDump) -> PyResult<(u64
 
 /// Sum the tracker tables per tag (GIL released). Returns columns and where the tables are.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, *, per_cpu=None, extra=Vec::new(), only_extra=false, track_entries=None))]
 pub fn pool_used<'py>(
     py: Python<'py>,
@@ -54,7 +46,6 @@ pub fn pool_used<'py>(
 
 /// The big page table's used entries (GIL released). `table` = (VA, entries, layout name or "").
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, table=None))]
 pub fn pool_big<'py>(
     py: Python<'py>,
@@ -88,7 +79,6 @@ fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
 /// The pool page holding `va` (`!pool`): blocks as tuples (address, size, previous_size, pool_index,
 /// raw_type, pool_type, allocated, tag, contains), the walk status, and the nearest header.
 #[guarded]
-#[pyfunction]
 pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Bound<'py, PyDict>> {
     let p = run(py, || core_pool::page::pool_page(&dump.inner, va))?;
     // The big allocation holding `va` (pool::big::containing), when the big table can be read.
@@ -118,7 +108,6 @@ impl PyPoolScanner {
 }
 
 #[guarded(self.dump)]
-#[pymethods]
 impl PyPoolScanner {
     /// `tags`: patterns (`b"Thr*"`, `b"T?re"`) or None for every tag; `pool`: "nonpaged", "paged",
     /// "all"; `ranges`: [start, end) VA pairs (default: all mapped kernel VA); `limit`: most pages.
@@ -137,7 +126,7 @@ impl PyPoolScanner {
         let tags = tags.map(parse).transpose().or_raise()?;
         let d = dump.inner.clone();
         let ranges = ranges.as_deref();
-        let (pages, warnings) = run(py, || core_pool::scan::kernel_pages(&d, ranges, limit))?;
+        let (pages, warnings) = run(py, || kernel_pages(&d, ranges, limit))?;
         let opts = ScanOptions { tags, pool };
         Ok(PyPoolScanner {
             dump: d,
@@ -161,14 +150,13 @@ impl PyPoolScanner {
 
     /// Scan pages `[lo, hi)` (GIL released, rayon); columns address, tag, size, pool_type, allocated.
     fn run<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Bound<'py, PyDict>> {
-        let r =
-            py.detach(|| core_pool::scan::scan_pages(&self.dump, self.span(lo, hi), &self.opts));
+        let r = py.detach(|| scan_pages(&self.dump, self.span(lo, hi), &self.opts));
         Ok(arrays!(py, r; address, tag, size, pool_type, allocated))
     }
 
     /// Touch every byte of pages `[lo, hi)` once (benchmark baseline); returns a checksum.
     fn touch(&self, py: Python<'_>, lo: usize, hi: usize) -> u64 {
-        py.detach(|| core_pool::scan::touch_pages(&self.dump, self.span(lo, hi)))
+        py.detach(|| touch_pages(&self.dump, self.span(lo, hi)))
     }
 }
 
@@ -176,7 +164,6 @@ impl PyPoolScanner {
 /// best first, from one search over every loaded module's image (GIL released): per tag (module kd
 /// names, evidence, scores, note).
 #[guarded]
-#[pyfunction]
 pub fn pool_owners<'py>(
     py: Python<'py>,
     dump: &PyDump,
@@ -191,27 +178,23 @@ pub fn pool_owners<'py>(
     let rows: Vec<_> = owners
         .iter()
         .map(|o| {
-            let kd: Vec<_> = o
-                .rows
-                .iter()
-                .map(|r| &t.modules[r.module].kd_name)
-                .collect();
-            let evidence: Vec<_> = o.rows.iter().map(|r| &r.evidence).collect();
-            let scores: Vec<_> = o.rows.iter().map(|r| r.score).collect();
+            let r = &o.rows;
+            let kd: Vec<_> = r.iter().map(|r| &t.modules[r.module].kd_name).collect();
+            let evidence: Vec<_> = r.iter().map(|r| &r.evidence).collect();
+            let scores: Vec<_> = r.iter().map(|r| r.score).collect();
             (kd, evidence, scores, &o.note)
         })
         .collect();
-    Ok(pythonize::pythonize(py, &rows)?)
+    value(py, &rows)
 }
 
 /// Every pool layout as data: {"pool_header": [...], "tracker": [...], "big_pages": [...]}, each a
 /// dict with name, size, source and fields {name: (offset, width_bytes or (bit start, bit count))}.
 #[guarded]
-#[pyfunction]
 pub fn pool_layouts(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     use core_pool::layout::{BIG_LAYOUTS, POOL_HEADER_X64, POOL_HEADER_X86, TRACKER_LAYOUTS};
-    let pool_header = pythonize::pythonize(py, &[&POOL_HEADER_X86, &POOL_HEADER_X64][..])?;
-    let tracker = pythonize::pythonize(py, &TRACKER_LAYOUTS[..])?;
-    let big_pages = pythonize::pythonize(py, &BIG_LAYOUTS[..])?;
+    let pool_header = value(py, &[&POOL_HEADER_X86, &POOL_HEADER_X64][..])?;
+    let tracker = value(py, &TRACKER_LAYOUTS[..])?;
+    let big_pages = value(py, &BIG_LAYOUTS[..])?;
     Ok(dict!(PyDict::new(py); pool_header, tracker, big_pages))
 }

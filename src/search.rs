@@ -1,16 +1,8 @@
 //! Bindings for memory search: ranges, the kernel half, physical memory, or every loaded module.
 
+use crate::prelude::*;
 use ntdump_core::search::{self as core_search, SearchOptions, SearchResult, Target};
-use ntdump_guard::guarded;
-use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-use crate::columns::{dict, record};
-use crate::dump::PyDump;
-use crate::errors::run;
-use crate::kernel::kernel_of;
 
 /// `{address, pattern}` (numpy) and the record's `pages_searched`, `pages_unreadable`, `truncated`.
 fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Bound<'py, PyDict>> {
@@ -31,7 +23,6 @@ fn options(align: u64, limit: Option<usize>) -> SearchOptions {
 /// it. Returns a dict: `address` (uint64 array, sorted), `pattern` (uint32 array of indices into
 /// `patterns`), `pages_searched`, `pages_unreadable` (4 KiB pages) and `truncated`.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, patterns, ranges=None, *, align=1, kernel=false, physical=false, limit=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn search<'py>(
@@ -69,7 +60,6 @@ pub fn search<'py>(
 /// hit, -1 for none) and `offset` (uint64, from that module's base). Modules that run past the top
 /// of the address space (flagged `range_ok = False` in the module list) are skipped.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, patterns, *, align=1, limit=None))]
 pub fn search_modules<'py>(
     py: Python<'py>,
@@ -88,7 +78,6 @@ pub fn search_modules<'py>(
 
 /// The mapped kernel-half VA ranges as `(start, length in bytes)`, coalesced (GIL released).
 #[guarded]
-#[pyfunction]
 pub fn kernel_ranges(py: Python<'_>, dump: &PyDump) -> PyResult<Vec<(u64, u64)>> {
     run(py, || core_search::kernel_ranges(&dump.inner))
 }

@@ -2,21 +2,13 @@
 
 use std::collections::HashMap;
 
+use crate::prelude::*;
 use ntdump_core::stack::{self, unwind};
-use ntdump_guard::guarded;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-use crate::columns::{columns, dict, record};
-use crate::dump::PyDump;
-use crate::errors::run;
-use crate::kernel::kernel_of;
 
 /// Walk a stack. `processor`: None = the dump header's context; N = processor N's saved context.
 /// `images`: module base name → image *file* bytes (laid out here). Returns frame columns (sp, pc,
 /// how, frame_base, slot, interrupted), warnings, source and stack_range.
 #[guarded]
-#[pyfunction]
 #[pyo3(signature = (dump, processor=None, max_frames=64, images=None))]
 pub fn stack_walk<'py>(
     py: Python<'py>,
@@ -36,7 +28,6 @@ pub fn stack_walk<'py>(
 
 /// Processors: columns index, prcb, ip, sp, current_thread, context_va; and warnings.
 #[guarded]
-#[pyfunction]
 pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, PyDict>> {
     let k = kernel_of(py, dump)?;
     let (ps, warnings) = match &k.kdbg {
@@ -52,8 +43,7 @@ pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, Py
 /// (version, flags, prolog size, count, frame register, frame offset, [(offset, op, info, value)],
 /// chained (begin, end, unwind) or None, handler or None) or None, error or None).
 #[guarded]
-#[pyfunction]
 pub fn unwind_functions(py: Python<'_>, file: Vec<u8>) -> PyResult<Bound<'_, PyAny>> {
     let rows = run(py, || unwind::file_functions(&file))?;
-    Ok(pythonize::pythonize(py, &rows)?)
+    value(py, &rows)
 }

@@ -1,15 +1,17 @@
-//! `#[guarded]`: wrap PyO3 entry points so that no Rust panic reaches Python as
-//! `pyo3_runtime.PanicException` (a `BaseException` that `except Exception` misses).
+//! `#[guarded]`: the one attribute of a Python entry point. On a function it is PyO3's `#[pyfunction]`,
+//! on an `impl` block `#[pymethods]` (every method of it), and each body is guarded, so no entry point
+//! can miss the guard:
 //!
-//! On a function, or on a whole `#[pymethods] impl` block (every method of it), the body runs inside
-//! `std::panic::catch_unwind`; a panic becomes the error that `crate::guard::panicked(name, payload)`
-//! builds (the bindings raise `ntdump.errors.InternalError`).
+//! * The body runs inside `std::panic::catch_unwind`; a panic becomes the error that
+//!   `crate::guard::panicked(name, payload)` builds (the bindings raise `ntdump.errors.InternalError`),
+//!   never `pyo3_runtime.PanicException` (a `BaseException` that `except Exception` misses).
+//! * After the body, `crate::guard::intact` checks the dump that the call read: `dump.inner` when the
+//!   function has an argument named `dump`, else for methods the expression given as
+//!   `#[guarded(self.inner)]` (its error wins over the body's result), so a call that read pages of a
+//!   file shrunk under its map reports that instead of answering.
 //!
-//! After the body, `crate::guard::Intact::intact` is called on the function's argument named `dump`,
-//! or, for methods, on the expression given as `#[guarded(self)]` / `#[guarded(self.dump)]` (its error
-//! wins over the body's result), so a call that read pages of a file shrunk under its map reports that
-//! instead of answering. Functions returning `PyResult<T>` or `Result<T, E>` keep their error; any
-//! other return type `T` becomes `PyResult<T>`.
+//! Functions returning `PyResult<T>` or `Result<T, E>` keep their error; any other return type `T`
+//! becomes `PyResult<T>`.
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -25,7 +27,7 @@ pub fn guarded(attr: TokenStream, item: TokenStream) -> TokenStream {
     match parse_macro_input!(item as Item) {
         Item::Fn(mut f) => {
             wrap(&mut f.sig, &mut f.block, None);
-            quote!(#f).into()
+            quote!(#[::pyo3::pyfunction] #f).into()
         }
         Item::Impl(mut i) => {
             for it in &mut i.items {
@@ -33,7 +35,7 @@ pub fn guarded(attr: TokenStream, item: TokenStream) -> TokenStream {
                     wrap(&mut f.sig, &mut f.block, on_self.as_ref());
                 }
             }
-            quote!(#i).into()
+            quote!(#[::pyo3::pymethods] #i).into()
         }
         other => syn::Error::new_spanned(other, "#[guarded] goes on a fn or an impl block")
             .to_compile_error()
@@ -49,7 +51,7 @@ fn wrap(sig: &mut Signature, block: &mut Block, on_self: Option<&proc_macro2::To
     );
     let has_self = matches!(sig.inputs.first(), Some(FnArg::Receiver(_)));
     let check = match (has_dump, has_self, on_self) {
-        (true, _, _) => Some(quote!(dump)),
+        (true, _, _) => Some(quote!(dump.inner)),
         (false, true, Some(c)) => Some(c.clone()),
         _ => None,
     };
@@ -65,12 +67,7 @@ fn wrap(sig: &mut Signature, block: &mut Block, on_self: Option<&proc_macro2::To
     } else {
         quote!(::core::result::Result::<_, ::pyo3::PyErr>::Ok(r))
     };
-    let after = check.map(|c| {
-        quote!({
-            use crate::guard::Intact as _;
-            (#c).intact()?;
-        })
-    });
+    let after = check.map(|c| quote!(crate::guard::intact(&#c)?;));
     let body = &*block;
     let new_body = quote!({
         let __guard_out: ::pyo3::PyResult<#ok_ty> = match ::std::panic::catch_unwind(
