@@ -9,13 +9,18 @@ use pyo3::types::{PyDict, PyList};
 use pythonize::{pythonize, PythonizeError as E};
 use serde::ser::{Error as _, Impossible, Serialize, SerializeStruct, Serializer};
 
+/// A dict (a record, or columns).
+pub type Dict<'py> = Bound<'py, PyDict>;
+/// Any Python value (a tuple, a list of records …).
+pub type Any<'py> = Bound<'py, PyAny>;
+
 /// A record (a struct) as a dict of its serialized fields.
-pub fn record<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyDict>> {
+pub fn record<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Dict<'py>> {
     Ok(value(py, v)?.cast_into::<PyDict>()?)
 }
 
 /// Any serialized value: a tuple, a list of records, a number ….
-pub fn value<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
+pub fn value<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Any<'py>> {
     Ok(pythonize(py, v)?)
 }
 
@@ -24,7 +29,7 @@ pub fn value<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bou
 pub fn columns<'py, 'a, T: Serialize + Default + 'a>(
     py: Python<'py>,
     rows: impl IntoIterator<Item = &'a T>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Dict<'py>> {
     let mut t = Table {
         py,
         cols: Vec::new(),

@@ -78,7 +78,7 @@ impl PyDump {
     }
 
     /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).
-    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         record(py, &self.inner.info())
     }
 
@@ -110,12 +110,7 @@ impl PyDump {
     /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),
     /// `pa` and `page_size` (bytes) when it translates, else `error` (the exception it would raise).
     #[pyo3(signature = (va, dtb=None))]
-    fn walk<'py>(
-        &self,
-        py: Python<'py>,
-        va: u64,
-        dtb: Option<u64>,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    fn walk<'py>(&self, py: Python<'py>, va: u64, dtb: Option<u64>) -> PyResult<Dict<'py>> {
         let d = &self.inner;
         let w = d.walk_with(Va(va), dtb.unwrap_or(d.dtb())).or_raise()?;
         let (pa, page_size, error) = match w.result {

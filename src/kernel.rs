@@ -18,7 +18,7 @@ pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {
 
 /// Loaded modules as columns, unloaded drivers, KDBG facts and warnings.
 #[guarded]
-pub fn kernel_info<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, PyDict>> {
+pub fn kernel_info<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Dict<'py>> {
     let k = kernel_of(py, dump)?;
     let m = &k.modules;
     // LoadedImports as three columns: its kind, the imported modules, why it is unknown.
@@ -48,7 +48,7 @@ pub fn vm_summary<'py>(
     py: Python<'py>,
     dump: &PyDump,
     symbols: HashMap<String, u64>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Any<'py>> {
     let k = kernel_of(py, dump)?;
     let symbol = |name: &str| symbols.get(name).copied();
     let s = py.detach(|| ntdump_core::vm::vm_summary(&dump.inner, &k, &symbol));

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 
 /// What every binding file uses.
 mod prelude {
-    pub(crate) use crate::columns::{arrays, columns, dict, record, value};
+    pub(crate) use crate::columns::{arrays, columns, dict, record, value, Any, Dict};
     pub use crate::dump::PyDump;
     pub use crate::errors::{run, OrRaise};
     pub use crate::kernel::kernel_of;

@@ -14,14 +14,14 @@ pub fn pdb_identity(py: Python<'_>, path: PathBuf) -> PyResult<(String, u32)> {
 
 /// (guid, age, [(name, rva, "public"|"global")]) of the PDB at `path`.
 #[guarded]
-pub fn pdb_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> {
+pub fn pdb_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Any<'_>> {
     let s = run(py, move || ntdump_core::pdb::read_symbols(&path))?;
     value(py, &s)
 }
 
 /// Public symbols of a PDB file: (guid, age, [(name, rva)]).
 #[guarded]
-pub fn pdb_public_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> {
+pub fn pdb_public_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Any<'_>> {
     let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
     value(py, &p)
 }
@@ -55,17 +55,17 @@ impl PyPdbTypes {
     }
 
     /// The layout of the struct, union or enum `name`. Raises `SymbolError` when undefined.
-    fn layout<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+    fn layout<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Dict<'py>> {
         record(py, &self.inner.layout(name).or_raise()?)
     }
 
     /// The layout of type index `index`.
-    fn layout_index<'py>(&self, py: Python<'py>, index: u32) -> PyResult<Bound<'py, PyDict>> {
+    fn layout_index<'py>(&self, py: Python<'py>, index: u32) -> PyResult<Dict<'py>> {
         record(py, &self.inner.layout_index(index))
     }
 
     /// Describe type index `index` (no fields).
-    fn describe<'py>(&self, py: Python<'py>, index: u32) -> PyResult<Bound<'py, PyDict>> {
+    fn describe<'py>(&self, py: Python<'py>, index: u32) -> PyResult<Dict<'py>> {
         record(py, &self.inner.describe(index))
     }
 

@@ -92,18 +92,18 @@ impl PyPeImage {
 
     /// Which reader parsed each part: {"headers", "sections", "exports", "debug"} -> "goblin" | "own" | None.
     #[getter]
-    fn parsers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn parsers<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         record(py, &self.inner.parsers)
     }
 
     /// The headers: {"e_lfanew", "file": {...}, "optional": {...}, "directories": [(index, name, rva, size)]}.
-    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         record(py, &self.inner.headers)
     }
 
     /// Sections as columns: name, virtual_address (RVA), virtual_size, raw_size, raw_pointer,
     /// characteristics.
-    fn sections<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn sections<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         columns(py, &self.inner.sections)
     }
 
@@ -119,7 +119,7 @@ impl PyPeImage {
 
     /// Imports as columns, one row per IAT slot: dll, name, ordinal, hint, iat_rva, iat_slot (VA),
     /// value (None when unreadable), source ("descriptor" | "iat directory").
-    fn imports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn imports<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         let (i, base) = (&self.inner.imports, self.inner.base.0);
         let at = |rva: u32| base.wrapping_add(rva.into());
         let slots: Vec<u64> = i.iter().map(|x| at(x.iat_rva)).collect();
@@ -129,7 +129,7 @@ impl PyPeImage {
 
     /// Debug directory entries as columns: kind, kind_name, time_date_stamp, major_version,
     /// minor_version, size_of_data, address_of_raw_data (RVA), pointer_to_raw_data, characteristics.
-    fn debug<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn debug<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         let d = &self.inner.debug;
         let kind_name: Vec<_> = d.iter().map(|x| x.kind_name()).collect();
         Ok(dict!(columns(py, d)?; kind_name))
@@ -181,7 +181,7 @@ pub fn symbol_table(
 
 impl PySymbolTable {
     /// Rows `rows` as columns: module (kd name), name, address, ordinal (numpy), forwarder.
-    fn columns<'py>(&self, py: Python<'py>, rows: &[usize]) -> PyResult<Bound<'py, PyDict>> {
+    fn columns<'py>(&self, py: Python<'py>, rows: &[usize]) -> PyResult<Dict<'py>> {
         let t = &self.inner;
         let rows: Vec<_> = rows.iter().map(|&i| &t.rows[i]).collect();
         let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
@@ -215,18 +215,18 @@ impl PySymbolTable {
 
     /// Exports matching `pattern` (`mod_glob!name_glob`) as columns: module, name, address, ordinal,
     /// forwarder.
-    fn find<'py>(&self, py: Python<'py>, pattern: &str) -> PyResult<Bound<'py, PyDict>> {
+    fn find<'py>(&self, py: Python<'py>, pattern: &str) -> PyResult<Dict<'py>> {
         self.columns(py, &self.inner.find(pattern))
     }
 
     /// Every export as columns (see `find`).
-    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         self.columns(py, &(0..self.inner.rows.len()).collect::<Vec<_>>())
     }
 
     /// The modules as columns: kd_name, file_name, base, size, exports (count), imports (count), error,
     /// warnings (list per module).
-    fn modules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn modules<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
         columns(py, &self.inner.modules)
     }
 
@@ -238,7 +238,7 @@ impl PySymbolTable {
         dump: &PyDump,
         expr: &str,
         aligned: bool,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    ) -> PyResult<Dict<'py>> {
         let t = &self.inner;
         let rows = run(py, || t.importers(&dump.inner, expr, aligned))?;
         let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();

@@ -27,7 +27,7 @@ pub fn pool_used<'py>(
     extra: Vec<(u64, u64)>,
     only_extra: bool,
     track_entries: Option<u64>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Dict<'py>> {
     let k = kernel_of(py, dump)?;
     let opts = core_pool::tracker::UsedOptions {
         extra,
@@ -51,7 +51,7 @@ pub fn pool_big<'py>(
     py: Python<'py>,
     dump: &PyDump,
     table: Option<(u64, u64, String)>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Dict<'py>> {
     let r = match table {
         None => default_big(py, dump)?,
         Some((a, n, l)) => {
@@ -79,7 +79,7 @@ fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
 /// The pool page holding `va` (`!pool`): blocks as tuples (address, size, previous_size, pool_index,
 /// raw_type, pool_type, allocated, tag, contains), the walk status, and the nearest header.
 #[guarded]
-pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Bound<'py, PyDict>> {
+pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Dict<'py>> {
     let p = run(py, || core_pool::page::pool_page(&dump.inner, va))?;
     // The big allocation holding `va` (pool::big::containing), when the big table can be read.
     let big = default_big(py, dump).ok().and_then(|b| {
@@ -149,7 +149,7 @@ impl PyPoolScanner {
     }
 
     /// Scan pages `[lo, hi)` (GIL released, rayon); columns address, tag, size, pool_type, allocated.
-    fn run<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Bound<'py, PyDict>> {
+    fn run<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Dict<'py>> {
         let r = py.detach(|| scan_pages(&self.dump, self.span(lo, hi), &self.opts));
         Ok(arrays!(py, r; address, tag, size, pool_type, allocated))
     }
@@ -164,11 +164,7 @@ impl PyPoolScanner {
 /// best first, from one search over every loaded module's image (GIL released): per tag (module kd
 /// names, evidence, scores, note).
 #[guarded]
-pub fn pool_owners<'py>(
-    py: Python<'py>,
-    dump: &PyDump,
-    tags: Vec<Vec<u8>>,
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn pool_owners<'py>(py: Python<'py>, dump: &PyDump, tags: Vec<Vec<u8>>) -> PyResult<Any<'py>> {
     let fixed: Result<Vec<_>, _> = tags.iter().map(|t| padded_tag(t)).collect();
     let fixed = fixed.or_raise()?;
     let t = crate::pe::symbols_of(py, dump)?;
@@ -191,7 +187,7 @@ pub fn pool_owners<'py>(
 /// Every pool layout as data: {"pool_header": [...], "tracker": [...], "big_pages": [...]}, each a
 /// dict with name, size, source and fields {name: (offset, width_bytes or (bit start, bit count))}.
 #[guarded]
-pub fn pool_layouts(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+pub fn pool_layouts(py: Python<'_>) -> PyResult<Dict<'_>> {
     use core_pool::layout::{BIG_LAYOUTS, POOL_HEADER_X64, POOL_HEADER_X86, TRACKER_LAYOUTS};
     let pool_header = value(py, &[&POOL_HEADER_X86, &POOL_HEADER_X64][..])?;
     let tracker = value(py, &TRACKER_LAYOUTS[..])?;

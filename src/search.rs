@@ -5,7 +5,7 @@ use ntdump_core::search::{self as core_search, SearchOptions, SearchResult, Targ
 use pyo3::exceptions::PyValueError;
 
 /// `{address, pattern}` (numpy) and the record's `pages_searched`, `pages_unreadable`, `truncated`.
-fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Bound<'py, PyDict>> {
+fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Dict<'py>> {
     let o = record(py, &r)?;
     let (address, pattern) = (r.addresses.into_pyarray(py), r.patterns.into_pyarray(py));
     Ok(dict!(o; address, pattern))
@@ -34,7 +34,7 @@ pub fn search<'py>(
     kernel: bool,
     physical: bool,
     limit: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Dict<'py>> {
     let target = match (&ranges, kernel, physical) {
         (Some(_), true, _) => Err("give either ranges or kernel=True"),
         (_, true, true) => Err("kernel=True searches virtual memory, not physical"),
@@ -67,7 +67,7 @@ pub fn search_modules<'py>(
     patterns: Vec<Vec<u8>>,
     align: u64,
     limit: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Dict<'py>> {
     let (m, opts) = (&kernel_of(py, dump)?.modules, options(align, limit));
     let r = run(py, || {
         core_search::search_modules(&dump.inner, m, &patterns, &opts)

@@ -16,7 +16,7 @@ pub fn stack_walk<'py>(
     processor: Option<u32>,
     max_frames: usize,
     images: Option<HashMap<String, Vec<u8>>>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Dict<'py>> {
     let (k, files) = (kernel_of(py, dump)?, images.unwrap_or_default());
     let w = run(py, || {
         stack::walk_dump(&dump.inner, &k, processor, max_frames, files)
@@ -28,7 +28,7 @@ pub fn stack_walk<'py>(
 
 /// Processors: columns index, prcb, ip, sp, current_thread, context_va; and warnings.
 #[guarded]
-pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, PyDict>> {
+pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Dict<'py>> {
     let k = kernel_of(py, dump)?;
     let (ps, warnings) = match &k.kdbg {
         Some(kd) => py.detach(|| stack::prcb::processors(&dump.inner, kd)),
@@ -43,7 +43,7 @@ pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Bound<'py, Py
 /// (version, flags, prolog size, count, frame register, frame offset, [(offset, op, info, value)],
 /// chained (begin, end, unwind) or None, handler or None) or None, error or None).
 #[guarded]
-pub fn unwind_functions(py: Python<'_>, file: Vec<u8>) -> PyResult<Bound<'_, PyAny>> {
+pub fn unwind_functions(py: Python<'_>, file: Vec<u8>) -> PyResult<Any<'_>> {
     let rows = run(py, || unwind::file_functions(&file))?;
     value(py, &rows)
 }
