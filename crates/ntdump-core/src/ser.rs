@@ -175,3 +175,70 @@ impl Serialize for BigPageLayout {
         .serialize(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, to_value};
+
+    use crate::pool::layout::{BIG_WIN10_X64, POOL_HEADER_X64};
+    use crate::pool::page::{PoolBlock, PoolPage, WalkStatus};
+    use crate::{Machine, Va};
+
+    #[test]
+    fn names_tuples_and_layouts() {
+        assert_eq!(to_value(Machine::X64).unwrap(), json!("x64"));
+        assert_eq!(to_value(Va(5)).unwrap(), json!(5));
+        let b = PoolBlock {
+            address: 1,
+            size: 2,
+            previous_size: 3,
+            pool_index: 4,
+            raw_type: 5,
+            pool_type: 6,
+            allocated: true,
+            tag: 7,
+            contains: false,
+        };
+        assert_eq!(
+            to_value(b).unwrap(),
+            json!([1, 2, 3, 4, 5, 6, true, 7, false])
+        );
+        let status = WalkStatus::Corrupt {
+            at: 9,
+            why: "bad".into(),
+        };
+        let p = PoolPage {
+            va: 1,
+            page: 0,
+            header_size: 16,
+            blocks: vec![],
+            status,
+            nearest: None,
+        };
+        let want = json!({"va": 1, "page": 0, "header_size": 16, "blocks": [], "status": "corrupt",
+                          "corrupt_at": 9, "why": "bad", "nearest": null});
+        assert_eq!(to_value(p).unwrap(), want);
+        let h = to_value(POOL_HEADER_X64).unwrap();
+        assert_eq!(h["unit"], json!(16));
+        assert_eq!(h["fields"]["BlockSize"], json!([0, [16, 8]]));
+        assert_eq!(h["fields"]["PoolTag"], json!([4, 4]));
+        let big = to_value(BIG_WIN10_X64).unwrap();
+        assert!(big.get("unit").is_none());
+        assert_eq!(big["fields"]["PoolType"], json!([0xC, [8, 12]]));
+    }
+
+    #[test]
+    fn user_names_parse_or_name_the_choices() {
+        assert_eq!(Machine::parse("amd64").unwrap(), Machine::X64);
+        assert!(Machine::parse("arm")
+            .unwrap_err()
+            .to_string()
+            .contains("'x86' or 'x64'"));
+        let f = crate::pool::PoolFilter::parse("paged").unwrap();
+        assert_eq!(f, crate::pool::PoolFilter::Paged);
+        assert!(crate::pool::PoolFilter::parse("x").is_err());
+        assert_eq!(crate::pool::owners::padded_tag(b"Ab").unwrap(), *b"Ab  ");
+        assert!(crate::pool::owners::padded_tag(b"").is_err());
+        assert!(crate::pool::owners::padded_tag(b"ABCDE").is_err());
+    }
+}
