@@ -19,6 +19,7 @@ from . import _schema
 from ._handle import Handle
 from ._native import (
     PoolScanner,
+    layout_sources,
     pool_big,
     pool_owners,
     pool_page,
@@ -196,6 +197,9 @@ class PoolPage:
     """The big page table entry holding ``va`` (va, tag, bytes, pool_type), if any."""
     descriptions: dict[str, str] = field(default_factory=dict, repr=False)
     pointer_size: int = 8
+    layout_source: str = ""
+    """Where the ``_POOL_HEADER`` layout comes from (``"pdb nt!_POOL_HEADER (<pdb>)"`` or
+    ``"profile x64: …"``)."""
 
     @property
     def block(self) -> PoolBlock | None:
@@ -480,7 +484,8 @@ class Pool:
         tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
         desc = {t: d for t in tags if (d := self.describe(t))}
         return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
-                        big, desc, self._h.info.pointer_size)
+                        big, desc, self._h.info.pointer_size,
+                        layout_sources(self._h.native)["pool_header"])
 
     # -- !poolfind ------------------------------------------------------------------------------
     def scan(
@@ -547,6 +552,7 @@ class Pool:
                             "allocated": alloc}, SCAN_SCHEMA, dump=self._h.path)
         df.attrs["pages"] = total
         df.attrs["warnings"] = list(sc.warnings)
+        df.attrs["layout_source"] = layout_sources(self._h.native)["pool_header"]
         return df
 
     def scan_summary(self, tags: str | bytes | Iterable[str | bytes] | None = None,
