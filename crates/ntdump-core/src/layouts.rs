@@ -673,6 +673,62 @@ mod tests {
         assert!(pool_header(&header_x64(), Machine::X86).is_err()); // 16 bytes on x86
     }
 
+    /// [vol2 win7_sp1_x64] _LDR_DATA_TABLE_ENTRY (the kernel list's entry before Windows 8):
+    /// TimeDateStamp and LoadedImports share 0x80.
+    fn ldr_win7_x64() -> RawStruct {
+        st(
+            "_LDR_DATA_TABLE_ENTRY",
+            0xE0,
+            vec![
+                f("InLoadOrderLinks", 0, 16),
+                f("InMemoryOrderLinks", 0x10, 16),
+                f("DllBase", 0x30, 8),
+                f("EntryPoint", 0x38, 8),
+                f("SizeOfImage", 0x40, 4),
+                f("FullDllName", 0x48, 16),
+                f("BaseDllName", 0x58, 16),
+                f("Flags", 0x68, 4),
+                f("LoadCount", 0x6C, 2),
+                f("CheckSum", 0x78, 4),
+                f("TimeDateStamp", 0x80, 4),
+                f("LoadedImports", 0x80, 8),
+            ],
+        )
+    }
+
+    #[test]
+    fn loader_entries() {
+        let l = ldr(&ldr_win7_x64(), Machine::X64).unwrap();
+        let p = crate::kernel::Profile::select(Machine::X64, 7601).ldr;
+        assert_eq!((l.timestamp, l.loaded_imports), (None, 0x80));
+        assert_eq!(
+            (l.dll_base, l.base_name, l.checksum),
+            (p.dll_base, p.base_name, p.checksum)
+        );
+        // The user-mode form (ntdiff Win8/x64 ntoskrnl.exe _LDR_DATA_TABLE_ENTRY: no
+        // LoadedImports) does not describe the kernel list.
+        let mut um = ldr_win7_x64();
+        um.fields.retain(|f| f.name != "LoadedImports");
+        assert!(ldr(&um, Machine::X64)
+            .unwrap_err()
+            .contains("LoadedImports"));
+        let mut m = HashMap::new();
+        m.insert("_LDR_DATA_TABLE_ENTRY".to_string(), um);
+        let b = from_map(&m, Machine::X64, "nt", "x.pdb");
+        assert!(b.overrides.ldr.is_none());
+        assert!(b.warnings[0].starts_with("_LDR_DATA_TABLE_ENTRY from x.pdb not used"));
+        // InLoadOrderLinks elsewhere than 0, a name that is not a UNICODE_STRING.
+        let mut odd = ldr_win7_x64();
+        odd.fields[0].offset = 0x10;
+        assert!(ldr(&odd, Machine::X64).is_err());
+        let mut odd = ldr_win7_x64();
+        odd.fields[5].size = 8;
+        assert!(ldr(&odd, Machine::X64)
+            .unwrap_err()
+            .contains("UNICODE_STRING"));
+        assert!(ldr(&ldr_win7_x64(), Machine::X86).is_err());
+    }
+
     #[test]
     fn wrong_pointer_size_uses_nothing() {
         let mut m = HashMap::new();

@@ -1,7 +1,8 @@
 """Ready-made kernel dumps for tests and the demo, with their ground truth.
 
-* :func:`win10_x64` / :func:`win10_x86` / :func:`server2003_x86_pae`: a kernel and HAL (from :mod:`.pe`, or Wine's
-  when ``wine_dir`` is given), eight ordinary drivers built by :mod:`.pe`, and the founding
+* :func:`win10_x64` / :func:`win10_x86` / :func:`server2003_x86_pae`: a kernel and HAL (from
+  :mod:`.pe`, or Wine's when ``wine_dir`` is given), eight ordinary drivers built by :mod:`.pe`,
+  and the founding
   story's culprit: a driver named by a GUID, loaded from outside \\SystemRoot, that calls the
   untagged ``ExAllocatePool``. The 2003 scenario puts ``nt!ExAllocatePool`` at 0xE0894D1F, the
   address of the story.

@@ -514,6 +514,45 @@ pub fn touch_pages(d: &Dump, pages: &[PageRef]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::Machine;
+    use crate::pool::layout::POOL_HEADER_X64;
+
+    /// A header layout from a PDB with the tag elsewhere than +4 is scanned by the generic path,
+    /// and gives the same hits as the built-in layout on the same blocks moved accordingly.
+    #[test]
+    fn header_override_with_another_tag_offset() {
+        let mut ctx = PoolContext::new(Machine::X64, 19041, 1);
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        // Two blocks of 0x40 bytes (BlockSize 4 units), PoolType 2 (nonpaged, in use).
+        for (i, tag) in [b"Abcd", b"Efgh"].iter().enumerate() {
+            let o = i * 0x40;
+            page[o..o + 4].copy_from_slice(&[0, 0, 4, 2]);
+            page[o + 4..o + 8].copy_from_slice(*tag);
+        }
+        let opts = ScanOptions::default();
+        let builtin = scan_bytes(&ctx, &page, 0xFFFF_C000_0000_0000, &opts);
+        assert_eq!(builtin.len(), 2);
+        // The same headers with the tag at +8: found only with the layout that says so.
+        let mut moved = vec![0u8; PAGE_SIZE as usize];
+        for i in 0..2 {
+            let o = i * 0x40;
+            moved[o..o + 4].copy_from_slice(&page[o..o + 4]);
+            moved[o + 8..o + 12].copy_from_slice(&page[o + 4..o + 8]);
+        }
+        assert!(scan_bytes(&ctx, &moved, 0xFFFF_C000_0000_0000, &opts).is_empty());
+        ctx.header = header_with_tag(8);
+        let got = scan_bytes(&ctx, &moved, 0xFFFF_C000_0000_0000, &opts);
+        assert_eq!(got, builtin);
+    }
+
+    fn header_with_tag(tag: u16) -> crate::pool::layout::PoolHeaderLayout {
+        crate::pool::layout::PoolHeaderLayout {
+            name: "pdb",
+            tag,
+            process_billed: None,
+            ..POOL_HEADER_X64
+        }
+    }
 
     #[test]
     fn patterns() {
