@@ -158,8 +158,14 @@ class SymbolMap:
         an :class:`~ntdump.errors.NtdumpWarning` says why. Cached pool results are dropped, and
         when the loader entry layout changes the module list is walked again."""
         pdb = self.pdb_paths.get("nt")
-        types = self.types("nt").native if pdb is not None else None
+        types, unreadable = None, None
+        try:
+            types = self.types("nt").native if pdb is not None else None
+        except (SymbolError, OSError) as e:  # publics readable, types not: keep the profiles
+            unreadable = f"the types of {pdb} are not readable ({e}); built-in layouts kept"
         r = set_kernel_layouts(self._h.native, types, "nt", pdb or "")
+        if unreadable is not None:
+            r["warnings"].append(unreadable)
         self._h.cache["layouts"] = r
         for k in [k for k in self._h.cache if k.startswith("pool.")]:
             del self._h.cache[k]

@@ -435,6 +435,18 @@ pub fn from_structs(
     label: &str,
 ) -> Built {
     let mut b = Built::default();
+    const KERNEL_TYPES: [&str; 5] = [
+        "_POOL_HEADER",
+        "_POOL_TRACKER_TABLE",
+        "_POOL_TRACKER_BIG_PAGES",
+        "_KLDR_DATA_TABLE_ENTRY",
+        "_LDR_DATA_TABLE_ENTRY",
+    ];
+    if !KERNEL_TYPES.iter().any(|t| get(t).is_some()) {
+        // Not a kernel PDB (or a stripped one): nothing to take, nothing to warn about.
+        b.missing = KERNEL_TYPES[..4].iter().map(|t| t.to_string()).collect();
+        return b;
+    }
     if machine == Machine::Arm64 {
         b.warnings.push(
             "PDB layouts are not used on ARM64 dumps (the pool and module readers are x86/x64 \
@@ -736,6 +748,10 @@ mod tests {
         let b = from_structs(&|n| m.get(n).cloned(), Machine::X64, 4, "nt", "x.pdb");
         assert!(b.overrides.is_empty());
         assert_eq!(b.warnings.len(), 1);
+        // A PDB without any kernel type (a driver's) gives nothing and warns about nothing.
+        let b = from_structs(&|_| None, Machine::X64, 4, "nt", "x.pdb");
+        assert!(b.overrides.is_empty() && b.warnings.is_empty());
+        assert_eq!(b.missing.len(), 4);
         let b = from_map(&m, Machine::X64, "nt", "x.pdb");
         assert_eq!(
             b.overrides.tracker.as_ref().unwrap().source,
