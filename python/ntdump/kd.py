@@ -35,7 +35,7 @@ from ._limits import (
 from ._symsrv import reload_text, sympath_text
 from .analyze import analyze
 from .errors import KdError, NtdumpError
-from .symbols.http import MICROSOFT_SERVER
+from .symbols.options import MICROSOFT_SERVER
 
 if TYPE_CHECKING:
     from .dump import Dump

@@ -52,8 +52,8 @@ from pathlib import Path
 from .._native import pdb_identity
 from ..errors import PeFormatError, SymbolDownloadError, SymbolError, SymbolMismatchError
 from . import cab
-from .http import HttpOptions, Miss, fetch
 from .image import identity
+from .options import HttpOptions, Miss
 from .store import (
     FileRequest,
     LocalStore,
@@ -475,6 +475,13 @@ def _check_ptr_host(ptr_url: str, target: str, opts: HttpOptions) -> None:
     raise SymbolDownloadError(
         f"{ptr_url}: refused a file.ptr to another host ({host}); allow it with "
         f"allow_redirects=[{host!r}] if you trust it", url=ptr_url)
+
+
+def fetch(url: str, opts: HttpOptions) -> bytes:
+    """:func:`ntdump.symbols.http.fetch`, imported on the first request."""
+    from .http import fetch as get
+
+    return get(url, opts)
 
 
 def check_pdb(guid: str, age: int) -> Verify:
