@@ -558,3 +558,16 @@ def test_stack_gets_images_from_the_symbol_path(store: tuple[Path, dict], tmp_pa
     assert fetched[cols].astype(str).equals(given[cols].astype(str))
     # and the symbol path names amdppm's frames from its PDB
     assert any(str(x).startswith("amdppm!") for x in fetched["symbol"])
+
+
+def test_nb10_module_is_named_not_fetched(store: tuple[Path, dict], tmp_path: Path) -> None:
+    """An NB10 record names a PDB 2.0 file, which ntdump cannot read: the module's error says so
+    and no request is made for it."""
+    root, _ = store
+    cv = {"format": "NB10", "pdb_name": "old.pdb", "key": "3A1B2C3D2", "age": 2, "guid": None}
+    with SymServer(root) as s:
+        mf = Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")).module(
+            "old", "old.sys", 0x3A1B2C3D, 0x5000, cv)
+        assert mf.pdb is None and mf.pdb_key == "3A1B2C3D2"
+        assert mf.error is not None and "PDB 2.0" in mf.error and "old.pdb" in mf.error
+        assert s.requests == []
