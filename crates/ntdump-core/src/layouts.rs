@@ -614,14 +614,9 @@ mod tests {
         )
     }
 
-    #[test]
-    fn equal_layouts_take_the_builtin_name() {
-        assert_eq!(tracker(&tracker_19041()).unwrap().name, "x64-0x38");
-        let h = pool_header(&header_x64(), Machine::X64).unwrap();
-        assert_eq!(h.name, "x64");
-        assert_eq!(h.block_size, POOL_HEADER_X64.block_size);
-        // [ntdiff Win10_XXXX_21292/x86] _POOL_TRACKER_BIG_PAGES: 0x14 bytes, ProcessBilled @0x10.
-        let big = st(
+    /// [ntdiff Win10_XXXX_21292/x86] _POOL_TRACKER_BIG_PAGES: 0x14 bytes, ProcessBilled @0x10.
+    fn big_21292_x86() -> RawStruct {
+        st(
             "_POOL_TRACKER_BIG_PAGES",
             0x14,
             vec![
@@ -633,8 +628,16 @@ mod tests {
                 f("NumberOfBytes", 0xC, 4),
                 f("ProcessBilled", 0x10, 4),
             ],
-        );
-        let l = big_pages(&big, Machine::X86).unwrap();
+        )
+    }
+
+    #[test]
+    fn equal_layouts_take_the_builtin_name() {
+        assert_eq!(tracker(&tracker_19041()).unwrap().name, "x64-0x38");
+        let h = pool_header(&header_x64(), Machine::X64).unwrap();
+        assert_eq!(h.name, "x64");
+        assert_eq!(h.block_size, POOL_HEADER_X64.block_size);
+        let l = big_pages(&big_21292_x86(), Machine::X86).unwrap();
         assert_eq!(l.name, "pdb");
         assert_eq!(l.size, 0x14);
         assert_eq!(
@@ -740,6 +743,141 @@ mod tests {
             .contains("UNICODE_STRING"));
         assert!(ldr(&ldr_win7_x64(), Machine::X86).is_err());
     }
+
+    /// Random structs (sizes, offsets, widths, bit fields, missing names) through every validator;
+    /// whatever is accepted is used to decode random bytes and scan a random page. No panic, and
+    /// every accepted field lies inside its entry.
+    #[test]
+    fn random_structs_never_panic() {
+        use crate::pool::scan::{scan_bytes, ScanOptions};
+        use crate::pool::PoolContext;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        };
+        let names = [
+            "PreviousSize",
+            "PoolIndex",
+            "BlockSize",
+            "PoolType",
+            "PoolTag",
+            "ProcessBilled",
+            "Key",
+            "NonPagedAllocs",
+            "NonPagedFrees",
+            "NonPagedBytes",
+            "PagedAllocs",
+            "PagedFrees",
+            "PagedBytes",
+            "Va",
+            "NumberOfBytes",
+            "NumberOfPages",
+            "InLoadOrderLinks",
+            "DllBase",
+            "EntryPoint",
+            "SizeOfImage",
+            "FullDllName",
+            "BaseDllName",
+            "Flags",
+            "LoadCount",
+            "CheckSum",
+            "TimeDateStamp",
+            "LoadedImports",
+        ];
+        let page: Vec<u8> = (0..PAGE).map(|_| rnd(256) as u8).collect();
+        let inside = |fl: Field, size: u64| u64::from(fl.off) + u64::from(fl.width) <= size;
+        // Per validator (tracker, big pages, pool header, loader entry): accepted, refused.
+        let mut seen = [[0u32; 2]; 4];
+        let bases = [
+            tracker_19041(),
+            header_x64(),
+            ldr_win7_x64(),
+            big_21292_x86(),
+        ];
+        for i in 0..20_000 {
+            // A real layout with 0 to 3 mutations: a size, an offset, a width, a bit range, a
+            // removed field, or a field of random values added.
+            let mut s = bases[rnd(4) as usize].clone();
+            for _ in 0..rnd(4) {
+                let n = s.fields.len() as u64;
+                let k = rnd(n) as usize;
+                match rnd(6) {
+                    0 => {
+                        s.size = match rnd(3) {
+                            0 => rnd(0x40),
+                            1 => rnd(0x1000),
+                            _ => u64::MAX - rnd(8),
+                        }
+                    }
+                    1 => {
+                        s.fields[k].offset = match rnd(3) {
+                            0 => rnd(0x100),
+                            1 => s.size.wrapping_sub(rnd(4)),
+                            _ => u64::MAX - rnd(8),
+                        }
+                    }
+                    2 => s.fields[k].size = [0, 1, 2, 3, 4, 8, 16, 1 << 40][rnd(8) as usize],
+                    3 => s.fields[k].bits = Some((rnd(80) as u8, rnd(80) as u8)),
+                    4 => {
+                        s.fields.remove(k);
+                    }
+                    _ => s.fields.push(RawField {
+                        name: names[rnd(names.len() as u64) as usize].into(),
+                        offset: rnd(0x100),
+                        size: [1, 2, 4, 8][rnd(4) as usize],
+                        bits: None,
+                    }),
+                }
+            }
+            let machine = if i % 2 == 0 {
+                Machine::X64
+            } else {
+                Machine::X86
+            };
+            let e: Vec<u8> = (0..s.size.min(0x400)).map(|_| rnd(256) as u8).collect();
+            let t = tracker(&s);
+            seen[0][usize::from(t.is_err())] += 1;
+            if let Ok(l) = t {
+                for fl in [l.key, l.nonpaged_allocs, l.paged_bytes, l.paged_frees] {
+                    assert!(inside(fl, l.size));
+                }
+                let _ = crate::pool::tracker::decode(&l, &e);
+            }
+            let b = big_pages(&s, machine);
+            seen[1][usize::from(b.is_err())] += 1;
+            if let Ok(l) = b {
+                assert!(inside(l.va, l.size) && inside(l.key, l.size));
+                let _ = (l.va.get(&e), l.key.get(&e));
+                if let Some(b) = l.pool_type_bits {
+                    assert!(u64::from(b.off) + 4 <= l.size && b.start + b.bits <= 32);
+                    let _ = b.get(&e);
+                }
+            }
+            let h = pool_header(&s, machine);
+            seen[2][usize::from(h.is_err())] += 1;
+            if let Ok(h) = h {
+                let mut ctx = PoolContext::new(machine, 19041, 1);
+                ctx.header = h;
+                let _ = scan_bytes(&ctx, &page, 0xFFFF_C000_0000_0000, &ScanOptions::default());
+                let _ = crate::pool::page::walk_page(&ctx, &page, 0xFFFF_C000_0000_0040);
+            }
+            let r = ldr(&s, machine);
+            seen[3][usize::from(r.is_err())] += 1;
+            if let Ok(l) = r {
+                assert!(l.size <= MAX_LDR && l.loaded_imports + machine.pointer_size() <= l.size);
+            }
+        }
+        // Each validator accepted some mutants and refused others.
+        assert!(
+            seen.iter().all(|&[ok, bad]| ok > 100 && bad > 100),
+            "{seen:?}"
+        );
+    }
+
+    const PAGE: u64 = crate::addr::PAGE_SIZE;
 
     #[test]
     fn wrong_pointer_size_uses_nothing() {
