@@ -196,6 +196,11 @@ class Vm:
         pdb = self._map.symbol_sources.get("nt", "no kernel PDB")
         out = []
         for f in fields:
+            if cat is not None and f.pages is None and "needs kernel symbols" in f.source:
+                # the core says so for want of a symbol; with the PDB loaded, the PDB lacks it
+                f = VmField(f.key, f.label, None, f.source.replace(
+                    "needs kernel symbols (not in KDBG)",
+                    f"is not among the kernel PDB's symbols ({pdb})"), f.is_count)
             mv = read_field(f.key, build, cat, syms, self._h.read, pdb)
             if mv is None:
                 out.append(f)

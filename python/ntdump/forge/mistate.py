@@ -179,7 +179,8 @@ def member_offset(path: str, struct_name: str = "_MI_SYSTEM_INFORMATION",
     """(offset in bytes, type) of the dotted member ``path`` (``"Vs.SystemPteInfo.
     TotalFreeSystemPtes"``) from the start of ``struct_name``. ``KeyError`` for an unknown
     member."""
-    off, t = 0, struct_name
+    off = 0
+    t: MemberType = struct_name
     for name in path.split("."):
         if not isinstance(t, str) or t not in layout:
             raise KeyError(f"{path}: {t!r} is not a struct of the layout")
@@ -329,6 +330,7 @@ def plant(pt: PageTables, mem: PhysicalMemory, at: int,
         cur += pages * PAGE_SIZE
     for var, members in values.items():
         for path, value in members.items():
+            t: MemberType
             if var == "ExPoolFailures":
                 off, t = 0, "u32"
             else:
