@@ -67,9 +67,19 @@ class Forged:
                                   tracker_nonpaged_bytes=self.np_bytes,
                                   tracker_paged_bytes=self.paged_bytes, failures=3)
         self.lay = fm.plant(s.pt, s.mem, base + 0x0140_0000, self.values)
+        # nt!ExpSessionPoolTrackTable / …Size (pointer, SIZE_T: WRK ex/pool.c): naming the global
+        # tracker table, so the session pool's expected counts are known
+        sess = base + 0x0141_0000
+        s.pt.map(sess, s.mem.alloc_page() << 12)
+        for va, value in ((sess, pl.track_table), (sess + 8, pl.track_entries)):
+            pa = s.pt.translate(va)
+            assert pa is not None
+            s.mem.write_u64(pa, value)
         write_full(s.path, s.mem, s.header)
-        self.s, self.base, self.layouts_json = s, base, layouts_json
+        self.s, self.pl, self.base, self.layouts_json = s, pl, base, layouts_json
         self.rvas = {n: va - base for n, va in self.lay.variables.items()}
+        self.rvas.update(ExpSessionPoolTrackTable=sess - base,
+                         ExpSessionPoolTrackTableSize=sess + 8 - base)
         self.pdb = self.pdb_for(tmp / "good", fm.LAYOUT_19041_X64)
 
     def pdb_for(self, out: Path, layout: dict) -> Path:
@@ -136,6 +146,19 @@ def test_without_the_pdb_fields_say_why(forged: Forged) -> None:
         assert "Available Pages:" in text and "(not available: " in text
 
 
+def test_symbols_from_a_map_give_the_untyped_counter_only(forged: Forged) -> None:
+    """A symbol map (add_symbols) names the variables but carries no types: ExPoolFailures (a
+    plain ULONG) is read, the struct members say they need the PDB's types."""
+    with ntdump.open(forged.s.path, symbols="") as d:
+        d.add_symbols({f"nt!{n}": va for n, va in forged.lay.variables.items()})
+        v = d.vm()
+        assert v.pool_allocation_failures == 3
+        assert v.source("pool_allocation_failures").startswith(
+            f"nt!ExPoolFailures at {forged.lay.variables['ExPoolFailures']:#x}")
+        assert v.available_pages_pages is None
+        assert "no PDB types for _MI_PARTITION" in v.source("available_pages")
+
+
 def test_with_the_pdb_every_field_is_the_planted_member(forged: Forged) -> None:
     with ntdump.open(forged.s.path, symbols="") as d:
         d.load_pdb(forged.pdb, module="nt")
@@ -200,6 +223,23 @@ def test_triage_json_gives_usage_maximum_and_failures(forged: Forged, capsys) ->
     assert not any("pool allocation failures" in n for n in doc["notes"])
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(doc, json.loads((DOCS / "triage-schema.json").read_text()))
+
+
+def test_the_pdb_names_the_session_tracker_table(forged: Forged) -> None:
+    pl = forged.pl
+    cols = ["tag", "nonpaged_allocs", "nonpaged_bytes", "paged_allocs", "paged_bytes"]
+    with ntdump.open(forged.s.path, symbols="") as d:
+        with pytest.raises(ntdump.PoolTableError, match="ExpSessionPoolTrackTable"):
+            d.pool.used(session=True, owners=0)
+        explicit = d.pool.used(session=True, session_table=(pl.track_table, pl.track_entries),
+                               owners=0)
+        d.load_pdb(forged.pdb, module="nt")
+        via_pdb = d.pool.used(session=True, owners=0)
+        src = via_pdb.attrs["session_source"]
+        assert src.startswith(f"nt!ExpSessionPoolTrackTable at {forged.base + 0x0141_0000:#x}")
+        assert f"= {pl.track_entries} (pdb {forged.pdb})" in src
+        assert len(via_pdb) > 0
+        assert via_pdb[cols].astype(str).equals(explicit[cols].astype(str))
 
 
 def _mutated(change) -> dict:
