@@ -185,7 +185,8 @@ class Vm:
         """Windows 10/11: the fields ``nt!MiState`` / ``nt!MiSystemPartition`` members (and
         ``nt!ExPoolFailures``) hold, resolved through the kernel PDB's types
         (:mod:`ntdump.symbols.mistate`). A member's value wins over the KDBG / plain-variable one
-        (it is what WinDbg reads on these builds); a field no source gives keeps every reason."""
+        (it is what WinDbg reads on these builds); a field no source gives keeps every reason, the
+        member's first."""
         build = int(self._h.info.build)
         cat = None
         try:
@@ -207,7 +208,10 @@ class Vm:
             elif mv.value is not None:
                 out.append(VmField(f.key, f.label, mv.value, mv.source, f.is_count))
             elif f.pages is None:
-                first, then = (mv.source, f.source) if cat is not None else (f.source, mv.source)
+                # the member is the source on these builds: its reason first, unless the dump
+                # holds no kernel variables at all (a triage dump says so first)
+                first, then = (f.source, mv.source) if f.source.startswith("triage dump") \
+                    else (mv.source, f.source)
                 out.append(VmField(f.key, f.label, None, f"{first}; {then}", f.is_count))
             else:
                 out.append(f)

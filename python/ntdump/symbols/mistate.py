@@ -46,7 +46,8 @@ _SRC_1809 = ("ntdiff/headers Win10_1809_RS5_17763_1/x64/.../Standalone/_MI_POOL_
 _SRC_CHAPPELL = ("Geoff Chappell, MI_VISIBLE_STATE: the member 'has been' an internal variable "
                  "before Windows 10 and is present '10.0 and higher'")
 _SRC_DTRACE = ("Microsoft DTrace-on-Windows sample samples/windows/memory/systemwidememoryusage.d "
-               "(reads &nt`MiSystemPartition as _MI_PARTITION; DTrace runs on 19H1 and later)")
+               "(reads &nt`MiSystemPartition as _MI_PARTITION); 1903/1909 (18362/18363) not "
+               "checked against a listing: a member they lack gives a reason, not a value")
 
 
 @dataclass(frozen=True)
