@@ -134,9 +134,11 @@ def _with_nonpaged_commit(fields: list[VmField]) -> list[VmField]:
     """Insert WinDbg's "NonPagedPool Commit" line (before "PagedPool Commit"): no KDBG field or
     pre-Windows 10 variable ntdump reads holds it; Windows 10/11 keep it in
     ``nt!MiState.Vs.NonPagedPoolCommit`` (filled by :meth:`Vm._vm_from_members`)."""
-    nc = VmField("nonpaged_pool_commit", "NonPagedPool Commit", None,
-                 "no KDBG field holds it (Windows 10/11: nt!MiState.Vs.NonPagedPoolCommit, "
-                 "through the kernel's PDB)")
+    why = ("no KDBG field holds it (Windows 10/11: nt!MiState.Vs.NonPagedPoolCommit, through the "
+           "kernel's PDB)")
+    if any(f.source.startswith("triage dump") for f in fields):  # the core's wording for these
+        why = f"triage dump: kernel variables are not captured ({why})"
+    nc = VmField("nonpaged_pool_commit", "NonPagedPool Commit", None, why)
     i = next((i for i, f in enumerate(fields) if f.key == "paged_pool_commit"), len(fields))
     return [*fields[:i], nc, *fields[i:]]
 
