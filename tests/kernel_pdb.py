@@ -17,6 +17,7 @@ import glob
 import json
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 # CodeView primitive type indices (cvinfo.h): T_USHORT, T_ULONG (0x22), T_UINT4, T_UQUAD.
@@ -88,12 +89,17 @@ def _types(layouts: dict, names: list[str]) -> tuple[list[str], dict[str, int]]:
 
 
 def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
-          name: str = "ntkrnlmp") -> tuple[Path, Path, int]:
+          name: str = "ntkrnlmp",
+          extra_types: Callable[[int], list[str]] | None = None) -> tuple[Path, Path, int]:
     """Link ``name.exe`` + ``name.pdb`` in ``out`` whose publics put each variable at its RVA
-    (``variables``: name -> RVA, all at least 0x10000). Returns (pdb, image, RVA of .bss)."""
+    (``variables``: name -> RVA, all at least 0x10000). ``extra_types(first index)`` adds type
+    records after the built-in ones (e.g. :func:`mistate_types`). Returns (pdb, image, RVA of
+    .bss)."""
     vt = json.loads(layouts_json.read_text())["win10_x64_19041_vtypes.py"]
     layouts = {k: vt[k] for k in ("_POOL_HEADER", "_POOL_TRACKER_BIG_PAGES")}
     types, _ = _types(layouts, list(layouts))
+    if extra_types is not None:
+        types += extra_types(FIRST + _record_count(types))
     top = max(variables.values()) + 0x10
     lld = linker()
     assert lld is not None
@@ -144,6 +150,82 @@ def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
         got2 = link(got)
         assert got2 == got
     return out / (name + ".pdb"), out / (name + ".exe"), got
+
+
+# -- nt!MiState / nt!MiSystemPartition types (the !vm members of Windows 10/11) -----------------
+# The layout is ntdump.forge.mistate.LAYOUT_19041_X64 (offsets and sizes of the Windows 10 2004
+# x64 public symbols, sources in that module); tests mutate copies of it to make hostile PDBs.
+
+#: CodeView primitive type indices (cvinfo.h) of the layout's primitive names: T_UCHAR, T_USHORT,
+#: T_ULONG, T_LONG, T_UQUAD.
+MI_PRIM = {"u8": 0x20, "u16": 0x21, "u32": 0x22, "i32": 0x12, "u64": 0x23}
+
+
+def _record_count(types: list[str]) -> int:
+    """Type records in YAML lines made by :func:`_types` (each starts at 6 spaces' indent)."""
+    return sum(1 for ln in types if ln.startswith("      - Kind:"))
+
+
+def mistate_types(first: int, layout: Mapping[str, tuple[int, list[tuple[str, int, object]]]]
+                  ) -> list[str]:
+    """CodeView YAML records (LF_ARRAY, LF_FIELDLIST, LF_STRUCTURE) for the structs of ``layout``
+    (struct name -> (size, [(member, offset, type)]); types as ntdump.forge.mistate.MemberType),
+    numbered from ``first``, every struct after the structs its members use. A member naming a
+    struct the layout lacks gets a forward reference (a type without definition)."""
+    recs: list[list[str]] = []
+    index: dict[str, int] = {}
+
+    def add(lines: list[str]) -> int:
+        recs.append(lines)
+        return first + len(recs) - 1
+
+    def ref(t: object) -> int:
+        if isinstance(t, tuple):
+            elem, count = t
+            e = ref(elem)
+            esize = _mi_size(elem, layout)
+            return add(["- Kind: LF_ARRAY", "  Array:", f"    ElementType: {e}",
+                        "    IndexType: 35", f"    Size: {esize * count}", "    Name: ''"])
+        assert isinstance(t, str)
+        if t in MI_PRIM:
+            return MI_PRIM[t]
+        if t not in index:
+            if t in layout:
+                define(t)
+            else:  # a struct the PDB does not define: forward reference only
+                index[t] = add(["- Kind: LF_STRUCTURE", "  Class:", "    MemberCount: 0",
+                                "    Options: [ None, ForwardReference ]", "    FieldList: 0",
+                                f"    Name: {t}", "    UniqueName: ''", "    DerivationList: 0",
+                                "    VTableShape: 0", "    Size: 0"])
+        return index[t]
+
+    def define(name: str) -> None:
+        size, members = layout[name]
+        refs = [(m, off, ref(t)) for m, off, t in members]
+        fl = ["- Kind: LF_FIELDLIST", "  FieldList:"]
+        for m, off, t in refs:
+            fl += ["    - Kind: LF_MEMBER", "      DataMember:", "        Attrs: 3",
+                   f"        Type: {t}", f"        FieldOffset: {off}", f"        Name: {m}"]
+        fli = add(fl)
+        index[name] = add(["- Kind: LF_STRUCTURE", "  Class:",
+                           f"    MemberCount: {len(members)}", "    Options: [ None ]",
+                           f"    FieldList: {fli}", f"    Name: {name}", "    UniqueName: ''",
+                           "    DerivationList: 0", "    VTableShape: 0", f"    Size: {size}"])
+
+    for name in layout:
+        if name not in index:
+            define(name)
+    out = []
+    for r in recs:
+        out += ["      " + ln for ln in r]
+    return out
+
+
+def _mi_size(t: object, layout: Mapping[str, tuple[int, list[tuple[str, int, object]]]]) -> int:
+    if isinstance(t, tuple):
+        return _mi_size(t[0], layout) * int(t[1])
+    assert isinstance(t, str)
+    return {"u8": 1, "u16": 2, "u32": 4, "i32": 4, "u64": 8}.get(t) or layout[t][0]
 
 
 # -------------------------------------------------------------------------------------------------
