@@ -20,12 +20,13 @@ const DETACH_BYTES: usize = 64 * 1024;
 #[pyclass(frozen, name = "Dump", module = "ntdump._native")]
 pub struct PyDump {
     pub(crate) inner: Arc<Dump>,
-    /// The kernel view (KDBG, modules), loaded on first use; see `crate::kernel::kernel_of`.
-    pub(crate) kernel: std::sync::OnceLock<Arc<ntdump_core::kernel::Kernel>>,
+    /// The kernel view (KDBG, modules), loaded on first use (again after the loader entry layout
+    /// changes: `crate::layouts`); see `crate::kernel::kernel_of`.
+    pub(crate) kernel: crate::layouts::Cache<ntdump_core::kernel::Kernel>,
     /// The symbol table of the kernel's module list, built on first use; see `crate::symbols::symbols_of`.
-    pub(crate) symbols: std::sync::OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
+    pub(crate) symbols: crate::layouts::Cache<ntdump_core::symbols::SymbolTable>,
     /// The big pool table found by the default search, once read successfully; see `crate::pool`.
-    pub(crate) big: std::sync::OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
+    pub(crate) big: crate::layouts::Cache<ntdump_core::pool::big::BigPool>,
 }
 
 fn machine_arg(m: Option<&str>) -> PyResult<Option<Machine>> {
@@ -101,9 +102,9 @@ impl PyDump {
         })?;
         Ok(PyDump {
             inner: Arc::new(d),
-            kernel: std::sync::OnceLock::new(),
-            symbols: std::sync::OnceLock::new(),
-            big: std::sync::OnceLock::new(),
+            kernel: Default::default(),
+            symbols: Default::default(),
+            big: Default::default(),
         })
     }
 

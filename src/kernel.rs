@@ -67,7 +67,7 @@ fn kernel_info<'py>(py: Python<'py>, dump: PyRef<'py, PyDump>) -> PyResult<Bound
     o.set_item("module_source", k.module_source)?;
     o.set_item("kernel_base", k.kernel_base)?;
     o.set_item("family", k.profile.family.as_str())?;
-    o.set_item("ldr_layout_source", k.profile.ldr_source)?;
+    o.set_item("ldr_layout_source", &k.ldr_source)?;
     match &k.kdbg {
         Some(g) => {
             let kd = PyDict::new(py);

@@ -6,6 +6,7 @@ mod dump;
 mod errors;
 mod guard;
 mod kernel;
+mod layouts;
 mod pdb;
 mod pe;
 mod pool;
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dump::PyDump>()?;
     m.add_function(wrap_pyfunction!(guard::panic_selftest, m)?)?;
     kernel::register(m)?;
+    layouts::register(m)?;
     pdb::register(m)?;
     pe::register(m)?;
     pool::register(m)?;

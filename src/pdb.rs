@@ -81,7 +81,7 @@ fn layout<'py>(py: Python<'py>, l: &Layout) -> PyResult<Bound<'py, PyDict>> {
 /// bit_position, bit_length}], enumerators [(name, value as decimal text)].
 #[pyclass(name = "PdbTypes", module = "ntdump._native", frozen)]
 pub struct PyPdbTypes {
-    inner: Arc<TypeTable>,
+    pub(crate) inner: Arc<TypeTable>,
 }
 
 #[pymethods]

@@ -62,7 +62,7 @@ fn pool_used<'py>(
     let o = record!(py, g, [variable, table, entries, size_variable]);
     o.set_item("columns", c)?;
     o.set_item("layout", g.layout.name)?;
-    o.set_item("layout_source", g.layout.source)?;
+    o.set_item("layout_source", &g.layout_source)?;
     o.set_item("layout_scores", g.scores.clone())?;
     o.update(record!(py, r, [per_cpu, per_cpu_array, extra, warnings]).as_mapping())?;
     Ok(o)
@@ -96,7 +96,7 @@ fn pool_big<'py>(
         arrays!(py, p, [va, tag, bytes, pool_type, freed]),
     )?;
     o.set_item("layout", i.layout.name)?;
-    o.set_item("layout_source", i.layout.source)?;
+    o.set_item("layout_source", &i.layout_source)?;
     o.set_item("warnings", r.warnings.clone())?;
     Ok(o)
 }

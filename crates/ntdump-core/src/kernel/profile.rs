@@ -50,7 +50,7 @@ impl Family {
 }
 
 /// Offsets (bytes) inside `KLDR_DATA_TABLE_ENTRY` / `LDR_DATA_TABLE_ENTRY`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LdrLayout {
     /// Bytes to read per entry (covers every field below).
     pub size: u64,
