@@ -3,7 +3,13 @@
 # Python tests (pytest's summary is the last line). Run from anywhere after `pip install -e '.[test]'`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NTDUMP_TEST_DATA="${NTDUMP_TEST_DATA:-$(cd .. && pwd)/shared/data}"
+# ../shared/data beside the checkout; from a `git worktree` elsewhere, beside the main checkout.
+if [ -z "${NTDUMP_TEST_DATA:-}" ]; then
+    NTDUMP_TEST_DATA="$(cd .. && pwd)/shared/data"
+    main_tree="$(cd "$(git rev-parse --git-common-dir 2>/dev/null || echo .git)/.." && pwd)"
+    [ -d "$NTDUMP_TEST_DATA" ] || NTDUMP_TEST_DATA="$(dirname "$main_tree")/shared/data"
+fi
+export NTDUMP_TEST_DATA
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== ruff";         python -m ruff check python tests benchmarks

@@ -1,6 +1,6 @@
 //! `ntdump._native.Dump`: a frozen handle on an open core dump.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use crate::prelude::*;
 use ntdump_core::dump::RawOptions;
@@ -16,12 +16,42 @@ const DETACH_BYTES: usize = 64 * 1024;
 #[pyclass(frozen, name = "Dump", module = "ntdump._native")]
 pub struct PyDump {
     pub(crate) inner: Arc<Dump>,
-    /// The kernel view (KDBG, modules), loaded on first use; see `crate::kernel::kernel_of`.
-    pub(crate) kernel: OnceLock<Arc<ntdump_core::kernel::Kernel>>,
+    /// The kernel view (KDBG, modules), loaded on first use (again after the loader entry layout
+    /// changes: `crate::layouts`); see `crate::kernel::kernel_of`.
+    pub(crate) kernel: Cache<ntdump_core::kernel::Kernel>,
     /// The symbol table of the kernel's module list, built on first use; see `crate::pe::symbols_of`.
-    pub(crate) symbols: OnceLock<Arc<ntdump_core::symbols::SymbolTable>>,
+    pub(crate) symbols: Cache<ntdump_core::symbols::SymbolTable>,
     /// The big pool table found by the default search, once read successfully; see `crate::pool`.
-    pub(crate) big: OnceLock<Arc<ntdump_core::pool::big::BigPool>>,
+    pub(crate) big: Cache<ntdump_core::pool::big::BigPool>,
+}
+
+/// A value computed once and shared, which [`Cache::clear`] drops (a `OnceLock` that can be reset:
+/// the dump's kernel view, symbol table and big pool table depend on its layouts, `crate::layouts`).
+pub struct Cache<T>(RwLock<Option<Arc<T>>>);
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache(RwLock::new(None))
+    }
+}
+
+impl<T> Cache<T> {
+    /// The value, if computed.
+    pub fn get(&self) -> Option<Arc<T>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The value; `make()`'s when none is stored yet (a value stored meanwhile by another thread
+    /// wins, as with `OnceLock::get_or_init`).
+    pub fn get_or_init(&self, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert_with(make).clone()
+    }
+
+    /// Drop the value.
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 impl PyDump {
@@ -71,9 +101,9 @@ impl PyDump {
         });
         Ok(PyDump {
             inner: Arc::new(d.or_raise()?),
-            kernel: OnceLock::new(),
-            symbols: OnceLock::new(),
-            big: OnceLock::new(),
+            kernel: Cache::default(),
+            symbols: Cache::default(),
+            big: Cache::default(),
         })
     }
 

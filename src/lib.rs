@@ -7,6 +7,7 @@ mod dump;
 mod errors;
 mod guard;
 mod kernel;
+mod layouts;
 mod pdb;
 mod pe;
 mod pool;
@@ -35,6 +36,7 @@ mod _native {
         dump::PyDump,
         guard::panic_selftest,
         kernel::{kernel_info, vm_summary},
+        layouts::{layout_sources, set_kernel_layouts},
         pdb::{pdb_identity, pdb_public_offsets, pdb_public_symbols, pdb_symbols, PyPdbTypes},
         pe::{pe_image, pe_parse, symbol_table, PyPeImage, PySymbolTable},
         pool::{pool_big, pool_layouts, pool_owners, pool_page, pool_track_table_variable},

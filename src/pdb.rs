@@ -37,7 +37,7 @@ pub fn pdb_public_offsets(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String
 /// bit_position, bit_length}], enumerators [(name, value as decimal text)].
 #[pyclass(name = "PdbTypes", module = "ntdump._native", frozen)]
 pub struct PyPdbTypes {
-    inner: Arc<TypeTable>,
+    pub(crate) inner: Arc<TypeTable>,
 }
 
 #[guarded]

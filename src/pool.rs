@@ -36,12 +36,11 @@ pub fn pool_used<'py>(
         track_entries,
     };
     let r = run(py, || core_pool::tracker::read_used(&dump.inner, &k, &opts))?;
-    let (layout, layout_source) = (r.global.layout.name, r.global.layout.source);
     let o = record(py, &r)?;
     let u = r.usage;
     let columns = arrays!(py, u; tag, nonpaged_allocs, nonpaged_frees, nonpaged_bytes,
         paged_allocs, paged_frees, paged_bytes);
-    Ok(dict!(o; columns, layout, layout_source))
+    Ok(dict!(o; columns))
 }
 
 /// The big page table's used entries (GIL released). `table` = (VA, entries, layout name or "").
@@ -59,11 +58,10 @@ pub fn pool_big<'py>(
             Arc::new(run(py, || read_big(&dump.inner, &k, Some((a, n, &l))))?)
         }
     };
-    let (layout, layout_source) = (r.info.layout.name, r.info.layout.source);
     let o = record(py, &*r)?;
     let p = r.pages.clone();
     let columns = arrays!(py, p; va, tag, bytes, pool_type, freed);
-    Ok(dict!(o; columns, layout, layout_source))
+    Ok(dict!(o; columns))
 }
 
 /// The big pool table found by the default search, read once (GIL released) and shared.

@@ -63,3 +63,20 @@ def test_vm_through_kd(tmp_path):
         out = KdSession(d).run("!vm")
     assert "NonPagedPool Usage:" in out and "125476 Kb" in out
     assert "3 pool allocations have failed" in out
+
+
+def test_display_ranges_with_an_end_address(triage_dump):
+    """kd's ``start end`` range (end inclusive) for db/dd/dq/dps, beside ``L count``."""
+    with ntdump.open(triage_dump) as d:
+        s = KdSession(d)
+        base = d.modules["amdppm"].base
+        a = f"{base:x}"
+        raw = d.read(base, 0x20)
+        lines = s.run(f"db {a} {a}+0x10").splitlines()
+        assert len(lines) == 2 and lines[1].split()[1] == f"{raw[0x10]:02x}"
+        assert len(lines[1].split()) == 3  # address, one byte, its character
+        assert s.run(f"db {a} {a}+0x10") == s.run(f"db {a} L0x11")
+        assert s.run(f"dd {a} {a}+7").split()[1:] == [
+            f"{int.from_bytes(raw[i:i + 4], 'little'):08x}" for i in (0, 4)]
+        assert len(s.run(f"dps {a} {a}+0x17").splitlines()) == 3  # three pointers
+        assert "before the start" in s.run(f"db {a} {a}-1")

@@ -293,7 +293,7 @@ def test_messages_short_and_without_repeated_prefixes(capsys, triage_dump, tmp_p
     rc, out, _ = run(capsys, "vm", triage_dump)
     assert rc == 0
     rows = [line for line in out.splitlines() if "not available" in line]
-    assert len(rows) == 15
+    assert len(rows) == 16  # every !vm line but the failure count (a warning, not a line)
     for line in rows:
         assert len(line.expandtabs()) <= 100, line
         assert line.count("(") == 1 and ";" not in line, line
@@ -408,7 +408,8 @@ def test_kd_output_uses_kd_addresses(story64):
 # -- 9. start-up: no pandas for import ntdump or ntdump info ---------------------------------
 def _modules_after(code: str) -> set[str]:
     p = subprocess.run([sys.executable, "-c", code + "\nimport sys\n"
-                        "print(' '.join(m for m in ('pandas', 'numpy', 'pyarrow', 'ntdump.forge')"
+                        "print(' '.join(m for m in ('pandas', 'numpy', 'pyarrow', 'ntdump.forge',"
+                        " 'http.client', 'ssl', 'ntdump.symbols.http')"
                         " if m in sys.modules))"],
                        capture_output=True, text=True, check=True)
     return set(p.stdout.split("\n")[-2].split())
@@ -422,3 +423,5 @@ def test_import_and_info_do_not_import_pandas(triage_dump):
     # ... and a frame still imports it when one is built.
     frame = f"import ntdump\nntdump.open({str(triage_dump)!r}).modules.to_frame()"
     assert {"pandas", "numpy"} <= _modules_after(frame)
+    # the HTTP client (http.client, ssl, email: ~20 ms) loads only when a server is asked
+    assert not {"http.client", "ssl"} & _modules_after(frame)

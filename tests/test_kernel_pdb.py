@@ -69,7 +69,9 @@ def test_pdb_names_the_big_table_vm_fields_and_types(forged) -> None:
         big = d.pool.big()
         assert "nt!PoolBigPageTable" in big.attrs["symbol_source"]
         assert str(pdb) in big.attrs["symbol_source"]
-        assert "win10-x64" in big.attrs["layout_source"]
+        # the PDB's _POOL_TRACKER_BIG_PAGES (equal to the built-in win10-x64) is the layout used
+        assert big.attrs["layout"] == "win10-x64"
+        assert big.attrs["layout_source"] == f"pdb nt!_POOL_TRACKER_BIG_PAGES ({pdb})"
         want = sorted((b.va, b.tag.decode("latin-1"), b.bytes) for b in pl.big if not b.freed)
         got = sorted((int(r.va), str(r.tag), int(r.bytes)) for r in big.itertuples()
                      if not r.freed)

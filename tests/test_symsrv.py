@@ -113,13 +113,73 @@ def test_404_is_a_miss_and_is_remembered(store: tuple[Path, dict], tmp_path: Pat
         p = _quick(f"srv*{tmp_path / 'c'}*{s.url}")
         assert Resolver(p).find_image("nothere.sys", 0x12345678, 0x1000) is None
         n = len(s.requests)
-        assert n == 2  # the file and its compressed form
+        assert [r.rsplit("/", 1)[-1] for r in s.requests] == \
+            ["nothere.sys", "nothere.sy_", "file.ptr"]  # SymSrv's three requests
         assert Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")
                         ).find_image("nothere.sys", 0x12345678, 0x1000) is None
         assert len(s.requests) == n  # negative cache
         assert Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}", negative_ttl=0)
                         ).find_image("nothere.sys", 0x12345678, 0x1000) is None
         assert len(s.requests) == 2 * n
+
+
+def _pointer_instead_of_pdb(root: Path, keys: dict, text: str) -> Path:
+    """Replace the served PDB by a ``file.ptr`` holding ``text`` (as ``symstore add /p`` leaves
+    it); returns where the PDB was moved to (``<root>/elsewhere/amdppm.pdb``)."""
+    d = root / keys["pdb_name"] / keys["pdb_key"]
+    moved = root / "elsewhere" / keys["pdb_name"]
+    moved.parent.mkdir()
+    (d / keys["pdb_name"]).rename(moved)
+    (d / "file.ptr").write_text(text)
+    return moved
+
+
+def test_file_ptr_over_http_relative_url(store: tuple[Path, dict], tmp_path: Path) -> None:
+    root, keys = store
+    moved = _pointer_instead_of_pdb(root, keys, "PATH:../../elsewhere/amdppm.pdb\r\n")
+    with SymServer(root) as s:
+        r = Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}"))
+        got = r.find_pdb(*_pdb_args(keys))
+        assert got == tmp_path / "c" / "amdppm.pdb" / keys["pdb_key"] / "amdppm.pdb"
+        assert got.read_bytes() == moved.read_bytes()
+        assert [p.rsplit("/", 1)[-1] for p in s.requests] == \
+            ["amdppm.pdb", "amdppm.pd_", "file.ptr", "amdppm.pdb"]
+        assert s.requests[-1] == "/elsewhere/amdppm.pdb"
+        assert any("found through file.ptr" in line for line in r.path.log)
+
+
+def test_file_ptr_over_http_local_path_msg_and_other_host(store: tuple[Path, dict],
+                                                          tmp_path: Path) -> None:
+    root, keys = store
+    d = root / keys["pdb_name"] / keys["pdb_key"]
+    moved = _pointer_instead_of_pdb(root, keys, "")
+    with SymServer(root) as s:
+        # an absolute local path (a share the client mounts): read, verified, cached
+        (d / "file.ptr").write_text(f"PATH:{moved}")
+        got = Resolver(_quick(f"srv*{tmp_path / 'c1'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        assert got is not None and got.is_relative_to(tmp_path / "c1")
+        assert got.read_bytes() == moved.read_bytes()
+        # a path that is not here (a UNC share): a miss, nothing stored
+        (d / "file.ptr").write_text("PATH:\\\\symsrv\\share\\amdppm.pdb")
+        assert Resolver(_quick(f"srv*{tmp_path / 'c2'}*{s.url}", negative_ttl=0)
+                        ).find_pdb(*_pdb_args(keys)) is None
+        assert _files(tmp_path / "c2") == []
+        # MSG: the store's reason, as a SymbolError
+        (d / "file.ptr").write_text("MSG: withdrawn by the build team")
+        with pytest.raises(SymbolError, match="withdrawn by the build team"):
+            Resolver(_quick(f"srv*{tmp_path / 'c3'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        # another host: refused like a redirect there, unless allowed
+        (d / "file.ptr").write_text("PATH:http://elsewhere.invalid/amdppm.pdb")
+        n = len(s.requests)
+        with pytest.raises(SymbolDownloadError, match="another host"):
+            Resolver(_quick(f"srv*{tmp_path / 'c4'}*{s.url}")).find_pdb(*_pdb_args(keys))
+        assert len(s.requests) == n + 3  # nothing asked of the other host
+        # a wrong file behind the pointer is refused like a wrong file in place
+        (d / "file.ptr").write_text("PATH:/etc/hostname")
+        if Path("/etc/hostname").is_file():
+            with pytest.raises(SymbolMismatchError):
+                Resolver(_quick(f"srv*{tmp_path / 'c5'}*{s.url}")).find_pdb(*_pdb_args(keys))
+            assert _files(tmp_path / "c5") == []
 
 
 def test_500_retried_then_error_or_success(store: tuple[Path, dict], tmp_path: Path) -> None:
@@ -498,3 +558,16 @@ def test_stack_gets_images_from_the_symbol_path(store: tuple[Path, dict], tmp_pa
     assert fetched[cols].astype(str).equals(given[cols].astype(str))
     # and the symbol path names amdppm's frames from its PDB
     assert any(str(x).startswith("amdppm!") for x in fetched["symbol"])
+
+
+def test_nb10_module_is_named_not_fetched(store: tuple[Path, dict], tmp_path: Path) -> None:
+    """An NB10 record names a PDB 2.0 file, which ntdump cannot read: the module's error says so
+    and no request is made for it."""
+    root, _ = store
+    cv = {"format": "NB10", "pdb_name": "old.pdb", "key": "3A1B2C3D2", "age": 2, "guid": None}
+    with SymServer(root) as s:
+        mf = Resolver(_quick(f"srv*{tmp_path / 'c'}*{s.url}")).module(
+            "old", "old.sys", 0x3A1B2C3D, 0x5000, cv)
+        assert mf.pdb is None and mf.pdb_key == "3A1B2C3D2"
+        assert mf.error is not None and "PDB 2.0" in mf.error and "old.pdb" in mf.error
+        assert s.requests == []

@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "kernel_info",
     "kernel_ranges",
+    "layout_sources",
     "pdb_identity",
     "pdb_public_offsets",
     "panic_selftest",
@@ -37,6 +38,7 @@ __all__ = [
     "processors",
     "search",
     "search_modules",
+    "set_kernel_layouts",
     "stack_walk",
     "symbol_table",
     "unwind_functions",
@@ -134,6 +136,13 @@ class KernelInfo(TypedDict):
     ldr_layout_source: str
     kdbg: Kdbg | None
     warnings: list[str]
+
+@type_check_only
+class KernelLayoutsDict(TypedDict):
+    sources: dict[str, str]
+    warnings: list[str]
+    missing: list[str]
+    ldr_changed: bool
 
 @type_check_only
 class PeHeadersDict(TypedDict):
@@ -415,6 +424,10 @@ class SymbolTable:
 
 def kernel_info(dump: Dump) -> KernelInfo: ...
 def kernel_ranges(dump: Dump) -> list[tuple[int, int]]: ...
+def layout_sources(dump: Dump) -> dict[str, str]: ...
+def set_kernel_layouts(
+    dump: Dump, types: PdbTypes | None, module: str = "nt", label: str = ""
+) -> KernelLayoutsDict: ...
 def panic_selftest(message: str) -> None: ...
 def pdb_public_symbols(path: str | PathLike[str]) -> tuple[str, int, list[tuple[str, int]]]: ...
 def pdb_identity(path: str | PathLike[str]) -> tuple[str, int]: ...

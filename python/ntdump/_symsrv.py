@@ -125,9 +125,7 @@ class SymbolServer:
                     sm.setdefault(f"{key}!{und}", va)
         self._map.pdb_paths[key] = str(pdb)
         self._map.symbol_sources[key] = f"pdb {pdb}"
-        self._h.cache.pop("vm", None)
-        self._h.cache.pop("symbols.mapped", None)
-        self._h.cache.get("types", {}).pop(key, None)
+        self._map.pdb_loaded(key)
         return len(syms)
 
     def _add_image_exports(self, m: Module, image: Path) -> None:

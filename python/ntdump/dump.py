@@ -264,8 +264,23 @@ class Dump:
     def load_pdb(self, path: str | os.PathLike[str], *, module: str | None = None) -> int:
         """Read the public symbols of the PDB at ``path`` and place them at ``module``'s base
         (default: the module whose CodeView record names this PDB, or ``nt`` for a kernel PDB).
-        Returns the number of symbols added; raises :class:`~ntdump.SymbolError`."""
+        Returns the number of symbols added; raises :class:`~ntdump.SymbolError`. A kernel PDB
+        also gives its struct layouts to the pool and module readers (:attr:`layout_sources`)."""
         return self._symbol_map.load_pdb(path, module=module)
+
+    @property
+    def layout_sources(self) -> dict[str, str]:
+        """The struct layouts taken from the loaded kernel PDB, by structure (``pool_header``,
+        ``tracker``, ``big_pages``, ``ldr``) -> ``"pdb nt!<type> (<pdb path>)"``; empty without
+        one (the built-in profiles are used). Each result names its layout too
+        (``attrs["layout_source"]``, ``ModuleList.layout_source``)."""
+        return self._symbol_map.layout_sources
+
+    @property
+    def layout_warnings(self) -> list[str]:
+        """Why kernel PDB types were not used (a field past the entry's end, a size of 0 or too
+        large, a missing field …): the built-in profile stays in use for those."""
+        return self._symbol_map.layout_warnings
 
     # -- symbols (ntdump._symbols.Symbols) ---------------------------------------------------
     def symbol(self, name: str) -> int:

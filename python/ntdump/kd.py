@@ -35,7 +35,7 @@ from ._limits import (
 from ._symsrv import reload_text, sympath_text
 from .analyze import analyze
 from .errors import KdError, NtdumpError
-from .symbols.http import MICROSOFT_SERVER
+from .symbols.options import MICROSOFT_SERVER
 
 if TYPE_CHECKING:
     from .dump import Dump
@@ -585,7 +585,9 @@ class KdSession:
                 out.append(r)
         return "\n".join(out)
 
-    def _count(self, args: str, default: int) -> tuple[int, int]:
+    def _count(self, args: str, default: int, unit: int = 1) -> tuple[int, int]:
+        """``start``, ``start L[?]count`` or ``start end`` (inclusive, as kd): (start VA, number
+        of ``unit``-byte elements)."""
         toks = args.split()
         if not toks:
             raise KdError("Address expected")
@@ -598,17 +600,23 @@ class KdSession:
                 n = self.eval(toks[2], self._env)
             else:
                 raise KdError("Range count expected after L")
+        elif len(toks) > 1:  # an end address: every element that starts at or before it
+            end = self.eval(toks[1], self._env)
+            if end < va:
+                raise KdError(f"Range error: end {kd_addr(end, self.ptr)} is before the start")
+            n = (end - va) // unit + 1
         return va, n
 
     def _dps(self, args: str, kind: str) -> str:
-        va, n = self._count(args, 16 if kind == "dps" and self.ptr == 4 else 8)
         size = {"dps": None, "dds": 4, "dqs": 8}[kind]
+        va, n = self._count(args, 16 if kind == "dps" and self.ptr == 4 else 8,
+                            size or self.ptr)
         self._display_limit(n * (size or self.ptr), kind)
         n = min(n, max(0, (self.top - va) // (size or self.ptr)))  # stop at the top: no wrap
         return self.d.dps_text(va, n, size=size)
 
     def _db(self, args: str, width: int) -> str:
-        va, n = self._count(args, 0x80 // width)
+        va, n = self._count(args, 0x80 // width, width)
         self._display_limit(n * width, {1: "db", 4: "dd", 8: "dq"}[width])
         cells = read_cells(lambda a, k: self.d.read(a, k), va, n * width, self.top)
         return "\n".join(hexdump_cells(

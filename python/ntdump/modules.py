@@ -201,12 +201,17 @@ class ModuleList:
     loop
     over this list; ``d.search(x, within=d.modules)`` searches every module."""
 
-    def __init__(self, h: Handle, modules: list[Module], *, source: str) -> None:
+    def __init__(self, h: Handle, modules: list[Module], *, source: str,
+                 layout_source: str = "") -> None:
         self._h = h
         self._modules = modules
         self._starts = sorted((m.base, i) for i, m in enumerate(modules))
         self.source = source
         """Where the list came from: "PsLoadedModuleList", "triage driver list" or "none"."""
+        self.layout_source = layout_source
+        """Where the loader entry layout of the walk comes from: the kernel PDB's type
+        (``"pdb nt!_KLDR_DATA_TABLE_ENTRY (<pdb path>)"``) or the built-in profile
+        (``"profile win10 x64: …"``); for a triage dump's driver list it is not used."""
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules)
@@ -272,7 +277,10 @@ class ModuleList:
         # One string per row (Parquet- and CSV-friendly): the kind, or the kd names joined by ", ".
         cols["loaded_imports"] = [", ".join(v) if isinstance(v, tuple) else v
                                   for v in cols["loaded_imports"]]
-        return _schema.frame(cols, MODULE_SCHEMA, dump=self._h.path)
+        df = _schema.frame(cols, MODULE_SCHEMA, dump=self._h.path)
+        df.attrs["source"] = self.source
+        df.attrs["layout_source"] = self.layout_source
+        return df
 
     def dependents(self, name: str) -> list[Module]:
         """Modules whose LoadedImports lists ``name`` (a kd or file name): "which modules depend
@@ -356,7 +364,8 @@ class Kernel:
                 k["warnings"].append(f"{c['name'][i]}: LoadedImports: {note}")
         if not mods and self._h.info.layout != "triage":
             warnings.warn(NtdumpWarning(self.empty_modules_reason()), stacklevel=4)
-        return ModuleList(self._h, mods, source=k["module_source"])
+        return ModuleList(self._h, mods, source=k["module_source"],
+                          layout_source=k["ldr_layout_source"])
 
     def empty_modules_reason(self) -> str:
         """Why the module list is empty, in one line (from the kernel warnings)."""

@@ -19,6 +19,7 @@ from . import _schema
 from ._handle import Handle
 from ._native import (
     PoolScanner,
+    layout_sources,
     pool_big,
     pool_owners,
     pool_page,
@@ -196,6 +197,9 @@ class PoolPage:
     """The big page table entry holding ``va`` (va, tag, bytes, pool_type), if any."""
     descriptions: dict[str, str] = field(default_factory=dict, repr=False)
     pointer_size: int = 8
+    layout_source: str = ""
+    """Where the ``_POOL_HEADER`` layout comes from (``"pdb nt!_POOL_HEADER (<pdb>)"`` or
+    ``"profile x64: …"``)."""
 
     @property
     def block(self) -> PoolBlock | None:
@@ -318,7 +322,10 @@ class Pool:
                 loaded kernel symbols when not given (``attrs["track_entries_source"]``).
 
         Counts are sums over the global table, the per-processor tables (Windows 10+, when found)
-        and ``expansion``. ``df.attrs`` has the table addresses, the layout and warnings. Raises
+        and ``expansion``. ``df.attrs`` has the table addresses, the layout and warnings;
+        ``attrs["layout_source"]`` says where the entry layout comes from
+        (``"pdb nt!_POOL_TRACKER_TABLE (<pdb>)"`` with the kernel PDB loaded, else
+        ``"profile x64-0x38: …"``, the built-in layout chosen by validation). Raises
         :class:`PoolTableError` when the tables are not in the dump (a triage dump, say).
         """
         if flags is not None:
@@ -440,8 +447,8 @@ class Pool:
         pool_type, freed (bit 0 of Va was set). ``table=(VA, entries[, layout])`` skips the
         search; with the kernel's PDB loaded, the table comes from ``nt!PoolBigPageTable`` /
         ``nt!PoolBigPageTableSize`` and the entry layout from its ``_POOL_TRACKER_BIG_PAGES``
-        (``attrs["symbol_source"]``, ``attrs["layout_source"]``). ``df.attrs`` says where the
-        table is and how it was found."""
+        (``attrs["symbol_source"]``, ``attrs["layout_source"]``: ``"pdb nt!…"`` or
+        ``"profile …"``). ``df.attrs`` says where the table is and how it was found."""
         extra: dict[str, str] = {}
         if table is None:
             smap = self._smap
@@ -469,6 +476,7 @@ class Pool:
         """The pool page holding ``va`` (``!pool``). On legacy pools (builds < 18362) the page's
         header chain is walked and validated; from 19H1 the walk is not possible and the result
         says so, with the nearest header at or below ``va`` and the big-pool entry holding it."""
+        self._smap.autoload("nt")  # the kernel PDB's _POOL_HEADER, when a symbol path has it
         r = pool_page(self._h.native, va)
         blocks = tuple(PoolBlock._from(t) for t in r["blocks"])
         nearest = PoolBlock._from(r["nearest"]) if r["nearest"] is not None else None
@@ -480,7 +488,8 @@ class Pool:
         tags = {b.tag for b in blocks} | ({nearest.tag} if nearest else set())
         desc = {t: d for t in tags if (d := self.describe(t))}
         return PoolPage(va, r["page"], blocks, r["status"], r["why"], r["corrupt_at"], nearest,
-                        big, desc, self._h.info.pointer_size)
+                        big, desc, self._h.info.pointer_size,
+                        layout_sources(self._h.native)["pool_header"])
 
     # -- !poolfind ------------------------------------------------------------------------------
     def scan(
@@ -504,8 +513,11 @@ class Pool:
             ranges: ``[start, end)`` VA pairs instead of all mapped kernel memory.
 
         Returns address (VA of the POOL_HEADER), tag, size (bytes, header included), pool_type,
-        allocated; sorted by address. ``df.attrs["pages"]`` = 4 KiB pages scanned.
+        allocated; sorted by address. ``df.attrs["pages"]`` = 4 KiB pages scanned;
+        ``df.attrs["layout_source"]`` = where the ``_POOL_HEADER`` layout comes from (the kernel
+        PDB's type when loaded, else the built-in profile).
         """
+        self._smap.autoload("nt")  # the kernel PDB's _POOL_HEADER, when a symbol path has it
         pats = _tags_arg(tags)
         native_tags = None if pats is None else [p.encode("latin-1") for p in pats]
         sc = PoolScanner(self._h.native, tags=native_tags, pool=pool,
@@ -547,6 +559,7 @@ class Pool:
                             "allocated": alloc}, SCAN_SCHEMA, dump=self._h.path)
         df.attrs["pages"] = total
         df.attrs["warnings"] = list(sc.warnings)
+        df.attrs["layout_source"] = layout_sources(self._h.native)["pool_header"]
         return df
 
     def scan_summary(self, tags: str | bytes | Iterable[str | bytes] | None = None,

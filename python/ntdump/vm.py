@@ -7,8 +7,10 @@ from typing import Any
 
 from ._handle import Handle
 from ._native import vm_summary
+from .errors import SymbolError
 from .pool import Pool
 from .symbolmap import SymbolMap
+from .symbols.mistate import read_field
 
 PAGE_KB = 4
 """KB per page (4 KiB pages on every architecture ntdump reads)."""
@@ -128,6 +130,19 @@ class VmSummary:
         return f"<VmSummary {len(self.fields)} fields, warnings={self.warnings}>"
 
 
+def _with_nonpaged_commit(fields: list[VmField]) -> list[VmField]:
+    """Insert WinDbg's "NonPagedPool Commit" line (before "PagedPool Commit"): no KDBG field or
+    pre-Windows 10 variable ntdump reads holds it; Windows 10/11 keep it in
+    ``nt!MiState.Vs.NonPagedPoolCommit`` (filled by :meth:`Vm._vm_from_members`)."""
+    why = ("no KDBG field holds it (Windows 10/11: nt!MiState.Vs.NonPagedPoolCommit, through the "
+           "kernel's PDB)")
+    if any(f.source.startswith("triage dump") for f in fields):  # the core's wording for these
+        why = f"triage dump: kernel variables are not captured ({why})"
+    nc = VmField("nonpaged_pool_commit", "NonPagedPool Commit", None, why)
+    i = next((i for i, f in enumerate(fields) if f.key == "paged_pool_commit"), len(fields))
+    return [*fields[:i], nc, *fields[i:]]
+
+
 def short_reason(source: str) -> str:
     """The first reason of a field's ``source`` in a few words, for ``!vm``'s one-line rows: the
     text before the first ``;`` (further sources tried) and before the first `` (`` (details)."""
@@ -168,9 +183,46 @@ class Vm:
             src += "; incomplete: " + "; ".join(gaps)
         return VmField(f.key, f.label, pages, src, f.is_count)
 
+    def _vm_from_members(self, fields: list[VmField]) -> list[VmField]:
+        """Windows 10/11: the fields ``nt!MiState`` / ``nt!MiSystemPartition`` members (and
+        ``nt!ExPoolFailures``) hold, resolved through the kernel PDB's types
+        (:mod:`ntdump.symbols.mistate`). A member's value wins over the KDBG / plain-variable one
+        (it is what WinDbg reads on these builds); a field no source gives keeps every reason, the
+        member's first."""
+        build = int(self._h.info.build)
+        cat = None
+        try:
+            cat = self._map.types("nt")
+        except (SymbolError, OSError):  # no PDB (or symbols from a map): typed rows say so
+            cat = None
+        syms = self._map.symbol_map
+        pdb = self._map.symbol_sources.get("nt", "no kernel PDB")
+        out = []
+        for f in fields:
+            if cat is not None and f.pages is None and "needs kernel symbols" in f.source:
+                # the core says so for want of a symbol; with the PDB loaded, the PDB lacks it
+                f = VmField(f.key, f.label, None, f.source.replace(
+                    "needs kernel symbols (not in KDBG)",
+                    f"is not among the kernel PDB's symbols ({pdb})"), f.is_count)
+            mv = read_field(f.key, build, cat, syms, self._h.read, pdb)
+            if mv is None:
+                out.append(f)
+            elif mv.value is not None:
+                out.append(VmField(f.key, f.label, mv.value, mv.source, f.is_count))
+            elif f.pages is None:
+                # the member is the source on these builds: its reason first, unless the dump
+                # holds no kernel variables at all (a triage dump says so first)
+                first, then = (f.source, mv.source) if f.source.startswith("triage dump") \
+                    else (mv.source, f.source)
+                out.append(VmField(f.key, f.label, None, f"{first}; {then}", f.is_count))
+            else:
+                out.append(f)
+        return out
+
     def vm(self) -> VmSummary:
         """The ``!vm`` summary. Fields that need kernel symbols beyond KDBG (e.g. pool allocation
-        failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``)."""
+        failures) are filled when symbols are loaded (``load_pdb``/``add_symbols``); on Windows
+        10/11 the kernel's PDB also gives the ``nt!MiState`` members (:meth:`_vm_from_members`)."""
         self._map.autoload("nt")  # the kernel's PDB along the symbol path, once (!vm loads nt)
         v: VmSummary | None = self._h.cache.get("vm")
         if v is None:
@@ -180,12 +232,13 @@ class Vm:
                 if k.startswith("nt!")
             }
             rows = vm_summary(self._h.native, syms)
-            fields = [VmField(*r) for r in rows]
+            fields = _with_nonpaged_commit([VmField(*r) for r in rows])
             nt_src = self._map.symbol_sources.get("nt")
             if nt_src:  # name the PDB (or map) the kernel's symbols came from
                 fields = [VmField(f.key, f.label, f.pages, f"{f.source} ({nt_src})", f.is_count)
                           if f.pages is not None and f.source.startswith("nt!") else f
                           for f in fields]
+            fields = self._vm_from_members(fields)
             used: list[Any] = []  # the tracker sums, read at most once per call
             fields = [self._vm_from_tracker(f, used) for f in fields]
             v = VmSummary(fields)

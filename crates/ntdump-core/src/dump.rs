@@ -3,12 +3,13 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::addr::{Pa, Va, PAGE_SIZE};
 use crate::container::{parse_body, raw_body, Layout};
 use crate::error::{Error, Result};
 use crate::header::{parse_header, DumpHeader, Machine};
+use crate::layouts::LayoutOverrides;
 use crate::mapguard::GuardedMap;
 use crate::mmu::{walk, Leaves, Mode, Walk};
 use crate::phys::PhysMap;
@@ -152,6 +153,8 @@ pub struct Dump {
     pub warnings: Vec<String>,
     /// Scans in progress ([`Dump::sequential`]).
     scans: AtomicUsize,
+    /// Layouts from a PDB that replace the built-in profiles ([`Dump::set_layouts`]).
+    layouts: RwLock<Arc<LayoutOverrides>>,
 }
 
 fn map_file(path: &Path) -> Result<Backing> {
@@ -207,6 +210,7 @@ impl Dump {
             dtb,
             warnings: body.warnings,
             scans: AtomicUsize::new(0),
+            layouts: RwLock::default(),
         })
     }
 
@@ -248,7 +252,28 @@ impl Dump {
             dtb,
             warnings,
             scans: AtomicUsize::new(0),
+            layouts: RwLock::default(),
         })
+    }
+
+    /// The layouts that replace the built-in profiles (empty unless [`Dump::set_layouts`] was
+    /// called): every pool and module reader consults them.
+    pub fn layouts(&self) -> Arc<LayoutOverrides> {
+        match self.layouts.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replace the layout overrides (from a PDB: [`crate::layouts::from_types`]); returns the
+    /// previous ones. Readers called afterwards use the new layouts; results already computed
+    /// (a [`crate::kernel::Kernel`] …) are the caller's to drop.
+    pub fn set_layouts(&self, l: LayoutOverrides) -> Arc<LayoutOverrides> {
+        let new = Arc::new(l);
+        match self.layouts.write() {
+            Ok(mut g) => std::mem::replace(&mut *g, new),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), new),
+        }
     }
 
     /// Advise sequential reading of the file until the returned guard drops (scans and searches);

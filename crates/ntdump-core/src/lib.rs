@@ -12,6 +12,7 @@ pub mod dump;
 pub mod error;
 pub mod header;
 pub mod kernel;
+pub mod layouts;
 pub mod mapguard;
 pub mod mmu;
 pub mod pdb;

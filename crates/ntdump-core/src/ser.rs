@@ -77,6 +77,24 @@ use crate::pool::layout::{BigPageLayout, BitField, Field, PoolHeaderLayout, Trac
 
 tuple!(Field: off, width);
 
+/// A tracker layout by its name.
+pub fn tracker_name<S: Serializer>(l: &TrackerLayout, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(l.name)
+}
+
+/// Layout overrides as the source of each, by structure.
+pub fn layout_sources<S: Serializer>(
+    o: &crate::layouts::LayoutOverrides,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    o.sources().serialize(s)
+}
+
+/// A big-page layout by its name.
+pub fn big_name<S: Serializer>(l: &BigPageLayout, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(l.name)
+}
+
 impl Serialize for BitField {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         (self.off, (self.start, self.bits)).serialize(s)

@@ -83,6 +83,11 @@ BIG_LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
                        "NumberOfBytes": (0x10, 8)}),
     "win10-x86": (16, {"Va": (0, 4), "Key": (4, 4), "PoolTypeBits": (8, 0),
                        "NumberOfBytes": (0xC, 4)}),
+    # x86 Insider build 21292: the Windows 10 entry plus ProcessBilled (an EPROCESS pointer) at
+    # 0x10, 0x14 bytes (ntdiff/headers Win10_XXXX_21292/x86/System32/ntoskrnl.exe/Standalone/
+    # _POOL_TRACKER_BIG_PAGES.h, from that build's PDB); x64 gained the field at 20348 (sheet 5.7).
+    "win10-x86-21292": (0x14, {"Va": (0, 4), "Key": (4, 4), "PoolTypeBits": (8, 0),
+                               "NumberOfBytes": (0xC, 4), "ProcessBilled": (0x10, 4)}),
     "win10-x64": (24, {"Va": (0, 8), "Key": (8, 4), "PoolTypeBits": (0xC, 0),
                        "NumberOfBytes": (0x10, 8)}),
     "win11-x64": (32, {"Va": (0, 8), "Key": (8, 4), "PoolTypeBits": (0xC, 0),
@@ -199,7 +204,7 @@ def default_big_layout(machine: str, build: int) -> str:
         return "vista-x64" if x64 else "vista-x86"
     if x64:
         return "win11-x64" if build >= 20348 else "win10-x64"
-    return "win10-x86"
+    return "win10-x86-21292" if build >= 21292 else "win10-x86"
 
 
 def _pool_type_stored(build: int, pool_type: int, allocated: bool) -> int:

@@ -1,7 +1,8 @@
 """Ready-made kernel dumps for tests and the demo, with their ground truth.
 
-* :func:`win10_x64` / :func:`server2003_x86_pae`: a kernel and HAL (from :mod:`.pe`, or Wine's
-  when ``wine_dir`` is given), eight ordinary drivers built by :mod:`.pe`, and the founding
+* :func:`win10_x64` / :func:`win10_x86` / :func:`server2003_x86_pae`: a kernel and HAL (from
+  :mod:`.pe`, or Wine's when ``wine_dir`` is given), eight ordinary drivers built by :mod:`.pe`,
+  and the founding
   story's culprit: a driver named by a GUID, loaded from outside \\SystemRoot, that calls the
   untagged ``ExAllocatePool``. The 2003 scenario puts ``nt!ExAllocatePool`` at 0xE0894D1F, the
   address of the story.
@@ -273,6 +274,22 @@ def server2003_x86_pae(path: str | Path, *, fmt: str = "full",
                      _unloaded(0xF6000000), CULPRIT_NAME if leak_driver else None,
                      {"bugcheck_code": 0xE2, "product_type": 3,
                       "comment": b"ntdump.forge server2003_x86_pae"}, kernel_options, runs)
+
+
+def win10_x86(path: str | Path, *, fmt: str = "full", modules: Sequence[DriverSpec] | None = None,
+              leak_driver: bool = True, size: int = 128 << 20, build: int = 19041,
+              runs: Sequence[tuple[int, int]] | None = None,
+              **kernel_options: object) -> Scenario:
+    """Windows 10 x86 PAE (``build``, default 19041; Windows 10 structure layouts for x86: the
+    0x5C-byte ``KLDR_DATA_TABLE_ENTRY`` of [vol2] win10_x86_19041): kernel at 0x81C00000, HAL
+    after it, drivers from 0x8F000000, the same drivers and culprit as :func:`win10_x64`.
+    Bugcheck 0xE2, 2 processors."""
+    kernel, hal = build_kernel(machine="x86", image_base=0x81C00000), build_hal(machine="x86")
+    mods = _story("x86", "\\SystemRoot\\system32\\", kernel, hal, modules, leak_driver)
+    return _scenario(path, fmt, "x86", "win10", build, size, mods, (0x81C00000, 0x8F000000),
+                     _unloaded(0x8F800000), CULPRIT_NAME if leak_driver else None,
+                     {"bugcheck_code": 0xE2, "processors": 2,
+                      "comment": b"ntdump.forge win10_x86"}, kernel_options, runs)
 
 
 def wine_drivers(path: str | Path, arch: str = "x86_64", *, wine_dir: str | Path,

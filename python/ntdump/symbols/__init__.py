@@ -12,7 +12,7 @@ and never with ``offline=True``.
 
 from __future__ import annotations
 
-from .http import MICROSOFT_SERVER, HttpOptions
+from .options import MICROSOFT_SERVER, HttpOptions
 from .path import (
     ENV,
     PathElement,

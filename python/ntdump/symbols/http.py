@@ -28,36 +28,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from ..errors import SymbolDownloadError
-
-MICROSOFT_SERVER = "https://msdl.microsoft.com/download/symbols"
-"""Microsoft's public symbol server (named here for documentation; never used unless the user's
-symbol path names it)."""
-DEFAULT_REDIRECT_HOSTS = {"msdl.microsoft.com": ("*.blob.core.windows.net",)}
-USER_AGENT = "ntdump-symsrv/1"
-
-
-@dataclass
-class HttpOptions:
-    """How to talk to symbol servers. Times in seconds, sizes in bytes."""
-
-    timeout: float = 30.0
-    retries: int = 3
-    """Extra attempts after the first, for transient failures only."""
-    backoff: float = 0.5
-    """Seconds before the first retry; doubled each time."""
-    max_bytes: int = 1 << 30
-    allow_redirects: bool | Iterable[str] = ()
-    """True: any host; else host names or ``*.suffix`` patterns (plus the defaults above)."""
-    ca_file: str | None = None
-    progress: bool = True
-    progress_min: int = 4 << 20
-    user_agent: str = USER_AGENT
-    log: list[str] = field(default_factory=list)
-    """One line per request made (method, URL, outcome) — what the tests and ``.reload`` show."""
+from .options import (  # noqa: F401 (re-exported: the names lived here)
+    DEFAULT_REDIRECT_HOSTS,
+    MICROSOFT_SERVER,
+    USER_AGENT,
+    HttpOptions,
+    Miss,
+)
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -89,10 +68,6 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
                 f"{req.full_url}: refused a redirect to another host ({host}); allow it with "
                 f"allow_redirects=[{host!r}] if you trust it", url=req.full_url)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class Miss(Exception):
-    """The server does not have the file (404, 403, 410)."""
 
 
 def _transient(code: int) -> bool:

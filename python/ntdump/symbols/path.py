@@ -37,11 +37,13 @@ file.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,12 +52,13 @@ from pathlib import Path
 from .._native import pdb_identity
 from ..errors import PeFormatError, SymbolDownloadError, SymbolError, SymbolMismatchError
 from . import cab
-from .http import HttpOptions, Miss, fetch
 from .image import identity
+from .options import HttpOptions, Miss
 from .store import (
     FileRequest,
     LocalStore,
     compressed_name,
+    parse_file_ptr,
     read_file_ptr,
     write_atomic,
 )
@@ -392,12 +395,93 @@ class SymbolPath:
             if packed or cab.is_cab(data):
                 data = self._expand(data, req, full)
             return self._store_verified(data, req, verify, downstream, full)
+        hit = self._from_server_ptr(f"{base}/{rel}/file.ptr", req, verify, downstream)
+        if hit is not None:
+            return hit
         if self.negative_ttl > 0:
             try:
                 write_atomic(marker, f"{base}/{rel}\n".encode())
             except OSError:
                 pass
         return None
+
+
+    def _from_server_ptr(self, url: str, req: FileRequest, verify: Verify,
+                         downstream: list[LocalStore]) -> Path | None:
+        """SymSrv's third request for a file (after ``name`` and ``name.pd_``): ``file.ptr``, a
+        pointer a store made by ``symstore add /p`` serves instead of the file (symhttp.doc, "HTTP
+        Symbol Stores and the Symbol Server Proxy"; SymProxy's ``NoFilePointers`` setting).
+        ``PATH:`` naming an http(s) URL (absolute, or relative to the pointer) is fetched under
+        the same host rules as a redirect; naming a local absolute path, that file is read. Either
+        way the file is verified before it is stored. ``MSG:`` raises :class:`SymbolError`."""
+        try:
+            raw = fetch(url, self.http)
+        except Miss:
+            self._note(f"{url}: not found")
+            return None
+        except SymbolDownloadError as e:
+            self._note(f"{url}: {e}")
+            raise
+        finally:
+            self.log.extend(self.http.log)
+            self.http.log.clear()
+        target = parse_file_ptr(raw, url)
+        local = (os.path.isabs(target) or target.startswith("\\\\")
+                 or (len(target) > 2 and target[1] == ":" and target[0].isalpha()))
+        if not local:  # a URL, or a path relative to the pointer's URL
+            full = urllib.parse.urljoin(url, target.replace("\\", "/"))
+            _check_ptr_host(url, full, self.http)
+            try:
+                data = fetch(full, self.http)
+            except Miss:
+                self._note(f"{url}: points at {full}, which the server does not have")
+                return None
+            finally:
+                self.log.extend(self.http.log)
+                self.http.log.clear()
+            if cab.is_cab(data):
+                data = self._expand(data, req, full)
+            self._note(f"{url}: found through file.ptr at {full}")
+            return self._store_verified(data, req, verify, downstream, full)
+        tp = Path(target)
+        if not tp.is_file():
+            self._note(f"{url}: points at {target}, which is not a readable file here")
+            return None
+        self._note(f"{url}: found through file.ptr at {tp}")
+        with tp.open("rb") as f:
+            data = f.read(self.http.max_bytes + 1)
+        if len(data) > self.http.max_bytes:
+            raise SymbolDownloadError(f"{url}: {tp} is larger than max_bytes "
+                                      f"({self.http.max_bytes:,})", url=url)
+        return self._store_verified(data, req, verify, downstream, str(tp))
+
+
+def _check_ptr_host(ptr_url: str, target: str, opts: HttpOptions) -> None:
+    """A ``file.ptr`` naming another host is followed only where a redirect there would be."""
+    old, new = urllib.parse.urlsplit(ptr_url), urllib.parse.urlsplit(target)
+    if new.scheme not in ("http", "https"):
+        raise SymbolDownloadError(f"{ptr_url}: file.ptr names {target!r}, not an http(s) URL",
+                                  url=ptr_url)
+    if old.scheme == "https" and new.scheme != "https":
+        raise SymbolDownloadError(f"{ptr_url}: refused a file.ptr from https to {target}",
+                                  url=ptr_url)
+    host = (new.hostname or "").lower()
+    if host == (old.hostname or "").lower() and new.port == old.port:
+        return
+    allowed = opts.allow_redirects
+    if allowed is True or (allowed and any(fnmatch.fnmatchcase(host, p.lower())
+                                           for p in allowed)):
+        return
+    raise SymbolDownloadError(
+        f"{ptr_url}: refused a file.ptr to another host ({host}); allow it with "
+        f"allow_redirects=[{host!r}] if you trust it", url=ptr_url)
+
+
+def fetch(url: str, opts: HttpOptions) -> bytes:
+    """:func:`ntdump.symbols.http.fetch`, imported on the first request."""
+    from .http import fetch as get
+
+    return get(url, opts)
 
 
 def check_pdb(guid: str, age: int) -> Verify:

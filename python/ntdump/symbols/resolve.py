@@ -77,6 +77,10 @@ class Resolver:
         mf = ModuleFiles(kd_name)
         self.done[kd_name] = mf
         try:
+            if codeview is not None and codeview.get("format") == "NB10":
+                mf.pdb_key = codeview.get("key")
+                mf.error = _nb10_unsupported(codeview)
+                return mf
             if codeview is not None and codeview.get("format") == "RSDS":
                 mf.pdb_key = codeview["key"]
                 mf.how = "rsds in memory"
@@ -92,6 +96,10 @@ class Resolver:
                                 "(its debug directory is not in the dump)")
                     return mf
                 cv = _codeview_of_file(mf.image)
+                if cv is not None and cv.get("format") == "NB10":
+                    mf.pdb_key = cv.get("key")
+                    mf.error = f"{mf.image}: {_nb10_unsupported(cv)}"
+                    return mf
                 if cv is None or cv.get("format") != "RSDS":
                     mf.error = f"{mf.image}: no RSDS record"
                     return mf
@@ -106,6 +114,14 @@ class Resolver:
         except (SymbolError, PeFormatError, OSError) as e:
             mf.error = str(e)
         return mf
+
+
+def _nb10_unsupported(cv: dict[str, Any]) -> str:
+    """Why a module with an NB10 CodeView record gets no symbols: such a record names a PDB 2.0
+    file ("Microsoft C/C++ program database 2.00", Visual C++ 6 and earlier), whose small-MSF
+    format neither the ``pdb`` crate nor ntdump reads."""
+    return (f"NB10 CodeView record ({cv.get('pdb_name')}, key {cv.get('key')}): it names a "
+            "PDB 2.0 file (Visual C++ 6 era), a format ntdump does not read")
 
 
 def _basename(pdb_path: str) -> str:

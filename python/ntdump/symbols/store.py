@@ -186,11 +186,21 @@ def read_file_ptr(path: Path) -> str:
     """The target of a ``file.ptr``: the path after ``PATH:``. Raises :class:`SymbolError` with
     the store's message for ``MSG:`` or an unreadable pointer."""
     try:
-        text = path.read_bytes()[:4096].decode("utf-8", "replace").strip()
+        raw = path.read_bytes()[:4096]
     except OSError as e:
         raise SymbolError(f"{path}: cannot read file.ptr: {e}") from None
+    return parse_file_ptr(raw, str(path))
+
+
+def parse_file_ptr(raw: bytes, where: str) -> str:
+    """The target named by a ``file.ptr``'s bytes (read from ``where``, a path or URL): the text
+    after ``PATH:``. ``MSG:`` raises :class:`SymbolError` with the store's message."""
+    text = raw[:4096].decode("utf-8", "replace").strip()
     if text.upper().startswith("PATH:"):
-        return text[5:].strip()
+        target = text[5:].strip()
+        if not target or "\0" in target:
+            raise SymbolError(f"{where}: file.ptr names no usable path")
+        return target
     if text.upper().startswith("MSG:"):
-        raise SymbolError(f"{path}: the store says: {text[4:].strip()}")
-    raise SymbolError(f"{path}: file.ptr holds neither PATH: nor MSG:")
+        raise SymbolError(f"{where}: the store says: {text[4:].strip()}")
+    raise SymbolError(f"{where}: file.ptr holds neither PATH: nor MSG:")

@@ -14,9 +14,14 @@ pub use profile::{Family, Profile};
 /// The kernel's view of a dump: what `lm` and `!kdbgex` rely on.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Kernel {
-    /// Struct layouts for this build.
+    /// Struct layouts for this build (`profile.ldr` is the PDB's loader entry when the dump has one:
+    /// [`Dump::layouts`]).
     #[serde(flatten)]
     pub profile: Profile,
+    /// Where the loader entry layout comes from: the PDB type
+    /// (`"pdb nt!_KLDR_DATA_TABLE_ENTRY (…)"`) or the built-in profile (`"profile win10 x64: …"`).
+    #[serde(rename = "ldr_layout_source")]
+    pub ldr_source: String,
     /// The KDBG block, when found and readable.
     pub kdbg: Option<Kdbg>,
     /// The kernel image base (VA), from KDBG.KernBase or the first module.
@@ -36,7 +41,9 @@ pub struct Kernel {
 impl Kernel {
     /// Find KDBG and the module lists. Only an unusable dump fails; missing parts become warnings.
     pub fn load(d: &Dump) -> Result<Kernel> {
-        let profile = Profile::select(d.header.machine, d.header.build);
+        let mut profile = Profile::select(d.header.machine, d.header.build);
+        let (ldr, ldr_source) = ldr_layout(d);
+        profile.ldr = ldr;
         let mut warnings = Vec::new();
         let mut kdbg_va = d.header.kd_debugger_data_block;
         if kdbg_va == 0 && d.triage().is_none() && d.mode().is_some() {
@@ -127,6 +134,7 @@ impl Kernel {
             .or_else(|| modules.first().map(|m| m.base));
         Ok(Kernel {
             profile,
+            ldr_source,
             kdbg,
             kernel_base,
             modules,
@@ -141,6 +149,24 @@ impl Kernel {
         self.modules
             .iter()
             .find(|m| va >= m.base && va - m.base < m.size)
+    }
+}
+
+/// The loader entry layout the module walk uses and where it comes from: the dump's PDB override
+/// ([`Dump::layouts`]), else the built-in profile of its machine and build.
+pub fn ldr_layout(d: &Dump) -> (profile::LdrLayout, String) {
+    match &d.layouts().ldr {
+        Some(o) => (o.layout, o.source.clone()),
+        None => {
+            let p = Profile::select(d.header.machine, d.header.build);
+            let src = format!(
+                "profile {} {}: {}",
+                p.family.as_str(),
+                d.header.machine.as_str(),
+                p.ldr_source
+            );
+            (p.ldr, src)
+        }
     }
 }
 

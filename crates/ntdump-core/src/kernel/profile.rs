@@ -50,7 +50,7 @@ impl Family {
 }
 
 /// Offsets (bytes) inside `KLDR_DATA_TABLE_ENTRY` / `LDR_DATA_TABLE_ENTRY`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LdrLayout {
     /// Bytes to read per entry (covers every field below).
     pub size: u64,
@@ -108,7 +108,7 @@ pub struct Profile {
     #[serde(skip)]
     pub ldr: LdrLayout,
     /// Where the loader entry layout comes from.
-    #[serde(rename = "ldr_layout_source")]
+    #[serde(skip)]
     pub ldr_source: &'static str,
     /// Unloaded driver entry layout.
     #[serde(skip)]

@@ -56,8 +56,11 @@ pub struct BigTableInfo {
     /// Entries.
     pub entries: u64,
     /// The entry layout.
-    #[serde(skip)]
-    pub layout: &'static BigPageLayout,
+    #[serde(serialize_with = "crate::ser::big_name")]
+    pub layout: BigPageLayout,
+    /// Where the layout comes from: the PDB type (`"pdb nt!_POOL_TRACKER_BIG_PAGES (…)"`) or the
+    /// built-in profile (`"profile win10-x64: …"`).
+    pub layout_source: String,
     /// How it was found: `"volatility2 distance"`, `"search near PoolTrackTable"` or `"given"`.
     pub how: &'static str,
 }
@@ -153,12 +156,12 @@ fn try_pair(
     ctx: &PoolContext,
     table: u64,
     n: u64,
-    cands: &[&'static BigPageLayout],
-) -> Option<(&'static BigPageLayout, u64)> {
+    cands: &[BigPageLayout],
+) -> Option<(BigPageLayout, u64)> {
     if !ctx.is_kernel_va(table) || !table.is_multiple_of(PAGE_SIZE) || !plausible_count(n) {
         return None;
     }
-    let mut best: Option<(&'static BigPageLayout, u64)> = None;
+    let mut best: Option<(BigPageLayout, u64)> = None;
     for l in cands {
         let k = n.min(VALIDATE_ENTRIES);
         let mut buf = vec![0u8; (k * l.size) as usize];
@@ -167,17 +170,37 @@ fn try_pair(
         }
         if let Some(s) = score(ctx, l, &buf) {
             if best.is_none_or(|(_, b)| s > b) {
-                best = Some((l, s));
+                best = Some((*l, s));
             }
         }
     }
     best
 }
 
+/// The candidate entry layouts and the source of each: the PDB's alone when the dump has one
+/// ([`Dump::layouts`]), else the profile's for the machine and build.
+fn candidates(d: &Dump, ctx: &PoolContext) -> (Vec<BigPageLayout>, Option<String>) {
+    match d.layouts().big_pages.clone() {
+        Some(o) => (vec![o.layout], Some(o.source)),
+        None => (
+            big_candidates(ctx.machine, ctx.build)
+                .into_iter()
+                .copied()
+                .collect(),
+            None,
+        ),
+    }
+}
+
+fn source_of(l: &BigPageLayout, over: &Option<String>) -> String {
+    over.clone()
+        .unwrap_or_else(|| super::profile_source(l.name, l.source))
+}
+
 /// Find the big page table near the PoolTrackTable variable `track_var` (see the module docs).
 pub fn locate(d: &Dump, track_var: u64, track_table: u64) -> PoolResult<BigTableInfo> {
     let ctx = PoolContext::of(d);
-    let cands = big_candidates(ctx.machine, ctx.build);
+    let (cands, over) = candidates(d, &ctx);
     let ptr = ctx.ptr;
     let rd = |va: u64| d.read_ptr(Va(va)).ok();
     if let Some((d0, d1)) = vol2_distance(ctx.machine, ctx.build) {
@@ -190,6 +213,7 @@ pub fn locate(d: &Dump, track_var: u64, track_table: u64) -> PoolResult<BigTable
                     size_variable: sv,
                     table: t,
                     entries: n,
+                    layout_source: source_of(&layout, &over),
                     layout,
                     how: "volatility2 distance",
                 });
@@ -243,6 +267,7 @@ pub fn locate(d: &Dump, track_var: u64, track_table: u64) -> PoolResult<BigTable
                         size_variable: lo + j as u64 * ptr,
                         table: t,
                         entries: n,
+                        layout_source: source_of(&layout, &over),
                         layout,
                         how: "search near PoolTrackTable",
                     },
@@ -265,7 +290,7 @@ pub fn locate(d: &Dump, track_var: u64, track_table: u64) -> PoolResult<BigTable
 
 /// Read the whole table (page by page; unreadable pages skipped with a warning), keeping used entries.
 pub fn read_table(d: &Dump, info: &BigTableInfo) -> (BigPages, Vec<String>) {
-    let l = info.layout;
+    let l = &info.layout;
     let mut out = BigPages::default();
     let mut warnings = Vec::new();
     let total = info.entries.min(MAX_ENTRIES) * l.size;
@@ -331,17 +356,27 @@ pub fn read_big(d: &Dump, k: &Kernel, given: Option<(u64, u64, &str)>) -> PoolRe
                     why: format!("{entries} entries is above the bound {MAX_ENTRIES}"),
                 });
             }
-            let layout = if name.is_empty() {
-                big_candidates(ctx.machine, ctx.build)[0]
+            // A named built-in layout; else the PDB's when the dump has one, else the profile's
+            // expected layout.
+            let (layout, layout_source) = if name.is_empty() {
+                let (cands, over) = candidates(d, &ctx);
+                let Some(l) = cands.first().copied() else {
+                    return Err(err_unavail(table, "no big page layout for this machine"));
+                };
+                (l, source_of(&l, &over))
             } else {
-                super::layout::BIG_LAYOUTS
+                let l = *super::layout::BIG_LAYOUTS
                     .into_iter()
                     .find(|l| l.name == name)
                     .ok_or_else(|| {
                         PoolError::Core(crate::Error::Argument(format!(
                             "unknown big page layout {name:?}"
                         )))
-                    })?
+                    })?;
+                (
+                    l,
+                    format!("given: {}", super::profile_source(l.name, l.source)),
+                )
             };
             BigTableInfo {
                 table_variable: 0,
@@ -349,6 +384,7 @@ pub fn read_big(d: &Dump, k: &Kernel, given: Option<(u64, u64, &str)>) -> PoolRe
                 table,
                 entries,
                 layout,
+                layout_source,
                 how: "given",
             }
         }

@@ -8,12 +8,13 @@
 use crate::header::Machine;
 use crate::kernel::Family;
 
-/// One unsigned little-endian field: offset and width (bytes; 4 or 8).
+/// One unsigned little-endian field: offset and width (bytes; 1, 2, 4 or 8 — the built-in layouts
+/// use 4 and 8, a PDB's may use any of the four).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
     /// Offset (bytes) from the start of the structure.
     pub off: u16,
-    /// Width in bytes (4 or 8).
+    /// Width in bytes (1, 2, 4 or 8).
     pub width: u8,
 }
 
@@ -25,7 +26,8 @@ const fn u64f(off: u16) -> Field {
 }
 
 impl Field {
-    /// Read the field from `entry` (zero when the slice is too short: never panics).
+    /// Read the field from `entry` (zero when the slice is too short: never panics). Widths other
+    /// than 1, 2 and 8 read 4 bytes.
     #[inline]
     pub fn get(self, entry: &[u8]) -> u64 {
         let o = self.off as usize;
@@ -34,6 +36,11 @@ impl Field {
                 .get(o..o + 8)
                 .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
                 .unwrap_or(0),
+            2 => entry
+                .get(o..o + 2)
+                .map(|b| u64::from(u16::from_le_bytes(b.try_into().unwrap_or_default())))
+                .unwrap_or(0),
+            1 => entry.get(o).map(|&b| u64::from(b)).unwrap_or(0),
             _ => entry
                 .get(o..o + 4)
                 .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())))

@@ -22,6 +22,7 @@ use crate::dump::Dump;
 use crate::error::Error;
 use crate::header::Machine;
 use crate::kernel::Family;
+use layout::PoolHeaderLayout;
 
 pub use big::{BigPages, BigTableInfo};
 pub use page::{PoolBlock, PoolPage};
@@ -152,12 +153,19 @@ pub struct PoolContext {
     pub ptr: u64,
     /// Processors (from the dump header; at least 1).
     pub processors: u32,
+    /// The `_POOL_HEADER` layout: the dump's PDB override ([`Dump::layouts`]) when set, else the
+    /// machine's built-in one.
+    pub header: PoolHeaderLayout,
 }
 
 impl PoolContext {
-    /// The context of a dump.
+    /// The context of a dump (with its `_POOL_HEADER` override, if any).
     pub fn of(d: &Dump) -> PoolContext {
-        PoolContext::new(d.header.machine, d.header.build, d.header.processors)
+        let mut c = PoolContext::new(d.header.machine, d.header.build, d.header.processors);
+        if let Some(o) = &d.layouts().pool_header {
+            c.header = o.layout;
+        }
+        c
     }
 
     /// A context from its parts (tests, fuzzing): machine, OS build number, processor count.
@@ -169,6 +177,7 @@ impl PoolContext {
             era: PoolEra::from_build(build),
             ptr: machine.pointer_size(),
             processors: processors.max(1),
+            header: *layout::pool_header(machine),
         }
     }
 
@@ -194,6 +203,22 @@ impl PoolContext {
         match self.machine {
             Machine::X86 => (0x8000_0000..=0xFFFF_FFFF).contains(&va),
             _ => va >= 0xFFFF_8000_0000_0000,
+        }
+    }
+}
+
+/// Where a layout comes from when no PDB overrides it: `"profile x64-0x38: [sheet §5.5] …"`.
+pub fn profile_source(name: &str, source: &str) -> String {
+    format!("profile {name}: {source}")
+}
+
+/// Where the dump's `_POOL_HEADER` layout comes from: the PDB type, or the built-in profile.
+pub fn header_source(d: &Dump) -> String {
+    match &d.layouts().pool_header {
+        Some(o) => o.source.clone(),
+        None => {
+            let h = layout::pool_header(d.header.machine);
+            profile_source(h.name, h.source)
         }
     }
 }

@@ -9,7 +9,7 @@
 //! From 19H1 (segment heap) PreviousSize no longer links neighbours: the page is not walked; the
 //! result holds the nearest plausible header at or below the address and the big-pool entry, if any.
 
-use super::layout::{pool_header, PoolHeaderLayout};
+use super::layout::PoolHeaderLayout;
 use super::{tag_like, PoolContext, PoolEra};
 use crate::addr::{Va, PAGE_SIZE};
 use crate::dump::Dump;
@@ -103,7 +103,11 @@ pub(crate) fn header_at(
     let bs = h.block_size.get(raw);
     let ps = h.previous_size.get(raw);
     let rt = h.pool_type.get(raw) as u32;
-    let tag = u32::from_le_bytes(raw[h.tag as usize..h.tag as usize + 4].try_into().ok()?);
+    let tag = u32::from_le_bytes(
+        raw.get(h.tag as usize..h.tag as usize + 4)?
+            .try_into()
+            .ok()?,
+    );
     let decoded = ctx.era.decode_type(rt);
     let b = PoolBlock {
         address: page_va + off as u64,
@@ -141,7 +145,7 @@ pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
 /// Walk the 4 KiB `page` (its bytes) that holds `va`, for the machine and era of `ctx`. Never panics:
 /// a short slice reads as a header running past the page.
 pub fn walk_page(ctx: &PoolContext, page: &[u8], va: u64) -> PoolPage {
-    let h = pool_header(ctx.machine);
+    let h = &ctx.header;
     let base = va & !(PAGE_SIZE - 1);
     let off_va = (va - base) as usize;
     // Nearest plausible header at or below va.

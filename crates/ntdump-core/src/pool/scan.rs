@@ -11,7 +11,6 @@
 
 use rayon::prelude::*;
 
-use super::layout::pool_header;
 use super::{PoolContext, PoolEra};
 use std::ops::ControlFlow;
 
@@ -226,12 +225,14 @@ pub fn kernel_pages(
 /// Frame number used by [`kernel_pages`] for triage-dump pages, which have no physical frame.
 pub const VIRTUAL_ONLY: u64 = u64::MAX;
 
-/// Per-scan constants: the header layout's unit and size.
+/// Per-scan constants: the header layout's unit, size and tag offset.
 struct Scanner<'o> {
     ctx: PoolContext,
     opts: &'o ScanOptions,
     unit: usize,
     hsize: usize,
+    /// Offset of PoolTag in the header (4 in every built-in layout and every known PDB).
+    tag: usize,
     /// (first bit, mask) of BlockSize, PreviousSize and PoolType in the header's first u32.
     bs: (u32, u32),
     ps: (u32, u32),
@@ -240,12 +241,15 @@ struct Scanner<'o> {
 
 impl<'o> Scanner<'o> {
     fn new(ctx: PoolContext, opts: &'o ScanOptions) -> Scanner<'o> {
-        let h = pool_header(ctx.machine);
+        // The fields are decoded from the header's first u32 (a PDB layout is taken only when
+        // they lie there: crate::layouts::pool_header).
+        let h = ctx.header;
         Scanner {
             ctx,
             opts,
             unit: h.unit as usize,
             hsize: h.size as usize,
+            tag: h.tag as usize,
             bs: (
                 u32::from(h.block_size.start),
                 (1u32 << h.block_size.bits) - 1,
@@ -265,14 +269,17 @@ impl<'o> Scanner<'o> {
         let Some(raw) = page.get(off..off + self.hsize) else {
             return;
         };
-        let first = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let (Some(w0), Some(t)) = (raw.get(..4), raw.get(self.tag..self.tag + 4)) else {
+            return;
+        };
+        let first = u32::from_le_bytes([w0[0], w0[1], w0[2], w0[3]]);
         let bs = ((first >> self.bs.0) & self.bs.1) as usize * self.unit;
         if bs == 0 || off + bs > page.len() || page.len() > PAGE_SIZE as usize {
             return;
         }
         let tag = self
             .ctx
-            .clean_tag(u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]));
+            .clean_tag(u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
         let want = match &self.opts.tags {
             Some(p) => p.iter().any(|p| p.matches(tag)),
             None => super::tag_like(tag, false),
@@ -317,7 +324,12 @@ impl<'o> Scanner<'o> {
     fn every_offset(&self, page: &[u8], va: u64, out: &mut ScanHits) {
         // Pass 1: the offsets whose tag bytes pass a cheap test, in a loop specialised on the
         // unit so that it compiles to straight-line (vectorisable) code. Pass 2: the full rules.
-        let Ok(page4k) = <&[u8; PAGE_SIZE as usize]>::try_from(page) else {
+        let page4k = match <&[u8; PAGE_SIZE as usize]>::try_from(page) {
+            // The fast pass reads the tag at +4 with a unit of 8 or 16 bytes.
+            Ok(p) if self.tag == 4 && matches!(self.unit, 8 | 16) => Ok(p),
+            _ => Err(()),
+        };
+        let Ok(page4k) = page4k else {
             let mut off = 0usize;
             while off + self.hsize <= page.len() {
                 self.check(page, va, off, out);
@@ -516,6 +528,45 @@ pub fn touch_pages(d: &Dump, pages: &[PageRef]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::Machine;
+    use crate::pool::layout::POOL_HEADER_X64;
+
+    /// A header layout from a PDB with the tag elsewhere than +4 is scanned by the generic path,
+    /// and gives the same hits as the built-in layout on the same blocks moved accordingly.
+    #[test]
+    fn header_override_with_another_tag_offset() {
+        let mut ctx = PoolContext::new(Machine::X64, 19041, 1);
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        // Two blocks of 0x40 bytes (BlockSize 4 units), PoolType 2 (nonpaged, in use).
+        for (i, tag) in [b"Abcd", b"Efgh"].iter().enumerate() {
+            let o = i * 0x40;
+            page[o..o + 4].copy_from_slice(&[0, 0, 4, 2]);
+            page[o + 4..o + 8].copy_from_slice(*tag);
+        }
+        let opts = ScanOptions::default();
+        let builtin = scan_bytes(&ctx, &page, 0xFFFF_C000_0000_0000, &opts);
+        assert_eq!(builtin.len(), 2);
+        // The same headers with the tag at +8: found only with the layout that says so.
+        let mut moved = vec![0u8; PAGE_SIZE as usize];
+        for i in 0..2 {
+            let o = i * 0x40;
+            moved[o..o + 4].copy_from_slice(&page[o..o + 4]);
+            moved[o + 8..o + 12].copy_from_slice(&page[o + 4..o + 8]);
+        }
+        assert!(scan_bytes(&ctx, &moved, 0xFFFF_C000_0000_0000, &opts).is_empty());
+        ctx.header = header_with_tag(8);
+        let got = scan_bytes(&ctx, &moved, 0xFFFF_C000_0000_0000, &opts);
+        assert_eq!(got, builtin);
+    }
+
+    fn header_with_tag(tag: u16) -> crate::pool::layout::PoolHeaderLayout {
+        crate::pool::layout::PoolHeaderLayout {
+            name: "pdb",
+            tag,
+            process_billed: None,
+            ..POOL_HEADER_X64
+        }
+    }
 
     #[test]
     fn patterns() {

@@ -28,7 +28,8 @@ use crate::kernel::{Family, Kernel};
 
 /// Fewest entries accepted for PoolTrackTableSize.
 pub const MIN_ENTRIES: u64 = 16;
-/// Most entries accepted for PoolTrackTableSize (bounds the read to 20 MiB at the 0x50 stride).
+/// Most entries accepted for PoolTrackTableSize (bounds the read to 20 MiB at the 0x50 stride, 32 MiB
+/// at the largest stride a PDB may give, [`crate::layouts::MAX_TRACKER`]).
 pub const MAX_ENTRIES: u64 = 1 << 18;
 /// Entries examined per candidate layout when choosing one.
 pub const VALIDATE_ENTRIES: u64 = 4096;
@@ -47,11 +48,18 @@ pub struct TrackerTableInfo {
     /// VA the entry count was read from.
     pub size_variable: u64,
     /// The entry layout used.
-    #[serde(skip)]
-    pub layout: &'static TrackerLayout,
+    #[serde(serialize_with = "crate::ser::tracker_name")]
+    pub layout: TrackerLayout,
+    /// Where the layout comes from: the PDB type (`"pdb nt!_POOL_TRACKER_TABLE (…)"`) or the
+    /// built-in profile (`"profile x64-0x38: …"`).
+    pub layout_source: String,
     /// Per candidate layout: (name, valid non-empty entries, invalid entries) seen while choosing.
     #[serde(rename = "layout_scores")]
     pub scores: Vec<(&'static str, u64, u64)>,
+    /// False when the PDB's layout was used although more than 5% of the entries it read look
+    /// invalid (a PDB layout is used as given; the built-in ones must validate).
+    #[serde(skip)]
+    pub validated: bool,
 }
 
 /// Per-tag sums, one row per tag, sorted by tag (struct of columns).
@@ -272,10 +280,19 @@ pub fn locate_with(d: &Dump, k: &Kernel, given: Option<u64>) -> PoolResult<Track
             },
         },
     };
-    let cands = tracker_candidates(ctx.machine, ctx.build);
+    // A PDB's layout is the only candidate; otherwise the profile's, validated.
+    let over = d.layouts().tracker.clone();
+    let cands: Vec<TrackerLayout> = match &over {
+        Some(o) => vec![o.layout],
+        None => tracker_candidates(ctx.machine, ctx.build)
+            .into_iter()
+            .copied()
+            .collect(),
+    };
     let protected = ctx.masks_protected_bit();
     let mut scores = Vec::new();
-    let mut best: Option<(&'static TrackerLayout, u64)> = None;
+    let mut best: Option<(TrackerLayout, u64)> = None;
+    let mut validated = true;
     for l in &cands {
         let n = entries.min(VALIDATE_ENTRIES);
         let mut buf = vec![0u8; (n * l.size) as usize];
@@ -289,10 +306,13 @@ pub fn locate_with(d: &Dump, k: &Kernel, given: Option<u64>) -> PoolResult<Track
         let (good, bad, read) = score(l, &buf, protected, true);
         scores.push((l.name, good, bad));
         if bad * 20 > read {
-            continue;
+            if over.is_none() {
+                continue;
+            }
+            validated = false;
         }
         if best.is_none_or(|(_, g)| good > g) {
-            best = Some((l, good));
+            best = Some((*l, good));
         }
     }
     let Some((layout, _)) = best else {
@@ -304,13 +324,19 @@ pub fn locate_with(d: &Dump, k: &Kernel, given: Option<u64>) -> PoolResult<Track
             ),
         ));
     };
+    let layout_source = match over {
+        Some(o) => o.source,
+        None => super::profile_source(layout.name, layout.source),
+    };
     Ok(TrackerTableInfo {
         variable: var,
         table,
         entries,
         size_variable,
         layout,
+        layout_source,
         scores,
+        validated,
     })
 }
 
@@ -394,13 +420,13 @@ pub fn find_per_cpu(
         if d.read_virt_padded(Va(ptrs[0]), &mut buf) == 0 {
             continue;
         }
-        let (good, bad, read) = score(info.layout, &buf, protected, false);
+        let (good, bad, read) = score(&info.layout, &buf, protected, false);
         if good == 0 || bad * 20 > read {
             continue;
         }
         let foreign = buf
             .chunks_exact(info.layout.size as usize)
-            .map(|e| decode(info.layout, e).key)
+            .map(|e| decode(&info.layout, e).key)
             .filter(|&k| k != 0 && !global_keys.contains(&k))
             .count() as u64;
         if foreign * 20 > good {
@@ -425,7 +451,14 @@ pub fn read_used(d: &Dump, k: &Kernel, opts: &UsedOptions) -> PoolResult<PoolUse
             }
         }
     };
-    let (global, missing) = read_table(d, info.layout, info.table, info.entries);
+    if !info.validated {
+        warnings.push(format!(
+            "more than 5% of the PoolTrackTable entries read with {} look invalid (scores {:?}); \
+             the PDB's layout was used as given",
+            info.layout_source, info.scores
+        ));
+    }
+    let (global, missing) = read_table(d, &info.layout, info.table, info.entries);
     if missing > 0 {
         warnings.push(format!(
             "PoolTrackTable at {:#x}: {missing} bytes unreadable (read as empty entries)",
@@ -460,7 +493,7 @@ pub fn read_used(d: &Dump, k: &Kernel, opts: &UsedOptions) -> PoolResult<PoolUse
     };
     if !opts.only_extra {
         for &t in &per_cpu {
-            let (v, missing) = read_table(d, info.layout, t, info.entries);
+            let (v, missing) = read_table(d, &info.layout, t, info.entries);
             if missing > 0 {
                 warnings.push(format!(
                     "per-processor tag table at {t:#x}: {missing} bytes unreadable"
@@ -476,7 +509,7 @@ pub fn read_used(d: &Dump, k: &Kernel, opts: &UsedOptions) -> PoolResult<PoolUse
                 format!("extra table at {va:#x}: {n} entries is above {MAX_ENTRIES}"),
             ));
         }
-        let (v, missing) = read_table(d, info.layout, va, n);
+        let (v, missing) = read_table(d, &info.layout, va, n);
         if missing == n * info.layout.size {
             return Err(unavailable(
                 va,

@@ -1,0 +1,53 @@
+//! Bindings of `ntdump_core::layouts`: hand a kernel PDB's struct layouts to a dump.
+
+use std::collections::BTreeMap;
+
+use ntdump_core::layouts::{from_types, Built};
+
+use crate::pdb::PyPdbTypes;
+use crate::prelude::*;
+
+/// Take the kernel layouts of `types` (a PDB's types; None: back to the built-in profiles) for
+/// this dump. `module` and `label` name the PDB in every result's source
+/// (`"pdb nt!_POOL_TRACKER_TABLE (<label>)"`). Returns {"sources": {structure: source} of the
+/// layouts taken, "warnings": why types the PDB defines were refused, "missing": the types it
+/// does not define, "ldr_changed": the loader entry layout changed (the module list is walked
+/// again)}.
+#[guarded]
+#[pyo3(signature = (dump, types, module="nt", label=""))]
+pub fn set_kernel_layouts<'py>(
+    py: Python<'py>,
+    dump: &PyDump,
+    types: Option<&PyPdbTypes>,
+    module: &str,
+    label: &str,
+) -> PyResult<Dict<'py>> {
+    let machine = dump.inner.header.machine;
+    let built = match types {
+        Some(t) => py.detach(|| from_types(&t.inner, machine, module, label)),
+        None => Built::default(),
+    };
+    let o = record(py, &built)?;
+    let ldr = built.overrides.ldr.as_ref().map(|x| x.layout);
+    let old = dump.inner.set_layouts(built.overrides);
+    // The big pool table depends on the layouts; the module list (and its symbols) on the loader's.
+    let ldr_changed = old.ldr.as_ref().map(|x| x.layout) != ldr;
+    dump.big.clear();
+    if ldr_changed {
+        dump.kernel.clear();
+        dump.symbols.clear();
+    }
+    Ok(dict!(o; ldr_changed))
+}
+
+/// Where each of the dump's layouts comes from now: {"pool_header", "ldr"} always (the PDB type
+/// or the built-in profile), {"tracker", "big_pages"} when a PDB overrides them (otherwise the
+/// profile's layout is chosen per table by validation and the table's result says which).
+#[guarded]
+pub fn layout_sources(dump: &PyDump) -> BTreeMap<&'static str, String> {
+    let d = &dump.inner;
+    let mut m = d.layouts().sources();
+    m.insert("pool_header", ntdump_core::pool::header_source(d));
+    m.insert("ldr", ntdump_core::kernel::ldr_layout(d).1);
+    m
+}
