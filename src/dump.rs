@@ -2,12 +2,12 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::prelude::*;
 use ntdump_core::dump::RawOptions;
 use ntdump_core::{Dump, Machine, Pa, Va};
 use pyo3::types::PyBytes;
 
 use crate::errors::ToPyErr;
+use crate::prelude::*;
 
 /// Bytes above which a read runs with the GIL released.
 const DETACH_BYTES: usize = 64 * 1024;

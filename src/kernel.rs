@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::prelude::*;
 use ntdump_core::kernel::{Kernel, LoadedImports};
 use ntdump_core::symbols::{kd_names, module_refs};
+
+use crate::prelude::*;
 
 /// The dump's kernel view, loaded once (GIL released) and shared.
 pub fn kernel_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<Kernel>> {

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::prelude::*;
 use ntdump_core::pdb::types::TypeTable;
+
+use crate::prelude::*;
 
 /// (guid: 32 upper-case hex digits, age) of the PDB at `path`, reading no symbol or type.
 #[guarded]

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::prelude::*;
 use ntdump_core::pe::{PeImage, PeOptions};
 use ntdump_core::symbols::{module_refs, ModuleRef, SymbolTable};
 use ntdump_core::{Result as CoreResult, Va};
+
+use crate::prelude::*;
 
 /// A PE image read from a dump (private: use `Module.headers`, `.sections()`, `.exports()` …).
 #[pyclass(frozen, name = "PeImage", module = "ntdump._native")]

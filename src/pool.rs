@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::prelude::*;
 use ntdump_core::pool::big::{containing, read_big, BigPool};
 use ntdump_core::pool::owners::padded_tag;
 use ntdump_core::pool::scan::{kernel_pages, scan_pages, touch_pages};
 use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
 use ntdump_core::Dump;
+
+use crate::prelude::*;
 
 /// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
 #[guarded]

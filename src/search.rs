@@ -1,8 +1,9 @@
 //! Bindings for memory search: ranges, the kernel half, physical memory, or every loaded module.
 
-use crate::prelude::*;
 use ntdump_core::search::{self as core_search, SearchOptions, SearchResult, Target};
 use pyo3::exceptions::PyValueError;
+
+use crate::prelude::*;
 
 /// `{address, pattern}` (numpy) and the record's `pages_searched`, `pages_unreadable`, `truncated`.
 fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Dict<'py>> {

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::prelude::*;
 use ntdump_core::stack::{self, unwind};
+
+use crate::prelude::*;
 
 /// Walk a stack. `processor`: None = the dump header's context; N = processor N's saved context.
 /// `images`: module base name → image *file* bytes (laid out here). Returns frame columns (sp, pc,
