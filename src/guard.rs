@@ -1,4 +1,5 @@
-//! Guards of every Python entry point (applied with `#[guarded]` from the `ntdump-guard` crate).
+//! Guards of every Python entry point. `#[guarded]` (the `ntdump-guard` crate) is the one attribute of an
+//! entry point: `#[pyfunction]` on a function, `#[pymethods]` on an impl block, with these guards:
 //!
 //! * A Rust panic never reaches Python as `pyo3_runtime.PanicException` (a `BaseException`): it becomes
 //!   `ntdump.errors.InternalError` naming the function and the panic message.
@@ -11,7 +12,7 @@ use std::any::Any;
 
 use pyo3::prelude::*;
 
-use crate::errors::{InternalError, PyCoreError, ReadLimitError};
+use crate::errors::{InternalError, OrRaise, ReadLimitError};
 
 pub use ntdump_core::dump::MAX_READ_BYTES;
 
@@ -27,22 +28,9 @@ pub fn panicked(name: &str, payload: Box<dyn Any + Send>) -> PyErr {
     ))
 }
 
-/// Things that can tell whether the file under their map shrank.
-pub trait Intact {
-    /// `Err(DumpFormatError)` when the dump's file shrank while mapped.
-    fn intact(&self) -> PyResult<()>;
-}
-
-impl Intact for ntdump_core::Dump {
-    fn intact(&self) -> PyResult<()> {
-        self.check_intact().map_err(|e| PyCoreError(e).into())
-    }
-}
-
-impl Intact for crate::dump::PyDump {
-    fn intact(&self) -> PyResult<()> {
-        self.inner.intact()
-    }
+/// `Err(DumpFormatError)` when the dump's file shrank while mapped (after a call that read it).
+pub fn intact(d: &ntdump_core::Dump) -> PyResult<()> {
+    d.check_intact().or_raise()
 }
 
 /// Refuse a read of `n` bytes above the per-call cap, before anything is allocated.
@@ -64,7 +52,6 @@ pub fn check_read_len(what: &str, n: u64) -> PyResult<usize> {
 /// For tests only: panics inside a guarded entry point, so that the suite can check that a Rust panic
 /// reaches Python as `ntdump.errors.InternalError` and not as `pyo3_runtime.PanicException`.
 #[ntdump_guard::guarded]
-#[pyfunction]
 pub fn panic_selftest(message: &str) -> PyResult<()> {
     panic!("{message}");
 }

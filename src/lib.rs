@@ -1,5 +1,6 @@
 //! Python bindings of ntdump (`ntdump._native`): argument conversion, GIL release and error mapping only.
-//! All logic lives in `ntdump-core`.
+//! All logic lives in `ntdump-core`; records cross as dicts and columns (`columns.rs`), errors are mapped
+//! in `errors.rs`, and `#[guarded]` turns panics into `InternalError` on every entry point.
 
 mod columns;
 mod dump;
@@ -11,26 +12,39 @@ mod pdb;
 mod pe;
 mod pool;
 mod search;
-mod search_modules;
 mod stack;
-mod symbols;
 
 use pyo3::prelude::*;
 
+/// What every binding file uses.
+mod prelude {
+    pub(crate) use crate::columns::{arrays, columns, dict, record, value, Any, Dict};
+    pub use crate::dump::PyDump;
+    pub use crate::errors::{run, OrRaise};
+    pub use crate::kernel::kernel_of;
+    pub use ntdump_guard::guarded;
+    pub use numpy::IntoPyArray;
+    pub use pyo3::prelude::*;
+    pub use pyo3::types::PyDict;
+}
+
 /// The private native module behind the `ntdump` package.
 #[pymodule(gil_used = false)]
-fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<dump::PyDump>()?;
-    m.add_function(wrap_pyfunction!(guard::panic_selftest, m)?)?;
-    kernel::register(m)?;
-    layouts::register(m)?;
-    pdb::register(m)?;
-    pe::register(m)?;
-    pool::register(m)?;
-    search::register(m)?;
-    symbols::register(m)?;
-    search_modules::register(m)?;
-    stack::register(m)?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
+mod _native {
+    #[pymodule_export]
+    use crate::{
+        dump::PyDump,
+        guard::panic_selftest,
+        kernel::{kernel_info, vm_summary},
+        layouts::{layout_sources, set_kernel_layouts},
+        pdb::{pdb_identity, pdb_public_offsets, pdb_public_symbols, pdb_symbols, PyPdbTypes},
+        pe::{pe_image, pe_parse, symbol_table, PyPeImage, PySymbolTable},
+        pool::{pool_big, pool_layouts, pool_owners, pool_page, pool_track_table_variable},
+        pool::{pool_used, PyPoolScanner},
+        search::{kernel_ranges, search, search_modules},
+        stack::{processors, stack_walk, unwind_functions},
+    };
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
 }

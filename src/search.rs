@@ -1,14 +1,21 @@
-//! Bindings for memory search and pointer display.
+//! Bindings for memory search: ranges, the kernel half, physical memory, or every loaded module.
 
-use ntdump_core::search::{self as core_search, SearchOptions, Target};
-use ntdump_guard::guarded;
-use numpy::IntoPyArray;
+use ntdump_core::search::{self as core_search, SearchOptions, SearchResult, Target};
 use pyo3::exceptions::PyValueError;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use crate::dump::PyDump;
-use crate::errors::{run, PyCoreError};
+use crate::prelude::*;
+
+/// `{address, pattern}` (numpy) and the record's `pages_searched`, `pages_unreadable`, `truncated`.
+fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Dict<'py>> {
+    let o = record(py, &r)?;
+    let (address, pattern) = (r.addresses.into_pyarray(py), r.patterns.into_pyarray(py));
+    Ok(dict!(o; address, pattern))
+}
+
+fn options(align: u64, limit: Option<usize>) -> SearchOptions {
+    let (align, d) = (align.max(1), SearchOptions::default());
+    SearchOptions { align, limit, ..d }
+}
 
 /// Search a dump for byte patterns, with the GIL released (private: use `Dump.search`).
 ///
@@ -16,67 +23,62 @@ use crate::errors::{run, PyCoreError};
 /// searches every mapped kernel-half VA instead. `align` keeps hits at addresses that are multiples of
 /// it. Returns a dict: `address` (uint64 array, sorted), `pattern` (uint32 array of indices into
 /// `patterns`), `pages_searched`, `pages_unreadable` (4 KiB pages) and `truncated`.
-#[guarded(dump)]
-#[pyfunction]
+#[guarded]
 #[pyo3(signature = (dump, patterns, ranges=None, *, align=1, kernel=false, physical=false, limit=None))]
 #[allow(clippy::too_many_arguments)]
-fn search<'py>(
+pub fn search<'py>(
     py: Python<'py>,
-    dump: PyRef<'py, PyDump>,
+    dump: &PyDump,
     patterns: Vec<Vec<u8>>,
     ranges: Option<Vec<(u64, u64)>>,
     align: u64,
     kernel: bool,
     physical: bool,
     limit: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = dump.inner.clone();
-    let opts = SearchOptions {
-        align: align.max(1),
-        limit,
-        ..SearchOptions::default()
+) -> PyResult<Dict<'py>> {
+    let target = match (&ranges, kernel, physical) {
+        (Some(_), true, _) => Err("give either ranges or kernel=True"),
+        (_, true, true) => Err("kernel=True searches virtual memory, not physical"),
+        (None, true, false) => Ok(Target::Kernel),
+        (r, false, true) => Ok(Target::Physical(r.as_deref())),
+        (Some(r), false, false) => Ok(Target::Virtual(r)),
+        (None, false, false) => Err("a virtual search needs ranges or kernel=True"),
     };
-    let r = py.detach(move || {
-        let target = match (&ranges, kernel, physical) {
-            (Some(_), true, _) => {
-                return Err(PyValueError::new_err("give either ranges or kernel=True"))
-            }
-            (_, true, true) => {
-                return Err(PyValueError::new_err(
-                    "kernel=True searches virtual memory, not physical",
-                ))
-            }
-            (None, true, false) => Target::Kernel,
-            (r, false, true) => Target::Physical(r.as_deref()),
-            (Some(r), false, false) => Target::Virtual(r),
-            (None, false, false) => {
-                return Err(PyValueError::new_err(
-                    "a virtual search needs ranges or kernel=True",
-                ))
-            }
-        };
-        core_search::search(&d, &patterns, target, &opts).map_err(|e| PyErr::from(PyCoreError(e)))
+    let target = target.map_err(PyValueError::new_err)?;
+    let opts = options(align, limit);
+    hits(
+        py,
+        run(py, || {
+            core_search::search(&dump.inner, &patterns, target, &opts)
+        })?,
+    )
+}
+
+/// Search every loaded module (`[base, base + size)` of the kernel's module list, in load order)
+/// for byte patterns, with the GIL released (private: `Dump.search(..., within=d.modules)`).
+///
+/// Returns `search`'s dict and `module` (int64 index into the module list of the module holding the
+/// hit, -1 for none) and `offset` (uint64, from that module's base). Modules that run past the top
+/// of the address space (flagged `range_ok = False` in the module list) are skipped.
+#[guarded]
+#[pyo3(signature = (dump, patterns, *, align=1, limit=None))]
+pub fn search_modules<'py>(
+    py: Python<'py>,
+    dump: &PyDump,
+    patterns: Vec<Vec<u8>>,
+    align: u64,
+    limit: Option<usize>,
+) -> PyResult<Dict<'py>> {
+    let (m, opts) = (&kernel_of(py, dump)?.modules, options(align, limit));
+    let r = run(py, || {
+        core_search::search_modules(&dump.inner, m, &patterns, &opts)
     })?;
-    let out = PyDict::new(py);
-    out.set_item("address", r.addresses.into_pyarray(py))?;
-    out.set_item("pattern", r.patterns.into_pyarray(py))?;
-    out.set_item("pages_searched", r.pages_searched)?;
-    out.set_item("pages_unreadable", r.pages_unreadable)?;
-    out.set_item("truncated", r.truncated)?;
-    Ok(out)
+    let (module, offset) = (r.module.into_pyarray(py), r.offset.into_pyarray(py));
+    Ok(dict!(hits(py, r.result)?; module, offset))
 }
 
 /// The mapped kernel-half VA ranges as `(start, length in bytes)`, coalesced (GIL released).
-#[guarded(dump)]
-#[pyfunction]
-fn kernel_ranges(py: Python<'_>, dump: PyRef<'_, PyDump>) -> PyResult<Vec<(u64, u64)>> {
-    let d = dump.inner.clone();
-    run(py, move || core_search::kernel_ranges(&d))
-}
-
-/// Add this file's functions and classes to the native module.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(search, m)?)?;
-    m.add_function(wrap_pyfunction!(kernel_ranges, m)?)?;
-    Ok(())
+#[guarded]
+pub fn kernel_ranges(py: Python<'_>, dump: &PyDump) -> PyResult<Vec<(u64, u64)>> {
+    run(py, || core_search::kernel_ranges(&dump.inner))
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -129,6 +130,28 @@ def test_under_rlimit_as_every_failure_is_a_typed_ntdump_error(w10):
     assert lines["read 250 MiB padded"] == "OutOfMemoryError"
     assert lines["read_phys 250 MiB padded"] == "OutOfMemoryError"
     assert lines["iter_read 1 TiB, 250 MiB chunks"] == "OutOfMemoryError"
+
+
+def test_every_native_entry_point_is_guarded():
+    """``#[guarded]`` is the one attribute of an entry point of ``ntdump._native`` (it emits
+    ``#[pyfunction]`` / ``#[pymethods]``): a bare PyO3 attribute in src/ would be an entry point
+    without the panic guard and the shrunk-file check."""
+    import re
+
+    src = Path(__file__).resolve().parent.parent / "src"
+    files = sorted(src.glob("*.rs"))
+    assert files
+    bare = [f"{f.name}:{i}: {line.strip()}" for f in files
+            for i, line in enumerate(f.read_text().splitlines(), 1)
+            if re.match(r"\s*#\[(pyo3::)?(pyfunction|pymethods)\b", line)]
+    assert not bare, bare
+    # One #[guarded] per function and per class (its one #[pymethods] block) of the module.
+    guarded = sum(len(re.findall(r"(?m)^\s*#\[(?:ntdump_guard::)?guarded\b", f.read_text()))
+                  for f in files)
+    from ntdump import _native
+
+    entry = [n for n in dir(_native) if not n.startswith("_") and callable(getattr(_native, n))]
+    assert guarded == len(entry), (guarded, sorted(entry))
 
 
 def test_a_rust_panic_reaches_python_as_a_typed_error():

@@ -3,12 +3,12 @@
 use std::fmt;
 
 /// A virtual address (VA), in bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 #[repr(transparent)]
 pub struct Va(pub u64);
 
 /// A physical address (PA), in bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 #[repr(transparent)]
 pub struct Pa(pub u64);
 

@@ -42,6 +42,8 @@ impl Layout {
     }
 }
 
+crate::ser::as_str!(Layout);
+
 /// The memory part of a container, parsed.
 #[derive(Debug)]
 pub struct Body {

@@ -110,6 +110,34 @@ pub struct RawOptions {
     pub dtb: Option<u64>,
 }
 
+/// What [`Dump::info`] reports: the header's fields and what the container made of the file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Info<'a> {
+    /// The header's fields.
+    #[serde(flatten)]
+    pub header: &'a DumpHeader,
+    /// How the file holds memory.
+    pub layout: Layout,
+    /// Physical memory present in the file: (base PFN, page count) runs, sorted.
+    pub runs: Vec<(u64, u64)>,
+    /// The same runs with where they start in the file: (base PFN, page count, file offset).
+    pub file_runs: Vec<(u64, u64, u64)>,
+    /// Pages present in the file.
+    pub present_pages: u64,
+    /// Pages the header declares that the file is too short to hold.
+    pub missing_pages: u64,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// What was odd while opening.
+    pub warnings: &'a [String],
+    /// Triage dumps: the captured VA ranges as (VA, length, file offset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage_ranges: Option<Vec<(u64, u64, u64)>>,
+    /// Triage dumps: the number of data blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage_data_blocks: Option<u64>,
+}
+
 /// An open dump. Cheap to share between threads (`Sync`); every read is a copy out of the map.
 pub struct Dump {
     backing: Arc<Backing>,
@@ -278,6 +306,32 @@ impl Dump {
         }
     }
 
+    /// The header's fields and what the container made of the file, as one record.
+    pub fn info(&self) -> Info<'_> {
+        let runs = self.phys.runs();
+        let t = self.triage.as_ref();
+        Info {
+            header: &self.header,
+            layout: self.layout,
+            runs: runs.iter().map(|r| (r.base_pfn, r.pages)).collect(),
+            file_runs: runs
+                .iter()
+                .map(|r| (r.base_pfn, r.pages, r.file_offset))
+                .collect(),
+            present_pages: self.phys.present_pages(),
+            missing_pages: self.phys.missing_pages,
+            file_size: self.file_len(),
+            warnings: &self.warnings,
+            triage_ranges: t.map(|t| {
+                t.ranges
+                    .iter()
+                    .map(|r| (r.va, r.len, r.file_offset))
+                    .collect()
+            }),
+            triage_data_blocks: t.map(|t| t.data_blocks),
+        }
+    }
+
     /// File length in bytes (as mapped at open).
     pub fn file_len(&self) -> u64 {
         self.backing.bytes().len() as u64
@@ -335,6 +389,20 @@ impl Dump {
         let r = self.phys.read(self.file(), pa, buf);
         self.check_intact()?;
         r
+    }
+
+    /// [`Dump::read_phys`], or with `pad` [`Dump::read_phys_padded`]; padded or not, a read that runs
+    /// past 2^64 fails.
+    pub fn read_phys_pad(&self, pa: Pa, buf: &mut [u8], pad: bool) -> Result<()> {
+        if !pad {
+            return self.read_phys(pa, buf);
+        }
+        check_span(pa.0, buf.len(), u64::MAX).map_err(|_| Error::NotInDump {
+            va: None,
+            pa: Pa(pa.0 & !(PAGE_SIZE - 1)),
+        })?;
+        self.read_phys_padded(pa, buf);
+        Ok(())
     }
 
     /// Like [`Dump::read_phys`] but zero-fills missing pages; returns the number of bytes that were present.
@@ -444,6 +512,18 @@ impl Dump {
             done += n;
         }
         Ok(())
+    }
+
+    /// [`Dump::read_virt`], or with `pad` [`Dump::read_virt_padded`]; padded or not, a read that runs
+    /// past the top of the address space fails (it would wrap to VA 0).
+    pub fn read_virt_pad(&self, va: Va, buf: &mut [u8], pad: bool) -> Result<()> {
+        self.check_va_span(va, buf.len())?;
+        if pad {
+            self.read_virt_padded(va, buf);
+            Ok(())
+        } else {
+            self.read_virt(va, buf)
+        }
     }
 
     /// Like [`Dump::read_virt`] but zero-fills unreadable pages; returns the number of bytes that were read.

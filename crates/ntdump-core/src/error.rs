@@ -16,6 +16,8 @@ pub enum PtLevel {
     Pte,
 }
 
+crate::ser::as_str!(PtLevel);
+
 impl PtLevel {
     /// The name used in errors and in `walk` output (`"pml4e"`, `"pdpte"`, `"pde"`, `"pte"`).
     pub fn as_str(self) -> &'static str {

@@ -33,6 +33,16 @@ impl Machine {
             Machine::Arm64 => "arm64",
         }
     }
+    /// A machine named by the user: `"x86"`, or `"x64"` / `"amd64"`.
+    pub fn parse(s: &str) -> Result<Machine> {
+        match s {
+            "x86" => Ok(Machine::X86),
+            "x64" | "amd64" => Ok(Machine::X64),
+            o => Err(Error::Argument(format!(
+                "machine must be 'x86' or 'x64', not {o:?}"
+            ))),
+        }
+    }
     /// Pointer size in bytes.
     pub fn pointer_size(self) -> u64 {
         match self {
@@ -42,10 +52,15 @@ impl Machine {
     }
 }
 
-/// The registers a debugger shows first (values copied from the header's CONTEXT record).
-#[derive(Debug, Clone, Default)]
+crate::ser::as_str!(Machine);
+
+/// The registers a debugger shows first (values copied from the header's CONTEXT record); serialized
+/// as a map from register name to value.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(transparent)]
 pub struct Context {
     /// (register name, value) in the order `r` prints them; 32-bit registers on x86.
+    #[serde(serialize_with = "crate::ser::map")]
     pub registers: Vec<(&'static str, u64)>,
 }
 
@@ -64,15 +79,17 @@ impl Context {
 }
 
 /// The parsed fixed header. Every field is copied; nothing points into the file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DumpHeader {
     /// True for `PAGEDU64` (0x2000-byte header), false for `PAGEDUMP` (0x1000).
     pub is64: bool,
     /// Header size in bytes (0x1000 or 0x2000).
+    #[serde(skip)]
     pub header_size: u64,
     /// Architecture from MachineImageType.
     pub machine: Machine,
     /// Raw MachineImageType (0x14C, 0x8664, 0xAA64).
+    #[serde(skip)]
     pub machine_image_type: u32,
     /// PAE paging (x86 only; header byte 0x5C).
     pub pae: bool,
@@ -95,6 +112,7 @@ pub struct DumpHeader {
     /// BugCheckCode.
     pub bugcheck_code: u32,
     /// The four bug-check parameters (zero-extended on x86).
+    #[serde(serialize_with = "crate::ser::list")]
     pub bugcheck_params: [u64; 4],
     /// DumpType (1 full, 2 summary, 4 triage, 5/6 bitmap, 8/9/0xA range).
     pub dump_type: u32,
@@ -115,6 +133,7 @@ pub struct DumpHeader {
     /// Comment (ASCII, trailing NULs and fill removed).
     pub comment: String,
     /// Runs of the physical-memory descriptor, (base PFN, page count), when the header holds real runs.
+    #[serde(rename = "header_runs")]
     pub runs: Option<Vec<(u64, u64)>>,
     /// Registers of the crashing CPU.
     pub context: Context,

@@ -15,7 +15,7 @@
 //! Otherwise the built-in layout stays in use and a warning says why. Nothing is ever allocated from a
 //! size the PDB gives beyond those bounds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::header::Machine;
 use crate::kernel::profile::LdrLayout;
@@ -60,6 +60,20 @@ pub struct LayoutOverrides {
 }
 
 impl LayoutOverrides {
+    /// Where each overridden layout comes from, by structure (`"pool_header"`, `"tracker"`,
+    /// `"big_pages"`, `"ldr"`).
+    pub fn sources(&self) -> BTreeMap<&'static str, String> {
+        let all = [
+            ("pool_header", self.pool_header.as_ref().map(|x| &x.source)),
+            ("tracker", self.tracker.as_ref().map(|x| &x.source)),
+            ("big_pages", self.big_pages.as_ref().map(|x| &x.source)),
+            ("ldr", self.ldr.as_ref().map(|x| &x.source)),
+        ];
+        all.into_iter()
+            .filter_map(|(k, s)| Some((k, s?.clone())))
+            .collect()
+    }
+
     /// True when no layout is overridden.
     pub fn is_empty(&self) -> bool {
         self.pool_header.is_none()
@@ -412,9 +426,10 @@ pub fn ldr(s: &RawStruct, machine: Machine) -> Result<LdrLayout, String> {
 
 /// What [`from_structs`] and [`from_types`] produce: the overrides taken and, for each structure
 /// not taken, why.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Built {
-    /// The layouts that passed validation.
+    /// The layouts that passed validation (serialized as their sources: `"sources"`).
+    #[serde(rename = "sources", serialize_with = "crate::ser::layout_sources")]
     pub overrides: LayoutOverrides,
     /// One sentence per structure the PDB defines but that was refused (the built-in profile
     /// stays in use for it).

@@ -22,6 +22,7 @@ pub mod pool;
 pub mod raw;
 pub mod scan;
 pub mod search;
+pub mod ser;
 pub mod stack;
 pub mod symbols;
 pub mod triage;

@@ -65,6 +65,8 @@ pub struct PdbSymbols {
     pub symbols: Vec<(String, u32)>,
 }
 
+crate::ser::tuple!(PdbSymbols: guid, age, symbols);
+
 impl PdbSymbols {
     /// The symbol-store key: GUID followed by the age in hex (WINDOWS_INTERNALS.md §6.5).
     pub fn key(&self) -> String {
@@ -162,6 +164,8 @@ impl SymbolKind {
     }
 }
 
+crate::ser::as_str!(SymbolKind);
+
 /// A PDB's identity and its public and global data symbols.
 #[derive(Debug, Clone)]
 pub struct PdbSymbolSet {
@@ -172,6 +176,8 @@ pub struct PdbSymbolSet {
     /// (name as stored, RVA in bytes, kind), sorted by RVA, then name, then kind.
     pub symbols: Vec<(String, u32, SymbolKind)>,
 }
+
+crate::ser::tuple!(PdbSymbolSet: guid, age, symbols);
 
 /// Read the public symbols and the global data symbols (`S_GDATA32`, `S_LDATA32`) of the PDB at
 /// `path`. A global whose (name, RVA) repeats a public is kept once, as the public.

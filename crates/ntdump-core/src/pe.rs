@@ -53,8 +53,10 @@ impl Parser {
     }
 }
 
+crate::ser::as_str!(Parser);
+
 /// Which reader parsed each part (None: the image has no such part).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Parsers {
     /// The DOS/NT headers and data directories.
     pub headers: Parser,

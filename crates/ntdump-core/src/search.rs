@@ -70,11 +70,13 @@ impl Default for SearchOptions {
 }
 
 /// Hits as columns, sorted by address then pattern, plus what was searched.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SearchResult {
     /// Address of each hit's first byte: a VA, or a PA for [`Target::Physical`].
+    #[serde(skip)]
     pub addresses: Vec<u64>,
     /// Index (into the pattern list) of the pattern found at each address.
+    #[serde(skip)]
     pub patterns: Vec<u32>,
     /// 4 KiB pages of which at least one byte was searched.
     pub pages_searched: u64,
@@ -387,6 +389,47 @@ pub fn attribute(addresses: &[u64], ranges: &[(u64, u64)]) -> Vec<Option<u32>> {
                 .map(|&i| i as u32)
         })
         .collect()
+}
+
+/// Hits of a search over every loaded module, with the module holding each hit.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleHits {
+    /// The search result (addresses sorted).
+    pub result: SearchResult,
+    /// Per hit: index into the module list of the module holding it, -1 for none.
+    pub module: Vec<i64>,
+    /// Per hit: offset from that module's base (the address itself for none).
+    pub offset: Vec<u64>,
+}
+
+/// Search every module of `modules` (`[base, base + size)`, in load order) for `patterns` and
+/// attribute the hits. Modules that run past the top of the address space (`range_fits` false) are
+/// skipped but keep their index.
+pub fn search_modules<P: AsRef<[u8]>>(
+    d: &Dump,
+    modules: &[crate::kernel::ModuleInfo],
+    patterns: &[P],
+    opts: &SearchOptions,
+) -> Result<ModuleHits> {
+    let space_end = d.va_top() as u128 + 1;
+    let ranges: Vec<(u64, u64)> = modules
+        .iter()
+        .map(|m| (m.base, if m.range_fits(space_end) { m.size } else { 0 }))
+        .collect();
+    let searched: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+    let result = search(d, patterns, Target::Virtual(&searched), opts)?;
+    let owner = attribute(&result.addresses, &ranges);
+    let module = owner.iter().map(|o| o.map_or(-1, i64::from)).collect();
+    let offset = owner
+        .iter()
+        .zip(&result.addresses)
+        .map(|(o, &a)| o.map_or(a, |i| a - ranges[i as usize].0))
+        .collect();
+    Ok(ModuleHits {
+        result,
+        module,
+        offset,
+    })
 }
 
 #[cfg(test)]

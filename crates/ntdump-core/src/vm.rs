@@ -23,6 +23,8 @@ pub struct VmField {
     pub is_count: bool,
 }
 
+crate::ser::tuple!(VmField: key, label, value, source, is_count);
+
 /// How a field is read.
 #[derive(Debug, Clone, Copy)]
 enum Src {

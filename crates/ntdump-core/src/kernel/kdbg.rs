@@ -52,15 +52,17 @@ pub mod field {
 }
 
 /// A copy of the KDBG block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Kdbg {
     /// VA of the block.
     pub va: u64,
     /// Header.Size (bytes).
     pub size: u32,
     /// The block's bytes (at most `size`, at most 4 KiB).
+    #[serde(serialize_with = "crate::ser::bytes")]
     pub bytes: Vec<u8>,
     /// True on x86: 64-bit fields hold 32-bit addresses (masked on read).
+    #[serde(skip)]
     pub x86: bool,
 }
 

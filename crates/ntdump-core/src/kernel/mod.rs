@@ -12,21 +12,25 @@ pub use modules::{LoadedImports, ModuleInfo, UnloadedDriver};
 pub use profile::{Family, Profile};
 
 /// The kernel's view of a dump: what `lm` and `!kdbgex` rely on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Kernel {
     /// Struct layouts for this build (`profile.ldr` is the PDB's loader entry when the dump has one:
     /// [`Dump::layouts`]).
+    #[serde(flatten)]
     pub profile: Profile,
     /// Where the loader entry layout comes from: the PDB type
     /// (`"pdb nt!_KLDR_DATA_TABLE_ENTRY (…)"`) or the built-in profile (`"profile win10 x64: …"`).
+    #[serde(rename = "ldr_layout_source")]
     pub ldr_source: String,
     /// The KDBG block, when found and readable.
     pub kdbg: Option<Kdbg>,
     /// The kernel image base (VA), from KDBG.KernBase or the first module.
     pub kernel_base: Option<u64>,
     /// Loaded modules in load order (the kernel first, hal second).
+    #[serde(skip)]
     pub modules: Vec<ModuleInfo>,
     /// Recently unloaded drivers.
+    #[serde(skip)]
     pub unloaded: Vec<UnloadedDriver>,
     /// Where the module list came from: "PsLoadedModuleList", "triage driver list" or "none".
     pub module_source: &'static str,

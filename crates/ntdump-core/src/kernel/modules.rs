@@ -15,7 +15,7 @@ pub const MAX_MODULES: usize = 4096;
 pub const MAX_NAME_BYTES: u16 = 1024;
 
 /// A loaded kernel module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct ModuleInfo {
     /// Base name (BaseDllName), e.g. `ntoskrnl.exe`.
     pub name: String,
@@ -35,6 +35,7 @@ pub struct ModuleInfo {
     /// `"unavailable"` (0: header unreadable and the entry's slot is LoadedImports).
     pub timestamp_source: &'static str,
     /// The entry's LoadedImports, decoded (see [`LoadedImports`]).
+    #[serde(skip)]
     pub loaded_imports: LoadedImports,
     /// The raw pointer-sized LoadedImports value (0 for triage dumps).
     pub loaded_imports_raw: u64,
@@ -67,7 +68,7 @@ pub const MAX_IMPORTS: u64 = 1024;
 /// (MM_SYSLDR_SINGLE_ENTRY) = one imported module, else a pointer to `LOAD_IMPORTS { SIZE_T Count;
 /// PLDR_DATA_TABLE_ENTRY Entry[Count]; }`. 0 is NT 5.0's LOADED_AT_BOOT ("loaded at boot and the
 /// import information never filled in").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LoadedImports {
     /// MM_SYSLDR_BOOT_LOADED (or 0, LOADED_AT_BOOT).
     BootLoaded,
@@ -79,6 +80,7 @@ pub enum LoadedImports {
     /// Not readable or not decodable (the reason).
     Unknown(String),
     /// Not in this kind of dump (triage driver records carry no LoadedImports).
+    #[default]
     NotRecorded,
 }
 
@@ -167,7 +169,7 @@ pub fn pe_header_timestamp(d: &Dump, base: u64) -> Option<u32> {
 }
 
 /// An entry of `MmUnloadedDrivers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct UnloadedDriver {
     /// Driver name.
     pub name: String,

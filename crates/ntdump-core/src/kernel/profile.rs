@@ -94,20 +94,27 @@ pub struct UnloadedLayout {
     pub time: u64,
 }
 
+crate::ser::as_str!(Family);
+
 /// Everything version-dependent that the kernel layer reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Profile {
     /// Family.
     pub family: Family,
     /// Architecture.
+    #[serde(skip)]
     pub machine: Machine,
     /// Loader entry layout.
+    #[serde(skip)]
     pub ldr: LdrLayout,
     /// Where the loader entry layout comes from.
+    #[serde(skip)]
     pub ldr_source: &'static str,
     /// Unloaded driver entry layout.
+    #[serde(skip)]
     pub unloaded: UnloadedLayout,
     /// KDDEBUGGER_DATA64.Header.Size for this family [sheet §3.3].
+    #[serde(skip)]
     pub kdbg_size: u32,
 }
 

@@ -140,6 +140,20 @@ pub enum EntryKind {
     NotPresent(NotPresentKind),
 }
 
+crate::ser::as_str!(EntryKind);
+
+impl EntryKind {
+    /// `"table"`, `"page"`, `"transition"` or the not-present kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Table => "table",
+            EntryKind::Page => "page",
+            EntryKind::Transition => "transition",
+            EntryKind::NotPresent(n) => n.as_str(),
+        }
+    }
+}
+
 /// One step of a walk, as `!pte` shows it.
 #[derive(Debug, Clone, Copy)]
 pub struct WalkStep {
@@ -154,6 +168,8 @@ pub struct WalkStep {
     /// Interpretation.
     pub kind: EntryKind,
 }
+
+crate::ser::tuple!(WalkStep: level, index, entry_pa, value, kind);
 
 /// The result of a walk: every step read, and the final PA with the page size (bytes), or the error.
 #[derive(Debug)]

@@ -114,8 +114,10 @@ impl Kind {
     }
 }
 
+crate::ser::as_str!(Kind);
+
 /// One type, resolved through modifiers and forward references.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TypeDesc {
     /// The kind.
     pub kind: Kind,
@@ -136,13 +138,14 @@ pub struct TypeDesc {
 }
 
 /// One field of a layout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Field {
     /// Field name.
     pub name: String,
     /// Byte offset from the start of the outermost type.
     pub offset: u64,
     /// The field's type (for a bit field: the storage type).
+    #[serde(rename = "type")]
     pub ty: TypeDesc,
     /// Bit field: first bit within the storage unit.
     pub bit_position: Option<u8>,
@@ -151,13 +154,15 @@ pub struct Field {
 }
 
 /// The layout of a struct, union or enum.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Layout {
     /// The type itself.
+    #[serde(flatten)]
     pub ty: TypeDesc,
     /// Fields in declaration order (base classes first), offsets in bytes.
     pub fields: Vec<Field>,
     /// Enumerators (enum only): name and value.
+    #[serde(serialize_with = "crate::ser::text_values")]
     pub enumerators: Vec<(String, i128)>,
 }
 

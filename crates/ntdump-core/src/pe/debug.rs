@@ -10,7 +10,7 @@ pub const MAX_DEBUG_ENTRIES: u32 = 64;
 pub const DEBUG_TYPE_CODEVIEW: u32 = 2;
 
 /// One `IMAGE_DEBUG_DIRECTORY` entry (28 bytes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DebugEntry {
     /// Reserved flags.
     pub characteristics: u32,
@@ -135,6 +135,29 @@ impl CodeView {
     pub fn store_path(&self) -> String {
         let n = self.pdb_name();
         format!("{n}/{}/{n}", self.key())
+    }
+}
+
+impl serde::Serialize for CodeView {
+    /// A record: format, path, pdb_name, age, guid (text or None), guid_bytes (RSDS), signature
+    /// (NB10), key, store_path.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (guid, signature) = match self {
+            CodeView::Rsds { guid, .. } => (Some(crate::ser::Bytes(guid)), None),
+            CodeView::Nb10 { signature, .. } => (None, Some(signature)),
+        };
+        let mut r = s.serialize_struct("CodeView", 9)?;
+        r.serialize_field("format", self.format())?;
+        r.serialize_field("path", self.path())?;
+        r.serialize_field("pdb_name", self.pdb_name())?;
+        r.serialize_field("age", &self.age())?;
+        r.serialize_field("guid", &self.guid_string())?;
+        r.serialize_field("guid_bytes", &guid)?;
+        r.serialize_field("signature", &signature)?;
+        r.serialize_field("key", &self.key())?;
+        r.serialize_field("store_path", &self.store_path())?;
+        r.end()
     }
 }
 

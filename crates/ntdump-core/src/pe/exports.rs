@@ -16,7 +16,7 @@ pub const MAX_EXPORTS: u32 = 1 << 16;
 pub const MAX_NAME: usize = 4096;
 
 /// One export.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct Export {
     /// The exported name; None for exports by ordinal only (or a name on a missing page).
     pub name: Option<String>,
@@ -29,7 +29,7 @@ pub struct Export {
 }
 
 /// The export directory of an image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Exports {
     /// The DLL name stored in the directory (e.g. `ntoskrnl.exe`).
     pub dll_name: Option<String>,
@@ -42,6 +42,7 @@ pub struct Exports {
     /// NumberOfNames as stored.
     pub number_of_names: u32,
     /// Entries sorted by ordinal, then name; a function with several names appears once per name.
+    #[serde(skip)]
     pub entries: Vec<Export>,
 }
 

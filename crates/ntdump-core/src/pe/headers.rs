@@ -7,7 +7,7 @@ use super::view::View;
 use super::{guarded, Parser, PeOptions};
 
 /// `IMAGE_FILE_HEADER` (20 bytes at `e_lfanew + 4`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FileHeader {
     /// Machine (0x14C i386, 0x8664 AMD64, 0xAA64 ARM64, 0x1C4 ARMNT).
     pub machine: u16,
@@ -26,7 +26,7 @@ pub struct FileHeader {
 }
 
 /// `IMAGE_OPTIONAL_HEADER32/64`: the fields `!dh` prints. Sizes are bytes; addresses are RVAs unless named.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OptionalHeader {
     /// 0x10B (PE32) or 0x20B (PE32+).
     pub magic: u16,
@@ -101,6 +101,14 @@ pub struct DataDirectory {
     pub size: u32,
 }
 
+impl serde::Serialize for DataDirectory {
+    /// `(index, name, rva, size)`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let name = DIRECTORY_NAMES.get(self.index).copied().unwrap_or("?");
+        serde::Serialize::serialize(&(self.index, name, self.rva, self.size), s)
+    }
+}
+
 /// Names of the 16 data directories, as `!dh` labels them.
 pub const DIRECTORY_NAMES: [&str; 16] = [
     "Export",
@@ -122,7 +130,7 @@ pub const DIRECTORY_NAMES: [&str; 16] = [
 ];
 
 /// The headers of an image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Headers {
     /// Offset (bytes) of the NT headers from the image base (`IMAGE_DOS_HEADER.e_lfanew`).
     pub e_lfanew: u32,
@@ -164,7 +172,7 @@ impl Headers {
 }
 
 /// One `IMAGE_SECTION_HEADER`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Section {
     /// Name (up to 8 bytes, NULs removed, decoded lossily).
     pub name: String,

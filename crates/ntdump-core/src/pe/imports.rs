@@ -22,9 +22,10 @@ pub const MAX_THUNKS: u64 = 1 << 16;
 pub const MAX_IMPORTS: u64 = 1 << 16;
 
 /// Where an import row came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ImportSource {
     /// An import descriptor (data directory 1): the DLL is known; the name when the ILT is readable.
+    #[default]
     Descriptor,
     /// The IAT directory (data directory 12) alone: descriptors unreadable, so neither DLL nor name.
     IatDirectory,
@@ -40,8 +41,10 @@ impl ImportSource {
     }
 }
 
+crate::ser::as_str!(ImportSource);
+
 /// One imported function: one IAT slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct Import {
     /// The DLL named by the descriptor (e.g. `ntoskrnl.exe`); None when only the IAT directory was readable.
     pub dll: Option<String>,

@@ -45,7 +45,7 @@ pub fn vol2_distance(machine: Machine, build: u32) -> Option<(i64, i64)> {
 }
 
 /// Where the big page table is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BigTableInfo {
     /// VA of the `PoolBigPageTable` variable (0 when the caller gave the table directly).
     pub table_variable: u64,
@@ -56,6 +56,7 @@ pub struct BigTableInfo {
     /// Entries.
     pub entries: u64,
     /// The entry layout.
+    #[serde(serialize_with = "crate::ser::big_name")]
     pub layout: BigPageLayout,
     /// Where the layout comes from: the PDB type (`"pdb nt!_POOL_TRACKER_BIG_PAGES (…)"`) or the
     /// built-in profile (`"profile win10-x64: …"`).
@@ -81,11 +82,13 @@ pub struct BigPages {
 }
 
 /// Result of [`read_big`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BigPool {
     /// The entries.
+    #[serde(skip)]
     pub pages: BigPages,
     /// Where the table is.
+    #[serde(flatten)]
     pub info: BigTableInfo,
     /// Oddities.
     pub warnings: Vec<String>,

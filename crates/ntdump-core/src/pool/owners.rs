@@ -184,6 +184,17 @@ fn untagged(d: &Dump, table: &SymbolTable) -> Owners {
     }
 }
 
+/// A pool tag of 1 to 4 bytes, space-padded as the pool stores short tags (`b"Ab"` is `b"Ab  "`).
+pub fn padded_tag(s: &[u8]) -> Result<[u8; 4]> {
+    if s.is_empty() || s.len() > 4 {
+        let why = format!("a pool tag has 1 to 4 bytes, not {}", s.len());
+        return Err(crate::Error::Argument(why));
+    }
+    let mut b = [b' '; 4];
+    b[..s.len()].copy_from_slice(s);
+    Ok(b)
+}
+
 /// The likely owners of each of `tags` (four bytes each; [`UNTAGGED`] for untagged pool), in the order
 /// given, among the modules of `table`. One search over every module image serves all the tags.
 ///

@@ -37,6 +37,9 @@ pub struct PoolBlock {
     pub contains: bool,
 }
 
+crate::ser::tuple!(PoolBlock: address, size, previous_size, pool_index, raw_type, pool_type,
+    allocated, tag, contains);
+
 /// How a page walk ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalkStatus {
@@ -53,8 +56,25 @@ pub enum WalkStatus {
     NotWalked(String),
 }
 
+impl serde::Serialize for WalkStatus {
+    /// As `status` ("ok", "corrupt", "not walked"), `corrupt_at` (VA or None) and `why`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (status, at, why) = match self {
+            WalkStatus::Ok => ("ok", None, ""),
+            WalkStatus::Corrupt { at, why } => ("corrupt", Some(*at), why.as_str()),
+            WalkStatus::NotWalked(why) => ("not walked", None, why.as_str()),
+        };
+        let mut r = s.serialize_struct("WalkStatus", 3)?;
+        r.serialize_field("status", status)?;
+        r.serialize_field("corrupt_at", &at)?;
+        r.serialize_field("why", why)?;
+        r.end()
+    }
+}
+
 /// What `!pool` shows for an address.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PoolPage {
     /// The address asked about.
     pub va: u64,
@@ -65,6 +85,7 @@ pub struct PoolPage {
     /// Blocks in page order (legacy walk), up to the first corrupt header.
     pub blocks: Vec<PoolBlock>,
     /// How the walk ended.
+    #[serde(flatten)]
     pub status: WalkStatus,
     /// Nearest plausible header at or below `va` in the page (always filled when one exists).
     pub nearest: Option<PoolBlock>,

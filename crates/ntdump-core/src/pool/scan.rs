@@ -82,6 +82,20 @@ pub enum PoolFilter {
     Paged,
 }
 
+impl PoolFilter {
+    /// `"all"`, `"nonpaged"` or `"paged"`.
+    pub fn parse(s: &str) -> Result<PoolFilter> {
+        match s {
+            "all" => Ok(PoolFilter::All),
+            "nonpaged" => Ok(PoolFilter::NonPaged),
+            "paged" => Ok(PoolFilter::Paged),
+            o => Err(Error::Argument(format!(
+                "pool must be 'nonpaged', 'paged' or 'all', not {o:?}"
+            ))),
+        }
+    }
+}
+
 /// Options of a scan.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {

@@ -37,7 +37,7 @@ pub const VALIDATE_ENTRIES: u64 = 4096;
 pub const PER_CPU_WINDOW: u64 = 0x1000;
 
 /// Where the global tracker table is and how it was read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TrackerTableInfo {
     /// VA of the variable `nt!PoolTrackTable` (from KDBG +0x1B8).
     pub variable: u64,
@@ -48,14 +48,17 @@ pub struct TrackerTableInfo {
     /// VA the entry count was read from.
     pub size_variable: u64,
     /// The entry layout used.
+    #[serde(serialize_with = "crate::ser::tracker_name")]
     pub layout: TrackerLayout,
     /// Where the layout comes from: the PDB type (`"pdb nt!_POOL_TRACKER_TABLE (…)"`) or the
     /// built-in profile (`"profile x64-0x38: …"`).
     pub layout_source: String,
     /// Per candidate layout: (name, valid non-empty entries, invalid entries) seen while choosing.
+    #[serde(rename = "layout_scores")]
     pub scores: Vec<(&'static str, u64, u64)>,
     /// False when the PDB's layout was used although more than 5% of the entries it read look
     /// invalid (a PDB layout is used as given; the built-in ones must validate).
+    #[serde(skip)]
     pub validated: bool,
 }
 
@@ -79,11 +82,13 @@ pub struct TagUsage {
 }
 
 /// `!poolused`'s data: the per-tag sums and where they came from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PoolUsed {
     /// Sums per tag.
+    #[serde(skip)]
     pub usage: TagUsage,
     /// The global table.
+    #[serde(flatten)]
     pub global: TrackerTableInfo,
     /// VAs of the per-processor tables summed (same entry count and layout as the global one).
     pub per_cpu: Vec<u64>,

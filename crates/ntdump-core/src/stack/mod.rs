@@ -13,9 +13,14 @@ pub mod unwind;
 pub mod x64;
 pub mod x86;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::dump::Dump;
+use crate::error::{Error, Result};
 use crate::header::Machine;
-use crate::kernel::ModuleInfo;
+use crate::kernel::{Kernel, ModuleInfo};
+use crate::triage::RangeSource;
 pub use code::{layout_file, CodeMap, ImageProvider};
 
 /// Most stack (bytes) a walk covers above its starting stack pointer when no stack range is known.
@@ -24,9 +29,10 @@ pub const MAX_STACK_SPAN: u64 = 0x40000;
 pub const MAX_FRAMES: usize = 4096;
 
 /// How a frame was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum How {
     /// The starting context (frame 0).
+    #[default]
     Context,
     /// x64 unwind data of the function (or the leaf rule: no RUNTIME_FUNCTION, return address at RSP).
     Unwind,
@@ -48,8 +54,10 @@ impl How {
     }
 }
 
+crate::ser::as_str!(How);
+
 /// One frame of a walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Frame {
     /// Child-SP (VA): frame 0 the context's stack pointer; others the stack pointer just after the return
     /// (address of the return-address slot + pointer size), or after a machine frame the saved RSP.
@@ -179,6 +187,112 @@ pub fn walk(
         Machine::X86 => x86::walk(&cm, regs, &opts),
         _ => x64::walk(&cm, regs, &opts),
     }
+}
+
+/// Images given by a caller, laid out from their files: module base name (lower case) → image in
+/// memory order. An image serves a module only of the same build (TimeDateStamps equal when both known).
+pub struct FileImages(HashMap<String, Arc<Vec<u8>>>);
+
+impl FileImages {
+    /// Lay out `files` (module base name → image file bytes); a file that cannot be laid out is a warning.
+    pub fn new(files: HashMap<String, Vec<u8>>, warnings: &mut Vec<String>) -> FileImages {
+        let mut laid = HashMap::new();
+        for (name, file) in files {
+            match layout_file(&file) {
+                Ok(img) => {
+                    laid.insert(name.to_lowercase(), Arc::new(img));
+                }
+                Err(e) => warnings.push(format!("image for {name}: {e}")),
+            }
+        }
+        FileImages(laid)
+    }
+}
+
+impl ImageProvider for FileImages {
+    fn image(&self, module: &ModuleInfo) -> Option<Arc<Vec<u8>>> {
+        let img = self.0.get(&module.name.to_lowercase())?;
+        let h = code::parse_headers(img)?;
+        if module.timestamp != 0 && h.timestamp != 0 && module.timestamp != h.timestamp {
+            return None;
+        }
+        Some(img.clone())
+    }
+}
+
+/// Where a walk starts: the registers, the stack range when known, and where the registers came from.
+pub type Start = (Registers, Option<(u64, u64)>, String);
+
+/// Where a walk of `d` starts: `None` = the dump header's context (and a triage dump's captured stack
+/// as the range); `Some(n)` = the context saved in processor `n`'s KPRCB.
+pub fn start(d: &Dump, k: &Kernel, processor: Option<u32>) -> Result<Start> {
+    let Some(n) = processor else {
+        let regs = Registers::from_context(&d.header.context, d.header.machine);
+        let range = d.triage().and_then(|t| {
+            t.ranges
+                .iter()
+                .find(|r| r.source == RangeSource::Stack)
+                .map(|r| (r.va, r.va.saturating_add(r.len)))
+        });
+        return Ok((regs, range, "dump header CONTEXT".to_string()));
+    };
+    let arg = |why: String| Error::Argument(format!("processor {n}: {why}"));
+    let kd = k
+        .kdbg
+        .as_ref()
+        .ok_or_else(|| arg("no KDBG, so no KiProcessorBlock".into()))?;
+    let (ps, _) = prcb::processors(d, kd);
+    let p = ps
+        .get(n as usize)
+        .ok_or_else(|| arg(format!("the dump has {} processor(s)", ps.len())))?;
+    let regs = p.regs.ok_or_else(|| {
+        arg(format!(
+            "no readable saved context in its KPRCB ({:#x})",
+            p.prcb
+        ))
+    })?;
+    let source = format!("KPRCB {:#x} context at {:#x}", p.prcb, p.context_va);
+    Ok((regs, None, source))
+}
+
+/// A walk of a dump's stack and where it started.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DumpWalk {
+    /// Frames, innermost first.
+    #[serde(skip)]
+    pub frames: Vec<Frame>,
+    /// Image files that could not be used, why the walk stopped, and anything odd on the way.
+    pub warnings: Vec<String>,
+    /// Where the registers came from.
+    pub source: String,
+    /// The stack's VA range [low, high) when known.
+    pub stack_range: Option<(u64, u64)>,
+}
+
+/// Walk `d`'s stack from [`start`]`(processor)` with `k`'s modules and `files` (module base name →
+/// image file bytes) for images the dump lacks.
+pub fn walk_dump(
+    d: &Dump,
+    k: &Kernel,
+    processor: Option<u32>,
+    max_frames: usize,
+    files: HashMap<String, Vec<u8>>,
+) -> Result<DumpWalk> {
+    let mut warnings = Vec::new();
+    let images = FileImages::new(files, &mut warnings);
+    let (regs, stack_range, source) = start(d, k, processor)?;
+    let opts = WalkOptions {
+        max_frames,
+        stack: stack_range,
+    };
+    let w = walk(d, &k.modules, regs, &opts, Some(&images));
+    warnings.extend(w.warnings);
+    Ok(DumpWalk {
+        frames: w.frames,
+        warnings,
+        source,
+        stack_range,
+    })
 }
 
 /// The stack range a walk may use: the given one, else [sp, sp + MAX_STACK_SPAN).

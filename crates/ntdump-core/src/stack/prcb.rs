@@ -20,13 +20,14 @@ pub const OFFSET_PRCB_PROC_STATE_CONTEXT: usize = 0x2BC;
 pub const OFFSET_PRCB_CONTEXT: usize = 0x338;
 
 /// One processor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct Processor {
     /// Index in KiProcessorBlock.
     pub index: u32,
     /// VA of the KPRCB (0 when the slot is empty or unreadable).
     pub prcb: u64,
     /// The saved context, when readable.
+    #[serde(skip)]
     pub regs: Option<Registers>,
     /// VA of the CONTEXT the registers came from (0 if none).
     pub context_va: u64,

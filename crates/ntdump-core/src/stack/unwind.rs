@@ -48,6 +48,8 @@ pub struct RuntimeFunction {
     pub unwind: u32,
 }
 
+crate::ser::tuple!(RuntimeFunction: begin, end, unwind);
+
 impl RuntimeFunction {
     /// Decode 12 bytes.
     pub fn from_bytes(b: &[u8]) -> Option<RuntimeFunction> {
@@ -80,6 +82,8 @@ pub struct UnwindCode {
     pub slots: u8,
 }
 
+crate::ser::tuple!(UnwindCode: offset, op, info, value);
+
 /// A decoded `UNWIND_INFO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnwindInfo {
@@ -104,6 +108,9 @@ pub struct UnwindInfo {
     /// Exception / termination handler RVA (EHANDLER/UHANDLER).
     pub handler: Option<u32>,
 }
+
+crate::ser::tuple!(UnwindInfo: version, flags, prolog_size, count, frame_register, frame_offset,
+    codes, chained, handler);
 
 /// Why unwind data could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,4 +262,52 @@ pub fn parse_table(bytes: &[u8]) -> Vec<RuntimeFunction> {
         .collect();
     t.sort_by_key(|f| f.begin);
     t
+}
+
+/// One RUNTIME_FUNCTION of an image file and its decoded UNWIND_INFO, or why it could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRow {
+    /// First RVA of the function.
+    pub begin: u32,
+    /// RVA just past the function.
+    pub end: u32,
+    /// RVA of its UNWIND_INFO.
+    pub unwind: u32,
+    /// The decoded UNWIND_INFO.
+    pub info: Option<UnwindInfo>,
+    /// Why it could not be decoded.
+    pub error: Option<String>,
+}
+
+crate::ser::tuple!(FunctionRow: begin, end, unwind, info, error);
+
+/// Every RUNTIME_FUNCTION of a PE *file* (laid out first) with its decoded UNWIND_INFO or the error.
+pub fn file_functions(file: &[u8]) -> crate::Result<Vec<FunctionRow>> {
+    let img = super::layout_file(file).map_err(|what| crate::Error::Pe {
+        base: crate::Va(0),
+        what,
+    })?;
+    let h = super::code::parse_headers(&img).unwrap_or_default();
+    let (rva, size) = (h.exception.0 as usize, h.exception.1 as usize);
+    let table = img
+        .get(rva..rva.saturating_add(size))
+        .map(parse_table)
+        .unwrap_or_default();
+    let read = |r: u32, n: usize| {
+        img.get(r as usize..(r as usize).checked_add(n)?)
+            .map(|s| s.to_vec())
+    };
+    let row = |f: RuntimeFunction| {
+        let u = parse_unwind_info(&read, f.unwind);
+        let error = u.as_ref().err().map(|e| e.to_string());
+        let (begin, end, unwind, info) = (f.begin, f.end, f.unwind, u.ok());
+        FunctionRow {
+            begin,
+            end,
+            unwind,
+            info,
+            error,
+        }
+    };
+    Ok(table.into_iter().map(row).collect())
 }

@@ -13,15 +13,18 @@ use crate::error::Result;
 use crate::pe::{scan, Import, ImportSource, MAX_IMAGE_SIZE};
 
 /// How [`SymbolTable::importers`] found a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HowFound {
     /// Named by the module's import table only.
+    #[default]
     ImportTable,
     /// Found by the pointer search only.
     PointerSearch,
     /// Both.
     Both,
 }
+
+crate::ser::as_str!(HowFound);
 
 impl HowFound {
     /// `"import table"`, `"pointer search"` or `"both"`.
@@ -46,13 +49,15 @@ impl HowFound {
 }
 
 /// One importer of a function: a module and a slot (VA) holding, or meant to hold, its address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct ImporterRow {
     /// Index into [`SymbolTable::modules`].
+    #[serde(skip)]
     pub module: usize,
     /// The imported name (the target's name when the slot's own name is unknown).
     pub function: String,
     /// VA of the slot.
+    #[serde(skip)]
     pub slot: Va,
     /// How it was found.
     pub how_found: HowFound,

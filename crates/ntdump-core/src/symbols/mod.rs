@@ -43,7 +43,7 @@ pub struct ModuleRef {
 }
 
 /// What the table knows about one module.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, Default)]
 pub struct ModuleSymbols {
     /// kd's name (`nt`, `hal`, `amdppm`, `{GUID}`).
     pub kd_name: String,
@@ -54,21 +54,34 @@ pub struct ModuleSymbols {
     /// Size (bytes) from the module list.
     pub size: u64,
     /// True for the kernel image.
+    #[serde(skip)]
     pub is_kernel: bool,
     /// True for the HAL.
+    #[serde(skip)]
     pub is_hal: bool,
     /// Every IAT slot of the image.
+    #[serde(serialize_with = "crate::ser::len")]
     pub imports: Vec<Import>,
     /// The IAT directory as (RVA, size in bytes), if any.
+    #[serde(skip)]
     pub iat_directory: Option<(u32, u32)>,
     /// Number of exports.
+    #[serde(rename = "exports")]
     pub export_count: usize,
     /// Why the image could not be read (then it has no exports or imports).
     pub error: Option<String>,
     /// True when the header names an export directory that could not be read (a missing page).
+    #[serde(skip)]
     pub exports_unreadable: bool,
     /// Warnings from reading the image.
     pub warnings: Vec<String>,
+}
+
+impl From<(String, u64, u64)> for ModuleRef {
+    /// From (file name, base VA, size in bytes).
+    fn from((name, base, size): (String, u64, u64)) -> ModuleRef {
+        ModuleRef { name, base, size }
+    }
 }
 
 impl From<&crate::kernel::ModuleInfo> for ModuleRef {
@@ -95,9 +108,10 @@ impl ModuleSymbols {
 }
 
 /// One export of one module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
 pub struct SymbolRow {
     /// Index into [`SymbolTable::modules`].
+    #[serde(skip)]
     pub module: usize,
     /// Exported name; None for exports by ordinal only.
     pub name: Option<String>,
@@ -107,6 +121,15 @@ pub struct SymbolRow {
     pub address: Option<u64>,
     /// `"DLL.Function"` for a forwarder.
     pub forwarder: Option<String>,
+}
+
+impl SymbolRow {
+    /// The name, or `#ordinal` for an export by ordinal only.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("#{}", self.ordinal))
+    }
 }
 
 /// The exports of every module of a dump, indexed by name and by address.
@@ -440,10 +463,7 @@ impl SymbolTable {
         if let Some(r) = row {
             let r = &self.rows[r];
             s.push('!');
-            match &r.name {
-                Some(n) => s.push_str(n),
-                None => s.push_str(&format!("#{}", r.ordinal)),
-            }
+            s.push_str(&r.label());
         }
         if off != 0 {
             s.push_str(&format!("+{off:#x}"));
