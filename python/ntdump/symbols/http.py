@@ -20,7 +20,6 @@ Nothing here writes to disk: :mod:`ntdump.symbols.path` verifies what comes back
 
 from __future__ import annotations
 
-import fnmatch
 import http.client
 import ssl
 import sys
@@ -36,6 +35,8 @@ from .options import (  # noqa: F401 (re-exported: the names lived here)
     USER_AGENT,
     HttpOptions,
     Miss,
+    allowed_hosts,
+    hop_refusal,
 )
 
 
@@ -50,23 +51,10 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if self.origin is None:
             return super().redirect_request(req, fp, code, msg, headers, newurl)
-        old = urllib.parse.urlsplit(req.full_url)
-        new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
-        host = (new.hostname or "").lower()
-        if old.scheme == "https" and new.scheme != "https":
-            fp.close()
-            raise SymbolDownloadError(
-                f"{req.full_url}: refused a redirect from https to {new.scheme} ({newurl})",
-                url=req.full_url)
-        same = host == (old.hostname or "").lower() and new.port == old.port
-        ok = same or self.allowed is True or (
-            isinstance(self.allowed, tuple)
-            and any(fnmatch.fnmatchcase(host, p.lower()) for p in self.allowed))
-        if not ok:
+        why = hop_refusal(req.full_url, urllib.parse.urljoin(req.full_url, newurl), self.allowed)
+        if why is not None:
             fp.close()  # the redirect response: nothing of it is read
-            raise SymbolDownloadError(
-                f"{req.full_url}: refused a redirect to another host ({host}); allow it with "
-                f"allow_redirects=[{host!r}] if you trust it", url=req.full_url)
+            raise SymbolDownloadError(why, url=req.full_url)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -80,12 +68,7 @@ def fetch(url: str, opts: HttpOptions) -> bytes:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise SymbolDownloadError(f"{url}: not an http(s) URL", url=url)
-    allowed: bool | tuple[str, ...]
-    if opts.allow_redirects is True:
-        allowed = True
-    else:
-        extra = () if opts.allow_redirects is False else tuple(opts.allow_redirects or ())
-        allowed = extra + DEFAULT_REDIRECT_HOSTS.get((parts.hostname or "").lower(), ())
+    allowed = allowed_hosts(parts.hostname or "", opts)
     ctx = ssl.create_default_context(cafile=opts.ca_file)
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler(),  # environment proxies

@@ -4,6 +4,8 @@ miss signal. Apart from :mod:`ntdump.symbols.http` so that ``import ntdump`` doe
 
 from __future__ import annotations
 
+import fnmatch
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,3 +38,29 @@ class HttpOptions:
 
 class Miss(Exception):
     """The server does not have the file (404, 403, 410)."""
+
+
+def allowed_hosts(origin_host: str, opts: HttpOptions) -> bool | tuple[str, ...]:
+    """Hosts a request to ``origin_host`` may be sent on to: True (any), else host names or
+    ``*.suffix`` patterns — the user's ``allow_redirects`` plus :data:`DEFAULT_REDIRECT_HOSTS`."""
+    if opts.allow_redirects is True:
+        return True
+    extra = () if opts.allow_redirects is False else tuple(opts.allow_redirects or ())
+    return extra + DEFAULT_REDIRECT_HOSTS.get(origin_host.lower(), ())
+
+
+def hop_refusal(old_url: str, new_url: str, allowed: bool | tuple[str, ...],
+                what: str = "a redirect") -> str | None:
+    """Why ``what`` (a redirect, a ``file.ptr``) from ``old_url`` to ``new_url`` is refused, or
+    None: never from https to anything else; another host (or port) only where ``allowed``."""
+    old, new = urllib.parse.urlsplit(old_url), urllib.parse.urlsplit(new_url)
+    if old.scheme == "https" and new.scheme != "https":
+        return f"{old_url}: refused {what} from https to {new.scheme} ({new_url})"
+    host = (new.hostname or "").lower()
+    if host == (old.hostname or "").lower() and new.port == old.port:
+        return None
+    if allowed is True or (isinstance(allowed, tuple)
+                           and any(fnmatch.fnmatchcase(host, p.lower()) for p in allowed)):
+        return None
+    return (f"{old_url}: refused {what} to another host ({host}); allow it with "
+            f"allow_redirects=[{host!r}] if you trust it")

@@ -37,7 +37,6 @@ file.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import sys
@@ -53,7 +52,7 @@ from .._native import pdb_identity
 from ..errors import PeFormatError, SymbolDownloadError, SymbolError, SymbolMismatchError
 from . import cab
 from .image import identity
-from .options import HttpOptions, Miss
+from .options import HttpOptions, Miss, allowed_hosts, hop_refusal
 from .store import (
     FileRequest,
     LocalStore,
@@ -381,17 +380,9 @@ class SymbolPath:
         rel = f"{req.name}/{req.key}"
         for name, packed in ((req.name, False), (compressed_name(req.name), True)):
             full = f"{base}/{rel}/{name}"
-            try:
-                data = fetch(full, self.http)
-            except Miss:
-                self._note(f"{full}: not found")
+            data = self._get(full)
+            if data is None:
                 continue
-            except SymbolDownloadError as e:
-                self._note(f"{full}: {e}")
-                raise
-            finally:
-                self.log.extend(self.http.log)
-                self.http.log.clear()
             if packed or cab.is_cab(data):
                 data = self._expand(data, req, full)
             return self._store_verified(data, req, verify, downstream, full)
@@ -405,6 +396,23 @@ class SymbolPath:
                 pass
         return None
 
+    def _get(self, url: str, miss: str = "not found") -> bytes | None:
+        """The body at ``url``, or None (noted as ``miss``) when the server does not have it;
+        every request lands in ``log``. Other failures raise :class:`SymbolDownloadError`.
+        The HTTP client (:mod:`ntdump.symbols.http`) is imported here, on the first request."""
+        from .http import fetch
+
+        try:
+            return fetch(url, self.http)
+        except Miss:
+            self._note(f"{url}: {miss}")
+            return None
+        except SymbolDownloadError as e:
+            self._note(f"{url}: {e}")
+            raise
+        finally:
+            self.log.extend(self.http.log)
+            self.http.log.clear()
 
     def _from_server_ptr(self, url: str, req: FileRequest, verify: Verify,
                          downstream: list[LocalStore]) -> Path | None:
@@ -414,31 +422,21 @@ class SymbolPath:
         ``PATH:`` naming an http(s) URL (absolute, or relative to the pointer) is fetched under
         the same host rules as a redirect; naming a local absolute path, that file is read. Either
         way the file is verified before it is stored. ``MSG:`` raises :class:`SymbolError`."""
-        try:
-            raw = fetch(url, self.http)
-        except Miss:
-            self._note(f"{url}: not found")
+        raw = self._get(url)
+        if raw is None:
             return None
-        except SymbolDownloadError as e:
-            self._note(f"{url}: {e}")
-            raise
-        finally:
-            self.log.extend(self.http.log)
-            self.http.log.clear()
         target = parse_file_ptr(raw, url)
         local = (os.path.isabs(target) or target.startswith("\\\\")
                  or (len(target) > 2 and target[1] == ":" and target[0].isalpha()))
         if not local:  # a URL, or a path relative to the pointer's URL
             full = urllib.parse.urljoin(url, target.replace("\\", "/"))
-            _check_ptr_host(url, full, self.http)
-            try:
-                data = fetch(full, self.http)
-            except Miss:
-                self._note(f"{url}: points at {full}, which the server does not have")
+            host = urllib.parse.urlsplit(url).hostname or ""
+            why = hop_refusal(url, full, allowed_hosts(host, self.http), "a file.ptr")
+            if why is not None:
+                raise SymbolDownloadError(why, url=url)
+            data = self._get(full, "the file.ptr's target is not on the server")
+            if data is None:
                 return None
-            finally:
-                self.log.extend(self.http.log)
-                self.http.log.clear()
             if cab.is_cab(data):
                 data = self._expand(data, req, full)
             self._note(f"{url}: found through file.ptr at {full}")
@@ -454,34 +452,6 @@ class SymbolPath:
             raise SymbolDownloadError(f"{url}: {tp} is larger than max_bytes "
                                       f"({self.http.max_bytes:,})", url=url)
         return self._store_verified(data, req, verify, downstream, str(tp))
-
-
-def _check_ptr_host(ptr_url: str, target: str, opts: HttpOptions) -> None:
-    """A ``file.ptr`` naming another host is followed only where a redirect there would be."""
-    old, new = urllib.parse.urlsplit(ptr_url), urllib.parse.urlsplit(target)
-    if new.scheme not in ("http", "https"):
-        raise SymbolDownloadError(f"{ptr_url}: file.ptr names {target!r}, not an http(s) URL",
-                                  url=ptr_url)
-    if old.scheme == "https" and new.scheme != "https":
-        raise SymbolDownloadError(f"{ptr_url}: refused a file.ptr from https to {target}",
-                                  url=ptr_url)
-    host = (new.hostname or "").lower()
-    if host == (old.hostname or "").lower() and new.port == old.port:
-        return
-    allowed = opts.allow_redirects
-    if allowed is True or (allowed and any(fnmatch.fnmatchcase(host, p.lower())
-                                           for p in allowed)):
-        return
-    raise SymbolDownloadError(
-        f"{ptr_url}: refused a file.ptr to another host ({host}); allow it with "
-        f"allow_redirects=[{host!r}] if you trust it", url=ptr_url)
-
-
-def fetch(url: str, opts: HttpOptions) -> bytes:
-    """:func:`ntdump.symbols.http.fetch`, imported on the first request."""
-    from .http import fetch as get
-
-    return get(url, opts)
 
 
 def check_pdb(guid: str, age: int) -> Verify:
