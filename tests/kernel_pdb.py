@@ -88,24 +88,21 @@ def _types(layouts: dict, names: list[str]) -> tuple[list[str], dict[str, int]]:
     return out, index
 
 
-def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
-          name: str = "ntkrnlmp",
-          extra_types: Callable[[int], list[str]] | None = None) -> tuple[Path, Path, int]:
-    """Link ``name.exe`` + ``name.pdb`` in ``out`` whose publics put each variable at its RVA
-    (``variables``: name -> RVA, all at least 0x10000). ``extra_types(first index)`` adds type
-    records after the built-in ones (e.g. :func:`mistate_types`). Returns (pdb, image, RVA of
-    .bss)."""
-    vt = json.loads(layouts_json.read_text())["win10_x64_19041_vtypes.py"]
-    layouts = {k: vt[k] for k in ("_POOL_HEADER", "_POOL_TRACKER_BIG_PAGES")}
-    types, _ = _types(layouts, list(layouts))
-    if extra_types is not None:
-        types += extra_types(FIRST + _record_count(types))
+def _link(out: Path, types: list[str], variables: dict[str, int], *, machine: str,
+          name: str) -> int:
+    """Write ``name.exe`` + ``name.pdb`` in ``out`` for an ``machine`` ("x86" or "x64") kernel:
+    one COFF object made by ``yaml2obj`` (a ``ret`` as ``KiSystemStartup``, a ``.bss`` holding
+    each of ``variables`` at its RVA, ``types`` in ``.debug$T``), linked by ``lld-link /DEBUG``
+    (x86 publics carry the C decoration ``_``). Returns the RVA of ``.bss``."""
+    x86 = machine == "x86"
+    pre = "_" if x86 else ""
     top = max(variables.values()) + 0x10
     lld = linker()
     assert lld is not None
 
     def obj_yaml(bss_rva: int) -> str:
-        lines = ["--- !COFF", "header:", "  Machine: IMAGE_FILE_MACHINE_AMD64",
+        lines = ["--- !COFF", "header:",
+                 f"  Machine: IMAGE_FILE_MACHINE_{'I386' if x86 else 'AMD64'}",
                  "  Characteristics: [ ]", "sections:",
                  "  - Name: .text",
                  "    Characteristics: [ IMAGE_SCN_CNT_CODE, IMAGE_SCN_MEM_EXECUTE, "
@@ -120,12 +117,12 @@ def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
                  "IMAGE_SCN_MEM_DISCARDABLE, IMAGE_SCN_MEM_READ ]",
                  "    Alignment: 1", "    Types:", *types,
                  "symbols:",
-                 "  - Name: KiSystemStartup", "    Value: 0", "    SectionNumber: 1",
+                 f"  - Name: {pre}KiSystemStartup", "    Value: 0", "    SectionNumber: 1",
                  "    SimpleType: IMAGE_SYM_TYPE_NULL", "    ComplexType: IMAGE_SYM_DTYPE_FUNCTION",
                  "    StorageClass: IMAGE_SYM_CLASS_EXTERNAL"]
         for var, rva in sorted(variables.items()):
-            lines += [f"  - Name: {var}", f"    Value: {rva - bss_rva}", "    SectionNumber: 2",
-                      "    SimpleType: IMAGE_SYM_TYPE_NULL",
+            lines += [f"  - Name: {pre}{var}", f"    Value: {rva - bss_rva}",
+                      "    SectionNumber: 2", "    SimpleType: IMAGE_SYM_TYPE_NULL",
                       "    ComplexType: IMAGE_SYM_DTYPE_NULL",
                       "    StorageClass: IMAGE_SYM_CLASS_EXTERNAL"]
         return "\n".join(lines) + "\n"
@@ -133,8 +130,9 @@ def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
     def link(bss_rva: int) -> int:
         (out / "k.yaml").write_text(obj_yaml(bss_rva))
         subprocess.run(["yaml2obj", str(out / "k.yaml"), "-o", str(out / "k.obj")], check=True)
-        subprocess.run([*lld, "/nologo", "/machine:x64", "/driver", "/subsystem:native",
-                        "/entry:KiSystemStartup", "/nodefaultlib", "/debug",
+        seh = ["/safeseh:no"] if x86 else []  # an object from yaml2obj has no SEH table
+        subprocess.run([*lld, "/nologo", f"/machine:{machine}", *seh, "/driver",
+                        "/subsystem:native", "/entry:KiSystemStartup", "/nodefaultlib", "/debug",
                         f"/pdb:{out / (name + '.pdb')}", f"/out:{out / (name + '.exe')}",
                         str(out / "k.obj")], check=True, capture_output=True)
         import pefile
@@ -147,9 +145,24 @@ def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
     guess = 0x3000
     got = link(guess)
     if got != guess:  # the linker's layout decides where .bss lands; link again to match it
-        got2 = link(got)
-        assert got2 == got
-    return out / (name + ".pdb"), out / (name + ".exe"), got
+        assert link(got) == got
+    return got
+
+
+def build(out: Path, layouts_json: Path, variables: dict[str, int], *,
+          name: str = "ntkrnlmp",
+          extra_types: Callable[[int], list[str]] | None = None) -> tuple[Path, Path, int]:
+    """Link ``name.exe`` + ``name.pdb`` in ``out`` whose publics put each variable at its RVA
+    (``variables``: name -> RVA, all at least 0x10000). ``extra_types(first index)`` adds type
+    records after the built-in ones (e.g. :func:`mistate_types`). Returns (pdb, image, RVA of
+    .bss)."""
+    vt = json.loads(layouts_json.read_text())["win10_x64_19041_vtypes.py"]
+    layouts = {k: vt[k] for k in ("_POOL_HEADER", "_POOL_TRACKER_BIG_PAGES")}
+    types, _ = _types(layouts, list(layouts))
+    if extra_types is not None:
+        types += extra_types(FIRST + _record_count(types))
+    bss = _link(out, types, variables, machine="x64", name=name)
+    return out / (name + ".pdb"), out / (name + ".exe"), bss
 
 
 # -- nt!MiState / nt!MiSystemPartition types (the !vm members of Windows 10/11) -----------------
@@ -329,57 +342,6 @@ def build_with_structs(out: Path, structs: Structs, variables: dict[str, int], *
     publics put each of ``variables`` (name -> RVA, at least 0x10000) at its RVA (x86 names carry
     the C decoration ``_``, as an x86 kernel's publics do); the types are ``structs``. Returns the
     PDB's path."""
-    x86 = machine == "x86"
-    pre = "_" if x86 else ""
     types = _struct_records(structs, machine)
-    top = max(variables.values()) + 0x10
-    lld = linker()
-    assert lld is not None
-
-    def obj_yaml(bss_rva: int) -> str:
-        lines = ["--- !COFF", "header:",
-                 f"  Machine: IMAGE_FILE_MACHINE_{'I386' if x86 else 'AMD64'}",
-                 "  Characteristics: [ ]", "sections:",
-                 "  - Name: .text",
-                 "    Characteristics: [ IMAGE_SCN_CNT_CODE, IMAGE_SCN_MEM_EXECUTE, "
-                 "IMAGE_SCN_MEM_READ ]",
-                 "    Alignment: 16", "    SectionData: C3",
-                 "  - Name: .bss",
-                 "    Characteristics: [ IMAGE_SCN_CNT_UNINITIALIZED_DATA, IMAGE_SCN_MEM_READ, "
-                 "IMAGE_SCN_MEM_WRITE ]",
-                 "    Alignment: 4096", f"    SizeOfRawData: {top - bss_rva + 0x1000}",
-                 "  - Name: '.debug$T'",
-                 "    Characteristics: [ IMAGE_SCN_CNT_INITIALIZED_DATA, "
-                 "IMAGE_SCN_MEM_DISCARDABLE, IMAGE_SCN_MEM_READ ]",
-                 "    Alignment: 1", "    Types:", *types,
-                 "symbols:",
-                 f"  - Name: {pre}KiSystemStartup", "    Value: 0", "    SectionNumber: 1",
-                 "    SimpleType: IMAGE_SYM_TYPE_NULL", "    ComplexType: IMAGE_SYM_DTYPE_FUNCTION",
-                 "    StorageClass: IMAGE_SYM_CLASS_EXTERNAL"]
-        for var, rva in sorted(variables.items()):
-            lines += [f"  - Name: {pre}{var}", f"    Value: {rva - bss_rva}",
-                      "    SectionNumber: 2", "    SimpleType: IMAGE_SYM_TYPE_NULL",
-                      "    ComplexType: IMAGE_SYM_DTYPE_NULL",
-                      "    StorageClass: IMAGE_SYM_CLASS_EXTERNAL"]
-        return "\n".join(lines) + "\n"
-
-    def link(bss_rva: int) -> int:
-        (out / "k.yaml").write_text(obj_yaml(bss_rva))
-        subprocess.run(["yaml2obj", str(out / "k.yaml"), "-o", str(out / "k.obj")], check=True)
-        seh = ["/safeseh:no"] if x86 else []  # an object from yaml2obj has no SEH table
-        subprocess.run([*lld, "/nologo", f"/machine:{machine}", *seh, "/driver",
-                        "/subsystem:native", "/entry:KiSystemStartup", "/nodefaultlib", "/debug",
-                        f"/pdb:{out / (name + '.pdb')}", f"/out:{out / (name + '.exe')}",
-                        str(out / "k.obj")], check=True, capture_output=True)
-        import pefile
-
-        pe = pefile.PE(str(out / (name + ".exe")))
-        bss = [s for s in pe.sections if s.Characteristics & 0x80 or s.Name.startswith(b".bss")
-               or s.Name.startswith(b".data")]
-        return bss[0].VirtualAddress
-
-    guess = 0x3000
-    got = link(guess)
-    if got != guess:  # the linker's layout decides where .bss lands; link again to match it
-        assert link(got) == got
+    _link(out, types, variables, machine=machine, name=name)
     return out / (name + ".pdb")
