@@ -1,9 +1,9 @@
 //! `ntdump._native.Dump`: a frozen handle on an open core dump.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use ntdump_core::dump::RawOptions;
-use ntdump_core::{Dump, Machine, Pa, Va};
+use ntdump_core::{Dump, Machine, Pa, Session, Va};
 use pyo3::types::PyBytes;
 
 use crate::errors::ToPyErr;
@@ -12,46 +12,11 @@ use crate::prelude::*;
 /// Bytes above which a read runs with the GIL released.
 const DETACH_BYTES: usize = 64 * 1024;
 
-/// An open dump (private: use `ntdump.open`).
+/// An open dump (private: use `ntdump.open`), with the views computed from it once (kernel, symbols,
+/// big pool table: `ntdump_core::Session`).
 #[pyclass(frozen, name = "Dump", module = "ntdump._native")]
 pub struct PyDump {
-    pub(crate) inner: Arc<Dump>,
-    /// The kernel view (KDBG, modules), loaded on first use (again after the loader entry layout
-    /// changes: `crate::layouts`); see `crate::kernel::kernel_of`.
-    pub(crate) kernel: Cache<ntdump_core::kernel::Kernel>,
-    /// The symbol table of the kernel's module list, built on first use; see `crate::pe::symbols_of`.
-    pub(crate) symbols: Cache<ntdump_core::symbols::SymbolTable>,
-    /// The big pool table found by the default search, once read successfully; see `crate::pool`.
-    pub(crate) big: Cache<ntdump_core::pool::big::BigPool>,
-}
-
-/// A value computed once and shared, which [`Cache::clear`] drops (a `OnceLock` that can be reset:
-/// the dump's kernel view, symbol table and big pool table depend on its layouts, `crate::layouts`).
-pub struct Cache<T>(RwLock<Option<Arc<T>>>);
-
-impl<T> Default for Cache<T> {
-    fn default() -> Self {
-        Cache(RwLock::new(None))
-    }
-}
-
-impl<T> Cache<T> {
-    /// The value, if computed.
-    pub fn get(&self) -> Option<Arc<T>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The value; `make()`'s when none is stored yet (a value stored meanwhile by another thread
-    /// wins, as with `OnceLock::get_or_init`).
-    pub fn get_or_init(&self, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
-        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
-        g.get_or_insert_with(make).clone()
-    }
-
-    /// Drop the value.
-    pub fn clear(&self) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
-    }
+    pub(crate) inner: Arc<Session>,
 }
 
 impl PyDump {
@@ -99,12 +64,8 @@ impl PyDump {
             true => Dump::open_raw(&path, RawOptions { machine, pae, dtb }),
             false => Dump::open(&path),
         });
-        Ok(PyDump {
-            inner: Arc::new(d.or_raise()?),
-            kernel: Cache::default(),
-            symbols: Cache::default(),
-            big: Cache::default(),
-        })
+        let inner = Arc::new(Session::new(d.or_raise()?));
+        Ok(PyDump { inner })
     }
 
     /// Header fields as a dict (addresses are VAs unless named `dtb`; sizes in bytes or pages as named).

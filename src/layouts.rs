@@ -28,15 +28,7 @@ pub fn set_kernel_layouts<'py>(
         None => Built::default(),
     };
     let o = record(py, &built)?;
-    let ldr = built.overrides.ldr.as_ref().map(|x| x.layout);
-    let old = dump.inner.set_layouts(built.overrides);
-    // The big pool table depends on the layouts; the module list (and its symbols) on the loader's.
-    let ldr_changed = old.ldr.as_ref().map(|x| x.layout) != ldr;
-    dump.big.clear();
-    if ldr_changed {
-        dump.kernel.clear();
-        dump.symbols.clear();
-    }
+    let ldr_changed = dump.inner.set_layouts(built.overrides);
     Ok(dict!(o; ldr_changed))
 }
 

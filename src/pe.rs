@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ntdump_core::pe::{PeImage, PeOptions};
-use ntdump_core::symbols::{module_refs, ModuleRef, SymbolTable};
+use ntdump_core::symbols::{ModuleRef, SymbolRow, SymbolTable};
 use ntdump_core::{Result as CoreResult, Va};
 
 use crate::prelude::*;
@@ -152,12 +152,7 @@ pub struct PySymbolTable {
 
 /// The symbol table of the dump's loaded modules, built on first use (GIL released) and shared.
 pub fn symbols_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<SymbolTable>> {
-    if let Some(t) = d.symbols.get() {
-        return Ok(t.clone());
-    }
-    let k = kernel_of(py, d)?;
-    let t = Arc::new(py.detach(|| SymbolTable::build(&d.inner, &module_refs(&k))));
-    Ok(d.symbols.get_or_init(|| t).clone())
+    run(py, || d.inner.symbols())
 }
 
 /// The symbol table of the dump's own module list (built once, shared), or of `modules` =
@@ -188,7 +183,7 @@ impl PySymbolTable {
         let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
         let ordinal: Vec<_> = rows.iter().map(|r| r.ordinal).collect();
         let ordinal = ordinal.into_pyarray(py);
-        Ok(dict!(columns(py, rows)?; module, ordinal))
+        Ok(dict!(columns::<SymbolRow, _>(py, &rows)?; module, ordinal))
     }
 }
 
@@ -218,11 +213,6 @@ impl PySymbolTable {
     /// forwarder.
     fn find<'py>(&self, py: Python<'py>, pattern: &str) -> PyResult<Dict<'py>> {
         self.columns(py, &self.inner.find(pattern))
-    }
-
-    /// Every export as columns (see `find`).
-    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {
-        self.columns(py, &(0..self.inner.rows.len()).collect::<Vec<_>>())
     }
 
     /// The modules as columns: kd_name, file_name, base, size, exports (count), imports (count), error,

@@ -67,12 +67,7 @@ pub fn pool_big<'py>(
 
 /// The big pool table found by the default search, read once (GIL released) and shared.
 fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
-    if let Some(b) = dump.big.get() {
-        return Ok(b.clone());
-    }
-    let k = kernel_of(py, dump)?;
-    let r = run(py, || read_big(&dump.inner, &k, None))?;
-    Ok(dump.big.get_or_init(|| Arc::new(r)).clone())
+    run(py, || dump.inner.big_pool())
 }
 
 /// The pool page holding `va` (`!pool`): blocks as tuples (address, size, previous_size, pool_index,
@@ -123,7 +118,7 @@ impl PyPoolScanner {
         let pool = PoolFilter::parse(pool).or_raise()?;
         let parse = |t: Vec<Vec<u8>>| t.iter().map(|s| TagPattern::parse(s)).collect();
         let tags = tags.map(parse).transpose().or_raise()?;
-        let d = dump.inner.clone();
+        let d = dump.inner.dump().clone();
         let ranges = ranges.as_deref();
         let (pages, warnings) = run(py, || kernel_pages(&d, ranges, limit))?;
         let opts = ScanOptions { tags, pool };

@@ -102,9 +102,8 @@ class ModuleColumns(TypedDict):
     entry_point: list[int]
     timestamp: list[int]
     timestamp_source: list[str]
-    loaded_imports_kind: list[str]
-    loaded_imports: list[list[tuple[int, int | None]]]
-    loaded_imports_note: list[str]
+    # (kind, [(loader entry VA, module index or None)], why unknown or "")
+    loaded_imports: list[tuple[str, list[tuple[int, int | None]], str]]
     loaded_imports_raw: list[int]
     checksum: list[int]
     flags: list[int]
@@ -418,7 +417,6 @@ class SymbolTable:
     def ln(self, va: int) -> str: ...
     def nearest(self, va: int) -> tuple[str, str | None, int | None, int] | None: ...
     def find(self, pattern: str) -> SymbolColumns: ...
-    def rows(self) -> SymbolColumns: ...
     def modules(self) -> SymbolModuleColumns: ...
     def importers(self, dump: Dump, expr: str, aligned: bool = True) -> ImporterColumns: ...
 

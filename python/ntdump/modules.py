@@ -308,11 +308,10 @@ class ModuleList:
 
 def _imports_value(c: ModuleColumns, i: int, names: list[str]) -> str | tuple[str, ...]:
     """Module ``i``'s LoadedImports as :attr:`Module.loaded_imports` holds it."""
-    kind = c["loaded_imports_kind"][i]
+    kind, entries, _ = c["loaded_imports"][i]
     if kind != "modules":
         return str(kind)
-    return tuple(names[j] if j is not None else f"<ldr entry {va:#x}>"
-                 for va, j in c["loaded_imports"][i])
+    return tuple(names[j] if j is not None else f"<ldr entry {va:#x}>" for va, j in entries)
 
 
 class Kernel:
@@ -359,7 +358,7 @@ class Kernel:
             )
             for i in range(len(c["name"]))
         ]
-        for i, note in enumerate(c["loaded_imports_note"]):
+        for i, (_, _, note) in enumerate(c["loaded_imports"]):
             if note:
                 k["warnings"].append(f"{c['name'][i]}: LoadedImports: {note}")
         if not mods and self._h.info.layout != "triage":

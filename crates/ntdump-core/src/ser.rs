@@ -2,9 +2,12 @@
 //!
 //! Record structs derive `Serialize`; enums with an `as_str` name serialize as that name; byte blobs as
 //! bytes; a few fields as a count or a list. The Python binding turns a serialized record into a dict
-//! (tuples stay tuples) and a slice of records into a dict of columns (`src/columns.rs`).
+//! (tuples stay tuples), and a slice of records, wrapped in [`Columns`], into a dict of columns.
 
 use serde::{Serialize, Serializer};
+
+pub mod columns;
+pub use columns::Columns;
 
 /// `impl Serialize` as `self.as_str()` for each type.
 macro_rules! as_str {
@@ -68,6 +71,21 @@ pub fn text_values<V: std::fmt::Display, S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|(n, x)| (n, x.to_string())))
+}
+
+/// LoadedImports as (kind, [(entry VA, module index or None)], why it is unknown or "").
+impl Serialize for crate::kernel::LoadedImports {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::kernel::LoadedImports::{Modules, Unknown};
+        let (none, empty) = (&Vec::new(), "");
+        let entries = if let Modules(v) = self { v } else { none };
+        let why = if let Unknown(w) = self {
+            w.as_str()
+        } else {
+            empty
+        };
+        (self.kind(), entries, why).serialize(s)
+    }
 }
 
 // Pool layouts as data (`pool::layout`): {name, size, [unit,] source, fields: {Windows field name:

@@ -66,7 +66,7 @@ impl Kernel {
             None
         };
         let mut unloaded = Vec::new();
-        let (modules, module_source) = if let Some(t) = d.triage() {
+        let (mut modules, module_source) = if let Some(t) = d.triage() {
             let ms = t
                 .drivers
                 .iter()
@@ -89,6 +89,8 @@ impl Kernel {
                     flags: 0,
                     load_count: 0,
                     ldr_entry: 0,
+                    kd_name: String::new(),
+                    range_ok: true,
                 })
                 .collect();
             if let Some(off) = t.unloaded_drivers_offset {
@@ -113,9 +115,15 @@ impl Kernel {
                 )
             }
         };
+        let refs: Vec<_> = modules
+            .iter()
+            .map(crate::symbols::ModuleRef::from)
+            .collect();
         let space_end = d.va_top() as u128 + 1;
-        for m in &modules {
-            if !m.range_fits(space_end) {
+        for (m, kd) in modules.iter_mut().zip(crate::symbols::kd_names(&refs)) {
+            m.kd_name = kd;
+            m.range_ok = m.range_fits(space_end);
+            if !m.range_ok {
                 warnings.push(format!(
                     "module {:?} at {:#x} with SizeOfImage {:#x} runs past the top of the address \
                      space; range-based analyses (search, pool owners, !for_each_module) skip it",

@@ -34,8 +34,8 @@ pub struct ModuleInfo {
     /// entry has a real TimeDateStamp field: Windows 8 and later), `"triage driver list"`, or
     /// `"unavailable"` (0: header unreadable and the entry's slot is LoadedImports).
     pub timestamp_source: &'static str,
-    /// The entry's LoadedImports, decoded (see [`LoadedImports`]).
-    #[serde(skip)]
+    /// The entry's LoadedImports, decoded (see [`LoadedImports`]; serialized as the tuple
+    /// (kind, [(entry VA, module index or None)], why unknown or "")).
     pub loaded_imports: LoadedImports,
     /// The raw pointer-sized LoadedImports value (0 for triage dumps).
     pub loaded_imports_raw: u64,
@@ -47,6 +47,12 @@ pub struct ModuleInfo {
     pub load_count: u16,
     /// VA of the loader entry (0 for triage dumps, whose records are copies).
     pub ldr_entry: u64,
+    /// kd's name for the module (`nt`, `hal`, the file stem, `stem_<base>` for repeats): one naming
+    /// rule for `lm`, symbols and kd ([`crate::symbols::kd_names`]), set by [`super::Kernel::load`].
+    pub kd_name: String,
+    /// False when the module runs past the top of the address space ([`ModuleInfo::range_fits`]; a
+    /// kernel warning says so), set by [`super::Kernel::load`].
+    pub range_ok: bool,
 }
 
 impl ModuleInfo {
@@ -318,6 +324,8 @@ pub fn walk_module_list(
             flags: u32_at(&entry, l.flags),
             load_count: u16_at(&entry, l.load_count),
             ldr_entry: cur,
+            kd_name: String::new(),
+            range_ok: true,
         });
         cur = ptr_at(&entry, 0, ptr);
     }
