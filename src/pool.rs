@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use ntdump_core::pool::big::{containing, read_big, BigPool};
 use ntdump_core::pool::owners::padded_tag;
-use ntdump_core::pool::scan::{kernel_pages, scan_pages, touch_pages};
+use ntdump_core::pool::scan::PreparedScan;
 use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
-use ntdump_core::Dump;
 
 use crate::prelude::*;
 
@@ -83,25 +82,15 @@ pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Dict<
     Ok(dict!(record(py, &p)?; big))
 }
 
-/// A prepared pool scan: the mapped kernel pages are listed once (GIL released); `run(lo, hi)` scans
-/// pages `[lo, hi)` of that list, so Python can show progress between batches.
+/// A prepared pool scan (`ntdump_core::pool::scan::PreparedScan`): the mapped kernel pages are listed
+/// once (GIL released); `run(lo, hi)` scans pages `[lo, hi)` of that list, so Python can show progress
+/// between batches.
 #[pyclass(frozen, name = "PoolScanner", module = "ntdump._native")]
 pub struct PyPoolScanner {
-    dump: Arc<Dump>,
-    pages: Vec<(u64, u64)>,
-    opts: ScanOptions,
-    warnings: Vec<String>,
+    inner: PreparedScan,
 }
 
-impl PyPoolScanner {
-    /// Pages `[lo, hi)` of the list, clamped to it.
-    fn span(&self, lo: usize, hi: usize) -> &[(u64, u64)] {
-        let hi = hi.min(self.pages.len());
-        &self.pages[lo.min(hi)..hi]
-    }
-}
-
-#[guarded(self.dump)]
+#[guarded(self.inner.dump())]
 impl PyPoolScanner {
     /// `tags`: patterns (`b"Thr*"`, `b"T?re"`) or None for every tag; `pool`: "nonpaged", "paged",
     /// "all"; `ranges`: [start, end) VA pairs (default: all mapped kernel VA); `limit`: most pages.
@@ -117,40 +106,36 @@ impl PyPoolScanner {
     ) -> PyResult<Self> {
         let pool = PoolFilter::parse(pool).or_raise()?;
         let parse = |t: Vec<Vec<u8>>| t.iter().map(|s| TagPattern::parse(s)).collect();
-        let tags = tags.map(parse).transpose().or_raise()?;
+        let opts = ScanOptions {
+            tags: tags.map(parse).transpose().or_raise()?,
+            pool,
+        };
         let d = dump.inner.dump().clone();
-        let ranges = ranges.as_deref();
-        let (pages, warnings) = run(py, || kernel_pages(&d, ranges, limit))?;
-        let opts = ScanOptions { tags, pool };
-        Ok(PyPoolScanner {
-            dump: d,
-            pages,
-            opts,
-            warnings,
-        })
+        let inner = run(py, || PreparedScan::new(d, ranges.as_deref(), limit, opts))?;
+        Ok(PyPoolScanner { inner })
     }
 
     /// Number of 4 KiB pages to scan.
     #[getter]
     fn pages(&self) -> usize {
-        self.pages.len()
+        self.inner.pages.len()
     }
 
     /// Warnings from listing the pages.
     #[getter]
     fn warnings(&self) -> Vec<String> {
-        self.warnings.clone()
+        self.inner.warnings.clone()
     }
 
     /// Scan pages `[lo, hi)` (GIL released, rayon); columns address, tag, size, pool_type, allocated.
     fn run<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Dict<'py>> {
-        let r = py.detach(|| scan_pages(&self.dump, self.span(lo, hi), &self.opts));
+        let r = py.detach(|| self.inner.run(lo, hi));
         Ok(arrays!(py, r; address, tag, size, pool_type, allocated))
     }
 
     /// Touch every byte of pages `[lo, hi)` once (benchmark baseline); returns a checksum.
     fn touch(&self, py: Python<'_>, lo: usize, hi: usize) -> u64 {
-        py.detach(|| touch_pages(&self.dump, self.span(lo, hi)))
+        py.detach(|| self.inner.touch(lo, hi))
     }
 }
 

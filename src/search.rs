@@ -1,7 +1,6 @@
 //! Bindings for memory search: ranges, the kernel half, physical memory, or every loaded module.
 
 use ntdump_core::search::{self as core_search, SearchOptions, SearchResult, Target};
-use pyo3::exceptions::PyValueError;
 
 use crate::prelude::*;
 
@@ -36,15 +35,7 @@ pub fn search<'py>(
     physical: bool,
     limit: Option<usize>,
 ) -> PyResult<Dict<'py>> {
-    let target = match (&ranges, kernel, physical) {
-        (Some(_), true, _) => Err("give either ranges or kernel=True"),
-        (_, true, true) => Err("kernel=True searches virtual memory, not physical"),
-        (None, true, false) => Ok(Target::Kernel),
-        (r, false, true) => Ok(Target::Physical(r.as_deref())),
-        (Some(r), false, false) => Ok(Target::Virtual(r)),
-        (None, false, false) => Err("a virtual search needs ranges or kernel=True"),
-    };
-    let target = target.map_err(PyValueError::new_err)?;
+    let target = Target::choose(ranges.as_deref(), kernel, physical).or_raise()?;
     let opts = options(align, limit);
     hits(
         py,

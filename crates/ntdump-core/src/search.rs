@@ -48,6 +48,26 @@ pub enum Target<'r> {
     Physical(Option<&'r [(u64, u64)]>),
 }
 
+impl<'r> Target<'r> {
+    /// The target a front end's arguments name: `ranges` (VA, or PA with `physical`), or `kernel`
+    /// (the mapped kernel half, never with ranges or `physical`); physical without ranges is every
+    /// stored run. Anything else is an [`Error::Argument`] saying what to give.
+    pub fn choose(ranges: Option<&'r [(u64, u64)]>, kernel: bool, physical: bool) -> Result<Self> {
+        match (ranges, kernel, physical) {
+            (Some(_), true, _) => Err(Error::Argument("give either ranges or kernel=True".into())),
+            (_, true, true) => Err(Error::Argument(
+                "kernel=True searches virtual memory, not physical".into(),
+            )),
+            (None, true, false) => Ok(Target::Kernel),
+            (r, false, true) => Ok(Target::Physical(r)),
+            (Some(r), false, false) => Ok(Target::Virtual(r)),
+            (None, false, false) => Err(Error::Argument(
+                "a virtual search needs ranges or kernel=True".into(),
+            )),
+        }
+    }
+}
+
 /// How to search.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchOptions {

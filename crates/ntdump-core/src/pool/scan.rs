@@ -141,6 +141,58 @@ impl ScanHits {
 /// One mapped 4 KiB page: its VA and physical frame number.
 pub type PageRef = (u64, u64);
 
+/// A scan prepared once and run in batches: the pages of [`kernel_pages`] and the options, so a front
+/// end can scan pages `[lo, hi)` of the list at a time and show progress between batches.
+pub struct PreparedScan {
+    dump: std::sync::Arc<Dump>,
+    /// The pages to scan, in VA order.
+    pub pages: Vec<PageRef>,
+    /// What to keep.
+    pub opts: ScanOptions,
+    /// Warnings from listing the pages.
+    pub warnings: Vec<String>,
+}
+
+impl PreparedScan {
+    /// List the mapped kernel pages of `ranges` ([start, end) VA pairs; `None`: the kernel half), at
+    /// most `limit` of them ([`kernel_pages`]).
+    pub fn new(
+        dump: std::sync::Arc<Dump>,
+        ranges: Option<&[(u64, u64)]>,
+        limit: usize,
+        opts: ScanOptions,
+    ) -> Result<Self> {
+        let (pages, warnings) = kernel_pages(&dump, ranges, limit)?;
+        Ok(PreparedScan {
+            dump,
+            pages,
+            opts,
+            warnings,
+        })
+    }
+
+    /// The dump scanned.
+    pub fn dump(&self) -> &Dump {
+        &self.dump
+    }
+
+    /// Pages `[lo, hi)` of the list, clamped to it.
+    fn span(&self, lo: usize, hi: usize) -> &[PageRef] {
+        let hi = hi.min(self.pages.len());
+        &self.pages[lo.min(hi)..hi]
+    }
+
+    /// Scan pages `[lo, hi)` of the list ([`scan_pages`]).
+    pub fn run(&self, lo: usize, hi: usize) -> ScanHits {
+        scan_pages(&self.dump, self.span(lo, hi), &self.opts)
+    }
+
+    /// Touch pages `[lo, hi)` of the list ([`touch_pages`]).
+    pub fn touch(&self, lo: usize, hi: usize) -> u64 {
+        touch_pages(&self.dump, self.span(lo, hi))
+    }
+}
+
 /// Mapped kernel pages whose frames are stored in the dump, in VA order, over `ranges` ([start, end)
 /// VA pairs; default: the whole kernel half), from the leaves of the page tables ([`crate::mmu::Leaves`],
 /// which skip every unmapped subtree at the level where it ends). In a triage dump the captured ranges
