@@ -39,11 +39,13 @@ fn views_are_shared_until_the_loader_layout_changes() {
     assert!(!s.set_layouts(LayoutOverrides::default()));
     assert!(Arc::ptr_eq(&k, &s.kernel().unwrap()));
     // A loader entry layout from a PDB: the module list (and its symbols) are read again.
-    let mut o = LayoutOverrides::default();
-    o.ldr = Some(Sourced {
-        layout: Profile::select(Machine::X64, 19041).ldr,
-        source: "pdb nt!_KLDR_DATA_TABLE_ENTRY (test)".into(),
-    });
+    let o = LayoutOverrides {
+        ldr: Some(Sourced {
+            layout: Profile::select(Machine::X64, 19041).ldr,
+            source: "pdb nt!_KLDR_DATA_TABLE_ENTRY (test)".into(),
+        }),
+        ..LayoutOverrides::default()
+    };
     assert!(s.set_layouts(o));
     let k2 = s.kernel().unwrap();
     assert!(!Arc::ptr_eq(&k, &k2));
