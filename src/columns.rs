@@ -6,9 +6,10 @@
 
 use std::borrow::Borrow;
 
-use ntdump_core::ser::Columns;
+use crate::errors::InternalError;
+use ntdump_core::ser;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 use pythonize::pythonize;
 use serde::Serialize;
 
@@ -28,12 +29,28 @@ pub fn value<'py, T: Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Any
 }
 
 /// Records as columns: `{field: [its value in each row]}`, in field order, every column present even
-/// for no rows (`ntdump_core::ser::Columns`); `rows` are records or references to them.
+/// for no rows (`ntdump_core::ser::columns`); `rows` are records or references to them.
 pub fn columns<'py, R: Serialize + Default, B: Borrow<R>>(
     py: Python<'py>,
     rows: &[B],
 ) -> PyResult<Dict<'py>> {
-    record(py, &Columns::<R, B>::new(rows))
+    let cols = ser::columns::<R, B, _>(rows, &mut Py3(py)).map_err(InternalError::new_err)?;
+    let d = PyDict::new(py);
+    for (name, col) in cols {
+        d.set_item(name, PyList::new(py, col)?)?;
+    }
+    Ok(d)
+}
+
+/// Cells as Python objects.
+struct Py3<'py>(Python<'py>);
+
+impl<'py> ser::Cells for Py3<'py> {
+    type Cell = Any<'py>;
+    type Error = pythonize::PythonizeError;
+    fn cell<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<Any<'py>, Self::Error> {
+        pythonize(self.0, v)
+    }
 }
 
 /// `arrays!(py, s; a, b)`: `{"a": ndarray(s.a), "b": ndarray(s.b)}`, moving each `Vec` field of the

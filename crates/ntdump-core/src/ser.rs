@@ -2,12 +2,12 @@
 //!
 //! Record structs derive `Serialize`; enums with an `as_str` name serialize as that name; byte blobs as
 //! bytes; a few fields as a count or a list. The Python binding turns a serialized record into a dict
-//! (tuples stay tuples), and a slice of records, wrapped in [`Columns`], into a dict of columns.
+//! (tuples stay tuples), and a slice of records into a dict of columns ([`columns`]).
 
 use serde::{Serialize, Serializer};
 
 pub mod columns;
-pub use columns::Columns;
+pub use columns::{columns, Cells};
 
 /// `impl Serialize` as `self.as_str()` for each type.
 macro_rules! as_str {

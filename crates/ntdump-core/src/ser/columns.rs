@@ -1,168 +1,132 @@
-//! Records as columns: a table of struct records serializes as `{field: [its value in each row]}`, the
-//! shape pandas builds a DataFrame from without a per-row dict. Format-agnostic (serde): the Python
-//! binding turns it into a dict of lists, `serde_json` into an object of arrays.
-//!
-//! Each column is written by serializing every row again and keeping only that column's field
-//! (`Pick`), so no row is copied or buffered; a row with f fields costs f passes over its field list,
-//! each a few comparisons for the fields passed over.
+//! Records as columns: a table of struct records becomes `[(field, [its value in each row])]`, the
+//! shape pandas builds a DataFrame from without a per-row dict. Format-agnostic: a front end says how
+//! one value becomes one of its cells ([`Cells`]: the Python binding makes a Python object of each,
+//! a JSON writer a `serde_json::Value`), and [`columns`] does the rest in one pass over each row.
 
 use std::borrow::Borrow;
-use std::marker::PhantomData;
+use std::fmt::Display;
 
-use serde::ser::{
-    Error as _, Impossible, Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer,
-};
+use serde::ser::{Impossible, Serialize, SerializeStruct, Serializer};
 
-/// `rows` (struct records of type `R`) serialized as columns, in field order. The column names come
-/// from `R::default()`, so an empty table still has every column. A row that serializes as anything
-/// but a struct with the same fields in the same order is a serialization error, not a panic.
-pub struct Columns<'a, R, B = R> {
-    rows: &'a [B],
-    row: PhantomData<R>,
+/// How one serialized value becomes a cell of the front end's table.
+pub trait Cells {
+    /// A cell (e.g. a Python object).
+    type Cell;
+    /// Why a value could not become a cell.
+    type Error: Display;
+    /// The cell of `v`.
+    fn cell<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<Self::Cell, Self::Error>;
 }
 
-impl<'a, R, B: Borrow<R>> Columns<'a, R, B> {
-    /// The table of `rows` (records, or references to them).
-    pub fn new(rows: &'a [B]) -> Self {
-        Columns {
-            rows,
-            row: PhantomData,
+/// A column: its field name and one cell per row.
+pub type Column<C> = (&'static str, Vec<C>);
+
+/// `rows` (struct records of type `R`, or references to them) as columns in field order, each value
+/// made a cell by `cells`. The column names come from `R::default()`, so an empty table still has
+/// every column. A row that is not a struct with those fields in that order is an error naming what
+/// is wrong, not a panic.
+pub fn columns<R, B, C>(rows: &[B], cells: &mut C) -> Result<Vec<Column<C::Cell>>, String>
+where
+    R: Serialize + Default,
+    B: Borrow<R>,
+    C: Cells,
+{
+    let mut t = Table {
+        cells,
+        cols: Vec::new(),
+        at: None,
+    };
+    R::default().serialize(&mut t).map_err(|e| e.0)?;
+    for c in &mut t.cols {
+        c.1.reserve_exact(rows.len());
+    }
+    for r in rows {
+        t.at = Some(0);
+        r.borrow().serialize(&mut t).map_err(|e| e.0)?;
+        if t.at != Some(t.cols.len()) {
+            return Err(format!("a row has {:?} of {} fields", t.at, t.cols.len()));
         }
     }
+    Ok(t.cols)
 }
 
-impl<R: Serialize + Default, B: Borrow<R>> Serialize for Columns<'_, R, B> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut names = Pick::<S>::new(None, None);
-        R::default().serialize(&mut names)?;
-        let mut m = s.serialize_map(Some(names.names.len()))?;
-        for (i, name) in names.names.iter().enumerate() {
-            let col = Column::<R, B> {
-                rows: self.rows,
-                field: (i, name),
-                row: PhantomData,
-            };
-            m.serialize_entry(name, &col)?;
-        }
-        m.end()
+/// The columns being filled; `at` is the next field of the current row (None: collecting names).
+struct Table<'c, C: Cells> {
+    cells: &'c mut C,
+    cols: Vec<Column<C::Cell>>,
+    at: Option<usize>,
+}
+
+/// Why a row could not be taken apart.
+#[derive(Debug)]
+struct Bad(String);
+
+impl Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-/// Field `field` (index, name) of every row, as a sequence.
-struct Column<'a, R, B> {
-    rows: &'a [B],
-    field: (usize, &'static str),
-    row: PhantomData<R>,
-}
+impl std::error::Error for Bad {}
 
-impl<R: Serialize, B: Borrow<R>> Serialize for Column<'_, R, B> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.rows.len()))?;
-        for r in self.rows {
-            seq.serialize_element(&Cell {
-                row: r.borrow(),
-                field: self.field,
-            })?;
-        }
-        seq.end()
+impl serde::ser::Error for Bad {
+    fn custom<T: Display>(msg: T) -> Self {
+        Bad(msg.to_string())
     }
 }
 
-/// Field `field` (index, name) of one row.
-struct Cell<'a, R> {
-    row: &'a R,
-    field: (usize, &'static str),
-}
-
-impl<R: Serialize> Serialize for Cell<'_, R> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut p = Pick::new(Some(self.field), Some(s));
-        self.row.serialize(&mut p)?;
-        let missing = || S::Error::custom(format!("a row has no field {}", self.field.1));
-        p.out.ok_or_else(missing)?
-    }
-}
-
-/// Serializes a struct by handing field `want` (index, name) to `inner` (its result kept in `out`);
-/// with `want` None, it only collects the field names.
-struct Pick<S: Serializer> {
-    want: Option<(usize, &'static str)>,
-    at: usize,
-    names: Vec<&'static str>,
-    inner: Option<S>,
-    out: Option<Result<S::Ok, S::Error>>,
-}
-
-impl<S: Serializer> Pick<S> {
-    fn new(want: Option<(usize, &'static str)>, inner: Option<S>) -> Self {
-        let (at, names, out) = (0, Vec::new(), None);
-        Pick {
-            want,
-            at,
-            names,
-            inner,
-            out,
-        }
-    }
-}
-
-impl<S: Serializer> SerializeStruct for &mut Pick<S> {
+impl<C: Cells> SerializeStruct for &mut Table<'_, C> {
     type Ok = ();
-    type Error = S::Error;
+    type Error = Bad;
 
     fn serialize_field<T: Serialize + ?Sized>(
         &mut self,
         k: &'static str,
         v: &T,
-    ) -> Result<(), S::Error> {
-        match self.want {
-            None => self.names.push(k),
-            Some((i, name)) if i == self.at && name != k => {
-                return Err(S::Error::custom(format!(
-                    "column {name} out of order (row has {k})"
-                )))
-            }
-            Some((i, _)) if i == self.at => {
-                let inner = self
-                    .inner
-                    .take()
-                    .ok_or_else(|| S::Error::custom("field picked twice"))?;
-                self.out = Some(v.serialize(inner));
-            }
-            Some(_) => {}
-        }
-        self.at += 1;
+    ) -> Result<(), Bad> {
+        let Some(i) = self.at else {
+            self.cols.push((k, Vec::new()));
+            return Ok(());
+        };
+        let col = self.cols.get_mut(i).filter(|c| c.0 == k);
+        let col = col.ok_or_else(|| Bad(format!("column {k} out of order")))?;
+        col.1.push(
+            self.cells
+                .cell(v)
+                .map_err(|e| Bad(format!("column {k}: {e}")))?,
+        );
+        self.at = Some(i + 1);
         Ok(())
     }
 
-    fn end(self) -> Result<(), S::Error> {
+    fn end(self) -> Result<(), Bad> {
         Ok(())
     }
 }
 
-type No<E> = Impossible<(), E>;
+type No = Impossible<(), Bad>;
 
 /// Serializer methods a row never calls (a row is a struct): each is an error.
 macro_rules! refuse {
     ($($f:ident $(<$g:ident>)? ($($t:ty),*) -> $r:ty;)*) => {$(
-        fn $f$(<$g: Serialize + ?Sized>)?(self, $(_: $t),*) -> Result<$r, S::Error> {
-            Err(S::Error::custom("a column table's rows must be structs"))
+        fn $f$(<$g: Serialize + ?Sized>)?(self, $(_: $t),*) -> Result<$r, Bad> {
+            Err(Bad("a column table's rows must be structs".into()))
         }
     )*};
 }
 
-impl<S: Serializer> Serializer for &mut Pick<S> {
+impl<C: Cells> Serializer for &mut Table<'_, C> {
     type Ok = ();
-    type Error = S::Error;
+    type Error = Bad;
     type SerializeStruct = Self;
-    type SerializeSeq = No<S::Error>;
-    type SerializeTuple = No<S::Error>;
-    type SerializeTupleStruct = No<S::Error>;
-    type SerializeTupleVariant = No<S::Error>;
-    type SerializeMap = No<S::Error>;
-    type SerializeStructVariant = No<S::Error>;
+    type SerializeSeq = No;
+    type SerializeTuple = No;
+    type SerializeTupleStruct = No;
+    type SerializeTupleVariant = No;
+    type SerializeMap = No;
+    type SerializeStructVariant = No;
 
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, S::Error> {
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Bad> {
         Ok(self)
     }
 
@@ -176,20 +140,42 @@ impl<S: Serializer> Serializer for &mut Pick<S> {
         serialize_unit_variant(&'static str, u32, &'static str) -> ();
         serialize_newtype_struct<T>(&'static str, &T) -> ();
         serialize_newtype_variant<T>(&'static str, u32, &'static str, &T) -> ();
-        serialize_seq(Option<usize>) -> No<S::Error>; serialize_tuple(usize) -> No<S::Error>;
-        serialize_tuple_struct(&'static str, usize) -> No<S::Error>;
-        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> No<S::Error>;
-        serialize_map(Option<usize>) -> No<S::Error>;
-        serialize_struct_variant(&'static str, u32, &'static str, usize) -> No<S::Error>;
+        serialize_seq(Option<usize>) -> No; serialize_tuple(usize) -> No;
+        serialize_tuple_struct(&'static str, usize) -> No;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> No;
+        serialize_map(Option<usize>) -> No;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> No;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use serde::Serialize;
-    use serde_json::{json, to_value};
+    use serde_json::{json, Value};
 
-    use super::Columns;
+    use super::{columns, Cells};
+
+    /// Cells as JSON values.
+    struct Json;
+
+    impl Cells for Json {
+        type Cell = Value;
+        type Error = serde_json::Error;
+        fn cell<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<Value, Self::Error> {
+            serde_json::to_value(v)
+        }
+    }
+
+    fn table<R: Serialize + Default, B: std::borrow::Borrow<R>>(
+        rows: &[B],
+    ) -> Result<Value, String> {
+        let cols = columns::<R, B, _>(rows, &mut Json)?;
+        Ok(Value::Object(
+            cols.into_iter()
+                .map(|(k, v)| (k.into(), Value::Array(v)))
+                .collect(),
+        ))
+    }
 
     #[derive(Serialize, Default)]
     struct Row {
@@ -213,23 +199,20 @@ mod tests {
                 c: (4, false),
             },
         ];
-        let v = to_value(Columns::<Row>::new(&rows)).unwrap();
         let want = json!({"a": [1, 3], "b_name": [null, "x"], "c": [[2, true], [4, false]]});
-        assert_eq!(v, want);
-        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys.len(), 3);
+        assert_eq!(table::<Row, _>(&rows).unwrap(), want);
+        let names: Vec<_> = columns::<Row, _, _>(&rows, &mut Json).unwrap();
+        let names: Vec<_> = names.iter().map(|c| c.0).collect();
+        assert_eq!(names, ["a", "b_name", "c"]);
         // References to rows, and an empty table, which still names every column.
         let refs: Vec<&Row> = rows.iter().rev().collect();
-        assert_eq!(
-            to_value(Columns::<Row, _>::new(&refs)).unwrap()["a"],
-            json!([3, 1])
-        );
-        let empty = to_value(Columns::<Row>::new(&[])).unwrap();
+        assert_eq!(table::<Row, _>(&refs).unwrap()["a"], json!([3, 1]));
+        let empty = table::<Row, Row>(&[]).unwrap();
         assert_eq!(empty, json!({"a": [], "b_name": [], "c": []}));
     }
 
     #[test]
-    fn rows_that_are_not_structs_are_errors() {
+    fn rows_that_are_not_structs_of_the_fields_are_errors() {
         #[derive(Default)]
         struct Odd(bool);
         impl Serialize for Odd {
@@ -240,23 +223,31 @@ mod tests {
                 }
             }
         }
-        let e = to_value(Columns::<Odd>::new(&[Odd(true)])).unwrap_err();
-        assert!(e.to_string().contains("must be structs"), "{e}");
-        // Fewer fields than the default row: the missing cell is an error too.
+        let e = table::<Odd, _>(&[Odd(true)]).unwrap_err();
+        assert!(e.contains("must be structs"), "{e}");
+        // Fewer fields than the default row, or a field out of order.
         #[derive(Default)]
-        struct Short(bool);
+        struct Short(u8);
         impl Serialize for Short {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 use serde::ser::SerializeStruct;
                 let mut st = s.serialize_struct("Short", 2)?;
-                st.serialize_field("a", &1)?;
-                if !self.0 {
-                    st.serialize_field("b", &2)?;
+                match self.0 {
+                    0 => {
+                        st.serialize_field("a", &1)?;
+                        st.serialize_field("b", &2)?;
+                    }
+                    1 => st.serialize_field("a", &1)?,
+                    _ => st.serialize_field("b", &2)?,
                 }
                 st.end()
             }
         }
-        let e = to_value(Columns::<Short>::new(&[Short(true)])).unwrap_err();
-        assert!(e.to_string().contains("no field b"), "{e}");
+        assert!(table::<Short, _>(&[Short(1)])
+            .unwrap_err()
+            .contains("of 2 fields"));
+        assert!(table::<Short, _>(&[Short(2)])
+            .unwrap_err()
+            .contains("b out of order"));
     }
 }
