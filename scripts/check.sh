@@ -12,6 +12,9 @@ fi
 export NTDUMP_TEST_DATA
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz targets are their own workspace (cargo-fuzz needs nightly to run them): they must still compile,
+# or they rot unseen (two had, until this check).
+echo "== fuzz targets"; cargo check -q --manifest-path fuzz/Cargo.toml
 echo "== ruff";         python -m ruff check python tests benchmarks
 echo "== imports";      lint-imports            # the floors of python/ntdump: pyproject.toml
 echo "== mypy";         python -m mypy python/ntdump

@@ -6,6 +6,7 @@ use ntdump_core::pool::big::{containing, read_big, BigPool};
 use ntdump_core::pool::owners::padded_tag;
 use ntdump_core::pool::scan::PreparedScan;
 use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
+use ntdump_core::Va;
 
 use crate::prelude::*;
 
@@ -73,6 +74,7 @@ fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
 /// raw_type, pool_type, allocated, tag, contains), the walk status, and the nearest header.
 #[guarded]
 pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Dict<'py>> {
+    let va = Va(va);
     let p = run(py, || core_pool::page::pool_page(&dump.inner, va))?;
     // The big allocation holding `va` (pool::big::containing), when the big table can be read.
     let big = default_big(py, dump).ok().and_then(|b| {

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = pool::tracker::read_used(&d, &k, &Default::default());
                 let _ = pool::big::read_big(&d, &k, None);
             }
-            let _ = pool::page::pool_page(&d, 0xFFFF_F800_0000_0000);
+            let _ = pool::page::pool_page(&d, ntdump_core::Va(0xFFFF_F800_0000_0000));
         }
         return;
     }
@@ -41,11 +41,11 @@ fuzz_target!(|data: &[u8]| {
     let body = &data[4..];
     let n = body.len().min(4096);
     page[..n].copy_from_slice(&body[..n]);
-    let va = base + u64::from(data[3]) * 16;
+    let va = ntdump_core::Va(base + u64::from(data[3]) * 16);
     let p = pool::page::walk_page(&ctx, &page, va);
     assert!(p.blocks.len() <= 512);
     let _ = pool::page::walk_page(&ctx, &page[..n], va);
-    let all = pool::scan::scan_bytes(&ctx, &page, base, &ScanOptions::default());
+    let all = pool::scan::scan_bytes(&ctx, &page, ntdump_core::Va(base), &ScanOptions::default());
     assert!(all.len() <= 512);
     let pats = ScanOptions {
         tags: Some(vec![
@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         ]),
         pool: pool::PoolFilter::NonPaged,
     };
-    let _ = pool::scan::scan_bytes(&ctx, &page[..n], base, &pats);
+    let _ = pool::scan::scan_bytes(&ctx, &page[..n], ntdump_core::Va(base), &pats);
     for l in layout::TRACKER_LAYOUTS {
         for e in body.chunks(l.size as usize).take(64) {
             let c = pool::tracker::decode(l, e);

@@ -57,12 +57,9 @@ fuzz_target!(|data: &[u8]| {
         path: "fuzz.sys".into(),
         base: BASE,
         size: (pages as u64) * 0x1000,
-        entry_point: 0,
-        timestamp: 0,
-        checksum: 0,
-        flags: 0,
-        load_count: 0,
-        ldr_entry: 0,
+        kd_name: "fuzz".into(),
+        range_ok: true,
+        ..ModuleInfo::default()
     };
     let mut regs = Registers { ip: BASE + rip_off, sp: stack_va + rsp_off, gpr: [0; 16] };
     regs.gpr[4] = regs.sp;

@@ -876,8 +876,13 @@ mod tests {
             if let Ok(h) = h {
                 let mut ctx = PoolContext::new(machine, 19041, 1);
                 ctx.header = h;
-                let _ = scan_bytes(&ctx, &page, 0xFFFF_C000_0000_0000, &ScanOptions::default());
-                let _ = crate::pool::page::walk_page(&ctx, &page, 0xFFFF_C000_0000_0040);
+                let _ = scan_bytes(
+                    &ctx,
+                    &page,
+                    crate::Va(0xFFFF_C000_0000_0000),
+                    &ScanOptions::default(),
+                );
+                let _ = crate::pool::page::walk_page(&ctx, &page, crate::Va(0xFFFF_C000_0000_0040));
             }
             let r = ldr(&s, machine);
             seen[3][usize::from(r.is_err())] += 1;

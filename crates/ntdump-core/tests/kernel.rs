@@ -182,7 +182,7 @@ fn kdbg_block_checks_its_tag() {
     let (mut q, _) = memory();
     q.mem.clone_from(&p.mem);
     let d = open(p, &t);
-    let k = Kdbg::read(&d, kd).unwrap();
+    let k = Kdbg::read(&d, ntdump_core::Va(kd)).unwrap();
     assert_eq!(k.size, 0x380);
     assert_eq!(k.kern_base(), Some(0xFFFF_F800_1000_0000));
     assert_eq!(k.get(field::PS_LOADED_MODULE_LIST), Some(K + 0x1000));
@@ -190,7 +190,7 @@ fn kdbg_block_checks_its_tag() {
                                      // An encoded block (no owner tag) is a clear error, not garbage.
     q.mem[pa(kd) as usize + 0x10..pa(kd) as usize + 0x14].copy_from_slice(b"XXXX");
     let d = open(q, &t);
-    match Kdbg::read(&d, kd) {
+    match Kdbg::read(&d, ntdump_core::Va(kd)) {
         Err(Error::Symbol(m)) => assert!(m.contains("KDBG"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -217,7 +217,7 @@ fn unloaded_drivers_through_kdbg() {
         p.w64(pa(e + u.time), 0x01D0_0000_0000_0000 + i as u64);
     }
     let d = open(p, &t);
-    let k = Kdbg::read(&d, kd).unwrap();
+    let k = Kdbg::read(&d, ntdump_core::Va(kd)).unwrap();
     let mut w = Vec::new();
     let list = unloaded_from_kdbg(&d, &prof, &k, &mut w);
     let names: Vec<&str> = list.iter().map(|x| x.name.as_str()).collect();

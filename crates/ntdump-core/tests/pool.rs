@@ -5,6 +5,7 @@ use ntdump_core::header::Machine;
 use ntdump_core::pool::page::{walk_page, WalkStatus};
 use ntdump_core::pool::scan::scan_bytes;
 use ntdump_core::pool::{layout, tracker, PoolContext, PoolFilter, ScanOptions, TagPattern};
+use ntdump_core::Va;
 
 const BASE64: u64 = 0xFFFF_C080_0000_0000;
 const BASE32: u64 = 0x8100_0000;
@@ -44,7 +45,7 @@ fn page64(blocks: &[(u64, u8, &[u8; 4])]) -> Vec<u8> {
 fn legacy_walk_whole_chain() {
     let ctx = PoolContext::new(Machine::X64, 7601, 1);
     let p = page64(&[(0x100, 2, b"Thre"), (0x40, 0, b"Free"), (0xEC0, 3, b"MmSt")]);
-    let w = walk_page(&ctx, &p, BASE64 + 0x120);
+    let w = walk_page(&ctx, &p, Va(BASE64 + 0x120));
     assert_eq!(w.status, WalkStatus::Ok);
     assert_eq!(w.blocks.len(), 3);
     assert!(w.blocks[1].contains && !w.blocks[1].allocated);
@@ -57,15 +58,15 @@ fn legacy_walk_stops_on_corruption() {
     let ctx = PoolContext::new(Machine::X64, 7601, 1);
     // Zero size: a walk that would loop forever stops at once.
     let p = page64(&[(0x100, 2, b"Thre"), (0, 2, b"Loop")]);
-    let w = walk_page(&ctx, &p, BASE64);
+    let w = walk_page(&ctx, &p, Va(BASE64));
     assert!(matches!(w.status, WalkStatus::Corrupt { at, .. } if at == BASE64 + 0x100));
     // Past the page end.
     let mut p = page64(&[(0x100, 2, b"Thre")]);
     p[0x100..0x110].copy_from_slice(&h64(0x100, 0xF10, 2, b"Long"));
-    let w = walk_page(&ctx, &p, BASE64);
+    let w = walk_page(&ctx, &p, Va(BASE64));
     assert!(matches!(w.status, WalkStatus::Corrupt { ref why, .. } if why.contains("past")));
     // A short slice is a header running past the data, never a panic.
-    let w = walk_page(&ctx, &p[..0x104], BASE64);
+    let w = walk_page(&ctx, &p[..0x104], Va(BASE64));
     assert!(matches!(w.status, WalkStatus::Corrupt { .. }));
 }
 
@@ -73,7 +74,7 @@ fn legacy_walk_stops_on_corruption() {
 fn segment_heap_is_not_walked() {
     let ctx = PoolContext::new(Machine::X64, 19041, 4);
     let p = page64(&[(0x100, 2, b"Thre"), (0xF00, 2, b"File")]);
-    let w = walk_page(&ctx, &p, BASE64 + 0x180);
+    let w = walk_page(&ctx, &p, Va(BASE64 + 0x180));
     assert!(matches!(w.status, WalkStatus::NotWalked(_)));
     assert!(w.blocks.is_empty());
     let n = w.nearest.expect("nearest header");
@@ -91,7 +92,7 @@ fn scanner_rules_per_era() {
     p[0x80..0x88].copy_from_slice(&h32(0x20, 0x20, 1, b"Bad1")); // 1 is impossible on XP
     p[0xA0..0xA8].copy_from_slice(&h32(0x20, 0x20, 5, b"\x01bad")); // not a tag
     p[0xC0..0xC8].copy_from_slice(&h32(0x200, 0x20, 5, b"Prev")); // PreviousSize before page
-    let all = scan_bytes(&ctx, &p, BASE32, &ScanOptions::default());
+    let all = scan_bytes(&ctx, &p, Va(BASE32), &ScanOptions::default());
     assert_eq!(all.address, vec![BASE32, BASE32 + 0x20, BASE32 + 0x60]);
     assert_eq!(all.pool_type, vec![0, 1, 0]);
     assert_eq!(all.allocated, vec![true, true, false]);
@@ -99,20 +100,20 @@ fn scanner_rules_per_era() {
         tags: None,
         pool: PoolFilter::Paged,
     };
-    assert_eq!(scan_bytes(&ctx, &p, BASE32, &paged).tag.len(), 1);
+    assert_eq!(scan_bytes(&ctx, &p, Va(BASE32), &paged).tag.len(), 1);
     let cm = ScanOptions {
         tags: Some(vec![TagPattern::parse(b"CM*").unwrap()]),
         pool: PoolFilter::All,
     };
     assert_eq!(
-        scan_bytes(&ctx, &p, BASE32, &cm).address,
+        scan_bytes(&ctx, &p, Va(BASE32), &cm).address,
         vec![BASE32 + 0x20]
     );
     // Pre-Windows 8 the protected bit is removed from tags.
     let ctx7 = PoolContext::new(Machine::X86, 7601, 1);
     let mut q = vec![0u8; 4096];
     q[..8].copy_from_slice(&h32(0, 0x40, 2, b"Thr\xe5"));
-    let hits = scan_bytes(&ctx7, &q, BASE32, &ScanOptions::default());
+    let hits = scan_bytes(&ctx7, &q, Va(BASE32), &ScanOptions::default());
     assert_eq!(hits.tag, vec![u32::from_le_bytes(*b"Thre")]);
 }
 

@@ -68,7 +68,8 @@ pub struct Kdbg {
 
 impl Kdbg {
     /// Read and check the block at `va`. Fails when the owner tag is not "KDBG" (e.g. an encoded block).
-    pub fn read(d: &Dump, va: u64) -> Result<Kdbg> {
+    pub fn read(d: &Dump, va: Va) -> Result<Kdbg> {
+        let va = va.0;
         let mut head = [0u8; 0x18];
         d.read_virt(Va(va), &mut head)?;
         let tag = u32::from_le_bytes([head[0x10], head[0x11], head[0x12], head[0x13]]);

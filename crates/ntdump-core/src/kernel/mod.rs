@@ -4,6 +4,7 @@ pub mod kdbg;
 pub mod modules;
 pub mod profile;
 
+use crate::addr::Va;
 use crate::bytes::LeBytes;
 use crate::dump::Dump;
 use crate::error::Result;
@@ -55,7 +56,7 @@ impl Kernel {
             }
         }
         let kdbg = if kdbg_va != 0 {
-            match Kdbg::read(d, kdbg_va) {
+            match Kdbg::read(d, Va(kdbg_va)) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     warnings.push(format!("KDBG: {e}"));
@@ -153,7 +154,8 @@ impl Kernel {
     }
 
     /// The module whose [base, base + size) holds `va`.
-    pub fn module_at(&self, va: u64) -> Option<&ModuleInfo> {
+    pub fn module_at(&self, va: Va) -> Option<&ModuleInfo> {
+        let va = va.0;
         self.modules
             .iter()
             .find(|m| va >= m.base && va - m.base < m.size)

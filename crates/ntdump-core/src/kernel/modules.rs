@@ -159,7 +159,8 @@ fn resolve_imports(modules: &mut [ModuleInfo]) {
 }
 
 /// The image's `FileHeader.TimeDateStamp` from its in-memory PE header at `base`, if readable.
-pub fn pe_header_timestamp(d: &Dump, base: u64) -> Option<u32> {
+pub fn pe_header_timestamp(d: &Dump, base: Va) -> Option<u32> {
+    let base = base.0;
     let mut dos = [0u8; 0x40];
     d.read_virt(Va(base), &mut dos).ok()?;
     if &dos[..2] != b"MZ" {
@@ -302,7 +303,7 @@ pub fn walk_module_list(
         if base & 0xFFF != 0 {
             warn(format!("DllBase {base:#x} is not page-aligned"));
         }
-        let (timestamp, timestamp_source) = match pe_header_timestamp(d, base) {
+        let (timestamp, timestamp_source) = match pe_header_timestamp(d, Va(base)) {
             Some(t) => (t, "pe header"),
             None => match l.timestamp {
                 Some(off) => (u32_at(&entry, off), "loader entry"),

@@ -419,7 +419,8 @@ pub fn read_big(d: &Dump, k: &Kernel, given: Option<(u64, u64, &str)>) -> PoolRe
 }
 
 /// The big allocation holding `va` (entry index in `pages`), if any. Freed entries are not matched.
-pub fn containing(pages: &BigPages, va: u64) -> Option<usize> {
+pub fn containing(pages: &BigPages, va: Va) -> Option<usize> {
+    let va = va.0;
     (0..pages.va.len()).find(|&i| {
         !pages.freed[i] && va >= pages.va[i] && va - pages.va[i] < pages.bytes[i].max(PAGE_SIZE)
     })

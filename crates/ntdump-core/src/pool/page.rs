@@ -134,17 +134,17 @@ pub(crate) fn plausible(ctx: &PoolContext, b: &PoolBlock, type_ok: bool, off: us
 }
 
 /// Walk (or inspect) the pool page holding `va`.
-pub fn pool_page(d: &Dump, va: u64) -> crate::Result<PoolPage> {
+pub fn pool_page(d: &Dump, va: Va) -> crate::Result<PoolPage> {
     let ctx = PoolContext::of(d);
-    let base = va & !(PAGE_SIZE - 1);
     let mut page = vec![0u8; PAGE_SIZE as usize];
-    d.read_virt(Va(base), &mut page)?;
+    d.read_virt(va.page_align(), &mut page)?;
     Ok(walk_page(&ctx, &page, va))
 }
 
 /// Walk the 4 KiB `page` (its bytes) that holds `va`, for the machine and era of `ctx`. Never panics:
 /// a short slice reads as a header running past the page.
-pub fn walk_page(ctx: &PoolContext, page: &[u8], va: u64) -> PoolPage {
+pub fn walk_page(ctx: &PoolContext, page: &[u8], va: Va) -> PoolPage {
+    let va = va.0;
     let h = &ctx.header;
     let base = va & !(PAGE_SIZE - 1);
     let off_va = (va - base) as usize;

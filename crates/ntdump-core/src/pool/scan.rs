@@ -551,7 +551,8 @@ pub fn scan_pages(d: &Dump, pages: &[PageRef], opts: &ScanOptions) -> ScanHits {
 
 /// Scan one page's bytes (fuzzing and tests): `page` is 4 KiB at VA `va`, read for `ctx`'s machine
 /// and era.
-pub fn scan_bytes(ctx: &PoolContext, page: &[u8], va: u64, opts: &ScanOptions) -> ScanHits {
+pub fn scan_bytes(ctx: &PoolContext, page: &[u8], va: Va, opts: &ScanOptions) -> ScanHits {
+    let va = va.0;
     let mut h = ScanHits::default();
     scan_page(ctx, page, va, opts, &mut h);
     h
@@ -596,7 +597,7 @@ mod tests {
             page[o + 4..o + 8].copy_from_slice(*tag);
         }
         let opts = ScanOptions::default();
-        let builtin = scan_bytes(&ctx, &page, 0xFFFF_C000_0000_0000, &opts);
+        let builtin = scan_bytes(&ctx, &page, crate::Va(0xFFFF_C000_0000_0000), &opts);
         assert_eq!(builtin.len(), 2);
         // The same headers with the tag at +8: found only with the layout that says so.
         let mut moved = vec![0u8; PAGE_SIZE as usize];
@@ -605,9 +606,9 @@ mod tests {
             moved[o..o + 4].copy_from_slice(&page[o..o + 4]);
             moved[o + 8..o + 12].copy_from_slice(&page[o + 4..o + 8]);
         }
-        assert!(scan_bytes(&ctx, &moved, 0xFFFF_C000_0000_0000, &opts).is_empty());
+        assert!(scan_bytes(&ctx, &moved, crate::Va(0xFFFF_C000_0000_0000), &opts).is_empty());
         ctx.header = header_with_tag(8);
-        let got = scan_bytes(&ctx, &moved, 0xFFFF_C000_0000_0000, &opts);
+        let got = scan_bytes(&ctx, &moved, crate::Va(0xFFFF_C000_0000_0000), &opts);
         assert_eq!(got, builtin);
     }
 

@@ -102,7 +102,8 @@ pub fn module_refs(k: &crate::kernel::Kernel) -> Vec<ModuleRef> {
 
 impl ModuleSymbols {
     /// True when `va` is inside `[base, base + size)`.
-    pub fn contains(&self, va: u64) -> bool {
+    pub fn contains(&self, va: Va) -> bool {
+        let va = va.0;
         va >= self.base && va - self.base < self.size
     }
 }
@@ -251,7 +252,7 @@ impl SymbolTable {
         for (i, r) in t.rows.iter().enumerate() {
             let m = &t.modules[r.module];
             if let (None, Some(a)) = (&r.forwarder, r.address) {
-                if m.contains(a) {
+                if m.contains(Va(a)) {
                     t.by_addr[r.module].push((a, i));
                 }
             }
@@ -435,7 +436,7 @@ impl SymbolTable {
             .iter()
             .rev()
             .map(|&(_, i)| i)
-            .find(|&i| self.modules[i].contains(va))
+            .find(|&i| self.modules[i].contains(Va(va)))
     }
 
     /// The nearest export at or below `va` inside the module holding it: (module, row, offset in bytes).
