@@ -137,6 +137,23 @@ struct LayoutRecord {
     fields: Vec<(&'static str, At)>,
 }
 
+/// A layout's record: its name, size (bytes), block unit (bytes, pool headers only), source, fields.
+fn layout_record(
+    name: &'static str,
+    size: u64,
+    unit: Option<u64>,
+    source: &'static str,
+    fields: Vec<(&'static str, At)>,
+) -> LayoutRecord {
+    LayoutRecord {
+        name,
+        size,
+        unit,
+        source,
+        fields,
+    }
+}
+
 impl Serialize for PoolHeaderLayout {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut fields = vec![
@@ -154,15 +171,7 @@ impl Serialize for PoolHeaderLayout {
         ];
         let billed = self.process_billed.map(|off| Field { off, width: 8 });
         fields.extend(billed.map(|f| ("ProcessBilled", At::Bytes(f))));
-        let (name, size, unit, source) = (self.name, self.size, Some(self.unit), self.source);
-        LayoutRecord {
-            name,
-            size,
-            unit,
-            source,
-            fields,
-        }
-        .serialize(s)
+        layout_record(self.name, self.size, Some(self.unit), self.source, fields).serialize(s)
     }
 }
 
@@ -177,15 +186,7 @@ impl Serialize for TrackerLayout {
             ("PagedFrees", At::Bytes(self.paged_frees)),
             ("PagedBytes", At::Bytes(self.paged_bytes)),
         ];
-        let (name, size, source) = (self.name, self.size, self.source);
-        LayoutRecord {
-            name,
-            size,
-            unit: None,
-            source,
-            fields,
-        }
-        .serialize(s)
+        layout_record(self.name, self.size, None, self.source, fields).serialize(s)
     }
 }
 
@@ -200,15 +201,7 @@ impl Serialize for BigPageLayout {
         ];
         let mut fields = vec![("Va", At::Bytes(self.va)), ("Key", At::Bytes(self.key))];
         fields.extend(optional.into_iter().filter_map(|(n, f)| Some((n, f?))));
-        let (name, size, source) = (self.name, self.size, self.source);
-        LayoutRecord {
-            name,
-            size,
-            unit: None,
-            source,
-            fields,
-        }
-        .serialize(s)
+        layout_record(self.name, self.size, None, self.source, fields).serialize(s)
     }
 }
 
