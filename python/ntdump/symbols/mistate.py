@@ -46,8 +46,11 @@ _SRC_1809 = ("ntdiff/headers Win10_1809_RS5_17763_1/x64/.../Standalone/_MI_POOL_
 _SRC_CHAPPELL = ("Geoff Chappell, MI_VISIBLE_STATE: the member 'has been' an internal variable "
                  "before Windows 10 and is present '10.0 and higher'")
 _SRC_DTRACE = ("Microsoft DTrace-on-Windows sample samples/windows/memory/systemwidememoryusage.d "
-               "(reads &nt`MiSystemPartition as _MI_PARTITION); 1903/1909 (18362/18363) not "
-               "checked against a listing: a member they lack gives a reason, not a value")
+               "(reads &nt`MiSystemPartition as _MI_PARTITION)")
+_SRC_1903 = ("ntdiff/headers Win10_1903_19H1/x64/.../Standalone/_MI_PARTITION.h (Vp at 0x1BC0, "
+             "every member used here) and _MI_SYSTEM_INFORMATION.h (Vs at 0x24C0, Pools at 0; "
+             "build 18362); 1909 (18363) and Windows 11 21H2 (22000) not checked against a "
+             "listing: a member they lack gives a reason, not a value")
 
 
 @dataclass(frozen=True)
@@ -87,49 +90,54 @@ _MS, _MP = "_MI_SYSTEM_INFORMATION", "_MI_PARTITION"
 MEMBER_PATHS: tuple[MemberPath, ...] = (
     # MiSystemPartition.Vp: the partition's visible counters (MmAvailablePages … before 10).
     MemberPath("physical_memory", "MiSystemPartition", _MP, "Vp.NumberOfPhysicalPages", 18362,
-               None, f"{_SRC_DTRACE}; {_SRC_2004}; was MmNumberOfPhysicalPages"),
+               None, f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmNumberOfPhysicalPages"),
     MemberPath("available_pages", "MiSystemPartition", _MP, "Vp.AvailablePages", 18362, None,
-               f"{_SRC_DTRACE}; {_SRC_2004}; was MmAvailablePages"),
+               f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmAvailablePages"),
     MemberPath("resavail_pages", "MiSystemPartition", _MP, "Vp.ResidentAvailablePages", 18362,
-               None, f"{_SRC_DTRACE}; {_SRC_2004}; was MmResidentAvailablePages"),
+               None, f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmResidentAvailablePages"),
     MemberPath("modified_pages", "MiSystemPartition", _MP, "Vp.ModifiedPageListHead.Total", 18362,
-               None, f"{_SRC_DTRACE}; {_SRC_2004}; was MmModifiedPageListHead.Total"),
+               None, f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmModifiedPageListHead.Total"),
     MemberPath("shared_commit", "MiSystemPartition", _MP, "Vp.SharedCommit", 18362, None,
-               f"{_SRC_DTRACE}; {_SRC_2004}; was MmSharedCommit"),
+               f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmSharedCommit"),
     MemberPath("committed_pages", "MiSystemPartition", _MP, "Vp.TotalCommittedPages", 18362,
-               None, f"{_SRC_DTRACE}; {_SRC_2004}; was MmTotalCommittedPages"),
+               None, f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmTotalCommittedPages"),
     MemberPath("commit_limit", "MiSystemPartition", _MP, "Vp.TotalCommitLimit", 18362, None,
-               f"{_SRC_DTRACE}; {_SRC_2004}; was MmTotalCommitLimit"),
+               f"{_SRC_DTRACE}; {_SRC_1903}; {_SRC_2004}; was MmTotalCommitLimit"),
     # MiState.Vs: the variables !vm read before Windows 10, one member each.
     MemberPath("free_system_ptes", "MiState", _MS, "Vs.SystemPteInfo.TotalFreeSystemPtes", 10240,
-               None, f"{_SRC_CHAPPELL} (SystemPteInfo); {_SRC_2004} (+0x58 of "
+               None, f"{_SRC_CHAPPELL} (SystemPteInfo); {_SRC_1903} and {_SRC_2004} (+0x58 of "
                f"_MI_SYSTEM_PTE_TYPE); {_SRC_22H2} (+0x50: the struct shrank, hence types from "
                "the PDB); was MmTotalFreeSystemPtes[SystemPteSpace]"),
     MemberPath("nonpaged_pool_max", "MiState", _MS, "Vs.MaximumNonPagedPoolInPages", 10240, None,
-               f"{_SRC_CHAPPELL}; {_SRC_2004}; {_SRC_22H2}; was MmMaximumNonPagedPoolInPages"),
+               f"{_SRC_CHAPPELL}; {_SRC_1903}; {_SRC_2004}; {_SRC_22H2}; "
+               "was MmMaximumNonPagedPoolInPages"),
     MemberPath("paged_pool_usage", "MiState", _MS, "Vs.PagedPoolInfo.AllocatedPagedPool", 10240,
-               None, f"{_SRC_CHAPPELL} (PagedPoolInfo); {_SRC_2004}; {_SRC_22H2}; was "
+               None, f"{_SRC_CHAPPELL} (PagedPoolInfo); {_SRC_1903}; {_SRC_2004}; {_SRC_22H2}; was "
                "MmPagedPoolInfo.AllocatedPagedPool"),
     MemberPath("paged_pool_max", "MiState", _MS, "Vs.SizeOfPagedPoolInPages", 10240, None,
-               f"{_SRC_CHAPPELL}; {_SRC_2004}; {_SRC_22H2}; was MmSizeOfPagedPoolInPages"),
+               f"{_SRC_CHAPPELL}; {_SRC_1903}; {_SRC_2004}; {_SRC_22H2}; "
+               "was MmSizeOfPagedPoolInPages"),
     MemberPath("nonpaged_pool_commit", "MiState", _MS, "Vs.NonPagedPoolCommit", 10240, None,
-               f"{_SRC_CHAPPELL}; {_SRC_2004} (+0xA0); {_SRC_22H2} (+0x98)"),
+               f"{_SRC_CHAPPELL}; {_SRC_1903} (+0x100); {_SRC_2004} (+0xA0); {_SRC_22H2} (+0x98)"),
     MemberPath("driver_commit", "MiState", _MS, "Vs.DriverCommit", 10240, None,
-               f"{_SRC_CHAPPELL}; {_SRC_2004} (a LONG); {_SRC_22H2}; was MmDriverCommit"),
+               f"{_SRC_CHAPPELL}; {_SRC_1903}; {_SRC_2004} (a LONG); {_SRC_22H2}; "
+               "was MmDriverCommit"),
     # MiState.Pools: the nonpaged pool's pages in use (MmAllocatedNonPagedPool before 10).
     MemberPath("nonpaged_pool_usage", "MiState", _MS, "Pools.AllocatedNonPagedPool", 17763, None,
-               f"{_SRC_1809} (+0x18); {_SRC_2004} (+0x8); {_SRC_22H2} (+0x8); was "
+               f"{_SRC_1809} (+0x18); {_SRC_1903} (+0x18); {_SRC_2004} (+0x8); "
+               f"{_SRC_22H2} (+0x8); was "
                "MmAllocatedNonPagedPool"),
     # Failures. Sources disagree on which counter !vm shows: the Server 2003-era debugger
     # extension printed nt!ExPoolFailures (failed ExAllocatePool* calls, WRK ex/pool.c), ntdump
     # before Windows 10 sums nt!MmPoolFailures (pages the memory manager refused, by pool type and
-    # priority, WRK mm/allocpag.c). Windows 10 up to 1809 keeps the latter as
-    # MiState.Pools.PoolFailures[3][3]; 19H1's segment-heap pool drops it and still counts the
-    # former.
+    # priority, WRK mm/allocpag.c). Windows 10 keeps the latter as MiState.Pools.PoolFailures[3][3]
+    # up to 1903 (the 1903 listing still has it at +0x30; it is gone by 19037/19041). ntdump takes
+    # ExPoolFailures from 18362 on, where the segment-heap pool begins and counts its failures
+    # there; on 18362/18363 the memory manager's counter also exists and is not shown.
     MemberPath("pool_allocation_failures", "MiState", _MS, "Pools.PoolFailures", 10240, 18361,
                f"{_SRC_1809} (ULONG [3][3] at +0x30, summed as WRK's MmPoolFailures"
-               "[MmMaximumPoolType][MmMaximumPoolPriority]); gone from 19037/19041's "
-               "_MI_POOL_STATE", "count"),
+               "[MmMaximumPoolType][MmMaximumPoolPriority]); still at +0x30 in "
+               f"{_SRC_1903}; gone from 19037/19041's _MI_POOL_STATE", "count"),
     MemberPath("pool_allocation_failures", "ExPoolFailures", None, "", 18362, None,
                "a ULONG (WRK ex/pool.c, ReactOS expool.c); 19H1+ ExAllocatePoolWithTag increments "
                "it when the segment heap fails (decompiled 19H1+ kernels); public PDBs give it no "
