@@ -77,12 +77,13 @@ pub fn text_values<V: std::fmt::Display, S: Serializer>(
 impl Serialize for crate::kernel::LoadedImports {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use crate::kernel::LoadedImports::{Modules, Unknown};
-        let (none, empty) = (&Vec::new(), "");
-        let entries = if let Modules(v) = self { v } else { none };
-        let why = if let Unknown(w) = self {
-            w.as_str()
-        } else {
-            empty
+        let entries: &[_] = match self {
+            Modules(v) => v,
+            _ => &[],
+        };
+        let why = match self {
+            Unknown(w) => w.as_str(),
+            _ => "",
         };
         (self.kind(), entries, why).serialize(s)
     }

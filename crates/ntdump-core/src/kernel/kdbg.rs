@@ -67,11 +67,11 @@ pub struct Kdbg {
 }
 
 impl Kdbg {
-    /// Read and check the block at `va`. Fails when the owner tag is not "KDBG" (e.g. an encoded block).
-    pub fn read(d: &Dump, va: Va) -> Result<Kdbg> {
-        let va = va.0;
+    /// Read and check the block at `at`. Fails when the owner tag is not "KDBG" (e.g. an encoded block).
+    pub fn read(d: &Dump, at: Va) -> Result<Kdbg> {
+        let va = at.0;
         let mut head = [0u8; 0x18];
-        d.read_virt(Va(va), &mut head)?;
+        d.read_virt(at, &mut head)?;
         let tag = u32::from_le_bytes([head[0x10], head[0x11], head[0x12], head[0x13]]);
         let size = u32::from_le_bytes([head[0x14], head[0x15], head[0x16], head[0x17]]);
         if tag != KDBG_TAG {
@@ -81,7 +81,7 @@ impl Kdbg {
         }
         let size = size.clamp(0x18, PAGE_SIZE as u32);
         let mut bytes = vec![0u8; size as usize];
-        let got = d.read_virt_padded(Va(va), &mut bytes);
+        let got = d.read_virt_padded(at, &mut bytes);
         if got < 0x58 {
             return Err(Error::Symbol(format!(
                 "KDBG at {va:#x}: only {got} of {size} bytes readable"

@@ -160,9 +160,8 @@ fn resolve_imports(modules: &mut [ModuleInfo]) {
 
 /// The image's `FileHeader.TimeDateStamp` from its in-memory PE header at `base`, if readable.
 pub fn pe_header_timestamp(d: &Dump, base: Va) -> Option<u32> {
-    let base = base.0;
     let mut dos = [0u8; 0x40];
-    d.read_virt(Va(base), &mut dos).ok()?;
+    d.read_virt(base, &mut dos).ok()?;
     if &dos[..2] != b"MZ" {
         return None;
     }
@@ -171,7 +170,7 @@ pub fn pe_header_timestamp(d: &Dump, base: Va) -> Option<u32> {
         return None;
     }
     let mut nt = [0u8; 12];
-    d.read_virt(Va(base + lfanew), &mut nt).ok()?;
+    d.read_virt(Va(base.0.wrapping_add(lfanew)), &mut nt).ok()?;
     (&nt[..4] == b"PE\0\0").then(|| u32_at(&nt, 8))
 }
 
