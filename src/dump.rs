@@ -26,11 +26,11 @@ impl PyDump {
     fn read_with(
         &self,
         py: Python<'_>,
-        what: &str,
+        what: &'static str,
         n: u64,
         f: impl Fn(&Dump, &mut [u8]) -> ntdump_core::Result<()> + Send + Sync,
     ) -> PyResult<Py<PyBytes>> {
-        let n = crate::guard::check_read_len(what, n)?;
+        let n = ntdump_core::dump::check_read_len(what, n).or_raise()?;
         let d = &self.inner;
         let b = PyBytes::new_with(py, n, |buf| {
             let r = if n > DETACH_BYTES {
@@ -90,12 +90,6 @@ impl PyDump {
     /// The PA that kernel VA `va` maps to.
     fn translate(&self, va: u64) -> PyResult<u64> {
         Ok(self.inner.translate(Va(va)).or_raise()?.0)
-    }
-
-    /// Translate many VAs at once (GIL released); unmapped addresses give `None`.
-    fn translate_many(&self, py: Python<'_>, vas: Vec<u64>) -> Vec<Option<u64>> {
-        let pa = |va: u64| self.inner.translate(Va(va)).ok().map(|p| p.0);
-        py.detach(|| vas.into_iter().map(pa).collect())
     }
 
     /// The page-table walk for `va`: a dict with `steps` (list of (level, index, entry_pa, value, kind)),

@@ -42,6 +42,7 @@ impl ToPyErr for Error {
             Error::Pe { .. } => PeFormatError::new_err(msg),
             Error::Symbol(_) => SymbolError::new_err(msg),
             Error::Unsupported(_) => UnsupportedError::new_err(msg),
+            Error::ReadLimit { n, max, .. } => ReadLimitError::new_err((msg, n, max)),
             _ => PyValueError::new_err(msg),
         }
     }

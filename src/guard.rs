@@ -5,16 +5,15 @@
 //!   `ntdump.errors.InternalError` naming the function and the panic message.
 //! * A call that read pages of a dump whose file shrank under its map (see `ntdump_core::mapguard`)
 //!   raises `DumpFormatError("file shrank while open …")` instead of answering from zero-filled pages.
-//! * Reads are capped at [`MAX_READ_BYTES`] per call and allocate their result as a Python `bytes`
-//!   object directly, so a failed allocation is a `MemoryError`-derived ntdump error, never an abort.
+//! * Reads are capped at `ntdump_core::dump::MAX_READ_BYTES` per call (`check_read_len`) and allocate
+//!   their result as a Python `bytes` object directly, so a failed allocation is a `MemoryError`-derived
+//!   ntdump error, never an abort.
 
 use std::any::Any;
 
 use pyo3::prelude::*;
 
-use crate::errors::{InternalError, OrRaise, ReadLimitError};
-
-pub use ntdump_core::dump::MAX_READ_BYTES;
+use crate::errors::{InternalError, OrRaise};
 
 /// The error for a panic caught in entry point `name`.
 pub fn panicked(name: &str, payload: Box<dyn Any + Send>) -> PyErr {
@@ -31,22 +30,6 @@ pub fn panicked(name: &str, payload: Box<dyn Any + Send>) -> PyErr {
 /// `Err(DumpFormatError)` when the dump's file shrank while mapped (after a call that read it).
 pub fn intact(d: &ntdump_core::Dump) -> PyResult<()> {
     d.check_intact().or_raise()
-}
-
-/// Refuse a read of `n` bytes above the per-call cap, before anything is allocated.
-pub fn check_read_len(what: &str, n: u64) -> PyResult<usize> {
-    if n > MAX_READ_BYTES {
-        return Err(ReadLimitError::new_err((
-            format!(
-                "{what} of {n:#x} bytes is over the per-call limit of {MAX_READ_BYTES:#x} bytes \
-                 (256 MiB); read in chunks with Dump.iter_read(va, n, chunk=…)"
-            ),
-            n,
-            MAX_READ_BYTES,
-        )));
-    }
-    usize::try_from(n)
-        .map_err(|_| ReadLimitError::new_err((format!("{what}: {n} bytes"), n, MAX_READ_BYTES)))
 }
 
 /// For tests only: panics inside a guarded entry point, so that the suite can check that a Rust panic

@@ -37,7 +37,7 @@ mod _native {
         guard::panic_selftest,
         kernel::{kernel_info, vm_summary},
         layouts::{layout_sources, set_kernel_layouts},
-        pdb::{pdb_identity, pdb_public_offsets, pdb_public_symbols, pdb_symbols, PyPdbTypes},
+        pdb::{pdb_identity, pdb_public_offsets, pdb_symbols, PyPdbTypes},
         pe::{pe_image, pe_parse, symbol_table, PyPeImage, PySymbolTable},
         pool::{pool_big, pool_layouts, pool_owners, pool_page, pool_track_table_variable},
         pool::{pool_used, PyPoolScanner},

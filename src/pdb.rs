@@ -20,13 +20,6 @@ pub fn pdb_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Any<'_>> {
     value(py, &s)
 }
 
-/// Public symbols of a PDB file: (guid, age, [(name, rva)]).
-#[guarded]
-pub fn pdb_public_symbols(py: Python<'_>, path: PathBuf) -> PyResult<Any<'_>> {
-    let p = run(py, move || ntdump_core::pdb::read_public_symbols(&path))?;
-    value(py, &p)
-}
-
 /// [(name, section (1-based), offset)] of every public of the PDB at `path`, before OMAP.
 #[guarded]
 pub fn pdb_public_offsets(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String, u16, u32)>> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ntdump_core::pe::{PeImage, PeOptions};
-use ntdump_core::symbols::{ModuleRef, SymbolRow, SymbolTable};
+use ntdump_core::symbols::{Nearest, SymbolTable};
 use ntdump_core::{Result as CoreResult, Va};
 
 use crate::prelude::*;
@@ -155,36 +155,11 @@ pub fn symbols_of(py: Python<'_>, d: &PyDump) -> PyResult<Arc<SymbolTable>> {
     run(py, || d.inner.symbols())
 }
 
-/// The symbol table of the dump's own module list (built once, shared), or of `modules` =
-/// [(file name, base VA, size in bytes)] in load order; images are read in parallel with the GIL
-/// released.
+/// The symbol table of the dump's module list (built once with the GIL released, then shared).
 #[guarded]
-#[pyo3(signature = (dump, modules=None))]
-pub fn symbol_table(
-    py: Python<'_>,
-    dump: &PyDump,
-    modules: Option<Vec<(String, u64, u64)>>,
-) -> PyResult<PySymbolTable> {
-    let inner = match modules {
-        None => symbols_of(py, dump)?,
-        Some(m) => {
-            let refs: Vec<ModuleRef> = m.into_iter().map(ModuleRef::from).collect();
-            Arc::new(py.detach(|| SymbolTable::build(&dump.inner, &refs)))
-        }
-    };
+pub fn symbol_table(py: Python<'_>, dump: &PyDump) -> PyResult<PySymbolTable> {
+    let inner = symbols_of(py, dump)?;
     Ok(PySymbolTable { inner })
-}
-
-impl PySymbolTable {
-    /// Rows `rows` as columns: module (kd name), name, address, ordinal (numpy), forwarder.
-    fn columns<'py>(&self, py: Python<'py>, rows: &[usize]) -> PyResult<Dict<'py>> {
-        let t = &self.inner;
-        let rows: Vec<_> = rows.iter().map(|&i| &t.rows[i]).collect();
-        let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
-        let ordinal: Vec<_> = rows.iter().map(|r| r.ordinal).collect();
-        let ordinal = ordinal.into_pyarray(py);
-        Ok(dict!(columns::<SymbolRow, _>(py, &rows)?; module, ordinal))
-    }
 }
 
 #[guarded]
@@ -201,18 +176,14 @@ impl PySymbolTable {
 
     /// (module kd name, export name or "#ordinal" or None, export VA or None, offset in bytes) of the
     /// nearest export at or below `va`, or None when no module holds `va`.
-    fn nearest(&self, va: u64) -> Option<(String, Option<String>, Option<u64>, u64)> {
-        let t = &self.inner;
-        let (m, row, off) = t.nearest(Va(va))?;
-        let (row, module) = (row.map(|r| &t.rows[r]), t.modules[m].kd_name.clone());
-        let (label, address) = (row.map(|r| r.label()), row.and_then(|r| r.address));
-        Some((module, label, address, off))
+    fn nearest(&self, va: u64) -> Option<Nearest<'_>> {
+        self.inner.nearest_named(Va(va))
     }
 
     /// Exports matching `pattern` (`mod_glob!name_glob`) as columns: module, name, address, ordinal,
     /// forwarder.
     fn find<'py>(&self, py: Python<'py>, pattern: &str) -> PyResult<Dict<'py>> {
-        self.columns(py, &self.inner.find(pattern))
+        columns(py, &self.inner.find_rows(pattern))
     }
 
     /// The modules as columns: kd_name, file_name, base, size, exports (count), imports (count), error,
@@ -230,12 +201,8 @@ impl PySymbolTable {
         expr: &str,
         aligned: bool,
     ) -> PyResult<Dict<'py>> {
-        let t = &self.inner;
-        let rows = run(py, || t.importers(&dump.inner, expr, aligned))?;
-        let module: Vec<_> = rows.iter().map(|r| &t.modules[r.module].kd_name).collect();
-        let iat_slot: Vec<_> = rows.iter().map(|r| r.slot.0).collect();
-        let iat_slot = iat_slot.into_pyarray(py);
-        Ok(dict!(columns(py, &rows)?; module, iat_slot))
+        let rows = run(py, || self.inner.importers(&dump.inner, expr, aligned))?;
+        columns(py, &rows)
     }
 
     /// Number of exports in the table.

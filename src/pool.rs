@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ntdump_core::pool::big::{containing, read_big, BigPool};
+use ntdump_core::pool::big::read_big;
 use ntdump_core::pool::owners::padded_tag;
 use ntdump_core::pool::scan::PreparedScan;
 use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
@@ -53,7 +53,7 @@ pub fn pool_big<'py>(
     table: Option<(u64, u64, String)>,
 ) -> PyResult<Dict<'py>> {
     let r = match table {
-        None => default_big(py, dump)?,
+        None => run(py, || dump.inner.big_pool())?,
         Some((a, n, l)) => {
             let k = kernel_of(py, dump)?;
             Arc::new(run(py, || read_big(&dump.inner, &k, Some((a, n, &l))))?)
@@ -65,23 +65,12 @@ pub fn pool_big<'py>(
     Ok(dict!(o; columns))
 }
 
-/// The big pool table found by the default search, read once (GIL released) and shared.
-fn default_big(py: Python<'_>, dump: &PyDump) -> PyResult<Arc<BigPool>> {
-    run(py, || dump.inner.big_pool())
-}
-
 /// The pool page holding `va` (`!pool`): blocks as tuples (address, size, previous_size, pool_index,
-/// raw_type, pool_type, allocated, tag, contains), the walk status, and the nearest header.
+/// raw_type, pool_type, allocated, tag, contains), the walk status, the nearest header, and `big`:
+/// the big allocation holding `va` (`ntdump_core::Session::pool_page`).
 #[guarded]
 pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Dict<'py>> {
-    let va = Va(va);
-    let p = run(py, || core_pool::page::pool_page(&dump.inner, va))?;
-    // The big allocation holding `va` (pool::big::containing), when the big table can be read.
-    let big = default_big(py, dump).ok().and_then(|b| {
-        let g = &b.pages;
-        containing(g, va).map(|i| (g.va[i], g.tag[i], g.bytes[i], g.pool_type[i], g.freed[i]))
-    });
-    Ok(dict!(record(py, &p)?; big))
+    record(py, &run(py, || dump.inner.pool_page(Va(va)))?)
 }
 
 /// A prepared pool scan (`ntdump_core::pool::scan::PreparedScan`): the mapped kernel pages are listed
@@ -152,16 +141,7 @@ pub fn pool_owners<'py>(py: Python<'py>, dump: &PyDump, tags: Vec<Vec<u8>>) -> P
     let owners = run(py, || {
         core_pool::owners::tag_owners(&dump.inner, &t, &fixed)
     })?;
-    let rows: Vec<_> = owners
-        .iter()
-        .map(|o| {
-            let r = &o.rows;
-            let kd: Vec<_> = r.iter().map(|r| &t.modules[r.module].kd_name).collect();
-            let evidence: Vec<_> = r.iter().map(|r| &r.evidence).collect();
-            let scores: Vec<_> = r.iter().map(|r| r.score).collect();
-            (kd, evidence, scores, &o.note)
-        })
-        .collect();
+    let rows: Vec<_> = owners.iter().map(|o| o.columns(&t)).collect();
     value(py, &rows)
 }
 

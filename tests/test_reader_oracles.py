@@ -57,7 +57,7 @@ def test_kdmp_parser_translations(forged64):
     samples = forged64.sample_vas(1200, seed=7)
     assert len(samples) == 1200
     with ntdump.open(forged64.path) as d:
-        ours = d._d.translate_many([va for va, _ in samples])
+        ours = [d._d.translate(va) for va, _ in samples]
         for (va, pa), got in zip(samples, ours, strict=True):
             assert got == pa, hex(va)
             assert k.translate_virtual(va) == pa, hex(va)

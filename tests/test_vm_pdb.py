@@ -10,7 +10,8 @@ from ntdump import _native
 
 def test_pdb_identity_matches_the_image(shared_data):
     pefile = pytest.importorskip("pefile")
-    guid, age, syms = _native.pdb_public_symbols(str(shared_data / "pdb/msft/amdppm.pdb"))
+    guid, age, every = _native.pdb_symbols(str(shared_data / "pdb/msft/amdppm.pdb"))
+    syms = [(n, rva) for n, rva, kind in every if kind == "public"]
     pe = pefile.PE(str(shared_data / "pe/msft/amdppm.sys"))
     cv = next(e.entry for e in pe.DIRECTORY_ENTRY_DEBUG if e.struct.Type == 2)
     want = (
@@ -32,9 +33,9 @@ def test_pdb_garbage_is_a_symbol_error(tmp_path):
     p = tmp_path / "bad.pdb"
     p.write_bytes(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0" + b"\xff" * 4000)
     with pytest.raises(ntdump.SymbolError):
-        _native.pdb_public_symbols(str(p))
+        _native.pdb_symbols(str(p))
     with pytest.raises(FileNotFoundError):
-        _native.pdb_public_symbols(str(tmp_path / "missing.pdb"))
+        _native.pdb_symbols(str(tmp_path / "missing.pdb"))
 
 
 def test_triage_vm_says_why(triage_dump):

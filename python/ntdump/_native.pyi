@@ -25,7 +25,6 @@ __all__ = [
     "pdb_identity",
     "pdb_public_offsets",
     "panic_selftest",
-    "pdb_public_symbols",
     "pdb_symbols",
     "pe_image",
     "pe_parse",
@@ -222,7 +221,7 @@ class SymbolColumns(TypedDict):
     module: list[str]
     name: list[str | None]
     address: list[int | None]
-    ordinal: NDArray[Any]
+    ordinal: list[int]
     forwarder: list[str | None]
 
 @type_check_only
@@ -240,7 +239,7 @@ class SymbolModuleColumns(TypedDict):
 class ImporterColumns(TypedDict):
     module: list[str]
     function: list[str]
-    iat_slot: NDArray[np.uint64]
+    iat_slot: list[int]
     how_found: list[str]
     value: list[int | None]
     note: list[str | None]
@@ -365,7 +364,6 @@ class Dump:
     def read(self, va: int, n: int, pad: bool = False) -> bytes: ...
     def read_phys(self, pa: int, n: int, pad: bool = False) -> bytes: ...
     def translate(self, va: int) -> int: ...
-    def translate_many(self, vas: list[int]) -> list[int | None]: ...
     def walk(self, va: int, dtb: int | None = None) -> WalkDict: ...
     def check_intact(self) -> None: ...
     @property
@@ -427,7 +425,6 @@ def set_kernel_layouts(
     dump: Dump, types: PdbTypes | None, module: str = "nt", label: str = ""
 ) -> KernelLayoutsDict: ...
 def panic_selftest(message: str) -> None: ...
-def pdb_public_symbols(path: str | PathLike[str]) -> tuple[str, int, list[tuple[str, int]]]: ...
 def pdb_identity(path: str | PathLike[str]) -> tuple[str, int]: ...
 def pdb_symbols(path: str | PathLike[str]) -> tuple[str, int, list[tuple[str, int, str]]]: ...
 def pdb_public_offsets(path: str | PathLike[str]) -> list[tuple[str, int, int]]: ...
@@ -487,9 +484,7 @@ def stack_walk(
     max_frames: int = 64,
     images: dict[str, bytes] | None = None,
 ) -> StackWalkDict: ...
-def symbol_table(
-    dump: Dump, modules: list[tuple[str, int, int]] | None = None
-) -> SymbolTable: ...
+def symbol_table(dump: Dump) -> SymbolTable: ...
 def unwind_functions(
     file: bytes,
 ) -> list[

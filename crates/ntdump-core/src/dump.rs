@@ -99,6 +99,16 @@ impl Drop for SequentialScan<'_> {
 /// the CLI refuse larger requests before allocating; stream bigger ranges in chunks). 256 MiB.
 pub const MAX_READ_BYTES: u64 = 256 << 20;
 
+/// `n` (bytes) as a buffer length for read `what`, or [`Error::ReadLimit`] when it is over
+/// [`MAX_READ_BYTES`]: front ends check this before allocating the buffer.
+pub fn check_read_len(what: &'static str, n: u64) -> Result<usize> {
+    let max = MAX_READ_BYTES;
+    match usize::try_from(n) {
+        Ok(len) if n <= max => Ok(len),
+        _ => Err(Error::ReadLimit { what, n, max }),
+    }
+}
+
 /// Options for raw physical images (no header).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawOptions {

@@ -130,6 +130,19 @@ pub enum Error {
     /// The dump is valid but uses something ntdump does not implement yet (e.g. ARM64 translation).
     #[error("{0}")]
     Unsupported(String),
+    /// A read asked for more bytes than one call may return ([`crate::dump::MAX_READ_BYTES`]).
+    #[error(
+        "{what} of {n:#x} bytes is over the per-call limit of {max:#x} bytes (256 MiB); \
+         read in chunks with Dump.iter_read(va, n, chunk=…)"
+    )]
+    ReadLimit {
+        /// The read asked for (`read`, `read_phys`).
+        what: &'static str,
+        /// Bytes asked for.
+        n: u64,
+        /// The limit (bytes).
+        max: u64,
+    },
 }
 
 impl Error {

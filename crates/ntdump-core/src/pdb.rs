@@ -54,26 +54,6 @@ pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
 /// Most symbols read from one PDB (a full ntoskrnl PDB has ~30,000 publics).
 pub const MAX_SYMBOLS: usize = 2_000_000;
 
-/// A PDB's identity and public symbols.
-#[derive(Debug, Clone)]
-pub struct PdbSymbols {
-    /// GUID as 32 upper-case hex digits in symbol-store order (Data1, Data2, Data3, Data4 bytes).
-    pub guid: String,
-    /// Age, as an image's RSDS record carries it (the DBI stream's age).
-    pub age: u32,
-    /// (undecorated-as-stored name, RVA in bytes) pairs, sorted by RVA then name.
-    pub symbols: Vec<(String, u32)>,
-}
-
-crate::ser::tuple!(PdbSymbols: guid, age, symbols);
-
-impl PdbSymbols {
-    /// The symbol-store key: GUID followed by the age in hex (WINDOWS_INTERNALS.md §6.5).
-    pub fn key(&self) -> String {
-        format!("{}{:X}", self.guid, self.age)
-    }
-}
-
 fn perr(path: &Path, e: pdb::Error) -> Error {
     Error::Symbol(format!("{}: not a readable PDB: {e}", path.display()))
 }
@@ -98,51 +78,6 @@ pub fn undecorate(name: &str) -> &str {
         }
         _ => n,
     }
-}
-
-/// Read the public symbols of the PDB at `path`.
-pub fn read_public_symbols(path: &Path) -> Result<PdbSymbols> {
-    guarded(path, || read_public_symbols_inner(path))
-}
-
-fn read_public_symbols_inner(path: &Path) -> Result<PdbSymbols> {
-    let f = File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut pdb = pdb::PDB::open(f).map_err(|e| perr(path, e))?;
-    let info = pdb.pdb_information().map_err(|e| perr(path, e))?;
-    let g = info.guid.as_bytes();
-    // uuid bytes are big-endian fields; the symbol-store form prints Data1/2/3 as numbers, then Data4 bytes.
-    let guid: String = g.iter().map(|b| format!("{b:02X}")).collect();
-    // The DBI stream's age is the one an image's RSDS record carries (the PDB stream's may be higher).
-    let age = pdb
-        .debug_information()
-        .ok()
-        .and_then(|d| d.age())
-        .unwrap_or(info.age);
-    let map = pdb.address_map().map_err(|e| perr(path, e))?;
-    let globals = pdb.global_symbols().map_err(|e| perr(path, e))?;
-    let mut it = globals.iter();
-    let mut symbols = Vec::new();
-    use pdb::FallibleIterator;
-    loop {
-        let next = match it.next() {
-            Ok(n) => n,
-            Err(e) => return Err(perr(path, e)),
-        };
-        let Some(sym) = next else { break };
-        if let Ok(pdb::SymbolData::Public(p)) = sym.parse() {
-            if let Some(rva) = p.offset.to_rva(&map) {
-                symbols.push((p.name.to_string().into_owned(), rva.0));
-                if symbols.len() >= MAX_SYMBOLS {
-                    break;
-                }
-            }
-        }
-    }
-    symbols.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(PdbSymbols { guid, age, symbols })
 }
 
 /// Where a [`PdbSymbol`] came from in the PDB.

@@ -244,9 +244,11 @@ mod tests {
             blocks: vec![],
             status,
             nearest: None,
+            big: Some((0x1000, 7, 0x2000, 0, false)),
         };
         let want = json!({"va": 1, "page": 0, "header_size": 16, "blocks": [], "status": "corrupt",
-                          "corrupt_at": 9, "why": "bad", "nearest": null});
+                          "corrupt_at": 9, "why": "bad", "nearest": null,
+                          "big": [0x1000, 7, 0x2000, 0, false]});
         assert_eq!(to_value(p).unwrap(), want);
         let h = to_value(POOL_HEADER_X64).unwrap();
         assert_eq!(h["unit"], json!(16));

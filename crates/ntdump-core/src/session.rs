@@ -8,11 +8,13 @@
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
+use crate::addr::Va;
 use crate::dump::Dump;
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::layouts::LayoutOverrides;
-use crate::pool::big::{read_big, BigPool};
+use crate::pool::big::{containing, read_big, BigPool};
+use crate::pool::page::{pool_page, PoolPage};
 use crate::pool::PoolResult;
 use crate::symbols::{module_refs, SymbolTable};
 
@@ -95,6 +97,15 @@ impl Session {
     pub fn big_pool(&self) -> PoolResult<Arc<BigPool>> {
         let k = self.kernel()?;
         self.big.get_or_try(|| read_big(&self.dump, &k, None))
+    }
+
+    /// The pool page holding `va` (`!pool`, [`pool_page`]) with the big-pool allocation holding
+    /// `va` ([`containing`]) when the big pool table can be read.
+    pub fn pool_page(&self, va: Va) -> Result<PoolPage> {
+        let mut p = pool_page(&self.dump, va)?;
+        let big = self.big_pool().ok();
+        p.big = big.and_then(|b| containing(&b.pages, va).map(|i| b.pages.entry(i)));
+        Ok(p)
     }
 
     /// Replace the dump's layout overrides ([`Dump::set_layouts`]) and drop the views they change:

@@ -81,6 +81,17 @@ pub struct BigPages {
     pub freed: Vec<bool>,
 }
 
+/// One entry of [`BigPages`]: (VA, tag, bytes, pool type, freed).
+pub type BigEntry = (u64, u32, u64, u32, bool);
+
+impl BigPages {
+    /// Entry `i` (which must be below the number of entries).
+    pub fn entry(&self, i: usize) -> BigEntry {
+        let p = self;
+        (p.va[i], p.tag[i], p.bytes[i], p.pool_type[i], p.freed[i])
+    }
+}
+
 /// Result of [`read_big`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BigPool {

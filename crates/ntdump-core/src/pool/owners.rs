@@ -69,6 +69,20 @@ pub struct Owners {
     pub note: String,
 }
 
+/// [`Owners`] as columns with the modules named: (kd names, evidence, scores, note).
+pub type OwnerColumns<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<f64>, &'a str);
+
+impl Owners {
+    /// The rows as columns, each module named by its kd name in `table` (the table the rows came from).
+    pub fn columns<'a>(&'a self, table: &'a SymbolTable) -> OwnerColumns<'a> {
+        let r = &self.rows;
+        let kd = r.iter().map(|r| table.modules[r.module].kd_name.as_str());
+        let evidence = r.iter().map(|r| r.evidence.as_str()).collect();
+        let scores = r.iter().map(|r| r.score).collect();
+        (kd.collect(), evidence, scores, &self.note)
+    }
+}
+
 /// Classify the hit at `va` by the 4 bytes before it: (what, score).
 fn classify(d: &Dump, va: u64) -> (&'static str, f64) {
     let table: &[(&[u8], &str, f64)] = if d.header.machine == Machine::X86 {

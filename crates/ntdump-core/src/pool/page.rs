@@ -89,6 +89,9 @@ pub struct PoolPage {
     pub status: WalkStatus,
     /// Nearest plausible header at or below `va` in the page (always filled when one exists).
     pub nearest: Option<PoolBlock>,
+    /// The big-pool allocation holding `va`, when the caller looked it up in the big page table
+    /// ([`crate::Session::pool_page`] does); None otherwise.
+    pub big: Option<super::big::BigEntry>,
 }
 
 /// Decode the header at `off` of `page` (bytes), if the bytes are there.
@@ -172,6 +175,7 @@ pub fn walk_page(ctx: &PoolContext, page: &[u8], va: Va) -> PoolPage {
         blocks: Vec::new(),
         status: WalkStatus::Ok,
         nearest,
+        big: None,
     };
     if ctx.era == PoolEra::SegmentHeap {
         out.status = WalkStatus::NotWalked(format!(

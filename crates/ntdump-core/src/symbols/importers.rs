@@ -54,10 +54,13 @@ pub struct ImporterRow {
     /// Index into [`SymbolTable::modules`].
     #[serde(skip)]
     pub module: usize,
+    /// kd name of that module.
+    #[serde(rename = "module")]
+    pub module_name: String,
     /// The imported name (the target's name when the slot's own name is unknown).
     pub function: String,
     /// VA of the slot.
-    #[serde(skip)]
+    #[serde(rename = "iat_slot")]
     pub slot: Va,
     /// How it was found.
     pub how_found: HowFound,
@@ -100,6 +103,7 @@ impl SymbolTable {
                     (mi, slot),
                     ImporterRow {
                         module: mi,
+                        module_name: self.modules[mi].kd_name.clone(),
                         function: imp.name.clone().unwrap_or_else(|| tname.clone()),
                         slot: Va(slot),
                         how_found: HowFound::ImportTable,
@@ -156,6 +160,7 @@ impl SymbolTable {
                     key,
                     ImporterRow {
                         module: mi,
+                        module_name: self.modules[mi].kd_name.clone(),
                         function,
                         slot: va,
                         how_found: HowFound::PointerSearch,

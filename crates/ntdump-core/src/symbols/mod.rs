@@ -133,6 +133,25 @@ impl SymbolRow {
     }
 }
 
+/// An export with its module's kd name: one row of [`SymbolTable::find_rows`]'s table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
+pub struct NamedSymbol<'a> {
+    /// kd name of the module (`nt`, `hal`, `{GUID}`).
+    pub module: &'a str,
+    /// Exported name; None for exports by ordinal only.
+    pub name: Option<&'a str>,
+    /// Exported ordinal.
+    pub ordinal: u32,
+    /// VA: base + RVA, or for a forwarder the VA it resolves to (None when unresolved).
+    pub address: Option<u64>,
+    /// `"DLL.Function"` for a forwarder.
+    pub forwarder: Option<&'a str>,
+}
+
+/// kd's `ln` answer as data: (module kd name, export name or `#ordinal` or None, export VA or None,
+/// offset in bytes from the export, or from the module base when there is none).
+pub type Nearest<'a> = (&'a str, Option<String>, Option<u64>, u64);
+
 /// The exports of every module of a dump, indexed by name and by address.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolTable {
@@ -426,6 +445,29 @@ impl SymbolTable {
             })
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// [`SymbolTable::find`]'s rows with their module's kd name, in table order.
+    pub fn find_rows(&self, pattern: &str) -> Vec<NamedSymbol<'_>> {
+        let row = |i: usize| {
+            let r = &self.rows[i];
+            NamedSymbol {
+                module: &self.modules[r.module].kd_name,
+                name: r.name.as_deref(),
+                ordinal: r.ordinal,
+                address: r.address,
+                forwarder: r.forwarder.as_deref(),
+            }
+        };
+        self.find(pattern).into_iter().map(row).collect()
+    }
+
+    /// [`SymbolTable::nearest`] by name: the module's kd name, the export's label and VA.
+    pub fn nearest_named(&self, va: Va) -> Option<Nearest<'_>> {
+        let (m, row, off) = self.nearest(va)?;
+        let row = row.map(|r| &self.rows[r]);
+        let (label, address) = (row.map(|r| r.label()), row.and_then(|r| r.address));
+        Some((&self.modules[m].kd_name, label, address, off))
     }
 
     /// The module holding `va` (the highest base at or below it whose range contains it).
