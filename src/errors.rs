@@ -51,16 +51,12 @@ impl ToPyErr for Error {
 /// The pool's errors say which table could not be read and why.
 impl ToPyErr for PoolError {
     fn to_py(self) -> PyErr {
-        let msg = self.to_string();
-        match self {
-            PoolError::Unavailable { table, va, .. } => {
-                PoolTableError::new_err((msg, table.as_str(), va, "unavailable"))
+        match (self.table_failure(), self) {
+            (Some((t, va, why)), e) => {
+                PoolTableError::new_err((e.to_string(), t.as_str(), va, why))
             }
-            PoolError::Invalid { table, va, .. } => {
-                PoolTableError::new_err((msg, table.as_str(), va, "invalid"))
-            }
-            PoolError::Core(c) => c.to_py(),
-            _ => PyValueError::new_err(msg),
+            (None, PoolError::Core(c)) => c.to_py(),
+            (None, e) => PyValueError::new_err(e.to_string()),
         }
     }
 }

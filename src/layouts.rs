@@ -32,14 +32,9 @@ pub fn set_kernel_layouts<'py>(
     Ok(dict!(o; ldr_changed))
 }
 
-/// Where each of the dump's layouts comes from now: {"pool_header", "ldr"} always (the PDB type
-/// or the built-in profile), {"tracker", "big_pages"} when a PDB overrides them (otherwise the
-/// profile's layout is chosen per table by validation and the table's result says which).
+/// Where each of the dump's layouts comes from now (`ntdump_core::Session::layout_sources`):
+/// {"pool_header", "ldr"} always, {"tracker", "big_pages"} when a PDB overrides them.
 #[guarded]
 pub fn layout_sources(dump: &PyDump) -> BTreeMap<&'static str, String> {
-    let d = &dump.inner;
-    let mut m = d.layouts().sources();
-    m.insert("pool_header", ntdump_core::pool::header_source(d));
-    m.insert("ldr", ntdump_core::kernel::ldr_layout(d).1);
-    m
+    dump.inner.layout_sources()
 }

@@ -1,5 +1,6 @@
 //! Bindings for in-memory PE images, export symbols, importers.
 
+use std::mem::take;
 use std::sync::Arc;
 
 use ntdump_core::pe::{PeImage, PeOptions};
@@ -12,6 +13,21 @@ use crate::prelude::*;
 #[pyclass(frozen, name = "PeImage", module = "ntdump._native")]
 pub struct PyPeImage {
     inner: Arc<PeImage>,
+    /// Image base (VA).
+    #[pyo3(get)]
+    base: u64,
+    /// Bytes rebuilt (page-rounded SizeOfImage, capped).
+    #[pyo3(get)]
+    size: u64,
+    /// True for PE32+.
+    #[pyo3(get)]
+    is64: bool,
+    /// RVAs of pages that could not be read (zero-filled).
+    #[pyo3(get)]
+    missing_pages: Vec<u64>,
+    /// What was odd or cut short while reading.
+    #[pyo3(get)]
+    warnings: Vec<String>,
 }
 
 fn opts(goblin: bool) -> PeOptions {
@@ -23,8 +39,17 @@ fn opts(goblin: bool) -> PeOptions {
 fn image(py: Python<'_>, f: impl FnOnce() -> CoreResult<PeImage> + Send) -> PyResult<PyPeImage> {
     let mut img = run(py, f)?;
     img.drop_bytes();
+    let (base, size, is64) = (img.base.0, img.size, img.is64());
+    let (missing_pages, warnings) = (take(&mut img.missing_pages), take(&mut img.warnings));
     let inner = Arc::new(img);
-    Ok(PyPeImage { inner })
+    Ok(PyPeImage {
+        inner,
+        base,
+        size,
+        is64,
+        missing_pages,
+        warnings,
+    })
 }
 
 /// Rebuild and parse the PE image at VA `base` (GIL released). `size_hint`: the loader's SizeOfImage
@@ -61,36 +86,6 @@ pub fn pe_parse(
 
 #[guarded]
 impl PyPeImage {
-    /// Image base (VA).
-    #[getter]
-    fn base(&self) -> u64 {
-        self.inner.base.0
-    }
-
-    /// Bytes rebuilt (page-rounded SizeOfImage, capped).
-    #[getter]
-    fn size(&self) -> u64 {
-        self.inner.size
-    }
-
-    /// True for PE32+.
-    #[getter]
-    fn is64(&self) -> bool {
-        self.inner.is64()
-    }
-
-    /// RVAs of pages that could not be read (zero-filled).
-    #[getter]
-    fn missing_pages(&self) -> Vec<u64> {
-        self.inner.missing_pages.clone()
-    }
-
-    /// What was odd or cut short while reading.
-    #[getter]
-    fn warnings(&self) -> Vec<String> {
-        self.inner.warnings.clone()
-    }
-
     /// Which reader parsed each part: {"headers", "sections", "exports", "debug"} -> "goblin" | "own" | None.
     #[getter]
     fn parsers<'py>(&self, py: Python<'py>) -> PyResult<Dict<'py>> {

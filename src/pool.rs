@@ -5,17 +5,15 @@ use std::sync::Arc;
 use ntdump_core::pool::big::read_big;
 use ntdump_core::pool::owners::padded_tag;
 use ntdump_core::pool::scan::PreparedScan;
-use ntdump_core::pool::{self as core_pool, PoolFilter, ScanOptions, TagPattern};
+use ntdump_core::pool::{self as core_pool, ScanOptions};
 use ntdump_core::Va;
 
 use crate::prelude::*;
 
-/// VA of the PoolTrackTable variable (KDBG +0x1B8) and of the KDBG, without reading further.
+/// VA of the PoolTrackTable variable (KDBG +0x1B8), without reading further.
 #[guarded]
-pub fn pool_track_table_variable(py: Python<'_>, dump: &PyDump) -> PyResult<(u64, u64)> {
-    let k = kernel_of(py, dump)?;
-    let var = core_pool::tracker::track_table_variable(&k).or_raise()?;
-    Ok((var, k.kdbg.as_ref().map(|g| g.va).unwrap_or(0)))
+pub fn pool_track_table_variable(py: Python<'_>, dump: &PyDump) -> PyResult<u64> {
+    core_pool::tracker::track_table_variable(&*kernel_of(py, dump)?).or_raise()
 }
 
 /// Sum the tracker tables per tag (GIL released). Returns columns and where the tables are.
@@ -95,12 +93,7 @@ impl PyPoolScanner {
         ranges: Option<Vec<(u64, u64)>>,
         limit: usize,
     ) -> PyResult<Self> {
-        let pool = PoolFilter::parse(pool).or_raise()?;
-        let parse = |t: Vec<Vec<u8>>| t.iter().map(|s| TagPattern::parse(s)).collect();
-        let opts = ScanOptions {
-            tags: tags.map(parse).transpose().or_raise()?,
-            pool,
-        };
+        let opts = ScanOptions::parse(tags.as_deref(), pool).or_raise()?;
         let d = dump.inner.dump().clone();
         let inner = run(py, || PreparedScan::new(d, ranges.as_deref(), limit, opts))?;
         Ok(PyPoolScanner { inner })

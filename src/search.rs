@@ -11,11 +11,6 @@ fn hits<'py>(py: Python<'py>, r: SearchResult) -> PyResult<Dict<'py>> {
     Ok(dict!(o; address, pattern))
 }
 
-fn options(align: u64, limit: Option<usize>) -> SearchOptions {
-    let (align, d) = (align.max(1), SearchOptions::default());
-    SearchOptions { align, limit, ..d }
-}
-
 /// Search a dump for byte patterns, with the GIL released (private: use `Dump.search`).
 ///
 /// `ranges` are `(start, length in bytes)` VA ranges, or PA ranges with `physical=True`; `kernel=True`
@@ -36,7 +31,7 @@ pub fn search<'py>(
     limit: Option<usize>,
 ) -> PyResult<Dict<'py>> {
     let target = Target::choose(ranges.as_deref(), kernel, physical).or_raise()?;
-    let opts = options(align, limit);
+    let opts = SearchOptions::new(align, limit);
     hits(
         py,
         run(py, || {
@@ -60,7 +55,10 @@ pub fn search_modules<'py>(
     align: u64,
     limit: Option<usize>,
 ) -> PyResult<Dict<'py>> {
-    let (m, opts) = (&kernel_of(py, dump)?.modules, options(align, limit));
+    let (m, opts) = (
+        &kernel_of(py, dump)?.modules,
+        SearchOptions::new(align, limit),
+    );
     let r = run(py, || {
         core_search::search_modules(&dump.inner, m, &patterns, &opts)
     })?;

@@ -276,7 +276,7 @@ class Pool:
     def track_table_address(self) -> int:
         """VA of the ``nt!PoolTrackTable`` *variable* (read from KDBG +0x1B8). Raises
         :class:`PoolTableError` when the dump has no KDBG."""
-        return pool_track_table_variable(self._h.native)[0]
+        return pool_track_table_variable(self._h.native)
 
     # -- !poolused ------------------------------------------------------------------------------
     def tables(self, **kw: Any) -> dict[str, Any]:

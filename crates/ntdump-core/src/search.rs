@@ -79,6 +79,19 @@ pub struct SearchOptions {
     pub chunk_size: usize,
 }
 
+impl SearchOptions {
+    /// Options with hits kept at multiples of `align` bytes (0 counts as 1) and at most `limit`
+    /// hits; the default chunk size.
+    pub fn new(align: u64, limit: Option<usize>) -> SearchOptions {
+        let align = align.max(1);
+        SearchOptions {
+            align,
+            limit,
+            ..SearchOptions::default()
+        }
+    }
+}
+
 impl Default for SearchOptions {
     fn default() -> Self {
         SearchOptions {

@@ -5,6 +5,7 @@
 //! The views depend on the dump's struct layouts: [`Session::set_layouts`] replaces the layouts and
 //! drops the views they invalidate.
 
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
@@ -106,6 +107,17 @@ impl Session {
         let big = self.big_pool().ok();
         p.big = big.and_then(|b| containing(&b.pages, va).map(|i| b.pages.entry(i)));
         Ok(p)
+    }
+
+    /// Where each of the dump's layouts comes from now: `pool_header` and `ldr` always (a PDB type or
+    /// the built-in profile), `tracker` and `big_pages` when a PDB overrides them (otherwise the
+    /// profile's layout is chosen per table by validation, and each table's result says which).
+    pub fn layout_sources(&self) -> BTreeMap<&'static str, String> {
+        let d = &self.dump;
+        let mut m = d.layouts().sources();
+        m.insert("pool_header", crate::pool::header_source(d));
+        m.insert("ldr", crate::kernel::ldr_layout(d).1);
+        m
     }
 
     /// Replace the dump's layout overrides ([`Dump::set_layouts`]) and drop the views they change:

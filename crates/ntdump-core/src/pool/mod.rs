@@ -83,6 +83,18 @@ pub enum PoolError {
     Core(#[from] Error),
 }
 
+impl PoolError {
+    /// (table, VA, `"unavailable"` or `"invalid"`) when the error is about a table; None for
+    /// [`PoolError::Core`].
+    pub fn table_failure(&self) -> Option<(PoolTable, u64, &'static str)> {
+        match *self {
+            PoolError::Unavailable { table, va, .. } => Some((table, va, "unavailable")),
+            PoolError::Invalid { table, va, .. } => Some((table, va, "invalid")),
+            PoolError::Core(_) => None,
+        }
+    }
+}
+
 /// Result with [`PoolError`].
 pub type PoolResult<T> = std::result::Result<T, PoolError>;
 

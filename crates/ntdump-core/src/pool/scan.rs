@@ -105,6 +105,17 @@ pub struct ScanOptions {
     pub pool: PoolFilter,
 }
 
+impl ScanOptions {
+    /// Options from a front end's arguments: tag patterns ([`TagPattern::parse`]; None = every tag)
+    /// and a pool name ([`PoolFilter::parse`]).
+    pub fn parse<T: AsRef<[u8]>>(tags: Option<&[T]>, pool: &str) -> Result<ScanOptions> {
+        let parse = |t: &[T]| t.iter().map(|s| TagPattern::parse(s.as_ref())).collect();
+        let tags = tags.map(parse).transpose()?;
+        let pool = PoolFilter::parse(pool)?;
+        Ok(ScanOptions { tags, pool })
+    }
+}
+
 /// Hits, sorted by address (struct of columns).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanHits {
