@@ -77,6 +77,12 @@ pub fn pool_page<'py>(py: Python<'py>, dump: &PyDump, va: u64) -> PyResult<Dict<
 #[pyclass(frozen, name = "PoolScanner", module = "ntdump._native")]
 pub struct PyPoolScanner {
     inner: PreparedScan,
+    /// Number of 4 KiB pages to scan.
+    #[pyo3(get)]
+    pages: usize,
+    /// Warnings from listing the pages.
+    #[pyo3(get)]
+    warnings: Vec<String>,
 }
 
 #[guarded(self.inner.dump())]
@@ -95,20 +101,13 @@ impl PyPoolScanner {
     ) -> PyResult<Self> {
         let opts = ScanOptions::parse(tags.as_deref(), pool).or_raise()?;
         let d = dump.inner.dump().clone();
-        let inner = run(py, || PreparedScan::new(d, ranges.as_deref(), limit, opts))?;
-        Ok(PyPoolScanner { inner })
-    }
-
-    /// Number of 4 KiB pages to scan.
-    #[getter]
-    fn pages(&self) -> usize {
-        self.inner.pages.len()
-    }
-
-    /// Warnings from listing the pages.
-    #[getter]
-    fn warnings(&self) -> Vec<String> {
-        self.inner.warnings.clone()
+        let mut inner = run(py, || PreparedScan::new(d, ranges.as_deref(), limit, opts))?;
+        let (pages, warnings) = (inner.pages.len(), std::mem::take(&mut inner.warnings));
+        Ok(PyPoolScanner {
+            inner,
+            pages,
+            warnings,
+        })
     }
 
     /// Scan pages `[lo, hi)` (GIL released, rayon); columns address, tag, size, pool_type, allocated.

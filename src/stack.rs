@@ -31,10 +31,7 @@ pub fn stack_walk<'py>(
 #[guarded]
 pub fn processors<'py>(py: Python<'py>, dump: &PyDump) -> PyResult<Dict<'py>> {
     let k = kernel_of(py, dump)?;
-    let (ps, warnings) = match &k.kdbg {
-        Some(kd) => py.detach(|| stack::prcb::processors(&dump.inner, kd)),
-        None => (Vec::new(), vec!["no KDBG: processors unknown".to_string()]),
-    };
+    let (ps, warnings) = py.detach(|| stack::prcb::processors_of(&dump.inner, &k));
     let ip: Vec<_> = ps.iter().map(|p| p.regs.map(|r| r.ip)).collect();
     let sp: Vec<_> = ps.iter().map(|p| p.regs.map(|r| r.sp)).collect();
     Ok(dict!(columns(py, &ps)?; ip, sp, warnings))

@@ -42,6 +42,14 @@ fn u16_field(k: &Kdbg, off: usize) -> u64 {
         .unwrap_or(0)
 }
 
+/// [`processors`] of a dump's kernel view; with no KDBG, none and a warning saying so.
+pub fn processors_of(d: &Dump, k: &crate::kernel::Kernel) -> (Vec<Processor>, Vec<String>) {
+    match &k.kdbg {
+        Some(kd) => processors(d, kd),
+        None => (Vec::new(), vec!["no KDBG: processors unknown".to_string()]),
+    }
+}
+
 /// The processors of `d` (at most the header's NumberProcessors, capped at [`MAX_PROCESSORS`]), with
 /// warnings for what could not be read.
 pub fn processors(d: &Dump, kdbg: &Kdbg) -> (Vec<Processor>, Vec<String>) {
