@@ -13,7 +13,11 @@ use crate::prelude::*;
 /// VA of the PoolTrackTable variable (KDBG +0x1B8), without reading further.
 #[guarded]
 pub fn pool_track_table_variable(py: Python<'_>, dump: &PyDump) -> PyResult<u64> {
-    core_pool::tracker::track_table_variable(&*kernel_of(py, dump)?).or_raise()
+    Ok(
+        core_pool::tracker::track_table_variable(&*kernel_of(py, dump)?)
+            .or_raise()?
+            .0,
+    )
 }
 
 /// Sum the tracker tables per tag (GIL released). Returns columns and where the tables are.

@@ -1,7 +1,7 @@
 //! The KDBG block (`KDDEBUGGER_DATA64`): where the debugger finds kernel variables without symbols.
 //! Field offsets: WINDOWS_INTERNALS.md §3.2 (WRK, Volatility 3 `kdbg.json`, Rekall, Ghidra agree).
 
-use crate::addr::{Va, PAGE_SIZE};
+use crate::addr::{Pa, Va, PAGE_SIZE};
 use crate::dump::Dump;
 use crate::error::{Error, Result};
 use crate::header::Machine;
@@ -119,7 +119,7 @@ impl Kdbg {
 /// pointer is missing): a candidate needs a plausible Size and a KernBase whose page starts with "MZ".
 /// Returns the block's VA, found by locating its physical page inside the kernel image. Bounded: at most
 /// the first 4 GiB of stored memory and 64 candidates.
-pub fn scan_for_kdbg(d: &Dump) -> Option<u64> {
+pub fn scan_for_kdbg(d: &Dump) -> Option<Va> {
     let sizes = [
         0x290u32, 0x318, 0x328, 0x330, 0x340, 0x360, 0x368, 0x380, 0x390, 0x3A0,
     ];
@@ -138,7 +138,7 @@ pub fn scan_for_kdbg(d: &Dump) -> Option<u64> {
                         u32::from_le_bytes(page[i + 4..i + 8].try_into().unwrap_or_default());
                     if sizes.contains(&size) {
                         candidates += 1;
-                        if let Some(va) = locate_block(d, (pfn << 12) + (i as u64 - 0x10)) {
+                        if let Some(va) = locate_block(d, Pa((pfn << 12) + (i as u64 - 0x10))) {
                             return Some(va);
                         }
                         if candidates > 64 {
@@ -153,9 +153,10 @@ pub fn scan_for_kdbg(d: &Dump) -> Option<u64> {
     None
 }
 
-fn locate_block(d: &Dump, pa: u64) -> Option<u64> {
+fn locate_block(d: &Dump, pa: Pa) -> Option<Va> {
     let mut b = [0u8; 0x20];
-    d.read_phys(crate::addr::Pa(pa), &mut b).ok()?;
+    d.read_phys(pa, &mut b).ok()?;
+    let pa = pa.0;
     let mut kb = u64::from_le_bytes(b[0x18..0x20].try_into().ok()?);
     if d.header.machine == Machine::X86 {
         kb &= 0xFFFF_FFFF;
@@ -170,7 +171,7 @@ fn locate_block(d: &Dump, pa: u64) -> Option<u64> {
     for p in 0..(64 << 20) / PAGE_SIZE {
         let va = kb + p * PAGE_SIZE;
         if d.translate(Va(va)).ok().map(|x| x.0 & !(PAGE_SIZE - 1)) == Some(target) {
-            return Some(va + (pa & (PAGE_SIZE - 1)));
+            return Some(Va(va + (pa & (PAGE_SIZE - 1))));
         }
     }
     None

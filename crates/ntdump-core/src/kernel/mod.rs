@@ -50,9 +50,10 @@ impl Kernel {
         if kdbg_va == 0 && d.triage().is_none() && d.mode().is_some() {
             if let Some(va) = kdbg::scan_for_kdbg(d) {
                 warnings.push(format!(
-                    "KDBG found at {va:#x} by scanning physical memory for its owner tag"
+                    "KDBG found at {:#x} by scanning physical memory for its owner tag",
+                    va.0
                 ));
-                kdbg_va = va;
+                kdbg_va = va.0;
             }
         }
         let kdbg = if kdbg_va != 0 {

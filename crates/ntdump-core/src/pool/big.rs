@@ -209,7 +209,8 @@ fn source_of(l: &BigPageLayout, over: &Option<String>) -> String {
 }
 
 /// Find the big page table near the PoolTrackTable variable `track_var` (see the module docs).
-pub fn locate(d: &Dump, track_var: u64, track_table: u64) -> PoolResult<BigTableInfo> {
+pub fn locate(d: &Dump, track_var: Va, track_table: Va) -> PoolResult<BigTableInfo> {
+    let (track_var, track_table) = (track_var.0, track_table.0);
     let ctx = PoolContext::of(d);
     let (cands, over) = candidates(d, &ctx);
     let ptr = ctx.ptr;
@@ -404,18 +405,21 @@ pub fn read_big(d: &Dump, k: &Kernel, given: Option<(u64, u64, &str)>) -> PoolRe
                 PoolError::Unavailable { va, why, .. } => err_unavail(va, why),
                 o => o,
             })?;
-            let track = d.read_ptr(Va(var)).map_err(|e| {
+            let track = d.read_ptr(var).map_err(|e| {
                 let extra = if d.triage().is_some() {
                     " (a triage dump does not hold the kernel's pool variables)"
                 } else {
                     ""
                 };
                 err_unavail(
-                    var,
-                    format!("the PoolTrackTable variable at {var:#x} cannot be read{extra}: {e}"),
+                    var.0,
+                    format!(
+                        "the PoolTrackTable variable at {:#x} cannot be read{extra}: {e}",
+                        var.0
+                    ),
                 )
             })?;
-            locate(d, var, track)?
+            locate(d, var, Va(track))?
         }
     };
     let (pages, mut warnings) = read_table(d, &info);

@@ -178,7 +178,7 @@ fn invalid(va: u64, why: impl Into<String>) -> PoolError {
 }
 
 /// VA of the `nt!PoolTrackTable` variable, from KDBG +0x1B8.
-pub fn track_table_variable(k: &Kernel) -> PoolResult<u64> {
+pub fn track_table_variable(k: &Kernel) -> PoolResult<Va> {
     let kd = k.kdbg.as_ref().ok_or_else(|| {
         unavailable(
             0,
@@ -190,7 +190,7 @@ pub fn track_table_variable(k: &Kernel) -> PoolResult<u64> {
             kd.va,
             "the KDBG's PoolTrackTable field (+0x1B8) is zero or missing",
         )),
-        Some(v) => Ok(v),
+        Some(v) => Ok(Va(v)),
     }
 }
 
@@ -223,7 +223,7 @@ pub fn locate(d: &Dump, k: &Kernel) -> PoolResult<TrackerTableInfo> {
 /// [`locate`], with the entry count given (from a PDB) when `entries` is `Some`.
 pub fn locate_with(d: &Dump, k: &Kernel, given: Option<u64>) -> PoolResult<TrackerTableInfo> {
     let ctx = PoolContext::of(d);
-    let var = track_table_variable(k)?;
+    let var = track_table_variable(k)?.0;
     let ptr = ctx.ptr;
     let read = |va: u64, what: &str| {
         d.read_ptr(Va(va)).map_err(|e| {
