@@ -110,3 +110,19 @@ def test_vm_counters_and_symbol_only_fields(tmp_path):
         text = str(v)
         assert "NonPagedPool Usage:" in text and "125476 Kb" in text
         assert "********** 3 pool allocations have failed **********" in text
+
+
+@pytest.mark.parametrize("kind", ["win10", "2003"])
+def test_raw_image_finds_kdbg_by_its_owner_tag(tmp_path, kind):
+    """A raw image has no header pointer to the KDBG: the kernel view finds the block by scanning
+    physical memory for its owner tag, says so, and lists the same modules as the full dump."""
+    make = scenario.win10_x64 if kind == "win10" else scenario.server2003_x86_pae
+    full = make(tmp_path / "f.dmp")
+    raw = make(tmp_path / "r.raw", fmt="raw")
+    machine, pae = ("x64", None) if kind == "win10" else ("x86", True)
+    with ntdump.open(raw.path, raw=True, machine=machine, pae=pae, dtb=raw.pt.dtb) as d:
+        assert d.kdbg is not None and d.kdbg["va"] == raw.layout.kdbg
+        assert f"KDBG found at {raw.layout.kdbg:#x} by scanning physical memory" in " ".join(
+            d.kernel_warnings)
+        with ntdump.open(full.path) as f:
+            assert list(d.modules.to_frame()["name"]) == list(f.modules.to_frame()["name"])
