@@ -7,17 +7,18 @@
 //! 0x12) and filled with pool pages: chains of x64 POOL_HEADERs (16-byte units, Vista+ PoolType
 //! encoding, build 7601), 16 tags, block sizes from a xorshift stream seeded by the PFN.
 //!
-//! Run: `cargo bench -p ntdump-core --bench pool_scan` (`-- --quick` for a smoke run). The Python
-//! side-by-side (Volatility 3) is `benchmarks/pool_scan.py`; numbers are in docs/pool.md.
+//! Run: `cargo bench -p ntdump-core --bench pool_scan` (`-- --quick` for a smoke run); after the
+//! criterion groups it prints an interleaved touch / scan comparison (min of `NTDUMP_BENCH_ROUNDS`).
+//! The Python side-by-side (Volatility 3) is `benchmarks/pool_scan.py`; numbers are in docs/pool.md.
 
 use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ntdump_core::pool::scan::{kernel_pages, scan_pages, touch_pages};
+use ntdump_core::pool::scan::{kernel_pages, scan_pages, touch_pages, PageRef};
 use ntdump_core::pool::{ScanOptions, TagPattern};
 use ntdump_core::Dump;
 
@@ -158,6 +159,38 @@ fn write_dump(mib: u64) -> PathBuf {
     path
 }
 
+/// Alternate touch and scan rounds (one tag, every tag) and print the fastest of each and their
+/// ratios: on a machine with other load or drifting memory speed, the minimum of interleaved rounds
+/// is the fairest comparison. Rounds: `NTDUMP_BENCH_ROUNDS` (default 15).
+fn interleaved(d: &Dump, pages: &[PageRef], one: &ScanOptions, all: &ScanOptions) {
+    let rounds: usize = std::env::var("NTDUMP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let mut min = [f64::MAX; 3];
+    for _ in 0..rounds {
+        let t = Instant::now();
+        black_box(touch_pages(d, pages));
+        min[0] = min[0].min(t.elapsed().as_secs_f64());
+        for (i, o) in [(1, one), (2, all)] {
+            let t = Instant::now();
+            black_box(scan_pages(d, pages, o).len());
+            min[i] = min[i].min(t.elapsed().as_secs_f64());
+        }
+    }
+    let gib = (pages.len() * PAGE) as f64 / (1u64 << 30) as f64;
+    eprintln!(
+        "interleaved: touch {:.1} ms ({:.1} GiB/s), one tag {:.1} ms ({:.2}x touch), every tag \
+         {:.1} ms ({:.2}x touch) (min of {rounds})",
+        min[0] * 1e3,
+        gib / min[0],
+        min[1] * 1e3,
+        min[1] / min[0],
+        min[2] * 1e3,
+        min[2] / min[0],
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let mib: u64 = std::env::var("NTDUMP_BENCH_MIB")
         .ok()
@@ -184,6 +217,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(scan_pages(&d, &pages, &one).len()))
     });
     g.finish();
+    interleaved(&d, &pages, &one, &all);
 }
 
 criterion_group!(pool_scan, benches);

@@ -8,6 +8,10 @@
 //! Pages are listed first ([`kernel_pages`], VA order, from the page-table leaves), then scanned in parallel (rayon) in chunks of
 //! [`CHUNK_PAGES`]; hits are concatenated in page order, so output is sorted by address and does not
 //! depend on the thread count. Small pool blocks never straddle a page, so pages are independent.
+//!
+//! Each page is scanned in two passes: pass 1 keeps the unit-aligned slots whose tag passes the tag
+//! test alone (SSE2 on x86_64, four slots per compare; a scalar loop elsewhere), pass 2 applies every
+//! rule to those candidates.
 
 use rayon::prelude::*;
 
@@ -373,18 +377,24 @@ impl<'o> Scanner<'o> {
         }
     }
 
-    /// Scan `bytes`: whole 4 KiB pages, consecutive in VA from `va`.
+    /// Scan `bytes`: whole 4 KiB pages, consecutive in VA from `va`. No software prefetch: pass 1
+    /// loads every 16 bytes in order, which the hardware prefetcher follows (prefetching the next
+    /// page by hand made the scan slower; docs/benchmarks.md).
     fn span(&self, bytes: &[u8], va: u64, out: &mut ScanHits) {
-        let ps = PAGE_SIZE as usize;
-        for (i, page) in bytes.chunks(ps).enumerate() {
-            if let Some(next) = bytes.get((i + 1) * ps..(i + 2) * ps) {
-                prefetch_page(next);
-            }
-            self.every_offset(page, va + (i * ps) as u64, out);
+        let mut cand = [0u16; PAGE_SIZE as usize / 8];
+        for (i, page) in bytes.chunks(PAGE_SIZE as usize).enumerate() {
+            self.every_offset(page, va + (i as u64) * PAGE_SIZE, out, &mut cand);
         }
     }
 
-    fn every_offset(&self, page: &[u8], va: u64, out: &mut ScanHits) {
+    /// Scan one page; `cand` is pass 1's scratch (its contents on entry do not matter).
+    fn every_offset(
+        &self,
+        page: &[u8],
+        va: u64,
+        out: &mut ScanHits,
+        cand: &mut [u16; PAGE_SIZE as usize / 8],
+    ) {
         // Pass 1: the offsets whose tag bytes pass a cheap test, in a loop specialised on the
         // unit so that it compiles to straight-line (vectorisable) code. Pass 2: the full rules.
         let page4k = match <&[u8; PAGE_SIZE as usize]>::try_from(page) {
@@ -400,23 +410,17 @@ impl<'o> Scanner<'o> {
             }
             return;
         };
-        let prot_mask = if self.ctx.masks_protected_bit() {
-            0x7FFF_FFFF
-        } else {
-            u32::MAX
+        let test = TagTest {
+            prot_mask: if self.ctx.masks_protected_bit() {
+                0x7FFF_FFFF
+            } else {
+                u32::MAX
+            },
+            patterns: self.opts.tags.as_deref(),
         };
-        let mut cand = [0u16; PAGE_SIZE as usize / 8];
-        let k = match (self.unit, self.opts.tags.as_deref()) {
-            (16, None) => pass1::<16>(page4k, &mut cand, |t| printable4(t & prot_mask)),
-            (16, Some([p])) => pass1::<16>(page4k, &mut cand, |t| p.matches(t & prot_mask)),
-            (16, Some(ps)) => pass1::<16>(page4k, &mut cand, |t| {
-                ps.iter().any(|p| p.matches(t & prot_mask))
-            }),
-            (_, None) => pass1::<8>(page4k, &mut cand, |t| printable4(t & prot_mask)),
-            (_, Some([p])) => pass1::<8>(page4k, &mut cand, |t| p.matches(t & prot_mask)),
-            (_, Some(ps)) => pass1::<8>(page4k, &mut cand, |t| {
-                ps.iter().any(|p| p.matches(t & prot_mask))
-            }),
+        let k = match self.unit {
+            16 => pass1::<16>(page4k, cand, &test),
+            _ => pass1::<8>(page4k, cand, &test),
         };
         for &off in &cand[..k] {
             self.check(page, va, usize::from(off), out);
@@ -424,40 +428,167 @@ impl<'o> Scanner<'o> {
     }
 }
 
+/// Pass 1's test of one slot's tag (bytes 4..8 of the header): after `prot_mask` (which drops the
+/// protected bit before Windows 8), the tag matches one of `patterns`, or with none is printable.
+struct TagTest<'p> {
+    prot_mask: u32,
+    patterns: Option<&'p [TagPattern]>,
+}
+
+impl TagTest<'_> {
+    #[inline(always)]
+    fn passes(&self, t: u32) -> bool {
+        let t = t & self.prot_mask;
+        match self.patterns {
+            None => printable4(t),
+            Some(ps) => ps.iter().any(|p| p.matches(t)),
+        }
+    }
+}
+
 /// Offsets (bytes) of the `UNIT`-aligned slots of `page` whose tag (bytes 4..8) passes `test`,
-/// written to `cand`; returns how many. Branch-free: every slot writes, the count moves on a hit.
+/// written to `cand` in page order; returns how many. SSE2 on x86_64 (four slots per compare),
+/// [`pass1_scalar`] elsewhere; both give the same offsets (a unit test compares them).
 #[inline(always)]
 fn pass1<const UNIT: usize>(
     page: &[u8; PAGE_SIZE as usize],
     cand: &mut [u16; PAGE_SIZE as usize / 8],
-    test: impl Fn(u32) -> bool,
+    test: &TagTest<'_>,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    return sse2::pass1::<UNIT>(page, cand, test);
+    #[cfg(not(target_arch = "x86_64"))]
+    return pass1_scalar::<UNIT>(page, cand, test);
+}
+
+/// [`pass1`], one slot at a time. Branch-free: every slot writes, the count moves on a hit.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn pass1_scalar<const UNIT: usize>(
+    page: &[u8; PAGE_SIZE as usize],
+    cand: &mut [u16; PAGE_SIZE as usize / 8],
+    test: &TagTest<'_>,
 ) -> usize {
     let mut k = 0usize;
     for i in 0..PAGE_SIZE as usize / UNIT {
         let o = i * UNIT;
         let t = u32::from_le_bytes([page[o + 4], page[o + 5], page[o + 6], page[o + 7]]);
         cand[k & (PAGE_SIZE as usize / 8 - 1)] = o as u16;
-        k += usize::from(test(t));
+        k += usize::from(test.passes(t));
     }
     k
 }
 
-/// Ask the CPU to start loading `page` (one prefetch per 64-byte line) while the current page is
-/// scanned: the tag test reads 4 bytes per 16, too few loads in flight to hide memory latency alone.
-#[inline(always)]
-fn prefetch_page(page: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in page.chunks(64) {
-        // SAFETY: `_mm_prefetch` only hints the cache; the address is inside a live slice and
-        // is never dereferenced by this call. SSE is part of the x86_64 baseline.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast::<i8>(),
-            )
-        };
+/// Pass 1 with SSE2 (part of the x86_64 baseline, so always available there): the tags of four
+/// slots are gathered into one vector, tested lane by lane, and the hits of 64 slots collected as a
+/// bit mask before their offsets are written.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::*;
+
+    use super::{TagTest, PAGE_SIZE};
+
+    const PAGE: usize = PAGE_SIZE as usize;
+
+    /// The tags (bytes 4..8) of the four `UNIT`-byte slots from byte `o` of `page`; `o + 64` must
+    /// not pass the end of the page (checked by the caller's loop bounds).
+    #[inline(always)]
+    unsafe fn tags<const UNIT: usize>(p: *const u8, o: usize) -> __m128i {
+        let v = |at: usize| _mm_loadu_si128(p.add(at).cast());
+        if UNIT == 16 {
+            // Lane 1 of each slot: [s0.1, s1.1, s2.1, s3.1].
+            let x01 = _mm_unpacklo_epi32(v(o), v(o + 16));
+            let x23 = _mm_unpacklo_epi32(v(o + 32), v(o + 48));
+            _mm_unpackhi_epi64(x01, x23)
+        } else {
+            // Lanes 1 and 3 of two 16-byte loads (two 8-byte slots each).
+            let (a, b) = (_mm_castsi128_ps(v(o)), _mm_castsi128_ps(v(o + 16)));
+            _mm_castps_si128(_mm_shuffle_ps::<0xDD>(a, b))
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = page;
+
+    /// Candidate offsets of `page` for the lane test `ok` (all-ones lanes pass).
+    #[inline(always)]
+    fn collect<const UNIT: usize>(
+        page: &[u8; PAGE],
+        cand: &mut [u16; PAGE / 8],
+        ok: impl Fn(__m128i) -> __m128i,
+    ) -> usize {
+        let mut k = 0usize;
+        let p = page.as_ptr();
+        // 64 slots per mask word: 1 KiB (UNIT 16) or 512 bytes (UNIT 8) of the page.
+        for w in 0..PAGE / UNIT / 64 {
+            let mut bits = 0u64;
+            for q in 0..16 {
+                let o = (w * 64 + q * 4) * UNIT;
+                debug_assert!(o + 4 * UNIT <= PAGE);
+                // SAFETY: o + 4 * UNIT <= PAGE for every w, q of these bounds, so the loads stay
+                // inside `page`; the rest are register operations of SSE2 (x86_64 baseline).
+                let m = unsafe { _mm_movemask_ps(_mm_castsi128_ps(ok(tags::<UNIT>(p, o)))) };
+                bits |= u64::from(m as u32) << (q * 4);
+            }
+            while bits != 0 {
+                cand[k] = ((w * 64 + bits.trailing_zeros() as usize) * UNIT) as u16;
+                k += 1;
+                bits &= bits - 1;
+            }
+        }
+        k
+    }
+
+    pub(super) fn pass1<const UNIT: usize>(
+        page: &[u8; PAGE],
+        cand: &mut [u16; PAGE / 8],
+        test: &TagTest<'_>,
+    ) -> usize {
+        // SAFETY (each closure and constant): SSE2 register operations only (x86_64 baseline).
+        unsafe {
+            let prot = _mm_set1_epi32(test.prot_mask as i32);
+            let zero = _mm_setzero_si128();
+            match test.patterns {
+                None => {
+                    // printable4 on four lanes: no high bit, no byte below 0x20, no 0x7F byte.
+                    let (hi, sp) = (
+                        _mm_set1_epi32(0x8080_8080u32 as i32),
+                        _mm_set1_epi32(0x2020_2020),
+                    );
+                    let (del, one) = (_mm_set1_epi32(0x7F7F_7F7F), _mm_set1_epi32(0x0101_0101));
+                    collect::<UNIT>(page, cand, |t| {
+                        let t = _mm_and_si128(t, prot);
+                        let below = _mm_andnot_si128(t, _mm_sub_epi32(t, sp));
+                        let x = _mm_xor_si128(t, del);
+                        let d = _mm_andnot_si128(x, _mm_sub_epi32(x, one));
+                        let bad = _mm_and_si128(_mm_or_si128(_mm_or_si128(t, below), d), hi);
+                        _mm_cmpeq_epi32(bad, zero)
+                    })
+                }
+                Some([p]) => {
+                    let (v, m) = (
+                        _mm_set1_epi32(p.value as i32),
+                        _mm_set1_epi32(p.mask as i32),
+                    );
+                    let m = _mm_and_si128(m, prot);
+                    collect::<UNIT>(page, cand, |t| {
+                        _mm_cmpeq_epi32(_mm_and_si128(_mm_xor_si128(t, v), m), zero)
+                    })
+                }
+                Some(ps) => collect::<UNIT>(page, cand, |t| {
+                    let t = _mm_and_si128(t, prot);
+                    let mut ok = zero;
+                    for p in ps {
+                        let (v, m) = (
+                            _mm_set1_epi32(p.value as i32),
+                            _mm_set1_epi32(p.mask as i32),
+                        );
+                        ok = _mm_or_si128(
+                            ok,
+                            _mm_cmpeq_epi32(_mm_and_si128(_mm_xor_si128(t, v), m), zero),
+                        );
+                    }
+                    ok
+                }),
+            }
+        }
+    }
 }
 
 /// True when all four bytes of `t` are in 0x20..=0x7E (SWAR: no high bit, no byte below 0x20, no
@@ -629,6 +760,70 @@ mod tests {
             tag,
             process_billed: None,
             ..POOL_HEADER_X64
+        }
+    }
+
+    /// The SSE2 pass 1 and the scalar one give the same candidates, for both units, printable and
+    /// pattern tests, with and without the protected bit masked, on pages of random bytes with tags
+    /// planted (some with the protected bit set) and on pages of printable text.
+    #[test]
+    fn pass1_simd_equals_scalar() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pats = [
+            TagPattern::parse(b"Thre").unwrap(),
+            TagPattern::parse(b"Fi*").unwrap(),
+            TagPattern::parse(b"?ro?").unwrap(),
+        ];
+        let tests = [
+            (u32::MAX, None),
+            (0x7FFF_FFFF, None),
+            (u32::MAX, Some(&pats[..1])),
+            (0x7FFF_FFFF, Some(&pats[..1])),
+            (u32::MAX, Some(&pats[..])),
+            (0x7FFF_FFFF, Some(&pats[1..])),
+        ];
+        let mut page = [0u8; PAGE_SIZE as usize];
+        for round in 0..200 {
+            for b in page.chunks_mut(8) {
+                b.copy_from_slice(&next().to_le_bytes());
+            }
+            if round % 4 == 0 {
+                for b in page.iter_mut() {
+                    *b = 0x20 + *b % 0x5F;
+                }
+            }
+            for _ in 0..40 {
+                let at = (next() as usize % (PAGE_SIZE as usize / 8)) * 8 + 4;
+                let tag = [b"Thre", b"File", b"Proc", b"Fi\x00\x00"][next() as usize % 4];
+                page[at..at + 4].copy_from_slice(tag);
+                if next() % 3 == 0 {
+                    page[at + 3] |= 0x80;
+                }
+            }
+            for &(prot_mask, patterns) in &tests {
+                let t = TagTest {
+                    prot_mask,
+                    patterns,
+                };
+                let (mut a, mut b) = ([0u16; 512], [0u16; 512]);
+                let (ka, kb) = (
+                    pass1::<16>(&page, &mut a, &t),
+                    pass1_scalar::<16>(&page, &mut b, &t),
+                );
+                assert_eq!(a[..ka], b[..kb], "unit 16, round {round}");
+                let (ka, kb) = (
+                    pass1::<8>(&page, &mut a, &t),
+                    pass1_scalar::<8>(&page, &mut b, &t),
+                );
+                assert_eq!(a[..ka], b[..kb], "unit 8, round {round}");
+                assert!(round % 4 != 0 || patterns.is_some() || kb > 0);
+            }
         }
     }
 
