@@ -171,7 +171,7 @@ class Report:
             ("Suspect pool tags", tags or ["none"]),
             ("Suspect drivers", drivers or ["none"]),
             ("Verdicts", verdicts or ["none"]),
-            ("Could not determine", self.notes or ["-"]),
+            ("Could not determine", self.notes or ["none"]),
         ]
 
     def text(self) -> str:
