@@ -97,7 +97,7 @@ impl PyDump {
     #[pyo3(signature = (va, dtb=None))]
     fn walk<'py>(&self, py: Python<'py>, va: u64, dtb: Option<u64>) -> PyResult<Dict<'py>> {
         let d = &self.inner;
-        let w = d.walk_with(Va(va), dtb.unwrap_or(d.dtb())).or_raise()?;
+        let w = d.walk_with(Va(va), Pa(dtb.unwrap_or(d.dtb()))).or_raise()?;
         let (pa, page_size, error) = match w.result {
             Ok((pa, size)) => (Some(pa.0), Some(size), None),
             Err(e) => (None, None, Some(e.to_py().into_value(py))),

@@ -466,13 +466,13 @@ impl Dump {
 
     /// Walk the kernel page tables for `va`, level by level (what `!pte` shows).
     pub fn walk(&self, va: Va) -> Result<Walk> {
-        self.walk_with(va, self.dtb)
+        self.walk_with(va, Pa(self.dtb))
     }
 
-    /// Walk the page tables rooted at `dtb` (a PA) for `va`.
-    pub fn walk_with(&self, va: Va, dtb: u64) -> Result<Walk> {
+    /// Walk the page tables rooted at `dtb` (the PA of the top-level table) for `va`.
+    pub fn walk_with(&self, va: Va, dtb: Pa) -> Result<Walk> {
         let mode = self.paging()?;
-        Ok(walk(mode, dtb, va, |pa| self.read_entry(mode, pa)))
+        Ok(walk(mode, dtb.0, va, |pa| self.read_entry(mode, pa)))
     }
 
     /// Translate a kernel VA to a PA. Triage dumps have no physical memory: this fails there.
