@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,23 +13,24 @@ from typing import TYPE_CHECKING, Any
 from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
 from ._limits import DEFAULT_CHUNK, U64, check_iter_read
 from ._native import Dump as NativeDump
-from ._search import Search, Width, Within
-from ._symbols import Symbols
-from ._symsrv import SymbolServer
-from .bugcheck import BugCheck
 from .errors import SymbolError
-from .modules import Kernel, Module, ModuleList
-from .pe import LoadedModuleInfo, PeImages
-from .pool import Pool
-from .stack import Images, Stack, StackWalk
-from .symbolmap import SymbolMap
-from .symbols.path import SymbolPath
-from .symbols.resolve import ModuleFiles
-from .symbols.types import TypedValue
-from .vm import Vm, VmSummary
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ._search import Search, Width, Within
+    from ._symbols import Symbols
+    from ._symsrv import SymbolServer
+    from .bugcheck import BugCheck
+    from .modules import Kernel, Module, ModuleList
+    from .pe import LoadedModuleInfo, PeImages
+    from .pool import Pool
+    from .stack import Images, Stack, StackWalk
+    from .symbolmap import SymbolMap
+    from .symbols.path import SymbolPath
+    from .symbols.resolve import ModuleFiles
+    from .symbols.types import TypedValue
+    from .vm import Vm, VmSummary
 else:
     from ._lazy import pd  # imported on first use (start-up time)
 
@@ -37,6 +39,35 @@ RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
 if TYPE_CHECKING:
     from ._native import Kdbg
 
+
+
+class _Features:
+    """The feature objects of one :class:`Dump`, wired to each other. Built together on the first
+    call that needs one, which is also when their modules are imported: opening a dump and reading
+    its header, memory or page tables loads none of them (start-up time, docs/benchmarks.md)."""
+
+    def __init__(self, h: Handle, sp: SymbolPath) -> None:
+        from ._search import Search
+        from ._symbols import Symbols
+        from ._symsrv import SymbolServer
+        from .modules import Kernel
+        from .pe import PeImages
+        from .pool import Pool
+        from .stack import Stack
+        from .symbolmap import SymbolMap
+        from .vm import Vm
+
+        self.images = PeImages(h)
+        self.kernel = Kernel(h, self.images)
+        self.symbol_map = SymbolMap(h, self.kernel)
+        self.symbols = Symbols(h, self.kernel, self.symbol_map, self.images)
+        self.symsrv = SymbolServer(h, self.kernel, self.symbol_map, self.images, sp)
+        self.symbol_map.autoload = self.symsrv.autoload
+        self.images.resolve = self.symbols.ln_or_none
+        self.search = Search(h, self.symbols)
+        self.pool = Pool(h, self.symbol_map)
+        self.vm = Vm(h, self.pool, self.symbol_map)
+        self.stack = Stack(h, self.kernel, self.symbols)
 
 
 def _looks_like_dump(path: str) -> bool:
@@ -78,21 +109,67 @@ class Dump:
         if raw is None:
             raw = self.path.lower().endswith(RAW_SUFFIXES) and not _looks_like_dump(self.path)
         native = NativeDump(self.path, raw=raw, machine=machine, pae=pae, dtb=dtb)
-        h = self._h = Handle(self.path, native)
-        self._images = PeImages(h)
-        self._kernel = Kernel(h, self._images)
-        self._symbol_map = SymbolMap(h, self._kernel)
-        self._symbols = Symbols(h, self._kernel, self._symbol_map, self._images)
-        sp = SymbolPath.coerce(symbols)
-        if offline is not None:
-            sp.offline = offline
-        self._symsrv = SymbolServer(h, self._kernel, self._symbol_map, self._images, sp)
-        self._symbol_map.autoload = self._symsrv.autoload
-        self._images.resolve = self._symbols.ln_or_none
-        self._search = Search(h, self._symbols)
-        self._pool = Pool(h, self._symbol_map)
-        self._vm = Vm(h, self._pool, self._symbol_map)
-        self._stack = Stack(h, self._kernel, self._symbols)
+        self._h = Handle(self.path, native)
+        self._f: _Features | None = None
+        self._f_lock = threading.Lock()
+        # A symbol path given here is checked now (a bad one fails the open, as before); with
+        # none, the default (``_NT_SYMBOL_PATH``) is read when the features are built.
+        self._sp: SymbolPath | None = None
+        if symbols is not None or offline is not None:
+            from .symbols.path import SymbolPath
+
+            self._sp = SymbolPath.coerce(symbols)
+            if offline is not None:
+                self._sp.offline = offline
+
+    # -- the feature objects, built on first use ---------------------------------------------
+    def _features(self) -> _Features:
+        f = self._f
+        if f is None:
+            with self._f_lock:
+                f = self._f
+                if f is None:
+                    from .symbols.path import SymbolPath
+
+                    sp = self._sp if self._sp is not None else SymbolPath.coerce(None)
+                    f = self._f = _Features(self._h, sp)
+        return f
+
+    @property
+    def _images(self) -> PeImages:
+        return self._features().images
+
+    @property
+    def _kernel(self) -> Kernel:
+        return self._features().kernel
+
+    @property
+    def _symbol_map(self) -> SymbolMap:
+        return self._features().symbol_map
+
+    @property
+    def _symbols(self) -> Symbols:
+        return self._features().symbols
+
+    @property
+    def _symsrv(self) -> SymbolServer:
+        return self._features().symsrv
+
+    @property
+    def _search(self) -> Search:
+        return self._features().search
+
+    @property
+    def _pool(self) -> Pool:
+        return self._features().pool
+
+    @property
+    def _vm(self) -> Vm:
+        return self._features().vm
+
+    @property
+    def _stack(self) -> Stack:
+        return self._features().stack
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
