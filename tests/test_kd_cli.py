@@ -415,6 +415,36 @@ def _modules_after(code: str) -> set[str]:
     return set(p.stdout.split("\n")[-2].split())
 
 
+_FEATURE_MODULES = ("ntdump.pool", "ntdump._search", "ntdump._symbols", "ntdump.symbolmap",
+                    "ntdump.stack", "ntdump.vm", "ntdump.pe", "ntdump.modules", "ntdump._symsrv",
+                    "ntdump.symbols.path")
+
+
+def _features_after(code: str) -> set[str]:
+    p = subprocess.run([sys.executable, "-c", code + "\nimport sys\n"
+                        f"print(' '.join(m for m in {_FEATURE_MODULES!r} if m in sys.modules))"],
+                       capture_output=True, text=True, check=True)
+    return set(p.stdout.split("\n")[-2].split())
+
+
+def test_open_and_header_reads_import_no_feature_module(triage_dump, tmp_path):
+    """The Dump builds its feature objects (and imports their modules) on the first call that
+    needs one: `import ntdump`, opening a dump and reading its header, memory or page tables
+    load none of them; asking for modules loads them all, wired as before."""
+    assert _features_after("import ntdump") == set()
+    header = (f"import ntdump\nd = ntdump.open({str(triage_dump)!r})\n"
+              "print(d.info.build, d.bugcheck.code, d.mode, repr(d))")
+    assert _features_after(header) == set()
+    modules = f"import ntdump\nassert len(ntdump.open({str(triage_dump)!r}).modules) > 100"
+    assert _features_after(modules) == set(_FEATURE_MODULES)
+    # The symbol path given to open (or the environment's) is the one the features get.
+    d = ntdump.open(triage_dump, symbols=str(tmp_path), offline=True)
+    assert (str(d.symbol_path), d.symbol_path.offline) == (str(tmp_path), True)
+    env = (f"import os\nos.environ['_NT_SYMBOL_PATH'] = {str(tmp_path)!r}\nimport ntdump\n"
+           f"assert str(ntdump.open({str(triage_dump)!r}).symbol_path) == {str(tmp_path)!r}")
+    subprocess.run([sys.executable, "-c", env], check=True)
+
+
 def test_import_and_info_do_not_import_pandas(triage_dump):
     assert _modules_after("import ntdump") == set()
     assert _modules_after("import ntdump.cli") == set()
