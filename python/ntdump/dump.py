@@ -91,7 +91,9 @@ class Dump:
     ``lmi``), :class:`~ntdump._search.Search` (``search``, ``dps``), :class:`~ntdump.pool.Pool`,
     :class:`~ntdump.vm.Vm`, :class:`~ntdump.stack.Stack` and
     :class:`~ntdump._symsrv.SymbolServer` (the symbol path, ``reload``, ``dt``, ``type_info``,
-    files from symbol stores). The methods below delegate to them.
+    files from symbol stores). The methods below delegate to them. The feature objects are built
+    together on the first call that needs one (``_Features``); the header, memory reads and page
+    walks need none.
     """
 
     def __init__(
