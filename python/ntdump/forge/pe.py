@@ -166,20 +166,11 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     if machine not in MACHINES:
         raise ValueError(f"machine must be one of {sorted(MACHINES)}")
     is64 = machine == "x64"
-    ptr = 8 if is64 else 4
     image_base = image_base if image_base is not None else (0x140000000 if is64 else 0x10000)
-    imps: dict[str, list[str | int]] = {d: list(fs) for d, fs in (imports or {}).items()}
-    imports = imps
-    for fn in functions:
-        for c in fn.calls:
-            if isinstance(c, str) and "!" in c:
-                dll_name, func = c.split("!", 1)
-                if func not in imps.setdefault(dll_name, []):
-                    imps[dll_name].append(func)
+    imps = _all_imports(imports, functions)
     pdata = is64 if pdata is None else pdata
     if pdata and not is64:
         raise ValueError("pdata (x64 unwind data) needs machine='x64'")
-    fixed = dict(fixed_rvas or {})
     data_exports = dict(data_exports or {})
     forwarders = dict(forwarders or {})
     rsds = rsds or default_rsds(name)
@@ -188,7 +179,95 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
         if len(tag) != 4:
             raise ValueError(f"pool tag {tag!r} is not 4 bytes")
 
-    # .text: DriverEntry, a local stub, user code, export stubs.
+    text = _build_text(is64, imps, pool_tags, code, exports, dict(fixed_rvas or {}), functions)
+    text_rva = SECTION_ALIGN
+    rdata_rva = _align(text_rva + len(text.t.code), SECTION_ALIGN)
+    rd = _Rdata(rdata_rva)
+    imp = _import_tables(rd, imps, is64)
+    export_dir, data_slots = _export_directory(rd, name, timestamp, text.exports, data_exports,
+                                               forwarders, text_rva, text.func_off)
+    dbg_off, cv_off, cv_len = _debug_record(rd, rsds)
+    runtime = _unwind_records(rd, text_rva, text.entry_end, text.assembled) if pdata else []
+
+    data_rva = _align(rdata_rva + len(rd.b), SECTION_ALIGN)
+    dd, abs_rvas = _data_section(rd, data_rva, data_exports, data_slots, data, is64,
+                                 image_base + text_rva, text.local)
+    abs_rvas += _resolve_text(text, text_rva, image_base, imp.slot_rva, is64)
+
+    layout: list[Section] = [Section(".text", bytes(text.t.code), CODE),
+                             Section(".rdata", bytes(rd.b), RDATA), Section(".data", dd, DATA)]
+    rva = _align(data_rva + len(dd), SECTION_ALIGN)
+    rvas = [text_rva, rdata_rva, data_rva]
+    pdata_dir = (0, 0)
+    if runtime:
+        pd = b"".join(struct.pack("<III", f.begin, f.end, f.unwind)
+                      for f in sorted(runtime, key=lambda f: f.begin))
+        layout.append(Section(".pdata", pd, RDATA))
+        pdata_dir = (rva, len(pd))
+        rvas.append(rva)
+        rva = _align(rva + len(pd), SECTION_ALIGN)
+    for sec in sections:
+        layout.append(sec)
+        rvas.append(rva)
+        rva = _align(rva + max(sec.virtual_size or 0, len(sec.data), 1), SECTION_ALIGN)
+    reloc_dir = (0, 0)
+    if relocs:
+        rel = _relocations(abs_rvas, is64)
+        layout.append(Section(".reloc", rel, RDATA | DISCARDABLE))
+        reloc_dir = (rva, len(rel))
+        rvas.append(rva)
+
+    dirs = [(0, 0)] * 16
+    dirs[0] = export_dir
+    dirs[1] = (rdata_rva + imp.desc_off, 20 * (len(imps) + 1)) if imps else (0, 0)
+    dirs[3] = pdata_dir
+    dirs[5] = reloc_dir
+    dirs[6] = (rdata_rva + dbg_off, 0x1C)
+    dirs[12] = (rdata_rva + imp.iat_off, imp.iat_size) if imps else (0, 0)
+    buf, file_parts = _pe_file(machine, layout, rvas, dirs, image_base=image_base,
+                               entry=text_rva, base_of_data=data_rva, timestamp=timestamp,
+                               dll=dll, os_version=os_version)
+    # Debug directory entry: AddressOfRawData (RVA) and PointerToRawData (file offset).
+    rd_raw = file_parts[1][1]
+    struct.pack_into("<IIHHIIII", buf, rd_raw + dbg_off, 0, timestamp, 0, 0, 2, cv_len,
+                     rdata_rva + cv_off, rd_raw + cv_off)
+    o = E_LFANEW + 0x18
+    struct.pack_into("<I", buf, o + 0x40, pe_checksum(buf, o + 0x40))
+    return bytes(buf)
+
+
+def _all_imports(imports: Mapping[str, Sequence[str | int]] | None,
+                 functions: Sequence[Function]) -> dict[str, list[str | int]]:
+    """``imports`` in IAT order, plus the ``"dll!Name"`` calls of ``functions`` not in it."""
+    imps: dict[str, list[str | int]] = {d: list(fs) for d, fs in (imports or {}).items()}
+    for fn in functions:
+        for c in fn.calls:
+            if isinstance(c, str) and "!" in c:
+                dll_name, func = c.split("!", 1)
+                if func not in imps.setdefault(dll_name, []):
+                    imps[dll_name].append(func)
+    return imps
+
+
+@dataclass
+class _TextLayout:
+    """``.text`` as built: the code with its fix-ups, where DriverEntry ends, the local stub, each
+    function's offset, the export names (fixed-RVA and exported functions appended) and the
+    assembled functions."""
+
+    t: _Text
+    entry_end: int
+    local: int
+    func_off: dict[str, int]
+    exports: list[str]
+    assembled: list[AssembledFunction]
+
+
+def _build_text(is64: bool, imports: Mapping[str, Sequence[str | int]],
+                pool_tags: Sequence[bytes], code: bytes, exports: Sequence[str],
+                fixed: Mapping[str, int], functions: Sequence[Function]) -> _TextLayout:
+    """``.text``: DriverEntry (a pool-tag load and call per tag, a call through every IAT slot),
+    a local stub, the user's code, the export stubs, stubs at fixed RVAs, then ``functions``."""
     t = _Text(is64)
     t.code += b"\x48\x83\xec\x28" if is64 else b"\x55\x8b\xec"
     alloc_key = ("ntoskrnl.exe", "ExAllocatePoolWithTag")
@@ -212,6 +291,7 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     t.code += b"\x33\xc0\xc3" + b"\xcc" * 13 + bytes(code)
     t.code += b"\xcc" * (-len(t.code) % 16)
     func_off: dict[str, int] = {}
+    names = list(exports)
     for e in exports:
         if e not in fixed:
             func_off[e] = len(t.code)
@@ -223,16 +303,16 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
         t.code += b"\xcc" * (off - len(t.code))
         func_off[e] = off
         t.code += b"\x33\xc0\xc3" + b"\xcc" * 13
-        if e not in exports:
-            exports = [*exports, e]
+        if e not in names:
+            names.append(e)
     assembled: list[AssembledFunction] = []
     for fn in functions:
         a = assemble(fn, len(t.code), is64=is64)
         assembled.append(a)
         t.code += a.code
         func_off[fn.name] = a.start
-        if fn.export and fn.name not in exports:
-            exports = [*exports, fn.name]
+        if fn.export and fn.name not in names:
+            names.append(fn.name)
     for a in assembled:
         for off, callee in a.fixups:
             at = a.start + off
@@ -243,19 +323,46 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
                 struct.pack_into("<i", t.code, at, func_off[callee] - (at + 4))
             else:
                 raise ValueError(f"{a.fn.name} calls unknown local function {callee!r}")
+    return _TextLayout(t, entry_end, local, func_off, names, assembled)
 
-    text_rva = SECTION_ALIGN
-    rdata_rva = _align(text_rva + len(t.code), SECTION_ALIGN)
 
-    # .rdata: IAT, import descriptors, ILT, hint/name, DLL names, exports, debug.
-    rd = bytearray()
+class _Rdata:
+    """``.rdata`` being written, at RVA ``rva``."""
+
+    def __init__(self, rva: int) -> None:
+        self.rva = rva
+        self.b = bytearray()
+
+    def here(self) -> int:
+        """RVA of the next byte written."""
+        return self.rva + len(self.b)
+
+    def pad(self, n: int) -> None:
+        self.b += bytes(-len(self.b) % n)
+
+
+@dataclass
+class _ImportTables:
+    """Where the import tables landed in ``.rdata`` (offsets in bytes) and each slot's RVA."""
+
+    iat_off: int
+    iat_size: int
+    desc_off: int
+    slot_rva: dict[tuple[str, str | int], int]
+
+
+def _import_tables(rd: _Rdata, imports: Mapping[str, Sequence[str | int]],
+                   is64: bool) -> _ImportTables:
+    """IAT, import descriptors, ILT, hint/name entries and DLL names, at the start of ``.rdata``
+    (the IAT first, as the linker puts it)."""
+    ptr = 8 if is64 else 4
     n_thunks = sum(len(f) + 1 for f in imports.values())
-    iat_off, iat_size = 0, n_thunks * ptr
-    rd += bytes(iat_size)
-    desc_off = len(rd)
-    rd += bytes(20 * (len(imports) + 1))
-    ilt_off = len(rd)
-    rd += bytes(iat_size)
+    iat_off, iat_size = len(rd.b), n_thunks * ptr
+    rd.b += bytes(iat_size)
+    desc_off = len(rd.b)
+    rd.b += bytes(20 * (len(imports) + 1))
+    ilt_off = len(rd.b)
+    rd.b += bytes(iat_size)
     slot_rva: dict[tuple[str, str | int], int] = {}
     thunk = 0
     descs = []
@@ -265,96 +372,126 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
             if isinstance(f, int):
                 value = (1 << (8 * ptr - 1)) | (f & 0xFFFF)
             else:
-                value = rdata_rva + len(rd)
-                rd += _hint_name(f)
+                value = rd.here()
+                rd.b += _hint_name(f)
             for base in (iat_off, ilt_off):
-                struct.pack_into("<Q" if is64 else "<I", rd, base + thunk * ptr, value)
-            slot_rva[(dll_name, f)] = rdata_rva + iat_off + thunk * ptr
+                struct.pack_into("<Q" if is64 else "<I", rd.b, base + thunk * ptr, value)
+            slot_rva[(dll_name, f)] = rd.rva + iat_off + thunk * ptr
             thunk += 1
         thunk += 1
         descs.append((first, dll_name))
     for i, (first, dll_name) in enumerate(descs):
-        name_rva = rdata_rva + len(rd)
-        rd += dll_name.encode() + b"\0"
-        struct.pack_into("<IIIII", rd, desc_off + 20 * i, rdata_rva + ilt_off + first * ptr,
-                         0, 0, name_rva, rdata_rva + iat_off + first * ptr)
-    rd += bytes(-len(rd) % 4)
+        name_rva = rd.here()
+        rd.b += dll_name.encode() + b"\0"
+        struct.pack_into("<IIIII", rd.b, desc_off + 20 * i, rd.rva + ilt_off + first * ptr,
+                         0, 0, name_rva, rd.rva + iat_off + first * ptr)
+    rd.pad(4)
+    return _ImportTables(iat_off, iat_size, desc_off, slot_rva)
 
-    export_dir = (0, 0)
+
+def _export_directory(rd: _Rdata, name: str, timestamp: int, exports: Sequence[str],
+                      data_exports: Mapping[str, int], forwarders: Mapping[str, str],
+                      text_rva: int, func_off: Mapping[str, int]
+                      ) -> tuple[tuple[int, int], dict[str, int]]:
+    """The export directory (functions, then data exports, then forwarders, ordinals from 1,
+    names sorted). Returns its data directory (RVA, size) and, per data export, the offset in
+    ``.rdata`` of its function-table entry (filled once ``.data`` is placed)."""
     all_exports = [*exports, *data_exports, *forwarders]
-    data_rva_pending: dict[str, int] = {}
-    if all_exports:
-        ed_off = len(rd)
-        n = len(all_exports)
-        rd += bytes(0x28 + 4 * n + 4 * n + 2 * n)
-        funcs_off, names_off, ords_off = ed_off + 0x28, ed_off + 0x28 + 4 * n, ed_off + 0x28 + 8 * n
-        mod_name_rva = rdata_rva + len(rd)
-        rd += name.encode() + b"\0"
-        sorted_names = sorted(range(n), key=lambda i: all_exports[i].encode())
-        for j, i in enumerate(sorted_names):
-            struct.pack_into("<I", rd, names_off + 4 * j, rdata_rva + len(rd))
-            struct.pack_into("<H", rd, ords_off + 2 * j, i)
-            rd += all_exports[i].encode() + b"\0"
-        for i, e in enumerate(all_exports):
-            if e in forwarders:
-                struct.pack_into("<I", rd, funcs_off + 4 * i, rdata_rva + len(rd))
-                rd += forwarders[e].encode() + b"\0"
-            elif e in data_exports:
-                data_rva_pending[e] = funcs_off + 4 * i
-            else:
-                struct.pack_into("<I", rd, funcs_off + 4 * i, text_rva + func_off[e])
-        struct.pack_into("<IIHHIIIIII", rd, ed_off, 0, timestamp, 0, 0, mod_name_rva, 1, n, n,
-                         rdata_rva + funcs_off, rdata_rva + names_off)
-        struct.pack_into("<I", rd, ed_off + 0x24, rdata_rva + ords_off)
-        export_dir = (rdata_rva + ed_off, len(rd) - ed_off)
-        rd += bytes(-len(rd) % 4)
-    dbg_off = len(rd)
+    if not all_exports:
+        return (0, 0), {}
+    slots: dict[str, int] = {}
+    ed_off = len(rd.b)
+    n = len(all_exports)
+    rd.b += bytes(0x28 + 4 * n + 4 * n + 2 * n)
+    funcs_off, names_off, ords_off = ed_off + 0x28, ed_off + 0x28 + 4 * n, ed_off + 0x28 + 8 * n
+    mod_name_rva = rd.here()
+    rd.b += name.encode() + b"\0"
+    for j, i in enumerate(sorted(range(n), key=lambda i: all_exports[i].encode())):
+        struct.pack_into("<I", rd.b, names_off + 4 * j, rd.here())
+        struct.pack_into("<H", rd.b, ords_off + 2 * j, i)
+        rd.b += all_exports[i].encode() + b"\0"
+    for i, e in enumerate(all_exports):
+        if e in forwarders:
+            struct.pack_into("<I", rd.b, funcs_off + 4 * i, rd.here())
+            rd.b += forwarders[e].encode() + b"\0"
+        elif e in data_exports:
+            slots[e] = funcs_off + 4 * i
+        else:
+            struct.pack_into("<I", rd.b, funcs_off + 4 * i, text_rva + func_off[e])
+    struct.pack_into("<IIHHIIIIII", rd.b, ed_off, 0, timestamp, 0, 0, mod_name_rva, 1, n, n,
+                     rd.rva + funcs_off, rd.rva + names_off)
+    struct.pack_into("<I", rd.b, ed_off + 0x24, rd.rva + ords_off)
+    export_dir = (rd.rva + ed_off, len(rd.b) - ed_off)
+    rd.pad(4)
+    return export_dir, slots
+
+
+def _debug_record(rd: _Rdata, rsds: tuple[bytes, int, str]) -> tuple[int, int, int]:
+    """Room for one debug directory entry and its CodeView (RSDS) record: (entry offset, record
+    offset, record length) in ``.rdata``; the entry is written with the file offsets."""
     guid, age, pdb = rsds
     cv = b"RSDS" + bytes(guid) + struct.pack("<I", age) + pdb.encode() + b"\0"
-    rd += bytes(0x1C)
-    cv_off = len(rd)
-    rd += cv + bytes(-len(cv) % 4)
-    runtime: list[RuntimeFunction] = []
-    if pdata:
-        def _xdata(blob: bytes) -> int:
-            nonlocal rd
-            rd += bytes(-len(rd) % 4)
-            at = rdata_rva + len(rd)
-            rd += blob
-            return at
-        runtime.append(RuntimeFunction(text_rva, text_rva + entry_end, _xdata(
-            encode_unwind_info([(4, UWOP_ALLOC_SMALL, 4, b"")], 4))))
-        for a in assembled:
-            begin, end = text_rva + a.start, text_rva + a.start + len(a.code)
-            split = begin + a.split if a.split is not None else end
-            main = RuntimeFunction(begin, split, _xdata(encode_unwind_info(
-                a.codes, a.prolog_size, frame_register=a.frame_register,
-                frame_offset=a.frame_offset)))
-            runtime.append(main)
-            if a.split is not None:
-                runtime.append(RuntimeFunction(split, end, _xdata(encode_unwind_info(
-                    a.chain_codes, a.chain_prolog, chained=main))))
-        rd += bytes(-len(rd) % 4)
+    dbg_off = len(rd.b)
+    rd.b += bytes(0x1C)
+    cv_off = len(rd.b)
+    rd.b += cv + bytes(-len(cv) % 4)
+    return dbg_off, cv_off, len(cv)
 
-    # .data: data exports, user data, two absolute pointers (relocated).
-    data_rva = _align(rdata_rva + len(rd), SECTION_ALIGN)
+
+def _unwind_records(rd: _Rdata, text_rva: int, entry_end: int,
+                    assembled: Sequence[AssembledFunction]) -> list[RuntimeFunction]:
+    """UNWIND_INFOs at the end of ``.rdata`` and the RUNTIME_FUNCTIONs naming them: DriverEntry
+    (``sub rsp, 28h``) and each function (two, chained, when it saves registers after a split)."""
+
+    def xdata(blob: bytes) -> int:
+        rd.pad(4)
+        at = rd.here()
+        rd.b += blob
+        return at
+
+    runtime = [RuntimeFunction(text_rva, text_rva + entry_end, xdata(
+        encode_unwind_info([(4, UWOP_ALLOC_SMALL, 4, b"")], 4)))]
+    for a in assembled:
+        begin, end = text_rva + a.start, text_rva + a.start + len(a.code)
+        split = begin + a.split if a.split is not None else end
+        main = RuntimeFunction(begin, split, xdata(encode_unwind_info(
+            a.codes, a.prolog_size, frame_register=a.frame_register,
+            frame_offset=a.frame_offset)))
+        runtime.append(main)
+        if a.split is not None:
+            runtime.append(RuntimeFunction(split, end, xdata(encode_unwind_info(
+                a.chain_codes, a.chain_prolog, chained=main))))
+    rd.pad(4)
+    return runtime
+
+
+def _data_section(rd: _Rdata, data_rva: int, data_exports: Mapping[str, int],
+                  data_slots: Mapping[str, int], data: bytes, is64: bool, entry_va: int,
+                  local: int) -> tuple[bytes, list[int]]:
+    """``.data``: the data exports (their export entries in ``.rdata`` filled now), the user's
+    data, and two absolute pointers, to DriverEntry and to the local stub only (a search for an
+    export's VA must find nothing but IAT slots). Returns the bytes and the RVAs to relocate."""
     dd = bytearray()
     for e, size in data_exports.items():
         size = size if is64 or size < 8 else size // 2
         dd += bytes(-len(dd) % 8)
-        struct.pack_into("<I", rd, data_rva_pending[e], data_rva + len(dd))
+        struct.pack_into("<I", rd.b, data_slots[e], data_rva + len(dd))
         dd += bytes(size)
     dd += bytes(-len(dd) % 16) + bytes(data) + bytes(-len(data) % 16)
     abs_rvas: list[int] = []
-    # Pointers to DriverEntry and the local stub only: a search for an export's VA must find
-    # nothing but IAT slots.
     for target in (0, local):
         abs_rvas.append(data_rva + len(dd))
-        dd += struct.pack("<Q" if is64 else "<I", image_base + text_rva + target)
+        dd += struct.pack("<Q" if is64 else "<I", entry_va + target)
+    return bytes(dd), abs_rvas
 
-    # Resolve .text fix-ups.
+
+def _resolve_text(text: _TextLayout, text_rva: int, image_base: int,
+                  slot_rva: Mapping[tuple[str, str | int], int], is64: bool) -> list[int]:
+    """Fill the calls in ``.text``: rel32 to the local stub; through the IAT, rel32 on x64 and an
+    absolute address on x86. Returns the RVAs of the absolute ones (to relocate)."""
+    t, abs_rvas = text.t, []
     for off in t.local_calls:
-        struct.pack_into("<i", t.code, off, local - (off + 4))
+        struct.pack_into("<i", t.code, off, text.local - (off + 4))
     for off, key in t.iat_calls:
         if is64:
             disp = slot_rva[key] - (text_rva + off + 4)
@@ -362,56 +499,44 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
             disp = image_base + slot_rva[key]
             abs_rvas.append(text_rva + off)
         struct.pack_into("<I", t.code, off, disp & 0xFFFFFFFF)
+    return abs_rvas
 
-    layout: list[Section] = [Section(".text", bytes(t.code), CODE),
-                             Section(".rdata", bytes(rd), RDATA), Section(".data", bytes(dd), DATA)]
-    rva = _align(data_rva + len(dd), SECTION_ALIGN)
-    pdata_dir = (0, 0)
-    if runtime:
-        pd = b"".join(struct.pack("<III", f.begin, f.end, f.unwind)
-                      for f in sorted(runtime, key=lambda f: f.begin))
-        layout.append(Section(".pdata", pd, RDATA))
-        pdata_dir = (rva, len(pd))
-        rva = _align(rva + len(pd), SECTION_ALIGN)
-    extra_rvas = [pdata_dir[0]] if runtime else []
-    for s in sections:
-        extra_rvas.append(rva)
-        rva = _align(rva + max(s.virtual_size or 0, len(s.data), 1), SECTION_ALIGN)
-    layout += list(sections)
-    reloc_rva = rva
-    if relocs:
-        rel = bytearray()
-        rtype = 10 if is64 else 3
-        pages: dict[int, list[int]] = {}
-        for r in sorted(abs_rvas):
-            pages.setdefault(r & ~0xFFF, []).append(r & 0xFFF)
-        for page, offs in sorted(pages.items()):
-            entries = [(rtype << 12) | o for o in offs]
-            entries += [0] * (len(entries) & 1)
-            rel += struct.pack("<II", page, 8 + 2 * len(entries))
-            rel += struct.pack(f"<{len(entries)}H", *entries)
-        layout.append(Section(".reloc", bytes(rel), RDATA | DISCARDABLE))
-    rvas = [text_rva, rdata_rva, data_rva, *extra_rvas] + ([reloc_rva] if relocs else [])
+
+def _relocations(abs_rvas: Sequence[int], is64: bool) -> bytes:
+    """A ``.reloc`` section: one block per page, DIR64 (x64) or HIGHLOW (x86) entries, padded
+    to an even count."""
+    rel = bytearray()
+    rtype = 10 if is64 else 3
+    pages: dict[int, list[int]] = {}
+    for r in sorted(abs_rvas):
+        pages.setdefault(r & ~0xFFF, []).append(r & 0xFFF)
+    for page, offs in sorted(pages.items()):
+        entries = [(rtype << 12) | o for o in offs]
+        entries += [0] * (len(entries) & 1)
+        rel += struct.pack("<II", page, 8 + 2 * len(entries))
+        rel += struct.pack(f"<{len(entries)}H", *entries)
+    return bytes(rel)
+
+
+def _pe_file(machine: str, layout: Sequence[Section], rvas: Sequence[int],
+             dirs: Sequence[tuple[int, int]], *, image_base: int, entry: int, base_of_data: int,
+             timestamp: int, dll: bool, os_version: tuple[int, int]
+             ) -> tuple[bytearray, list[tuple[int, int, int]]]:
+    """The file: DOS header and stub, PE and optional headers, the section table and each
+    section's raw data (file-aligned). Returns the bytes and, per section, (RVA, file offset,
+    raw size). The CheckSum is left zero."""
     if len(rvas) != len(layout):
         raise AssertionError("section RVAs out of step")
-
-    # Headers.
+    is64 = machine == "x64"
     raw_at, file_parts = HEADERS_SIZE, []
-    for s, r in zip(layout, rvas, strict=True):
-        raw_size = _align(len(s.data), FILE_ALIGN)
+    for sec, r in zip(layout, rvas, strict=True):
+        raw_size = _align(len(sec.data), FILE_ALIGN)
         file_parts.append((r, raw_at if raw_size else 0, raw_size))
         raw_at += raw_size
     last = layout[-1]
     size_of_image = _align(rvas[-1] + max(last.virtual_size or 0, len(last.data), 1),
                            SECTION_ALIGN)
-    dirs = [(0, 0)] * 16
-    dirs[0] = export_dir
-    dirs[1] = (rdata_rva + desc_off, 20 * (len(imports) + 1)) if imports else (0, 0)
-    dirs[3] = pdata_dir
-    dirs[5] = (reloc_rva, len(layout[-1].data)) if relocs else (0, 0)
-    dirs[6] = (rdata_rva + dbg_off, 0x1C)
-    dirs[12] = (rdata_rva + iat_off, iat_size) if imports else (0, 0)
-    is_code = [bool(s.characteristics & SCN_CODE) for s in layout]
+    is_code = [bool(sec.characteristics & SCN_CODE) for sec in layout]
     size_code = sum(p[2] for c, p in zip(is_code, file_parts, strict=True) if c)
     size_idata = sum(p[2] for c, p in zip(is_code, file_parts, strict=True) if not c)
     chars = 0x0002 | (0x0020 if is64 else 0x0100) | (0x2000 if dll else 0)
@@ -425,8 +550,7 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
     struct.pack_into("<4sHHIIIHH", buf, E_LFANEW, b"PE\0\0", MACHINES[machine], len(layout),
                      timestamp, 0, 0, opt_size, chars)
     o = E_LFANEW + 0x18
-    entry = text_rva
-    head = (0x20B if is64 else 0x10B, 14, 0, size_code, size_idata, 0, entry, text_rva)
+    head = (0x20B if is64 else 0x10B, 14, 0, size_code, size_idata, 0, entry, rvas[0])
     mid = (SECTION_ALIGN, FILE_ALIGN, *os_version, *os_version, *os_version, 0, size_of_image,
            HEADERS_SIZE, 0, 1, dllchars)
     if is64:
@@ -434,23 +558,18 @@ def build_driver(name: str, *, machine: str = "x64", image_base: int | None = No
         struct.pack_into("<IIHHHHHHIIIIHH", buf, o + 0x20, *mid)
         struct.pack_into("<QQQQII", buf, o + 0x48, 0x40000, 0x1000, 0x100000, 0x1000, 0, 16)
     else:
-        struct.pack_into("<HBBIIIIIII", buf, o, *head, data_rva, image_base)
+        struct.pack_into("<HBBIIIIIII", buf, o, *head, base_of_data, image_base)
         struct.pack_into("<IIHHHHHHIIIIHH", buf, o + 0x20, *mid)
         struct.pack_into("<IIIIII", buf, o + 0x48, 0x40000, 0x1000, 0x100000, 0x1000, 0, 16)
     for i, (r, size) in enumerate(dirs):
         struct.pack_into("<II", buf, o + opt_size - 0x80 + 8 * i, r, size)
     sh = o + opt_size
-    for i, (s, (r, raw_ptr, raw_size)) in enumerate(zip(layout, file_parts, strict=True)):
-        vsize = max(s.virtual_size or 0, len(s.data))
-        struct.pack_into("<8sIIIIIIHHI", buf, sh + 0x28 * i, s.name.encode()[:8], vsize, r,
-                         raw_size, raw_ptr, 0, 0, 0, 0, s.characteristics)
-        buf[raw_ptr:raw_ptr + len(s.data)] = s.data
-    # Debug directory entry: AddressOfRawData (RVA) and PointerToRawData (file offset).
-    rd_raw = file_parts[1][1]
-    struct.pack_into("<IIHHIIII", buf, rd_raw + dbg_off, 0, timestamp, 0, 0, 2, len(cv),
-                     rdata_rva + cv_off, rd_raw + cv_off)
-    struct.pack_into("<I", buf, o + 0x40, pe_checksum(buf, o + 0x40))
-    return bytes(buf)
+    for i, (sec, (r, raw_ptr, raw_size)) in enumerate(zip(layout, file_parts, strict=True)):
+        vsize = max(sec.virtual_size or 0, len(sec.data))
+        struct.pack_into("<8sIIIIIIHHI", buf, sh + 0x28 * i, sec.name.encode()[:8], vsize, r,
+                         raw_size, raw_ptr, 0, 0, 0, 0, sec.characteristics)
+        buf[raw_ptr:raw_ptr + len(sec.data)] = sec.data
+    return buf, file_parts
 
 
 def kernel_functions(machine: str = "x64") -> tuple[Function, ...]:
