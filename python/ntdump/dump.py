@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from ._handle import DumpInfo, Handle, PageWalk, WalkStep, filetime_to_datetime
 from ._limits import DEFAULT_CHUNK, U64, check_iter_read
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .vm import Vm, VmSummary
 else:
     from ._lazy import pd  # imported on first use (start-up time)
+
+T = TypeVar("T")
 
 RAW_SUFFIXES = (".raw", ".mem", ".bin", ".img", ".vmem", ".dd")
 
@@ -68,6 +70,23 @@ class _Features:
         self.pool = Pool(h, self.symbol_map)
         self.vm = Vm(h, self.pool, self.symbol_map)
         self.stack = Stack(h, self.kernel, self.symbols)
+
+
+class _Feature(Generic[T]):
+    """``Dump._pool`` and friends: the feature object of that name (without the underscore),
+    from the Dump's :class:`_Features`, built on first use."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name.lstrip("_")
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Feature[T]: ...
+    @overload
+    def __get__(self, obj: Dump, owner: type) -> T: ...
+    def __get__(self, obj: Dump | None, owner: type) -> T | _Feature[T]:
+        if obj is None:
+            return self
+        return cast(T, getattr(obj._features(), self.attr))
 
 
 def _looks_like_dump(path: str) -> bool:
@@ -137,41 +156,15 @@ class Dump:
                     f = self._f = _Features(self._h, sp)
         return f
 
-    @property
-    def _images(self) -> PeImages:
-        return self._features().images
-
-    @property
-    def _kernel(self) -> Kernel:
-        return self._features().kernel
-
-    @property
-    def _symbol_map(self) -> SymbolMap:
-        return self._features().symbol_map
-
-    @property
-    def _symbols(self) -> Symbols:
-        return self._features().symbols
-
-    @property
-    def _symsrv(self) -> SymbolServer:
-        return self._features().symsrv
-
-    @property
-    def _search(self) -> Search:
-        return self._features().search
-
-    @property
-    def _pool(self) -> Pool:
-        return self._features().pool
-
-    @property
-    def _vm(self) -> Vm:
-        return self._features().vm
-
-    @property
-    def _stack(self) -> Stack:
-        return self._features().stack
+    _images: _Feature[PeImages] = _Feature()
+    _kernel: _Feature[Kernel] = _Feature()
+    _symbol_map: _Feature[SymbolMap] = _Feature()
+    _symbols: _Feature[Symbols] = _Feature()
+    _symsrv: _Feature[SymbolServer] = _Feature()
+    _search: _Feature[Search] = _Feature()
+    _pool: _Feature[Pool] = _Feature()
+    _vm: _Feature[Vm] = _Feature()
+    _stack: _Feature[Stack] = _Feature()
 
     # -- lifecycle -------------------------------------------------------------------------
     @property

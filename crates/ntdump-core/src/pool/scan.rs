@@ -489,8 +489,8 @@ mod sse2 {
 
     const PAGE: usize = PAGE_SIZE as usize;
 
-    /// The tags (bytes 4..8) of the four `UNIT`-byte slots from byte `o` of `page`; `o + 64` must
-    /// not pass the end of the page (checked by the caller's loop bounds).
+    /// The tags (bytes 4..8) of the four `UNIT`-byte slots from byte `o` of `page`; `o + 4 * UNIT`
+    /// must not pass the end of the page (checked by the caller's loop bounds).
     #[inline(always)]
     unsafe fn tags<const UNIT: usize>(p: *const u8, o: usize) -> __m128i {
         let v = |at: usize| _mm_loadu_si128(p.add(at).cast());
@@ -566,8 +566,8 @@ mod sse2 {
                         _mm_set1_epi32(p.value as i32),
                         _mm_set1_epi32(p.mask as i32),
                     );
-                    let m = _mm_and_si128(m, prot);
                     collect::<UNIT>(page, cand, |t| {
+                        let t = _mm_and_si128(t, prot);
                         _mm_cmpeq_epi32(_mm_and_si128(_mm_xor_si128(t, v), m), zero)
                     })
                 }

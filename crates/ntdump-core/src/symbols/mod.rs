@@ -77,13 +77,6 @@ pub struct ModuleSymbols {
     pub warnings: Vec<String>,
 }
 
-impl From<(String, u64, u64)> for ModuleRef {
-    /// From (file name, base VA, size in bytes).
-    fn from((name, base, size): (String, u64, u64)) -> ModuleRef {
-        ModuleRef { name, base, size }
-    }
-}
-
 impl From<&crate::kernel::ModuleInfo> for ModuleRef {
     fn from(m: &crate::kernel::ModuleInfo) -> Self {
         ModuleRef {
